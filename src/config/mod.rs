@@ -1,0 +1,278 @@
+//! The one configuration tree of perch: every setting with its default, read
+//! from a TOML file, overridden by command-line flags, and validated here and
+//! nowhere else. Errors name the file, the key and the reason.
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use units::{ByteSize, DiskBudget, Duration};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {file}: key `{key}`: {reason}")]
+    Key {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    #[error("config file {file}: {reason}")]
+    Syntax { file: String, reason: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where everything perch keeps lives.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./perch-data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted (writes, imports); larger gets 413.
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".parse().expect("valid"),
+            max_body_bytes: ByteSize(32 << 20),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".parse().expect("valid"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How long raw samples are kept.
+    pub retention: Duration,
+    /// Disk budget for the time-series data: a size or a share of the partition.
+    pub max_disk_bytes: DiskBudget,
+    /// How often the write-ahead log is synced: the most a power cut can lose.
+    pub flush_interval: Duration,
+    /// How often the head is written out as blocks (and the WAL truncated).
+    pub checkpoint_interval: Duration,
+    /// Samples held in memory before a checkpoint is forced; at four times
+    /// this, writers are told to back off (HTTP 503).
+    pub max_head_samples: usize,
+    /// Memory sled may use as page cache.
+    pub cache_bytes: ByteSize,
+    pub rollup_1m_retention: Duration,
+    pub rollup_1h_retention: Duration,
+    pub max_series: usize,
+    pub max_labels: usize,
+    pub max_label_name_bytes: usize,
+    pub max_label_value_bytes: usize,
+    /// When true, a write is acknowledged only after the WAL is synced.
+    pub sync_writes: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            retention: Duration::from_secs(30 * 86_400),
+            max_disk_bytes: DiskBudget::PercentOfPartition(50.0),
+            flush_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(300),
+            max_head_samples: 2_000_000,
+            cache_bytes: ByteSize(32 << 20),
+            rollup_1m_retention: Duration::from_secs(365 * 86_400),
+            rollup_1h_retention: Duration::from_secs(5 * 365 * 86_400),
+            max_series: 200_000,
+            max_labels: 32,
+            max_label_name_bytes: 256,
+            max_label_value_bytes: 4096,
+            sync_writes: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `perch=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<SocketAddr>,
+    pub mqtt_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads the file if given (defaults otherwise), applies the overrides
+    /// and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text, &path.display().to_string())?
+            }
+            None => Config::default(),
+        };
+        if let Some(d) = &overrides.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = overrides.http_listen {
+            config.http.listen = a;
+        }
+        if let Some(a) = overrides.mqtt_listen {
+            config.mqtt.listen = a;
+        }
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Key {
+                file: file.map_or("(defaults)".into(), |p| p.display().to_string()),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let reason = inner.message().to_string();
+            let location = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            if key == "." || key.is_empty() {
+                ConfigError::Syntax {
+                    file: file_name.to_string(),
+                    reason: format!("{reason}{location}"),
+                }
+            } else {
+                ConfigError::Key {
+                    file: file_name.to_string(),
+                    key,
+                    reason: format!("{reason}{location}"),
+                }
+            }
+        })
+    }
+
+    /// Cross-field checks. Returns the offending key and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let s = &self.storage;
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        if s.flush_interval.0.is_zero() {
+            return err("storage.flush_interval", "must be greater than 0".into());
+        }
+        if s.checkpoint_interval.0 < s.flush_interval.0 {
+            return err(
+                "storage.checkpoint_interval",
+                format!("must be at least storage.flush_interval ({})", s.flush_interval),
+            );
+        }
+        if s.retention.0 < std::time::Duration::from_secs(3 * 3600) {
+            return err(
+                "storage.retention",
+                "must be at least 3h (raw data is kept in 2 h windows)".into(),
+            );
+        }
+        if s.max_head_samples < 1000 {
+            return err("storage.max_head_samples", "must be at least 1000".into());
+        }
+        if s.max_series == 0 {
+            return err("storage.max_series", "must be greater than 0".into());
+        }
+        if s.max_labels == 0 || s.max_label_name_bytes == 0 || s.max_label_value_bytes == 0 {
+            return err("storage.max_labels", "label limits must be greater than 0".into());
+        }
+        if self.http.max_body_bytes.0 < 1024 {
+            return err("http.max_body_bytes", "must be at least 1KiB".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return err("data_dir", "must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::parse("[storage]\nretention = \"3x\"\n", "perch.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("perch.toml") && msg.contains("storage.retention"), "{msg}");
+        assert!(msg.contains("unknown unit"), "{msg}");
+        let e = Config::parse("[storage]\nretenshun = \"3d\"\n", "perch.toml").unwrap_err();
+        assert!(e.to_string().contains("retenshun"), "{e}");
+        let e = Config::parse("[http]\nlisten = \"nope\"\n", "p.toml").unwrap_err();
+        assert!(e.to_string().contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn defaults_validate_and_parse() {
+        let c = Config::parse("[storage]\nmax_disk_bytes = \"2GiB\"\n", "x").unwrap();
+        assert_eq!(c.storage.max_disk_bytes, DiskBudget::Bytes(2 << 30));
+        assert!(c.validate().is_ok());
+        let text = toml::to_string(&Config::default()).unwrap();
+        Config::parse(&text, "roundtrip").unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! The in-memory head: samples written since the last checkpoint, per series,
+//! in arrival order. A checkpoint freezes the head (readers keep seeing it)
+//! and writes it out as partial blocks.
+
+use rustc_hash::FxHashMap;
+
+use super::SeriesId;
+
+#[derive(Default, Clone)]
+pub struct SeriesBuf {
+    pub ts: Vec<i64>,
+    pub values: Vec<f64>,
+    /// Timestamps are strictly increasing (no out-of-order, no duplicates).
+    strictly_increasing: bool,
+}
+
+impl SeriesBuf {
+    fn push(&mut self, ts: i64, v: f64) {
+        if self.ts.is_empty() {
+            self.strictly_increasing = true;
+        } else if ts <= *self.ts.last().expect("not empty") {
+            self.strictly_increasing = false;
+        }
+        self.ts.push(ts);
+        self.values.push(v);
+    }
+
+    /// The samples sorted by time with the last write of each timestamp kept.
+    pub fn sorted(&self) -> (Vec<i64>, Vec<f64>) {
+        if self.strictly_increasing {
+            return (self.ts.clone(), self.values.clone());
+        }
+        sort_dedup_last(&self.ts, &self.values)
+    }
+
+    /// Sorted samples within `[start, end]`.
+    pub fn range(&self, start: i64, end: i64) -> (Vec<i64>, Vec<f64>) {
+        if self.strictly_increasing {
+            let lo = self.ts.partition_point(|&t| t < start);
+            let hi = self.ts.partition_point(|&t| t <= end);
+            return (self.ts[lo..hi].to_vec(), self.values[lo..hi].to_vec());
+        }
+        let (ts, vs) = self.sorted();
+        let lo = ts.partition_point(|&t| t < start);
+        let hi = ts.partition_point(|&t| t <= end);
+        (ts[lo..hi].to_vec(), vs[lo..hi].to_vec())
+    }
+}
+
+/// Stable sort by timestamp; of equal timestamps the one written last wins.
+pub fn sort_dedup_last(ts: &[i64], values: &[f64]) -> (Vec<i64>, Vec<f64>) {
+    let mut idx: Vec<u32> = (0..ts.len() as u32).collect();
+    idx.sort_by_key(|&i| ts[i as usize]);
+    let mut out_ts = Vec::with_capacity(ts.len());
+    let mut out_v = Vec::with_capacity(ts.len());
+    for &i in &idx {
+        let (t, v) = (ts[i as usize], values[i as usize]);
+        if out_ts.last() == Some(&t) {
+            *out_v.last_mut().expect("parallel") = v;
+        } else {
+            out_ts.push(t);
+            out_v.push(v);
+        }
+    }
+    (out_ts, out_v)
+}
+
+#[derive(Default)]
+pub struct Head {
+    pub series: FxHashMap<SeriesId, SeriesBuf>,
+    pub samples: usize,
+    /// First and last timestamps seen per series since the last checkpoint.
+    pub spans: FxHashMap<SeriesId, (i64, i64)>,
+}
+
+impl Head {
+    pub fn append(&mut self, id: SeriesId, ts: i64, v: f64) {
+        self.series.entry(id).or_default().push(ts, v);
+        self.samples += 1;
+        let span = self.spans.entry(id).or_insert((ts, ts));
+        span.0 = span.0.min(ts);
+        span.1 = span.1.max(ts);
+    }
+
+    pub fn freeze(&mut self, wal_boundary: u64) -> FrozenHead {
+        let frozen = FrozenHead {
+            series: std::mem::take(&mut self.series),
+            samples: self.samples,
+            spans: std::mem::take(&mut self.spans),
+            wal_boundary,
+        };
+        self.samples = 0;
+        frozen
+    }
+}
+
+/// A head taken out of service by a checkpoint: immutable, still read until
+/// its blocks are durable.
+pub struct FrozenHead {
+    pub series: FxHashMap<SeriesId, SeriesBuf>,
+    pub samples: usize,
+    pub spans: FxHashMap<SeriesId, (i64, i64)>,
+    /// WAL segments below this hold only samples of this or older heads.
+    pub wal_boundary: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_write_wins_and_order_is_restored() {
+        let mut b = SeriesBuf::default();
+        for (t, v) in [(3, 3.0), (1, 1.0), (2, 2.0), (1, 10.0), (5, 5.0)] {
+            b.push(t, v);
+        }
+        assert_eq!(b.sorted(), (vec![1, 2, 3, 5], vec![10.0, 2.0, 3.0, 5.0]));
+        assert_eq!(b.range(2, 4), (vec![2, 3], vec![2.0, 3.0]));
+    }
+}

@@ -1,0 +1,372 @@
+//! The series registry: ids for label sets, groups, and the inverted index
+//! (label name → value → series ids) that selectors are answered from.
+//!
+//! Everything lives in memory and is persisted in the sled tree `series`
+//! (id → group, labels) and `series_span` (id → first and last timestamp).
+//! A new series is also logged to the WAL, which is what makes it durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+
+use super::encoding::{get_bytes, get_ivarint, get_uvarint, put_bytes, put_ivarint, put_uvarint};
+use super::labels::{Labels, Matcher};
+use super::{GroupId, SeriesId, StorageError};
+
+#[derive(Clone, Debug)]
+pub struct SeriesInfo {
+    pub labels: Arc<Labels>,
+    pub group: GroupId,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_key: FxHashMap<Box<[u8]>, SeriesId>,
+    series: FxHashMap<SeriesId, SeriesInfo>,
+    groups: FxHashMap<Box<[u8]>, GroupId>,
+    postings: FxHashMap<String, BTreeMap<String, Vec<SeriesId>>>,
+    /// First and last sample time of each series.
+    spans: FxHashMap<SeriesId, (i64, i64)>,
+    next_series: SeriesId,
+    next_group: GroupId,
+}
+
+pub struct SeriesIndex {
+    inner: RwLock<Inner>,
+    tree: sled::Tree,
+    spans_tree: sled::Tree,
+    max_series: usize,
+}
+
+pub(crate) fn encode_series(group: GroupId, labels: &Labels) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    put_uvarint(&mut v, group as u64);
+    put_uvarint(&mut v, labels.len() as u64);
+    for l in labels.iter() {
+        put_bytes(&mut v, l.name.as_bytes());
+        put_bytes(&mut v, l.value.as_bytes());
+    }
+    v
+}
+
+pub(crate) fn decode_series(mut v: &[u8]) -> Option<(GroupId, Labels)> {
+    let group = get_uvarint(&mut v).ok()? as GroupId;
+    let n = get_uvarint(&mut v).ok()? as usize;
+    if n > 1024 {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = std::str::from_utf8(get_bytes(&mut v).ok()?).ok()?.to_string();
+        let value = std::str::from_utf8(get_bytes(&mut v).ok()?).ok()?.to_string();
+        pairs.push((name, value));
+    }
+    Some((group, Labels::from_pairs(pairs)))
+}
+
+impl Inner {
+    fn insert(&mut self, id: SeriesId, group: GroupId, labels: Labels) {
+        let mut key = Vec::new();
+        labels.write_key(&mut key);
+        let mut gkey = Vec::new();
+        labels.write_group_key(&mut gkey);
+        self.groups.entry(gkey.into_boxed_slice()).or_insert(group);
+        for l in labels.iter() {
+            let ids = self
+                .postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default();
+            if let Err(pos) = ids.binary_search(&id) {
+                ids.insert(pos, id);
+            }
+        }
+        self.by_key.insert(key.into_boxed_slice(), id);
+        self.series.insert(
+            id,
+            SeriesInfo {
+                labels: Arc::new(labels),
+                group,
+            },
+        );
+        self.next_series = self.next_series.max(id + 1);
+        self.next_group = self.next_group.max(group + 1);
+    }
+
+    fn remove(&mut self, id: SeriesId) {
+        let Some(info) = self.series.remove(&id) else {
+            return;
+        };
+        let mut key = Vec::new();
+        info.labels.write_key(&mut key);
+        self.by_key.remove(&key[..]);
+        self.spans.remove(&id);
+        for l in info.labels.iter() {
+            if let Some(values) = self.postings.get_mut(&l.name) {
+                if let Some(ids) = values.get_mut(&l.value) {
+                    ids.retain(|&x| x != id);
+                    if ids.is_empty() {
+                        values.remove(&l.value);
+                    }
+                }
+                if values.is_empty() {
+                    self.postings.remove(&l.name);
+                }
+            }
+        }
+    }
+}
+
+impl SeriesIndex {
+    pub fn load(db: &sled::Db, max_series: usize) -> Result<SeriesIndex, StorageError> {
+        let tree = db.open_tree("series")?;
+        let spans_tree = db.open_tree("series_span")?;
+        let mut inner = Inner {
+            next_series: 1,
+            next_group: 1,
+            ..Default::default()
+        };
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let id = u32::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("series key is not 4 bytes".into()))?,
+            );
+            let (group, labels) = decode_series(&v)
+                .ok_or_else(|| StorageError::Corrupt(format!("series {id} record")))?;
+            inner.insert(id, group, labels);
+        }
+        for item in spans_tree.iter() {
+            let (k, v) = item?;
+            let (Ok(kb), mut rest) = (<[u8; 4]>::try_from(k.as_ref()), v.as_ref()) else {
+                continue;
+            };
+            if let (Ok(a), Ok(b)) = (get_ivarint(&mut rest), get_ivarint(&mut rest)) {
+                inner.spans.insert(u32::from_be_bytes(kb), (a, b));
+            }
+        }
+        Ok(SeriesIndex {
+            inner: RwLock::new(inner),
+            tree,
+            spans_tree,
+            max_series,
+        })
+    }
+
+    pub fn lookup(&self, key: &[u8]) -> Option<SeriesId> {
+        self.inner.read().by_key.get(key).copied()
+    }
+
+    /// Returns the id of the series with these labels, creating it if needed.
+    /// The bool is true when it was created (and must be logged).
+    pub fn get_or_create(
+        &self,
+        labels: &Labels,
+        key: &[u8],
+    ) -> Result<(SeriesId, GroupId, bool), StorageError> {
+        let mut inner = self.inner.write();
+        if let Some(&id) = inner.by_key.get(key) {
+            return Ok((id, inner.series[&id].group, false));
+        }
+        if inner.series.len() >= self.max_series {
+            return Err(StorageError::TooManySeries {
+                limit: self.max_series,
+            });
+        }
+        let mut gkey = Vec::new();
+        labels.write_group_key(&mut gkey);
+        let group = match inner.groups.get(&gkey[..]) {
+            Some(&g) => g,
+            None => inner.next_group,
+        };
+        let id = inner.next_series;
+        inner.insert(id, group, labels.clone());
+        self.tree
+            .insert(id.to_be_bytes(), encode_series(group, labels))?;
+        Ok((id, group, true))
+    }
+
+    /// Re-creates a series read from the WAL, if the database lost it.
+    pub fn restore(&self, id: SeriesId, group: GroupId, labels: Labels) -> Result<(), StorageError> {
+        let mut inner = self.inner.write();
+        if inner.series.contains_key(&id) {
+            return Ok(());
+        }
+        self.tree
+            .insert(id.to_be_bytes(), encode_series(group, &labels))?;
+        inner.insert(id, group, labels);
+        Ok(())
+    }
+
+    pub fn get(&self, id: SeriesId) -> Option<SeriesInfo> {
+        self.inner.read().series.get(&id).cloned()
+    }
+
+    pub fn group_of(&self, id: SeriesId) -> Option<GroupId> {
+        self.inner.read().series.get(&id).map(|s| s.group)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Widens the recorded span of each series.
+    pub fn extend_spans(&self, spans: &FxHashMap<SeriesId, (i64, i64)>) {
+        let mut inner = self.inner.write();
+        for (&id, &(lo, hi)) in spans {
+            let e = inner.spans.entry(id).or_insert((lo, hi));
+            e.0 = e.0.min(lo);
+            e.1 = e.1.max(hi);
+        }
+    }
+
+    /// Writes the spans of these series to sled (at checkpoints).
+    pub fn persist_spans(&self, ids: impl IntoIterator<Item = SeriesId>) -> Result<(), StorageError> {
+        let inner = self.inner.read();
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            if let Some(&(lo, hi)) = inner.spans.get(&id) {
+                let mut v = Vec::with_capacity(16);
+                put_ivarint(&mut v, lo);
+                put_ivarint(&mut v, hi);
+                batch.insert(&id.to_be_bytes(), v);
+            }
+        }
+        self.spans_tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn span(&self, id: SeriesId) -> Option<(i64, i64)> {
+        self.inner.read().spans.get(&id).copied()
+    }
+
+    /// Series matching every matcher whose span overlaps `[start, end]`
+    /// (series without a recorded span are included).
+    pub fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<(SeriesId, SeriesInfo)> {
+        let inner = self.inner.read();
+        let mut candidates: Option<Vec<SeriesId>> = None;
+        let mut exclusions: Vec<&Matcher> = Vec::new();
+        for m in matchers {
+            if m.matches_empty() {
+                // Matches series without the label too: filter afterwards.
+                exclusions.push(m);
+                continue;
+            }
+            let mut set: Vec<SeriesId> = Vec::new();
+            if let Some(values) = inner.postings.get(&m.name) {
+                match &m.op {
+                    super::labels::MatchOp::Equal => {
+                        if let Some(ids) = values.get(&m.value) {
+                            set.extend_from_slice(ids);
+                        }
+                    }
+                    _ => {
+                        for (v, ids) in values {
+                            if m.matches(v) {
+                                set.extend_from_slice(ids);
+                            }
+                        }
+                        set.sort_unstable();
+                        set.dedup();
+                    }
+                }
+            }
+            candidates = Some(match candidates {
+                None => set,
+                Some(c) => intersect(&c, &set),
+            });
+        }
+        let ids: Vec<SeriesId> = match candidates {
+            Some(c) => c,
+            None => {
+                let mut all: Vec<SeriesId> = inner.series.keys().copied().collect();
+                all.sort_unstable();
+                all
+            }
+        };
+        ids.into_iter()
+            .filter_map(|id| {
+                let info = inner.series.get(&id)?;
+                if !exclusions.iter().all(|m| m.matches_labels(&info.labels)) {
+                    return None;
+                }
+                if let Some(&(lo, hi)) = inner.spans.get(&id) {
+                    if hi < start || lo > end {
+                        return None;
+                    }
+                }
+                Some((id, info.clone()))
+            })
+            .collect()
+    }
+
+    /// Label names present on any series.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.read().postings.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.inner
+            .read()
+            .postings
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets series whose last sample is older than `cutoff`.
+    pub fn remove_older_than(&self, cutoff: i64) -> Result<usize, StorageError> {
+        let mut inner = self.inner.write();
+        let old: Vec<SeriesId> = inner
+            .spans
+            .iter()
+            .filter(|(_, &(_, hi))| hi < cutoff)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut batch = sled::Batch::default();
+        let mut spans = sled::Batch::default();
+        for &id in &old {
+            inner.remove(id);
+            batch.remove(&id.to_be_bytes());
+            spans.remove(&id.to_be_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        self.spans_tree.apply_batch(spans)?;
+        Ok(old.len())
+    }
+
+    /// Every series, for `perch check` and exports.
+    pub fn all(&self) -> Vec<(SeriesId, SeriesInfo)> {
+        let inner = self.inner.read();
+        let mut v: Vec<_> = inner.series.iter().map(|(k, v)| (*k, v.clone())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+fn intersect(a: &[SeriesId], b: &[SeriesId]) -> Vec<SeriesId> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,542 @@
+//! Background work on the store, run by one thread at a time: syncing the WAL
+//! (its own thread, every `flush_interval`), checkpoints, compaction of closed
+//! windows into one block per group with their 1 h rollups, retention by age
+//! and disk budget, and downsampling expiring raw windows to 1 min rollups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rustc_hash::FxHashMap;
+
+use super::block::{Block, BlockBuilder, BlockKind};
+use super::files::{BlockEntry, NewBlock, Tier};
+use super::head::sort_dedup_last;
+use super::rollup::{rollup, Buckets};
+use super::{GroupId, SeriesId, Storage, StorageError};
+
+/// How long after its end a raw window still expects late samples before it
+/// is compacted. Later samples are still accepted; they cost a re-merge.
+const LATE_GRACE_MS: i64 = 15 * 60_000;
+/// Partial blocks per group and window before they are merged regardless.
+const MAX_PARTIALS: usize = 8;
+/// Merge at most this many groups per append, bounding memory.
+const GROUPS_PER_BATCH: usize = 64;
+
+#[derive(Default)]
+pub struct Wake {
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        self.state.lock().0 = true;
+        self.cv.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.state.lock().1 = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `timeout`; returns false once stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut s = self.state.lock();
+        if !s.0 && !s.1 {
+            self.cv.wait_for(&mut s, timeout);
+        }
+        s.0 = false;
+        !s.1
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().1
+    }
+}
+
+/// Handles of the background threads; joined by [`BackgroundTasks::join`].
+pub struct BackgroundTasks {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Storage {
+    /// Starts the WAL flusher and the maintenance thread. Stop them with
+    /// [`Storage::close`].
+    pub fn start_background(self: &Arc<Self>) -> BackgroundTasks {
+        let flusher = {
+            let s = Arc::clone(self);
+            std::thread::Builder::new()
+                .name("perch-wal".into())
+                .spawn(move || {
+                    let every = s.config.flush_interval.std();
+                    while !s.wake.stopped() {
+                        std::thread::sleep(every.min(Duration::from_millis(200)));
+                        if s.wal.pending_bytes() == 0 {
+                            continue;
+                        }
+                        if let Err(e) = s.wal.flush() {
+                            s.report_problem(format!("cannot sync the write-ahead log: {e}"));
+                        }
+                        std::thread::sleep(every.saturating_sub(Duration::from_millis(200)));
+                    }
+                })
+                .expect("spawn thread")
+        };
+        let maint = {
+            let s = Arc::clone(self);
+            std::thread::Builder::new()
+                .name("perch-storage".into())
+                .spawn(move || {
+                    let every = s.config.checkpoint_interval.std();
+                    let mut last_checkpoint = Instant::now();
+                    let mut last_retention = Instant::now() - Duration::from_secs(3600);
+                    loop {
+                        if !s.wake.wait(Duration::from_secs(10)) {
+                            break;
+                        }
+                        let head_full = s.head.lock().samples >= s.config.max_head_samples;
+                        if head_full || last_checkpoint.elapsed() >= every {
+                            last_checkpoint = Instant::now();
+                            if let Err(e) = s.checkpoint() {
+                                s.maintenance_failed("checkpoint", &e);
+                                continue;
+                            }
+                        }
+                        if let Err(e) = s.compact() {
+                            s.maintenance_failed("compaction", &e);
+                        }
+                        if last_retention.elapsed() >= Duration::from_secs(60) {
+                            last_retention = Instant::now();
+                            if let Err(e) = s.enforce_retention() {
+                                s.maintenance_failed("retention", &e);
+                            }
+                        }
+                    }
+                })
+                .expect("spawn thread")
+        };
+        BackgroundTasks {
+            threads: vec![flusher, maint],
+        }
+    }
+
+    fn maintenance_failed(&self, what: &str, e: &StorageError) {
+        if e.is_disk_full() {
+            self.report_problem(format!(
+                "disk full: {what} failed; dropping the oldest data to make room"
+            ));
+            if let Err(e) = self.free_space(true) {
+                tracing::error!(error = %e, "could not free space");
+            }
+        } else {
+            self.report_problem(format!("{what} failed: {e}"));
+        }
+    }
+
+    /// Writes the live head out as partial blocks, then every frozen head
+    /// still pending, and deletes the WAL segments they cover.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let _serial = self.maintenance.lock();
+        {
+            let mut head = self.head.lock();
+            if head.samples > 0 {
+                let boundary = self.wal.rotate()?;
+                let frozen = Arc::new(head.freeze(boundary));
+                self.frozen.write().push(frozen);
+            }
+        }
+        loop {
+            let Some(frozen) = self.frozen.read().first().cloned() else {
+                break;
+            };
+            self.wal.sync_segment(frozen.wal_boundary - 1)?;
+            self.write_partials(&frozen.series)?;
+            self.index.extend_spans(&frozen.spans);
+            self.index.persist_spans(frozen.spans.keys().copied())?;
+            self.db.flush()?;
+            self.frozen.write().remove(0);
+            self.wal.remove_before(frozen.wal_boundary)?;
+            self.counters
+                .checkpoints
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.clear_problem("checkpoint failed");
+        self.clear_problem("disk full");
+        Ok(())
+    }
+
+    fn write_partials(
+        &self,
+        series: &FxHashMap<SeriesId, super::head::SeriesBuf>,
+    ) -> Result<(), StorageError> {
+        // (window, group) → series columns
+        let mut cells: BTreeMap<(i64, GroupId), Vec<(SeriesId, Vec<i64>, Vec<f64>)>> = BTreeMap::new();
+        for (&id, buf) in series {
+            let Some(group) = self.index.group_of(id) else { continue };
+            let (ts, vs) = buf.sorted();
+            let mut i = 0;
+            while i < ts.len() {
+                let w = Tier::Raw.window_of(ts[i]);
+                let j = i + ts[i..].partition_point(|&t| t < w.saturating_add(Tier::Raw.window_ms()));
+                cells
+                    .entry((w, group))
+                    .or_default()
+                    .push((id, ts[i..j].to_vec(), vs[i..j].to_vec()));
+                i = j;
+            }
+        }
+        let mut blocks = Vec::new();
+        for ((window, group), mut members) in cells {
+            members.sort_by_key(|m| m.0);
+            let cols = members.iter().map(|(id, ts, vs)| (*id, &ts[..], vec![&vs[..]]));
+            blocks.push(new_block(Tier::Raw, window, group, cols));
+            if blocks.len() >= GROUPS_PER_BATCH * 4 {
+                self.files.append(Tier::Raw, std::mem::take(&mut blocks), &[])?;
+            }
+        }
+        if !blocks.is_empty() {
+            self.files.append(Tier::Raw, blocks, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Merges closed raw windows into one block per group and derives their
+    /// 1 h rollups; merges any group with too many partial blocks; rewrites
+    /// files that are mostly garbage.
+    pub fn compact(&self) -> Result<(), StorageError> {
+        let _serial = self.maintenance.lock();
+        let now = self.clock.now_ms();
+        for (window, meta) in self.files.windows(Tier::Raw) {
+            let closed = window.saturating_add(Tier::Raw.window_ms() + LATE_GRACE_MS) <= now;
+            if closed && !meta.rolled_up {
+                self.finalize_raw_window(window)?;
+            } else if meta.blocks > 1 {
+                self.merge_crowded(Tier::Raw, window)?;
+            }
+        }
+        for tier in [Tier::Minute, Tier::Hour] {
+            for (window, meta) in self.files.windows(tier) {
+                if meta.blocks > 1 {
+                    self.merge_crowded(tier, window)?;
+                }
+            }
+        }
+        for tier in super::files::TIERS {
+            for (window, meta) in self.files.windows(tier) {
+                if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len {
+                    self.files.rewrite_window(tier, window)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and merges one group's blocks of a window, later blocks winning.
+    fn merged_group(
+        &self,
+        tier: Tier,
+        window: i64,
+        entries: &[(u32, BlockEntry)],
+    ) -> Result<BTreeMap<SeriesId, (Vec<i64>, Vec<Vec<f64>>)>, StorageError> {
+        let mut parts: BTreeMap<SeriesId, Vec<(Vec<i64>, Vec<Vec<f64>>)>> = BTreeMap::new();
+        self.files.with_read_lock(|reader| -> Result<(), StorageError> {
+            for (_, e) in entries {
+                let body = reader.read(tier, window, e)?;
+                for (id, cols) in Block::parse(&body)?.read(None)? {
+                    parts.entry(id).or_default().push((cols.ts, cols.values));
+                }
+            }
+            Ok(())
+        })?;
+        let mut out = BTreeMap::new();
+        for (id, p) in parts {
+            out.insert(id, merge_columns(p));
+        }
+        Ok(out)
+    }
+
+    fn finalize_raw_window(&self, window: i64) -> Result<(), StorageError> {
+        let groups = self.blocks_by_group(Tier::Raw, window)?;
+        for chunk in groups.chunks(GROUPS_PER_BATCH) {
+            let mut merged_blocks = Vec::new();
+            let mut replaced = Vec::new();
+            let mut rollups = Vec::new();
+            for (group, entries) in chunk {
+                let merged = self.merged_group(Tier::Raw, window, entries)?;
+                if entries.len() > 1 {
+                    merged_blocks.push(merged_block(Tier::Raw, window, *group, entries, &merged));
+                    replaced.extend(superseded(window, *group, entries));
+                }
+                let hourly: Vec<(SeriesId, Buckets)> = merged
+                    .iter()
+                    .map(|(id, (ts, cols))| (*id, rollup(ts, &cols[0], Tier::Hour.resolution_ms())))
+                    .filter(|(_, b)| !b.is_empty())
+                    .collect();
+                if !hourly.is_empty() {
+                    let members = hourly.iter().map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
+                    rollups.push(new_block(Tier::Hour, Tier::Hour.window_of(window), *group, members));
+                }
+            }
+            // Rollups first: after a crash in between, the raw window is
+            // finalized again and the newer rollup partial wins.
+            if !rollups.is_empty() {
+                self.files.append(Tier::Hour, rollups, &[])?;
+            }
+            if !merged_blocks.is_empty() {
+                self.files.append_with_seq(Tier::Raw, merged_blocks, &replaced)?;
+            }
+        }
+        self.files.set_rolled_up(window, true)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn blocks_by_group(
+        &self,
+        tier: Tier,
+        window: i64,
+    ) -> Result<Vec<(GroupId, Vec<(u32, BlockEntry)>)>, StorageError> {
+        let mut by_group: BTreeMap<GroupId, Vec<(u32, BlockEntry)>> = BTreeMap::new();
+        for (g, seq, e) in self.files.window_blocks(tier, window)? {
+            by_group.entry(g).or_default().push((seq, e));
+        }
+        Ok(by_group.into_iter().collect())
+    }
+
+    /// Merges the blocks of groups that have too many: more than one in a
+    /// rollup tier, more than `MAX_PARTIALS` in a raw window still open.
+    fn merge_crowded(&self, tier: Tier, window: i64) -> Result<(), StorageError> {
+        let threshold = if tier == Tier::Raw { MAX_PARTIALS } else { 1 };
+        let crowded: Vec<_> = self
+            .blocks_by_group(tier, window)?
+            .into_iter()
+            .filter(|(_, e)| e.len() > threshold)
+            .collect();
+        if crowded.is_empty() {
+            return Ok(());
+        }
+        for chunk in crowded.chunks(GROUPS_PER_BATCH) {
+            let mut blocks = Vec::new();
+            let mut replaced = Vec::new();
+            for (group, entries) in chunk {
+                let merged = self.merged_group(tier, window, entries)?;
+                blocks.push(merged_block(tier, window, *group, entries, &merged));
+                replaced.extend(superseded(window, *group, entries));
+            }
+            self.files.append_with_seq(tier, blocks, &replaced)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drops data past its retention, then the oldest data while over the
+    /// disk budget, then forgets series that no longer have any data.
+    pub fn enforce_retention(&self) -> Result<(), StorageError> {
+        let now = self.clock.now_ms();
+        {
+            let _serial = self.maintenance.lock();
+            let limits = [
+                (Tier::Raw, self.config.retention.as_millis_i64()),
+                (Tier::Minute, self.config.rollup_1m_retention.as_millis_i64()),
+                (Tier::Hour, self.config.rollup_1h_retention.as_millis_i64()),
+            ];
+            for (tier, keep_ms) in limits {
+                let cutoff = now.saturating_sub(keep_ms);
+                for (window, _) in self.files.windows(tier) {
+                    if window.saturating_add(tier.window_ms()) <= cutoff {
+                        self.expire_window(tier, window)?;
+                    }
+                }
+            }
+        }
+        self.free_space(false)?;
+        self.forget_empty_series()
+    }
+
+    /// Drops a window; a raw window is first downsampled to 1 min rollups if
+    /// those are kept longer than raw data.
+    fn expire_window(&self, tier: Tier, window: i64) -> Result<(), StorageError> {
+        if tier == Tier::Raw && self.config.rollup_1m_retention.0 > self.config.retention.0 {
+            self.downsample_to_minutes(window)?;
+        }
+        let freed = self.files.drop_window(tier, window)?;
+        self.counters
+            .windows_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(tier = tier.dir_name(), window, freed, "dropped a window");
+        Ok(())
+    }
+
+    fn downsample_to_minutes(&self, window: i64) -> Result<(), StorageError> {
+        let groups = self.blocks_by_group(Tier::Raw, window)?;
+        for chunk in groups.chunks(GROUPS_PER_BATCH) {
+            let mut blocks = Vec::new();
+            for (group, entries) in chunk {
+                let merged = self.merged_group(Tier::Raw, window, entries)?;
+                let minutes: Vec<(SeriesId, Buckets)> = merged
+                    .iter()
+                    .map(|(id, (ts, cols))| (*id, rollup(ts, &cols[0], Tier::Minute.resolution_ms())))
+                    .filter(|(_, b)| !b.is_empty())
+                    .collect();
+                if !minutes.is_empty() {
+                    let members = minutes.iter().map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
+                    blocks.push(new_block(Tier::Minute, Tier::Minute.window_of(window), *group, members));
+                }
+            }
+            if !blocks.is_empty() {
+                self.files.append(Tier::Minute, blocks, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest windows while over budget: raw first (never the
+    /// newest raw window), then 1 min, then 1 h rollups. With `urgent` (the
+    /// disk is full) at least one window goes even if the budget holds.
+    pub(crate) fn free_space(&self, urgent: bool) -> Result<(), StorageError> {
+        let _serial = self.maintenance.lock();
+        let mut must_drop = urgent;
+        loop {
+            let used = self.disk_usage();
+            if used <= self.disk_budget && !must_drop {
+                break;
+            }
+            must_drop = false;
+            let raw = self.files.windows(Tier::Raw);
+            let victim = if raw.len() > 1 {
+                Some((Tier::Raw, raw[0].0))
+            } else {
+                [Tier::Minute, Tier::Hour]
+                    .into_iter()
+                    .find_map(|t| self.files.windows(t).first().map(|(w, _)| (t, *w)))
+            };
+            let Some((tier, window)) = victim else {
+                self.report_problem(format!(
+                    "over the disk budget ({used} of {} bytes) with only the newest window left",
+                    self.disk_budget
+                ));
+                break;
+            };
+            tracing::warn!(
+                used,
+                budget = self.disk_budget,
+                tier = tier.dir_name(),
+                window,
+                "over the disk budget: dropping the oldest window"
+            );
+            // Under pressure raw windows go without a 1 min summary: writing
+            // one would spend the space being freed.
+            self.files.drop_window(tier, window)?;
+            self.counters
+                .windows_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn forget_empty_series(&self) -> Result<(), StorageError> {
+        let oldest = super::files::TIERS
+            .iter()
+            .filter_map(|&t| self.files.windows(t).first().map(|(_, m)| m.min_ts))
+            .min();
+        let cutoff = match oldest {
+            Some(o) => o,
+            // No stored data at all: keep series, the head may hold them.
+            None => return Ok(()),
+        };
+        let removed = self.index.remove_older_than(cutoff)?;
+        if removed > 0 {
+            tracing::info!(removed, "forgot series without data");
+        }
+        Ok(())
+    }
+}
+
+fn merge_columns(parts: Vec<(Vec<i64>, Vec<Vec<f64>>)>) -> (Vec<i64>, Vec<Vec<f64>>) {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let ncols = parts.first().map_or(0, |p| p.1.len());
+    // Merge by row index so every column follows the same order.
+    let mut ts = Vec::new();
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    for (p, (t, _)) in parts.iter().enumerate() {
+        ts.extend_from_slice(t);
+        rows.extend((0..t.len()).map(|i| (p, i)));
+    }
+    let idx: Vec<f64> = (0..ts.len()).map(|i| i as f64).collect();
+    let (ts, order) = sort_dedup_last(&ts, &idx);
+    let mut cols = vec![Vec::with_capacity(ts.len()); ncols];
+    for o in order {
+        let (p, i) = rows[o as usize];
+        for (c, col) in cols.iter_mut().enumerate() {
+            col.push(parts[p].1[c][i]);
+        }
+    }
+    (ts, cols)
+}
+
+/// The keys a merged block supersedes: all but the highest sequence number,
+/// which the merged block itself takes over.
+fn superseded(window: i64, group: GroupId, entries: &[(u32, BlockEntry)]) -> Vec<(i64, GroupId, u32)> {
+    let max_seq = entries.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    entries
+        .iter()
+        .filter(|(s, _)| *s != max_seq)
+        .map(|(s, _)| (window, group, *s))
+        .collect()
+}
+
+fn merged_block(
+    tier: Tier,
+    window: i64,
+    group: GroupId,
+    entries: &[(u32, BlockEntry)],
+    merged: &BTreeMap<SeriesId, (Vec<i64>, Vec<Vec<f64>>)>,
+) -> (NewBlock, Option<u32>) {
+    let members = merged
+        .iter()
+        .map(|(id, (ts, cols))| (*id, &ts[..], cols.iter().map(|c| &c[..]).collect()));
+    // Takes over the highest sequence number, so blocks written after the
+    // merged ones still win over it.
+    let max_seq = entries.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    (new_block(tier, window, group, members), Some(max_seq))
+}
+
+fn new_block<'a>(
+    tier: Tier,
+    window: i64,
+    group: GroupId,
+    members: impl Iterator<Item = (SeriesId, &'a [i64], Vec<&'a [f64]>)>,
+) -> NewBlock {
+    let kind = if tier == Tier::Raw { BlockKind::Raw } else { BlockKind::Rollup };
+    let mut b = BlockBuilder::new(kind);
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for (id, ts, cols) in members {
+        if ts.is_empty() {
+            continue;
+        }
+        b.add(id, ts, &cols);
+        lo = lo.min(ts[0]);
+        hi = hi.max(*ts.last().expect("not empty"));
+    }
+    let samples = b.samples() as u32;
+    NewBlock {
+        window,
+        group,
+        bytes: b.finish(),
+        samples,
+        min_ts: lo,
+        max_ts: hi,
+    }
+}

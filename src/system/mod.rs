@@ -1,0 +1,7 @@
+//! The host: the clock everything takes time from, and disk facts. Later also
+//! self-metrics and service-manager notifications. Calls nothing else in perch.
+
+pub mod clock;
+pub mod disk;
+
+pub use clock::{Clock, ManualClock, SystemClock};
