@@ -1,5 +1,12 @@
 //! perch: a self-hosted IoT appliance in one process. See `docs/ARCHITECTURE.md`.
 
+pub mod accounts;
+pub mod bench;
+pub mod cli;
 pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod query;
+pub mod server;
 pub mod storage;
 pub mod system;

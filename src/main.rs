@@ -1,1 +1,64 @@
-fn main() {}
+use clap::Parser;
+
+use perch::cli::{self, Cli, Command};
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Under systemd the journal adds timestamps and does not want colours.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<i32> = match cli.command {
+        Command::Serve(args) => cli::serve_config(&args).and_then(|config| {
+            init_logging(&config.log.level);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("perch")
+                .build()?
+                .block_on(perch::server::serve(config))
+                .map(|_| 0)
+        }),
+        Command::User(cmd) => {
+            init_logging("warn");
+            cli::user(cmd).map(|_| 0)
+        }
+        Command::Check { location, json } => {
+            init_logging("warn");
+            cli::check(&location, json)
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            perch::bench::run(args).map(|_| 0)
+        }
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            // Errors that quote their source would print it twice in `{:#}`.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                if !msg.contains(&text) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&text);
+                }
+            }
+            eprintln!("perch: {msg}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -97,6 +97,9 @@ pub struct StorageConfig {
     /// Samples held in memory before a checkpoint is forced; at four times
     /// this, writers are told to back off (HTTP 503).
     pub max_head_samples: usize,
+    /// Free space kept on the data partition (at most 10% of it): below it
+    /// the oldest data is dropped.
+    pub min_free_disk_bytes: ByteSize,
     /// Memory sled may use as page cache.
     pub cache_bytes: ByteSize,
     pub rollup_1m_retention: Duration,
@@ -117,6 +120,7 @@ impl Default for StorageConfig {
             flush_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(300),
             max_head_samples: 2_000_000,
+            min_free_disk_bytes: ByteSize(64 << 20),
             cache_bytes: ByteSize(32 << 20),
             rollup_1m_retention: Duration::from_secs(365 * 86_400),
             rollup_1h_retention: Duration::from_secs(5 * 365 * 86_400),
@@ -223,7 +227,10 @@ impl Config {
         if s.checkpoint_interval.0 < s.flush_interval.0 {
             return err(
                 "storage.checkpoint_interval",
-                format!("must be at least storage.flush_interval ({})", s.flush_interval),
+                format!(
+                    "must be at least storage.flush_interval ({})",
+                    s.flush_interval
+                ),
             );
         }
         if s.retention.0 < std::time::Duration::from_secs(3 * 3600) {
@@ -239,7 +246,10 @@ impl Config {
             return err("storage.max_series", "must be greater than 0".into());
         }
         if s.max_labels == 0 || s.max_label_name_bytes == 0 || s.max_label_value_bytes == 0 {
-            return err("storage.max_labels", "label limits must be greater than 0".into());
+            return err(
+                "storage.max_labels",
+                "label limits must be greater than 0".into(),
+            );
         }
         if self.http.max_body_bytes.0 < 1024 {
             return err("http.max_body_bytes", "must be at least 1KiB".into());
@@ -259,7 +269,10 @@ mod tests {
     fn bad_values_name_the_key() {
         let e = Config::parse("[storage]\nretention = \"3x\"\n", "perch.toml").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("perch.toml") && msg.contains("storage.retention"), "{msg}");
+        assert!(
+            msg.contains("perch.toml") && msg.contains("storage.retention"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown unit"), "{msg}");
         let e = Config::parse("[storage]\nretenshun = \"3d\"\n", "perch.toml").unwrap_err();
         assert!(e.to_string().contains("retenshun"), "{e}");

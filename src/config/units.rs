@@ -32,7 +32,7 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e15 {
+        if (0.0..1e15).contains(&secs) {
             return Ok(StdDuration::from_secs_f64(secs));
         }
         return Err(format!("invalid duration {s:?}: out of range"));
@@ -40,7 +40,9 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
     let mut total_ms: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
                 "invalid duration {s:?}: expected a number followed by ms, s, m, h, d, w or y"
@@ -50,7 +52,9 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let ms: u128 = match unit {
             "ms" => 1,
@@ -79,7 +83,13 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
 
 pub fn format_duration(d: StdDuration) -> String {
     let ms = d.as_millis();
-    for (unit, len) in [("y", 365 * 86_400_000u128), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, len) in [
+        ("y", 365 * 86_400_000u128),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms >= len && ms % len == 0 {
             return format!("{}{unit}", ms / len);
         }
@@ -153,7 +163,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 pub fn format_bytes(n: u64) -> String {
-    for (unit, len) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, len) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if n >= len && n % len == 0 {
             return format!("{}{unit}", n / len);
         }
@@ -257,10 +272,22 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1h30m").unwrap(), StdDuration::from_secs(5400));
-        assert_eq!(parse_duration("500ms").unwrap(), StdDuration::from_millis(500));
-        assert_eq!(parse_duration("30d").unwrap(), StdDuration::from_secs(30 * 86400));
-        assert_eq!(parse_duration("1.5").unwrap(), StdDuration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1h30m").unwrap(),
+            StdDuration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration("500ms").unwrap(),
+            StdDuration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            StdDuration::from_secs(30 * 86400)
+        );
+        assert_eq!(
+            parse_duration("1.5").unwrap(),
+            StdDuration::from_millis(1500)
+        );
         assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999y").is_err());

@@ -124,7 +124,10 @@ impl BlockBuilder {
             let before = self.series_payload.len();
             let codec = codec::encode_values(col, &mut self.series_payload);
             self.series_meta.push(codec as u8);
-            put_uvarint(&mut self.series_meta, (self.series_payload.len() - before) as u64);
+            put_uvarint(
+                &mut self.series_meta,
+                (self.series_payload.len() - before) as u64,
+            );
         }
         self.n_series += 1;
         self.samples += ts.len();
@@ -319,7 +322,9 @@ mod tests {
 
     #[test]
     fn shared_timestamps_are_stored_once() {
-        let ts: Vec<i64> = (0..500).map(|i| 1_000_000 + i * 10_000 + (i * 37) % 500).collect();
+        let ts: Vec<i64> = (0..500)
+            .map(|i| 1_000_000 + i * 10_000 + (i * 37) % 500)
+            .collect();
         let a: Vec<f64> = (0..500).map(|i| 20.0 + (i % 7) as f64 / 10.0).collect();
         let b: Vec<f64> = (0..500).map(|i| (i * 3) as f64).collect();
         let mut one = BlockBuilder::new(BlockKind::Raw);

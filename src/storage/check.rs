@@ -46,7 +46,10 @@ pub fn check(data_dir: &Path) -> CheckReport {
             }
         }
         Ok(None) => {
-            r.problems.push(format!("{} is not a perch data directory (no FORMAT file)", data_dir.display()));
+            r.problems.push(format!(
+                "{} is not a perch data directory (no FORMAT file)",
+                data_dir.display()
+            ));
             return r;
         }
         Err(e) => {
@@ -61,7 +64,7 @@ pub fn check(data_dir: &Path) -> CheckReport {
             return r;
         }
     };
-    if let Err(e) = format::check_db_version(&db, data_dir) {
+    if let Err(e) = format::check_db_version(&db, data_dir, false) {
         r.problems.push(e.to_string());
     }
     let index = match SeriesIndex::load(&db, usize::MAX) {
@@ -86,7 +89,8 @@ pub fn check(data_dir: &Path) -> CheckReport {
         ));
     }
     if repair.removed_orphans > 0 {
-        r.notes.push(format!("{} orphaned block files", repair.removed_orphans));
+        r.notes
+            .push(format!("{} orphaned block files", repair.removed_orphans));
     }
     for t in TIERS {
         r.windows += files.windows(t).len();
@@ -111,7 +115,10 @@ pub fn check(data_dir: &Path) -> CheckReport {
                         )),
                         Some(_) => {}
                     }
-                    if c.ts.iter().any(|t| tier.window_of(*t) != window && tier == Tier::Raw) {
+                    if c.ts
+                        .iter()
+                        .any(|t| tier.window_of(*t) != window && tier == Tier::Raw)
+                    {
                         problems.push(format!("series {id} has samples outside window {window}"));
                     }
                 }

@@ -60,7 +60,8 @@ impl Tier {
     }
 
     pub fn window_of(self, ts: i64) -> i64 {
-        ts.div_euclid(self.window_ms()).saturating_mul(self.window_ms())
+        ts.div_euclid(self.window_ms())
+            .saturating_mul(self.window_ms())
     }
 
     /// Bucket width of a rollup tier.
@@ -233,7 +234,8 @@ impl BlockFiles {
         let mut windows = BTreeMap::new();
         for item in tree.scan_prefix(b"W") {
             let (k, v) = item?;
-            let (Some(tier), Some(meta)) = (k.get(1).and_then(|&b| Tier::from_u8(b)), decode_meta(&v))
+            let (Some(tier), Some(meta)) =
+                (k.get(1).and_then(|&b| Tier::from_u8(b)), decode_meta(&v))
             else {
                 return Err(StorageError::Corrupt("window index entry".into()));
             };
@@ -271,9 +273,8 @@ impl BlockFiles {
                     let (w, g) = s.split_once('-')?;
                     Some((w.parse::<i64>().ok()?, g.parse::<u32>().ok()?))
                 });
-                let keep = parsed.and_then(|(w, g)| {
-                    windows.get(&(t, w)).filter(|m| m.generation == g).copied()
-                });
+                let keep = parsed
+                    .and_then(|(w, g)| windows.get(&(t, w)).filter(|m| m.generation == g).copied());
                 match keep {
                     Some(meta) => {
                         let len = e.metadata()?.len();
@@ -336,7 +337,8 @@ impl BlockFiles {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(group_prefix(tier, window, group)) {
             let (k, v) = item?;
-            let (_, seq) = parse_block_key(&k).ok_or_else(|| StorageError::Corrupt("block key".into()))?;
+            let (_, seq) =
+                parse_block_key(&k).ok_or_else(|| StorageError::Corrupt("block key".into()))?;
             let e = decode_entry(&v).ok_or_else(|| StorageError::Corrupt("block entry".into()))?;
             out.push((seq, e));
         }
@@ -352,7 +354,8 @@ impl BlockFiles {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(window_prefix(tier, window)) {
             let (k, v) = item?;
-            let (g, seq) = parse_block_key(&k).ok_or_else(|| StorageError::Corrupt("block key".into()))?;
+            let (g, seq) =
+                parse_block_key(&k).ok_or_else(|| StorageError::Corrupt("block key".into()))?;
             let e = decode_entry(&v).ok_or_else(|| StorageError::Corrupt("block entry".into()))?;
             out.push((g, seq, e));
         }
@@ -365,10 +368,15 @@ impl BlockFiles {
         f(&Reader { files: self })
     }
 
-    fn read_record(&self, tier: Tier, window: i64, entry: &BlockEntry) -> Result<Vec<u8>, StorageError> {
-        let meta = self
-            .window_meta(tier, window)
-            .ok_or_else(|| StorageError::Corrupt(format!("no window {window} in tier {}", tier.dir_name())))?;
+    fn read_record(
+        &self,
+        tier: Tier,
+        window: i64,
+        entry: &BlockEntry,
+    ) -> Result<Vec<u8>, StorageError> {
+        let meta = self.window_meta(tier, window).ok_or_else(|| {
+            StorageError::Corrupt(format!("no window {window} in tier {}", tier.dir_name()))
+        })?;
         let file = File::open(self.path(tier, window, meta.generation))?;
         let mut buf = vec![0u8; entry.len as usize];
         file.read_exact_at(&mut buf, entry.offset)?;
@@ -397,7 +405,11 @@ impl BlockFiles {
         blocks: Vec<NewBlock>,
         replaced: &[(i64, GroupId, u32)],
     ) -> Result<(), StorageError> {
-        self.append_with_seq(tier, blocks.into_iter().map(|b| (b, None)).collect(), replaced)
+        self.append_with_seq(
+            tier,
+            blocks.into_iter().map(|b| (b, None)).collect(),
+            replaced,
+        )
     }
 
     /// Like [`BlockFiles::append`], with an explicit sequence number where given
@@ -434,9 +446,10 @@ impl BlockFiles {
                 max_ts: i64::MIN,
                 ..Default::default()
             });
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .truncate(false)
                 .open(self.path(tier, window, meta.generation))?;
             let mut data = Vec::new();
             let mut offset = meta.file_len;
@@ -477,8 +490,15 @@ impl BlockFiles {
                     meta.rolled_up = false;
                 }
             }
-            file.write_all(&data)?;
-            file.sync_data()?;
+            // Written at the recorded end, not appended: bytes of an earlier
+            // failed write past it (disk full) are overwritten, never indexed.
+            let written = file
+                .write_all_at(&data, meta.file_len)
+                .and_then(|_| file.sync_data());
+            if let Err(e) = written {
+                let _ = file.set_len(meta.file_len);
+                return Err(e.into());
+            }
             meta.file_len = offset;
             metas.insert((tier, window), meta);
             batch.insert(meta_key(tier, window), encode_meta(&meta));
@@ -494,7 +514,10 @@ impl BlockFiles {
     }
 
     fn next_seq(&self, tier: Tier, window: i64, group: GroupId) -> Result<u32, StorageError> {
-        let last = self.tree.scan_prefix(group_prefix(tier, window, group)).next_back();
+        let last = self
+            .tree
+            .scan_prefix(group_prefix(tier, window, group))
+            .next_back();
         Ok(match last {
             Some(item) => {
                 let (k, _) = item?;
@@ -508,7 +531,8 @@ impl BlockFiles {
         let mut windows = self.windows.lock();
         if let Some(m) = windows.get_mut(&(Tier::Raw, window)) {
             m.rolled_up = rolled_up;
-            self.tree.insert(meta_key(Tier::Raw, window), encode_meta(m))?;
+            self.tree
+                .insert(meta_key(Tier::Raw, window), encode_meta(m))?;
         }
         Ok(())
     }
@@ -558,10 +582,13 @@ impl BlockFiles {
                 }),
             );
         }
-        {
-            let mut f = File::create(&new_path)?;
+        let written = File::create(&new_path).and_then(|mut f| {
             f.write_all(&data)?;
-            f.sync_data()?;
+            f.sync_data()
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&new_path);
+            return Err(e.into());
         }
         let new_meta = WindowMeta {
             generation: new_gen,
@@ -579,7 +606,10 @@ impl BlockFiles {
     }
 
     /// Reads and checks every record of every window, for `perch check`.
-    pub fn verify(&self, mut on_block: impl FnMut(Tier, i64, GroupId, &[u8])) -> Result<usize, StorageError> {
+    pub fn verify(
+        &self,
+        mut on_block: impl FnMut(Tier, i64, GroupId, &[u8]),
+    ) -> Result<usize, StorageError> {
         let mut n = 0;
         let windows = self.windows.lock().clone();
         for ((tier, window), meta) in windows {
@@ -623,7 +653,12 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    pub fn read(&self, tier: Tier, window: i64, entry: &BlockEntry) -> Result<Vec<u8>, StorageError> {
+    pub fn read(
+        &self,
+        tier: Tier,
+        window: i64,
+        entry: &BlockEntry,
+    ) -> Result<Vec<u8>, StorageError> {
         self.files.read_record(tier, window, entry)
     }
 }

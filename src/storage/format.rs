@@ -57,16 +57,26 @@ fn write_version(data_dir: &Path, v: u32) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// What [`prepare`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prepared {
+    /// The directory had no format stamp: it is being created now.
+    pub new_directory: bool,
+    pub upgraded_from: Option<u32>,
+}
+
 /// Brings the directory to the current format: stamps a new one, upgrades an
-/// old one step by step, refuses a newer one. Returns the version upgraded
-/// from, if an upgrade ran.
-pub fn prepare(data_dir: &Path) -> Result<Option<u32>, StorageError> {
+/// old one step by step, refuses a newer one.
+pub fn prepare(data_dir: &Path) -> Result<Prepared, StorageError> {
     match read_version(data_dir)? {
         None => {
             write_version(data_dir, FORMAT_VERSION)?;
-            Ok(None)
+            Ok(Prepared {
+                new_directory: true,
+                upgraded_from: None,
+            })
         }
-        Some(v) if v == FORMAT_VERSION => Ok(None),
+        Some(v) if v == FORMAT_VERSION => Ok(Prepared::default()),
         Some(v) if v > FORMAT_VERSION || v == 0 => Err(StorageError::FormatTooNew {
             dir: data_dir.to_path_buf(),
             found: v,
@@ -74,11 +84,18 @@ pub fn prepare(data_dir: &Path) -> Result<Option<u32>, StorageError> {
         }),
         Some(v) => {
             for (step, upgrade) in UPGRADES.iter().enumerate().skip(v as usize - 1) {
-                tracing::info!(from = step + 1, to = step + 2, "upgrading the data directory");
+                tracing::info!(
+                    from = step + 1,
+                    to = step + 2,
+                    "upgrading the data directory"
+                );
                 upgrade(data_dir)?;
                 write_version(data_dir, step as u32 + 2)?;
             }
-            Ok(Some(v))
+            Ok(Prepared {
+                new_directory: false,
+                upgraded_from: Some(v),
+            })
         }
     }
 }
@@ -95,10 +112,7 @@ pub fn open_db(data_dir: &Path, cache_bytes: u64) -> Result<sled::Db, StorageErr
         Ok(Ok(db)) => Ok(db),
         Ok(Err(sled::Error::Io(e))) if is_lock_error(&e) => Err(StorageError::Io(io::Error::new(
             e.kind(),
-            format!(
-                "{} is in use by another perch process",
-                data_dir.display()
-            ),
+            format!("{} is in use by another perch process", data_dir.display()),
         ))),
         Ok(Err(e)) => Err(e.into()),
         Err(panic) => Err(StorageError::Corrupt(format!(
@@ -123,17 +137,27 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// helps), as opposed to a lock held by another process or a permission or
 /// disk problem that a fresh database would hit too.
 pub fn is_damage(e: &StorageError) -> bool {
-    match e {
-        StorageError::Corrupt(_) | StorageError::Block(_) => true,
-        StorageError::Db(sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)) => true,
-        StorageError::Db(sled::Error::Unsupported(_)) => true,
-        _ => false,
-    }
+    matches!(
+        e,
+        StorageError::Corrupt(_)
+            | StorageError::Block(_)
+            | StorageError::Db(
+                sled::Error::Corruption { .. }
+                    | sled::Error::ReportableBug(_)
+                    | sled::Error::Unsupported(_)
+            )
+    )
 }
 
-/// Records the format version inside sled too, so a database copied between
-/// directories is recognised.
-pub fn check_db_version(db: &sled::Db, data_dir: &Path) -> Result<(), StorageError> {
+/// Records the format version inside sled too. A database without it in a
+/// directory that was already in use has been reset (sled treats a damaged
+/// log as torn and opens empty): that is damage, not a fresh start, and must
+/// not lead to the block files being cleaned up as orphans.
+pub fn check_db_version(
+    db: &sled::Db,
+    data_dir: &Path,
+    new_directory: bool,
+) -> Result<(), StorageError> {
     let meta = db.open_tree("meta")?;
     match meta.get("format")? {
         Some(v) => {
@@ -149,8 +173,15 @@ pub fn check_db_version(db: &sled::Db, data_dir: &Path) -> Result<(), StorageErr
                 )));
             }
         }
-        None => {
+        None if new_directory => {
             meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+            db.flush()?;
+        }
+        None => {
+            return Err(StorageError::Corrupt(format!(
+                "the database in {} has lost its records (it opened empty in a directory that was in use)",
+                data_dir.join("db").display()
+            )))
         }
     }
     Ok(())
@@ -179,7 +210,8 @@ mod tests {
     #[test]
     fn new_directories_are_stamped_and_newer_ones_refused() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(prepare(d.path()).unwrap(), None);
+        assert!(prepare(d.path()).unwrap().new_directory);
+        assert!(!prepare(d.path()).unwrap().new_directory);
         assert_eq!(read_version(d.path()).unwrap(), Some(FORMAT_VERSION));
         write_version(d.path(), FORMAT_VERSION + 1).unwrap();
         let e = prepare(d.path()).unwrap_err();

@@ -59,8 +59,12 @@ pub(crate) fn decode_series(mut v: &[u8]) -> Option<(GroupId, Labels)> {
     }
     let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
-        let name = std::str::from_utf8(get_bytes(&mut v).ok()?).ok()?.to_string();
-        let value = std::str::from_utf8(get_bytes(&mut v).ok()?).ok()?.to_string();
+        let name = std::str::from_utf8(get_bytes(&mut v).ok()?)
+            .ok()?
+            .to_string();
+        let value = std::str::from_utf8(get_bytes(&mut v).ok()?)
+            .ok()?
+            .to_string();
         pairs.push((name, value));
     }
     Some((group, Labels::from_pairs(pairs)))
@@ -191,7 +195,12 @@ impl SeriesIndex {
     }
 
     /// Re-creates a series read from the WAL, if the database lost it.
-    pub fn restore(&self, id: SeriesId, group: GroupId, labels: Labels) -> Result<(), StorageError> {
+    pub fn restore(
+        &self,
+        id: SeriesId,
+        group: GroupId,
+        labels: Labels,
+    ) -> Result<(), StorageError> {
         let mut inner = self.inner.write();
         if inner.series.contains_key(&id) {
             return Ok(());
@@ -214,10 +223,6 @@ impl SeriesIndex {
         self.inner.read().series.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Widens the recorded span of each series.
     pub fn extend_spans(&self, spans: &FxHashMap<SeriesId, (i64, i64)>) {
         let mut inner = self.inner.write();
@@ -229,7 +234,10 @@ impl SeriesIndex {
     }
 
     /// Writes the spans of these series to sled (at checkpoints).
-    pub fn persist_spans(&self, ids: impl IntoIterator<Item = SeriesId>) -> Result<(), StorageError> {
+    pub fn persist_spans(
+        &self,
+        ids: impl IntoIterator<Item = SeriesId>,
+    ) -> Result<(), StorageError> {
         let inner = self.inner.read();
         let mut batch = sled::Batch::default();
         for id in ids {
@@ -244,13 +252,14 @@ impl SeriesIndex {
         Ok(())
     }
 
-    pub fn span(&self, id: SeriesId) -> Option<(i64, i64)> {
-        self.inner.read().spans.get(&id).copied()
-    }
-
     /// Series matching every matcher whose span overlaps `[start, end]`
     /// (series without a recorded span are included).
-    pub fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<(SeriesId, SeriesInfo)> {
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<(SeriesId, SeriesInfo)> {
         let inner = self.inner.read();
         let mut candidates: Option<Vec<SeriesId>> = None;
         let mut exclusions: Vec<&Matcher> = Vec::new();
@@ -343,14 +352,6 @@ impl SeriesIndex {
         self.tree.apply_batch(batch)?;
         self.spans_tree.apply_batch(spans)?;
         Ok(old.len())
-    }
-
-    /// Every series, for `perch check` and exports.
-    pub fn all(&self) -> Vec<(SeriesId, SeriesInfo)> {
-        let inner = self.inner.read();
-        let mut v: Vec<_> = inner.series.iter().map(|(k, v)| (*k, v.clone())).collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
     }
 }
 

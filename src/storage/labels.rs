@@ -346,7 +346,10 @@ mod tests {
         let many: Vec<(String, String)> = (0..40).map(|i| (format!("l{i}"), "v".into())).collect();
         let mut l = Labels::from_pairs(many);
         l.set("__name__", "m");
-        assert!(matches!(l.validate(&lim), Err(LabelError::TooManyLabels { .. })));
+        assert!(matches!(
+            l.validate(&lim),
+            Err(LabelError::TooManyLabels { .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and disk budget, and downsampling expiring raw windows to 1 min rollups.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,13 @@ use super::files::{BlockEntry, NewBlock, Tier};
 use super::head::sort_dedup_last;
 use super::rollup::{rollup, Buckets};
 use super::{GroupId, SeriesId, Storage, StorageError};
+
+/// One series' columns: timestamps and one or more value columns.
+type MultiColumns = (Vec<i64>, Vec<Vec<f64>>);
+/// Block entries of one group in one window, with their sequence numbers.
+type GroupBlocks = Vec<(u32, BlockEntry)>;
+/// One series' samples cut to one window.
+type SeriesCut = (SeriesId, Vec<i64>, Vec<f64>);
 
 /// How long after its end a raw window still expects late samples before it
 /// is compacted. Later samples are still accepted; they cost a re-merge.
@@ -79,15 +87,17 @@ impl Storage {
                 .name("perch-wal".into())
                 .spawn(move || {
                     let every = s.config.flush_interval.std();
+                    let mut last = Instant::now();
                     while !s.wake.stopped() {
-                        std::thread::sleep(every.min(Duration::from_millis(200)));
-                        if s.wal.pending_bytes() == 0 {
+                        std::thread::sleep(every.min(Duration::from_millis(100)));
+                        if last.elapsed() < every {
                             continue;
                         }
-                        if let Err(e) = s.wal.flush() {
-                            s.report_problem(format!("cannot sync the write-ahead log: {e}"));
+                        last = Instant::now();
+                        s.watch_free_space();
+                        if s.wal.pending_bytes() > 0 {
+                            s.sync_wal();
                         }
-                        std::thread::sleep(every.saturating_sub(Duration::from_millis(200)));
                     }
                 })
                 .expect("spawn thread")
@@ -98,10 +108,10 @@ impl Storage {
                 .name("perch-storage".into())
                 .spawn(move || {
                     let every = s.config.checkpoint_interval.std();
+                    let tick = every.min(Duration::from_secs(10));
                     let mut last_checkpoint = Instant::now();
-                    let mut last_retention = Instant::now() - Duration::from_secs(3600);
                     loop {
-                        if !s.wake.wait(Duration::from_secs(10)) {
+                        if !s.wake.wait(tick) {
                             break;
                         }
                         let head_full = s.head.lock().samples >= s.config.max_head_samples;
@@ -115,11 +125,9 @@ impl Storage {
                         if let Err(e) = s.compact() {
                             s.maintenance_failed("compaction", &e);
                         }
-                        if last_retention.elapsed() >= Duration::from_secs(60) {
-                            last_retention = Instant::now();
-                            if let Err(e) = s.enforce_retention() {
-                                s.maintenance_failed("retention", &e);
-                            }
+                        // Cheap when there is nothing to drop.
+                        if let Err(e) = s.enforce_retention() {
+                            s.maintenance_failed("retention", &e);
                         }
                     }
                 })
@@ -127,6 +135,40 @@ impl Storage {
         };
         BackgroundTasks {
             threads: vec![flusher, maint],
+        }
+    }
+
+    fn sync_wal(&self) {
+        match self.wal.flush() {
+            Ok(()) => {
+                if self.wal_failing.swap(false, Ordering::SeqCst) {
+                    self.clear_problem("cannot sync the write-ahead log");
+                }
+            }
+            Err(e) => {
+                self.wal_failing.store(true, Ordering::SeqCst);
+                self.report_problem(format!("cannot sync the write-ahead log: {e}"));
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    self.wake.notify();
+                }
+            }
+        }
+    }
+
+    /// Refuses writes while the partition is nearly full and has maintenance
+    /// drop old data when free space is short (see [`super::space`]).
+    fn watch_free_space(&self) {
+        let check = self.space.check();
+        if check.free_bytes < self.space.target_free() {
+            self.wake.notify();
+        }
+        if check.changed && check.critical {
+            self.report_problem(format!(
+                "disk almost full: {} bytes free on the data partition; writes are refused until old data is dropped",
+                check.free_bytes
+            ));
+        } else if check.changed {
+            self.clear_problem("disk almost full");
         }
     }
 
@@ -166,9 +208,7 @@ impl Storage {
             self.db.flush()?;
             self.frozen.write().remove(0);
             self.wal.remove_before(frozen.wal_boundary)?;
-            self.counters
-                .checkpoints
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
         self.clear_problem("checkpoint failed");
         self.clear_problem("disk full");
@@ -180,28 +220,35 @@ impl Storage {
         series: &FxHashMap<SeriesId, super::head::SeriesBuf>,
     ) -> Result<(), StorageError> {
         // (window, group) → series columns
-        let mut cells: BTreeMap<(i64, GroupId), Vec<(SeriesId, Vec<i64>, Vec<f64>)>> = BTreeMap::new();
+        let mut cells: BTreeMap<(i64, GroupId), Vec<SeriesCut>> = BTreeMap::new();
         for (&id, buf) in series {
-            let Some(group) = self.index.group_of(id) else { continue };
+            let Some(group) = self.index.group_of(id) else {
+                continue;
+            };
             let (ts, vs) = buf.sorted();
             let mut i = 0;
             while i < ts.len() {
                 let w = Tier::Raw.window_of(ts[i]);
-                let j = i + ts[i..].partition_point(|&t| t < w.saturating_add(Tier::Raw.window_ms()));
-                cells
-                    .entry((w, group))
-                    .or_default()
-                    .push((id, ts[i..j].to_vec(), vs[i..j].to_vec()));
+                let j =
+                    i + ts[i..].partition_point(|&t| t < w.saturating_add(Tier::Raw.window_ms()));
+                cells.entry((w, group)).or_default().push((
+                    id,
+                    ts[i..j].to_vec(),
+                    vs[i..j].to_vec(),
+                ));
                 i = j;
             }
         }
         let mut blocks = Vec::new();
         for ((window, group), mut members) in cells {
             members.sort_by_key(|m| m.0);
-            let cols = members.iter().map(|(id, ts, vs)| (*id, &ts[..], vec![&vs[..]]));
+            let cols = members
+                .iter()
+                .map(|(id, ts, vs)| (*id, &ts[..], vec![&vs[..]]));
             blocks.push(new_block(Tier::Raw, window, group, cols));
             if blocks.len() >= GROUPS_PER_BATCH * 4 {
-                self.files.append(Tier::Raw, std::mem::take(&mut blocks), &[])?;
+                self.files
+                    .append(Tier::Raw, std::mem::take(&mut blocks), &[])?;
             }
         }
         if !blocks.is_empty() {
@@ -215,6 +262,10 @@ impl Storage {
     /// files that are mostly garbage.
     pub fn compact(&self) -> Result<(), StorageError> {
         let _serial = self.maintenance.lock();
+        // Merging writes before it frees: not while space is short.
+        if self.space.free_bytes() < self.space.target_free() {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
         for (window, meta) in self.files.windows(Tier::Raw) {
             let closed = window.saturating_add(Tier::Raw.window_ms() + LATE_GRACE_MS) <= now;
@@ -233,7 +284,8 @@ impl Storage {
         }
         for tier in super::files::TIERS {
             for (window, meta) in self.files.windows(tier) {
-                if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len {
+                let room = self.space.free_bytes() > meta.live_bytes + self.space.target_free();
+                if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len && room {
                     self.files.rewrite_window(tier, window)?;
                 }
             }
@@ -247,17 +299,32 @@ impl Storage {
         tier: Tier,
         window: i64,
         entries: &[(u32, BlockEntry)],
-    ) -> Result<BTreeMap<SeriesId, (Vec<i64>, Vec<Vec<f64>>)>, StorageError> {
-        let mut parts: BTreeMap<SeriesId, Vec<(Vec<i64>, Vec<Vec<f64>>)>> = BTreeMap::new();
-        self.files.with_read_lock(|reader| -> Result<(), StorageError> {
-            for (_, e) in entries {
-                let body = reader.read(tier, window, e)?;
-                for (id, cols) in Block::parse(&body)?.read(None)? {
-                    parts.entry(id).or_default().push((cols.ts, cols.values));
+    ) -> Result<BTreeMap<SeriesId, MultiColumns>, StorageError> {
+        let mut parts: BTreeMap<SeriesId, Vec<MultiColumns>> = BTreeMap::new();
+        self.files
+            .with_read_lock(|reader| -> Result<(), StorageError> {
+                for (_, e) in entries {
+                    let decoded = reader
+                        .read(tier, window, e)
+                        .and_then(|body| Ok(Block::parse(&body)?.read(None)?));
+                    match decoded {
+                        Ok(cols) => {
+                            for (id, c) in cols {
+                                parts.entry(id).or_default().push((c.ts, c.values));
+                            }
+                        }
+                        // The merge replaces what it cannot read: it is lost
+                        // either way, and keeping it would stop compaction.
+                        Err(err) if err.is_damage() => {
+                            self.report_problem(format!(
+                                "dropped a damaged block while merging: {err}"
+                            ));
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
         let mut out = BTreeMap::new();
         for (id, p) in parts {
             out.insert(id, merge_columns(p));
@@ -283,8 +350,15 @@ impl Storage {
                     .filter(|(_, b)| !b.is_empty())
                     .collect();
                 if !hourly.is_empty() {
-                    let members = hourly.iter().map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
-                    rollups.push(new_block(Tier::Hour, Tier::Hour.window_of(window), *group, members));
+                    let members = hourly
+                        .iter()
+                        .map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
+                    rollups.push(new_block(
+                        Tier::Hour,
+                        Tier::Hour.window_of(window),
+                        *group,
+                        members,
+                    ));
                 }
             }
             // Rollups first: after a crash in between, the raw window is
@@ -293,7 +367,8 @@ impl Storage {
                 self.files.append(Tier::Hour, rollups, &[])?;
             }
             if !merged_blocks.is_empty() {
-                self.files.append_with_seq(Tier::Raw, merged_blocks, &replaced)?;
+                self.files
+                    .append_with_seq(Tier::Raw, merged_blocks, &replaced)?;
             }
         }
         self.files.set_rolled_up(window, true)?;
@@ -305,8 +380,8 @@ impl Storage {
         &self,
         tier: Tier,
         window: i64,
-    ) -> Result<Vec<(GroupId, Vec<(u32, BlockEntry)>)>, StorageError> {
-        let mut by_group: BTreeMap<GroupId, Vec<(u32, BlockEntry)>> = BTreeMap::new();
+    ) -> Result<Vec<(GroupId, GroupBlocks)>, StorageError> {
+        let mut by_group: BTreeMap<GroupId, GroupBlocks> = BTreeMap::new();
         for (g, seq, e) in self.files.window_blocks(tier, window)? {
             by_group.entry(g).or_default().push((seq, e));
         }
@@ -347,7 +422,10 @@ impl Storage {
             let _serial = self.maintenance.lock();
             let limits = [
                 (Tier::Raw, self.config.retention.as_millis_i64()),
-                (Tier::Minute, self.config.rollup_1m_retention.as_millis_i64()),
+                (
+                    Tier::Minute,
+                    self.config.rollup_1m_retention.as_millis_i64(),
+                ),
                 (Tier::Hour, self.config.rollup_1h_retention.as_millis_i64()),
             ];
             for (tier, keep_ms) in limits {
@@ -372,7 +450,7 @@ impl Storage {
         let freed = self.files.drop_window(tier, window)?;
         self.counters
             .windows_dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(tier = tier.dir_name(), window, freed, "dropped a window");
         Ok(())
     }
@@ -385,12 +463,21 @@ impl Storage {
                 let merged = self.merged_group(Tier::Raw, window, entries)?;
                 let minutes: Vec<(SeriesId, Buckets)> = merged
                     .iter()
-                    .map(|(id, (ts, cols))| (*id, rollup(ts, &cols[0], Tier::Minute.resolution_ms())))
+                    .map(|(id, (ts, cols))| {
+                        (*id, rollup(ts, &cols[0], Tier::Minute.resolution_ms()))
+                    })
                     .filter(|(_, b)| !b.is_empty())
                     .collect();
                 if !minutes.is_empty() {
-                    let members = minutes.iter().map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
-                    blocks.push(new_block(Tier::Minute, Tier::Minute.window_of(window), *group, members));
+                    let members = minutes
+                        .iter()
+                        .map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
+                    blocks.push(new_block(
+                        Tier::Minute,
+                        Tier::Minute.window_of(window),
+                        *group,
+                        members,
+                    ));
                 }
             }
             if !blocks.is_empty() {
@@ -408,7 +495,8 @@ impl Storage {
         let mut must_drop = urgent;
         loop {
             let used = self.disk_usage();
-            if used <= self.disk_budget && !must_drop {
+            let free = self.space.free_bytes();
+            if used <= self.disk_budget && free >= self.space.target_free() && !must_drop {
                 break;
             }
             must_drop = false;
@@ -421,25 +509,28 @@ impl Storage {
                     .find_map(|t| self.files.windows(t).first().map(|(w, _)| (t, *w)))
             };
             let Some((tier, window)) = victim else {
-                self.report_problem(format!(
-                    "over the disk budget ({used} of {} bytes) with only the newest window left",
-                    self.disk_budget
-                ));
+                if used > self.disk_budget {
+                    self.report_problem(format!(
+                        "over the disk budget ({used} of {} bytes) with only the newest window left",
+                        self.disk_budget
+                    ));
+                }
                 break;
             };
             tracing::warn!(
                 used,
                 budget = self.disk_budget,
+                free,
                 tier = tier.dir_name(),
                 window,
-                "over the disk budget: dropping the oldest window"
+                "over the disk budget or short of free space: dropping the oldest window"
             );
             // Under pressure raw windows go without a 1 min summary: writing
             // one would spend the space being freed.
             self.files.drop_window(tier, window)?;
             self.counters
                 .windows_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -462,7 +553,7 @@ impl Storage {
     }
 }
 
-fn merge_columns(parts: Vec<(Vec<i64>, Vec<Vec<f64>>)>) -> (Vec<i64>, Vec<Vec<f64>>) {
+fn merge_columns(parts: Vec<MultiColumns>) -> MultiColumns {
     if parts.len() == 1 {
         return parts.into_iter().next().expect("one part");
     }
@@ -488,7 +579,11 @@ fn merge_columns(parts: Vec<(Vec<i64>, Vec<Vec<f64>>)>) -> (Vec<i64>, Vec<Vec<f6
 
 /// The keys a merged block supersedes: all but the highest sequence number,
 /// which the merged block itself takes over.
-fn superseded(window: i64, group: GroupId, entries: &[(u32, BlockEntry)]) -> Vec<(i64, GroupId, u32)> {
+fn superseded(
+    window: i64,
+    group: GroupId,
+    entries: &[(u32, BlockEntry)],
+) -> Vec<(i64, GroupId, u32)> {
     let max_seq = entries.iter().map(|(s, _)| *s).max().unwrap_or(0);
     entries
         .iter()
@@ -502,7 +597,7 @@ fn merged_block(
     window: i64,
     group: GroupId,
     entries: &[(u32, BlockEntry)],
-    merged: &BTreeMap<SeriesId, (Vec<i64>, Vec<Vec<f64>>)>,
+    merged: &BTreeMap<SeriesId, MultiColumns>,
 ) -> (NewBlock, Option<u32>) {
     let members = merged
         .iter()
@@ -519,7 +614,11 @@ fn new_block<'a>(
     group: GroupId,
     members: impl Iterator<Item = (SeriesId, &'a [i64], Vec<&'a [f64]>)>,
 ) -> NewBlock {
-    let kind = if tier == Tier::Raw { BlockKind::Raw } else { BlockKind::Rollup };
+    let kind = if tier == Tier::Raw {
+        BlockKind::Raw
+    } else {
+        BlockKind::Rollup
+    };
     let mut b = BlockBuilder::new(kind);
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     for (id, ts, cols) in members {

@@ -22,6 +22,7 @@ pub mod labels;
 mod maintenance;
 mod read;
 pub mod rollup;
+mod space;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ pub enum StorageError {
     TooManySeries { limit: usize },
     #[error("storage is {pending} samples behind; retry shortly")]
     Overloaded { pending: usize },
+    #[error("the disk is full or failing; writes are refused until space is freed (see /api/v1/status/tsdb)")]
+    CannotPersist,
     #[error("query would read more than {limit} samples")]
     TooManySamples { limit: usize },
     #[error("data directory {dir} has format {found}, this perch understands up to {supported}; upgrade perch")]
@@ -84,6 +87,12 @@ impl StorageError {
             self,
             StorageError::InvalidSeries { .. } | StorageError::TooManySeries { .. }
         )
+    }
+
+    /// Damaged data (bad checksum, undecodable block), as opposed to an I/O
+    /// failure that may pass.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StorageError::Corrupt(_) | StorageError::Block(_))
     }
 
     fn is_disk_full(&self) -> bool {
@@ -167,6 +176,9 @@ pub struct Storage {
     wake: maintenance::Wake,
     disk_budget: u64,
     problems: Mutex<Vec<String>>,
+    /// The last WAL sync failed; appends are refused until one succeeds.
+    wal_failing: std::sync::atomic::AtomicBool,
+    space: space::SpaceGuard,
     pub counters: StorageCounters,
 }
 
@@ -182,9 +194,10 @@ impl Storage {
         std::fs::create_dir_all(data_dir)?;
         let mut report = OpenReport::default();
         let mut problems = Vec::new();
-        report.upgraded_from = format::prepare(data_dir)?;
+        let prepared = format::prepare(data_dir)?;
+        report.upgraded_from = prepared.upgraded_from;
         let opened = match format::open_db(data_dir, config.cache_bytes.0) {
-            Ok(db) => Self::open_parts(db, data_dir, config),
+            Ok(db) => Self::open_parts(db, data_dir, config, prepared.new_directory),
             Err(e) => Err(e),
         };
         let (db, index, (files, repair)) = match opened {
@@ -200,7 +213,7 @@ impl Storage {
                 report.quarantined = Some(moved);
                 format::prepare(data_dir)?;
                 let db = format::open_db(data_dir, config.cache_bytes.0)?;
-                Self::open_parts(db, data_dir, config)?
+                Self::open_parts(db, data_dir, config, true)?
             }
             Err(e) => return Err(e),
         };
@@ -228,6 +241,8 @@ impl Storage {
             wake: maintenance::Wake::default(),
             disk_budget: config.max_disk_bytes.resolve(partition),
             problems: Mutex::new(problems),
+            wal_failing: Default::default(),
+            space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
             counters: StorageCounters::default(),
         };
         let replay = storage.replay_wal()?;
@@ -249,8 +264,9 @@ impl Storage {
         db: sled::Db,
         data_dir: &Path,
         config: &StorageConfig,
+        new_directory: bool,
     ) -> Result<(sled::Db, SeriesIndex, (BlockFiles, files::FilesRepair)), StorageError> {
-        format::check_db_version(&db, data_dir)?;
+        format::check_db_version(&db, data_dir, new_directory)?;
         let index = SeriesIndex::load(&db, config.max_series)?;
         let files = BlockFiles::open(&data_dir.join("blocks"), &db, true)?;
         Ok((db, index, files))
@@ -288,6 +304,12 @@ impl Storage {
         Ok(total)
     }
 
+    /// The sled database, for modules that keep their own trees in it
+    /// (accounts, settings). Storage's trees are its own.
+    pub fn database(&self) -> sled::Db {
+        self.db.clone()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -309,6 +331,10 @@ impl Storage {
     /// the rest is stored. Fails as a whole only when storage is overloaded
     /// (memory bound reached) — the caller should retry later.
     pub fn append(&self, batch: &[SeriesSamples]) -> Result<AppendResult, StorageError> {
+        // Acknowledging writes that cannot be made durable would be a lie.
+        if self.wal_failing.load(Ordering::SeqCst) || self.space.refuse_writes() {
+            return Err(StorageError::CannotPersist);
+        }
         let pending = self.pending_samples();
         if pending >= self.config.max_head_samples.saturating_mul(4) {
             self.wake.notify();
@@ -397,7 +423,12 @@ impl Storage {
     }
 
     /// Series matching the selector with data overlapping `[start, end]`.
-    pub fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<(SeriesId, Arc<Labels>)> {
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<(SeriesId, Arc<Labels>)> {
         self.index
             .select(matchers, start, end)
             .into_iter()
@@ -423,7 +454,13 @@ impl Storage {
         names
     }
 
-    pub fn label_values(&self, name: &str, matchers: &[Matcher], start: i64, end: i64) -> Vec<String> {
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<String> {
         if matchers.is_empty() {
             return self.index.label_values(name);
         }

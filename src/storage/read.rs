@@ -31,10 +31,12 @@ pub struct SeriesRollup {
     pub buckets: Buckets,
 }
 
+/// Timestamps and values of one series.
+type Samples = (Vec<i64>, Vec<f64>);
 /// Sources of one series in priority order (later wins).
-type Sources = Vec<(Vec<i64>, Vec<f64>)>;
+type Sources = Vec<Samples>;
 
-fn merge(sources: Sources, start: i64, end: i64) -> (Vec<i64>, Vec<f64>) {
+fn merge(sources: Sources, start: i64, end: i64) -> Samples {
     let total: usize = sources.iter().map(|s| s.0.len()).sum();
     let mut ts = Vec::with_capacity(total);
     let mut vs = Vec::with_capacity(total);
@@ -58,7 +60,7 @@ impl Storage {
         ids: &[SeriesId],
         start: i64,
         end: i64,
-    ) -> (Vec<Arc<FrozenHead>>, FxHashMap<SeriesId, (Vec<i64>, Vec<f64>)>) {
+    ) -> (Vec<Arc<FrozenHead>>, FxHashMap<SeriesId, Samples>) {
         let head = self.head.lock();
         let frozen = self.frozen.read().clone();
         let mut live = FxHashMap::default();
@@ -105,9 +107,19 @@ impl Storage {
                         if entry.max_ts < start || entry.min_ts > end {
                             continue;
                         }
-                        let body = reader.read(tier, *window, &entry)?;
-                        let block = Block::parse(&body)?;
-                        for (id, cols) in block.read(Some(wanted))? {
+                        let decoded = reader
+                            .read(tier, *window, &entry)
+                            .and_then(|body| Ok(Block::parse(&body)?.read(Some(wanted))?));
+                        let columns = match decoded {
+                            Ok(c) => c,
+                            Err(e) if e.is_damage() => {
+                                // One damaged block must not hide all the rest.
+                                self.report_problem(format!("skipped a damaged block: {e}"));
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        for (id, cols) in columns {
                             read += cols.ts.len();
                             if read > max_samples {
                                 return Err(StorageError::TooManySamples { limit: max_samples });
@@ -132,9 +144,19 @@ impl Storage {
     ) -> Result<Vec<SeriesData>, StorageError> {
         let (frozen, mut live) = self.memory_sources(ids, start, end);
         let mut sources: FxHashMap<SeriesId, Sources> = FxHashMap::default();
-        self.read_tier(Tier::Raw, ids, start, end, max_samples, |id, _, ts, mut cols| {
-            sources.entry(id).or_default().push((ts, cols.swap_remove(0)));
-        })?;
+        self.read_tier(
+            Tier::Raw,
+            ids,
+            start,
+            end,
+            max_samples,
+            |id, _, ts, mut cols| {
+                sources
+                    .entry(id)
+                    .or_default()
+                    .push((ts, cols.swap_remove(0)));
+            },
+        )?;
         for f in &frozen {
             for id in ids {
                 if let Some(buf) = f.series.get(id) {
@@ -153,8 +175,12 @@ impl Storage {
         let mut out = Vec::with_capacity(ids.len());
         let mut total = 0usize;
         for &id in ids {
-            let Some(src) = sources.remove(&id) else { continue };
-            let Some(labels) = self.series_labels(id) else { continue };
+            let Some(src) = sources.remove(&id) else {
+                continue;
+            };
+            let Some(labels) = self.series_labels(id) else {
+                continue;
+            };
             let (ts, values) = merge(src, start, end);
             total += ts.len();
             if total > max_samples {
@@ -224,12 +250,19 @@ impl Storage {
         };
         let mut per_series: FxHashMap<SeriesId, Vec<Buckets>> = FxHashMap::default();
         // Stored rollups for windows not computed from raw.
-        self.read_tier(resolution, ids, start, end, max_buckets, |id, _, ts, cols| {
-            if let Some(mut b) = Buckets::from_columns(ts, cols) {
-                b.retain(|t| t >= start && t <= end && !from_raw(Tier::Raw.window_of(t)));
-                per_series.entry(id).or_default().push(b);
-            }
-        })?;
+        self.read_tier(
+            resolution,
+            ids,
+            start,
+            end,
+            max_buckets,
+            |id, _, ts, cols| {
+                if let Some(mut b) = Buckets::from_columns(ts, cols) {
+                    b.retain(|t| t >= start && t <= end && !from_raw(Tier::Raw.window_of(t)));
+                    per_series.entry(id).or_default().push(b);
+                }
+            },
+        )?;
         // Raw-derived buckets, window run by window run.
         let mut w = Tier::Raw.window_of(start);
         let mut runs: Vec<(i64, i64)> = Vec::new();
@@ -253,15 +286,23 @@ impl Storage {
         let mut out = Vec::new();
         let mut total = 0;
         for &id in ids {
-            let Some(parts) = per_series.remove(&id) else { continue };
-            let Some(labels) = self.series_labels(id) else { continue };
+            let Some(parts) = per_series.remove(&id) else {
+                continue;
+            };
+            let Some(labels) = self.series_labels(id) else {
+                continue;
+            };
             let buckets = Buckets::merge(parts);
             total += buckets.len();
             if total > max_buckets {
                 return Err(StorageError::TooManySamples { limit: max_buckets });
             }
             if !buckets.is_empty() {
-                out.push(SeriesRollup { id, labels, buckets });
+                out.push(SeriesRollup {
+                    id,
+                    labels,
+                    buckets,
+                });
             }
         }
         Ok(out)

@@ -16,6 +16,18 @@ pub struct Buckets {
     pub last_ts: Vec<Option<i64>>,
 }
 
+/// One bucket, as a row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub ts: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: f64,
+    pub last: f64,
+    pub last_ts: Option<i64>,
+}
+
 impl Buckets {
     pub fn len(&self) -> usize {
         self.ts.len()
@@ -25,14 +37,26 @@ impl Buckets {
         self.ts.is_empty()
     }
 
-    fn push(&mut self, ts: i64, min: f64, max: f64, sum: f64, count: f64, last: f64, last_ts: Option<i64>) {
-        self.ts.push(ts);
-        self.min.push(min);
-        self.max.push(max);
-        self.sum.push(sum);
-        self.count.push(count);
-        self.last.push(last);
-        self.last_ts.push(last_ts);
+    fn push(&mut self, b: Bucket) {
+        self.ts.push(b.ts);
+        self.min.push(b.min);
+        self.max.push(b.max);
+        self.sum.push(b.sum);
+        self.count.push(b.count);
+        self.last.push(b.last);
+        self.last_ts.push(b.last_ts);
+    }
+
+    fn row(&self, i: usize) -> Bucket {
+        Bucket {
+            ts: self.ts[i],
+            min: self.min[i],
+            max: self.max[i],
+            sum: self.sum[i],
+            count: self.count[i],
+            last: self.last[i],
+            last_ts: self.last_ts[i],
+        }
     }
 
     pub fn columns(&self) -> [&[f64]; 5] {
@@ -65,15 +89,7 @@ impl Buckets {
         let mut out = Buckets::default();
         for i in 0..self.len() {
             if keep(self.ts[i]) {
-                out.push(
-                    self.ts[i],
-                    self.min[i],
-                    self.max[i],
-                    self.sum[i],
-                    self.count[i],
-                    self.last[i],
-                    self.last_ts[i],
-                );
+                out.push(self.row(i));
             }
         }
         *self = out;
@@ -92,8 +108,7 @@ impl Buckets {
             if all.get(k + 1).is_some_and(|n| n.0 == t) {
                 continue;
             }
-            let b = &sources[s];
-            out.push(t, b.min[i], b.max[i], b.sum[i], b.count[i], b.last[i], b.last_ts[i]);
+            out.push(sources[s].row(i));
         }
         out
     }
@@ -102,31 +117,39 @@ impl Buckets {
 /// Rolls sorted samples up into buckets of `resolution` ms.
 pub fn rollup(ts: &[i64], values: &[f64], resolution: i64) -> Buckets {
     let mut out = Buckets::default();
-    let mut current: Option<(i64, f64, f64, f64, f64, f64, i64)> = None;
+    let mut current: Option<Bucket> = None;
     for (&t, &v) in ts.iter().zip(values) {
         if v.is_nan() {
             continue;
         }
-        let b = t.div_euclid(resolution).saturating_mul(resolution);
+        let start = t.div_euclid(resolution).saturating_mul(resolution);
         match &mut current {
-            Some(c) if c.0 == b => {
-                c.1 = c.1.min(v);
-                c.2 = c.2.max(v);
-                c.3 += v;
-                c.4 += 1.0;
-                c.5 = v;
-                c.6 = t;
+            Some(c) if c.ts == start => {
+                c.min = c.min.min(v);
+                c.max = c.max.max(v);
+                c.sum += v;
+                c.count += 1.0;
+                c.last = v;
+                c.last_ts = Some(t);
             }
             _ => {
                 if let Some(c) = current.take() {
-                    out.push(c.0, c.1, c.2, c.3, c.4, c.5, Some(c.6));
+                    out.push(c);
                 }
-                current = Some((b, v, v, v, 1.0, v, t));
+                current = Some(Bucket {
+                    ts: start,
+                    min: v,
+                    max: v,
+                    sum: v,
+                    count: 1.0,
+                    last: v,
+                    last_ts: Some(t),
+                });
             }
         }
     }
     if let Some(c) = current {
-        out.push(c.0, c.1, c.2, c.3, c.4, c.5, Some(c.6));
+        out.push(c);
     }
     out
 }

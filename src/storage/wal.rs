@@ -89,10 +89,7 @@ pub struct ReplayStats {
 
 /// Reads every valid record of a segment, stopping at the first torn or
 /// corrupt one.
-pub fn read_segment(
-    path: &Path,
-    mut f: impl FnMut(WalRecord),
-) -> io::Result<ReplayStats> {
+pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> io::Result<ReplayStats> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let mut stats = ReplayStats::default();
@@ -249,10 +246,17 @@ impl Wal {
         let (data, pos) = {
             let mut buf = self.buffer.lock();
             let pos = *self.appended.lock();
-            (std::mem::replace(&mut *buf, Vec::with_capacity(1 << 16)), pos)
+            (
+                std::mem::replace(&mut *buf, Vec::with_capacity(1 << 16)),
+                pos,
+            )
         };
         if !data.is_empty() {
+            let len_before = seg.file.metadata()?.len();
             if let Err(e) = seg.file.write_all(&data) {
+                // A partial write would leave a torn record in the middle of
+                // the segment, hiding everything after it from replay.
+                let _ = seg.file.set_len(len_before);
                 // Keep the records so a later flush can retry them, ahead of
                 // anything appended since.
                 let mut buf = self.buffer.lock();

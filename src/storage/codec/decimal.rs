@@ -114,7 +114,10 @@ impl ColumnCodec for Decimal {
                 return Err(corrupt("exception out of range"));
             }
             let (b, r) = rest.split_at(8);
-            exceptions.push((idx, f64::from_bits(u64::from_le_bytes(b.try_into().unwrap()))));
+            exceptions.push((
+                idx,
+                f64::from_bits(u64::from_le_bytes(b.try_into().unwrap())),
+            ));
             rest = r;
         }
         let mut ints = Vec::with_capacity(n);

@@ -103,7 +103,9 @@ impl ColumnCodec for Gorilla {
                 prev
             } else if !r.read_bit()? {
                 if lead == 0xff {
-                    return Err(CodecError::Corrupt("gorilla reuses an absent window".into()));
+                    return Err(CodecError::Corrupt(
+                        "gorilla reuses an absent window".into(),
+                    ));
                 }
                 prev ^ (r.read_bits(64 - lead - trail)? << trail)
             } else {

@@ -185,7 +185,9 @@ pub(crate) const MAX_COLUMN_LEN: usize = 1 << 24;
 
 pub(crate) fn check_count(n: usize) -> Result<(), CodecError> {
     if n > MAX_COLUMN_LEN {
-        return Err(CodecError::Corrupt(format!("column length {n} is implausible")));
+        return Err(CodecError::Corrupt(format!(
+            "column length {n} is implausible"
+        )));
     }
     Ok(())
 }

@@ -90,7 +90,9 @@ fn single_and_empty_value_columns() {
 
 #[test]
 fn decimal_codec_keeps_short_decimals_small() {
-    let values: Vec<f64> = (0..720).map(|i| 20.0 + ((i * 7) % 13) as f64 / 100.0).collect();
+    let values: Vec<f64> = (0..720)
+        .map(|i| 20.0 + ((i * 7) % 13) as f64 / 100.0)
+        .collect();
     let (mut d, mut p) = (Vec::new(), Vec::new());
     Decimal::encode_values(&values, &mut d).unwrap();
     Pco::encode_values(&values, &mut p).unwrap();
@@ -101,7 +103,9 @@ fn decimal_codec_keeps_short_decimals_small() {
 
 #[test]
 fn decimal_codec_refuses_noise() {
-    let values: Vec<f64> = (0..200).map(|i| (i as f64).sqrt() * std::f64::consts::PI).collect();
+    let values: Vec<f64> = (0..200)
+        .map(|i| (i as f64).sqrt() * std::f64::consts::PI)
+        .collect();
     assert!(matches!(
         Decimal::encode_values(&values, &mut Vec::new()),
         Err(CodecError::Unsuited)
@@ -112,7 +116,12 @@ fn decimal_codec_refuses_noise() {
 fn corrupt_columns_fail_without_panicking() {
     let values: Vec<f64> = (0..100).map(|i| i as f64 * 0.25).collect();
     let ts: Vec<i64> = (0..100).map(|i| i * 1000).collect();
-    for id in [CodecId::Raw, CodecId::Gorilla, CodecId::Pco, CodecId::Decimal] {
+    for id in [
+        CodecId::Raw,
+        CodecId::Gorilla,
+        CodecId::Pco,
+        CodecId::Decimal,
+    ] {
         let mut buf = Vec::new();
         match id {
             CodecId::Raw => Raw::encode_values(&values, &mut buf).unwrap(),

@@ -1,0 +1,268 @@
+//! Accounts: users with a role and an argon2 password hash, kept in the sled
+//! tree `users`. Later also API tokens and sessions. Owns authentication
+//! decisions (who is this?); authorization per route lives with the routes.
+//! Calls nothing but sled.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including users and settings.
+    Admin,
+    /// Read data and watch cameras.
+    Viewer,
+    /// Publish over MQTT and use the write APIs.
+    Device,
+}
+
+impl FromStr for Role {
+    type Err = AccountError;
+    fn from_str(s: &str) -> Result<Role, AccountError> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "viewer" => Ok(Role::Viewer),
+            "device" => Ok(Role::Device),
+            other => Err(AccountError::BadRole(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Device => "device",
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AccountError {
+    #[error("invalid user name {0:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@'")]
+    BadName(String),
+    #[error("unknown role {0:?}: use admin, viewer or device")]
+    BadRole(String),
+    #[error("password must be at least {MIN_PASSWORD} characters")]
+    ShortPassword,
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("stored user {0:?} is unreadable")]
+    Corrupt(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+pub const MIN_PASSWORD: usize = 8;
+
+/// A user as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredUser {
+    role: Role,
+    password_hash: String,
+    created_ms: i64,
+}
+
+/// A user as shown and as attached to requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+}
+
+/// Successful verifications are remembered for a while, keyed by a salted
+/// hash of the credentials, so a client sending Basic auth on every request
+/// (Grafana does) does not cost an argon2 hash each time.
+const VERIFY_CACHE_TTL: Duration = Duration::from_secs(300);
+const VERIFY_CACHE_MAX: usize = 1024;
+
+pub struct Accounts {
+    users: sled::Tree,
+    cache: Mutex<HashMap<[u8; 32], (UserInfo, Instant)>>,
+    cache_salt: [u8; 16],
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+impl Accounts {
+    pub fn open(db: &sled::Db) -> Result<Accounts, AccountError> {
+        let mut cache_salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut cache_salt);
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            cache: Mutex::new(HashMap::new()),
+            cache_salt,
+        })
+    }
+
+    pub fn add(
+        &self,
+        name: &str,
+        role: Role,
+        password: &str,
+        now_ms: i64,
+    ) -> Result<UserInfo, AccountError> {
+        if !valid_name(name) {
+            return Err(AccountError::BadName(name.to_string()));
+        }
+        if password.chars().count() < MIN_PASSWORD {
+            return Err(AccountError::ShortPassword);
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| AccountError::Hash(e.to_string()))?
+            .to_string();
+        let stored = StoredUser {
+            role,
+            password_hash: hash,
+            created_ms: now_ms,
+        };
+        let value = serde_json::to_vec(&stored).expect("serializable");
+        let inserted = self
+            .users
+            .compare_and_swap(name, None as Option<&[u8]>, Some(value))?;
+        if inserted.is_err() {
+            return Err(AccountError::Exists(name.to_string()));
+        }
+        self.users.flush()?;
+        Ok(UserInfo {
+            name: name.to_string(),
+            role,
+            created_ms: now_ms,
+        })
+    }
+
+    pub fn delete(&self, name: &str) -> Result<bool, AccountError> {
+        let existed = self.users.remove(name)?.is_some();
+        self.users.flush()?;
+        self.cache.lock().clear();
+        Ok(existed)
+    }
+
+    pub fn list(&self) -> Result<Vec<UserInfo>, AccountError> {
+        let mut out = Vec::new();
+        for item in self.users.iter() {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let stored: StoredUser =
+                serde_json::from_slice(&v).map_err(|_| AccountError::Corrupt(name.clone()))?;
+            out.push(UserInfo {
+                name,
+                role: stored.role,
+                created_ms: stored.created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.cache_salt);
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Checks a name and password; `None` for an unknown user or a wrong
+    /// password (deliberately indistinguishable).
+    pub fn verify(&self, name: &str, password: &str) -> Option<UserInfo> {
+        let key = self.cache_key(name, password);
+        {
+            let cache = self.cache.lock();
+            if let Some((info, at)) = cache.get(&key) {
+                if at.elapsed() < VERIFY_CACHE_TTL {
+                    return Some(info.clone());
+                }
+            }
+        }
+        let v = self.users.get(name).ok()??;
+        let stored: StoredUser = serde_json::from_slice(&v).ok()?;
+        let parsed = PasswordHash::new(&stored.password_hash).ok()?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .ok()?;
+        let info = UserInfo {
+            name: name.to_string(),
+            role: stored.role,
+            created_ms: stored.created_ms,
+        };
+        let mut cache = self.cache.lock();
+        if cache.len() >= VERIFY_CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFY_CACHE_TTL);
+            if cache.len() >= VERIFY_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (info.clone(), Instant::now()));
+        Some(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_verify_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .temporary(true)
+            .open()
+            .unwrap();
+        let a = Accounts::open(&db).unwrap();
+        assert!(a.is_empty());
+        a.add("alice", Role::Admin, "correct horse", 1).unwrap();
+        assert!(matches!(
+            a.add("alice", Role::Viewer, "another pw", 2),
+            Err(AccountError::Exists(_))
+        ));
+        assert!(matches!(
+            a.add("bad name", Role::Viewer, "longenough", 2),
+            Err(AccountError::BadName(_))
+        ));
+        assert!(matches!(
+            a.add("bob", Role::Viewer, "short", 2),
+            Err(AccountError::ShortPassword)
+        ));
+        assert_eq!(
+            a.verify("alice", "correct horse").unwrap().role,
+            Role::Admin
+        );
+        assert!(a.verify("alice", "wrong horse").is_none());
+        assert!(a.verify("nobody", "correct horse").is_none());
+        // Cached path gives the same answer.
+        assert!(a.verify("alice", "correct horse").is_some());
+        assert_eq!(a.list().unwrap().len(), 1);
+        assert!(a.delete("alice").unwrap());
+        assert!(a.verify("alice", "correct horse").is_none());
+    }
+}

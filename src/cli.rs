@@ -1,0 +1,344 @@
+//! The command line: `perch serve`, `perch user …`, `perch check`, `perch bench`.
+
+use std::io::{BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::accounts::{Accounts, Role};
+use crate::config::{Config, Overrides};
+use crate::storage::{check, format};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "perch",
+    version,
+    about = "A self-hosted IoT appliance: MQTT broker, time-series store, PromQL, cameras and dashboard in one process",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (HTTP on :8080, MQTT on :1883, data in ./perch-data by default)
+    Serve(ServeArgs),
+    /// Manage user accounts (works whether or not the server is running)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Verify a data directory without changing it; exits 1 if it is damaged
+    Check {
+        #[command(flatten)]
+        location: Location,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure ingestion speed and compression on generated or given data
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where the data directory is: `--data-dir`, else the config file's
+/// `data_dir`, else ./perch-data.
+#[derive(Args, Debug, Clone)]
+pub struct Location {
+    /// Configuration file (TOML)
+    #[arg(long, short = 'c', env = "PERCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides the config file)
+    #[arg(long, env = "PERCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Location {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                data_dir: self.data_dir.clone(),
+                ..Default::default()
+            },
+        )?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub location: Location,
+    /// HTTP listen address (overrides http.listen)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// MQTT listen address (overrides mqtt.listen)
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user
+    Add {
+        name: String,
+        /// admin (everything), viewer (read and watch) or device (MQTT and write APIs)
+        #[arg(long)]
+        role: Role,
+        /// The password (visible in the process list; prefer --password-stdin)
+        #[arg(
+            long,
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// List users
+    List {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Delete a user
+    Del {
+        name: String,
+        #[command(flatten)]
+        location: Location,
+    },
+}
+
+impl clap::ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Role::Admin, Role::Viewer, Role::Device]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Device => "device",
+        }))
+    }
+}
+
+pub fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        args.location.config.as_deref(),
+        &Overrides {
+            data_dir: args.location.data_dir.clone(),
+            http_listen: args.http,
+            mqtt_listen: args.mqtt,
+        },
+    )?)
+}
+
+/// Runs a `perch user` command: directly on the database when no server
+/// holds it, otherwise through the running server's control socket.
+pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    let location = match &cmd {
+        UserCommand::Add { location, .. }
+        | UserCommand::List { location }
+        | UserCommand::Del { location, .. } => location.clone(),
+    };
+    let config = location.load()?;
+    let dir = config.data_dir.clone();
+    let socket = dir.join(crate::server::CONTROL_SOCKET);
+    let request = match &cmd {
+        UserCommand::Add {
+            name,
+            role,
+            password,
+            password_stdin,
+            ..
+        } => {
+            let password = match password {
+                Some(p) => p.clone(),
+                None => {
+                    debug_assert!(password_stdin);
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+            };
+            UserRequest::Add(name.clone(), *role, password)
+        }
+        UserCommand::List { .. } => UserRequest::List,
+        UserCommand::Del { name, .. } => UserRequest::Del(name.clone()),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    format::prepare(&dir)?;
+    match format::open_db(&dir, 8 << 20) {
+        Ok(db) => {
+            let accounts = Accounts::open(&db)?;
+            run_local(&accounts, request)
+        }
+        Err(e) if socket.exists() => {
+            tracing::debug!(error = %e, "database busy; using the control socket");
+            run_remote(&socket, request)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the database in {}", dir.display())),
+    }
+}
+
+enum UserRequest {
+    Add(String, Role, String),
+    List,
+    Del(String),
+}
+
+fn print_users(users: &[crate::accounts::UserInfo]) {
+    if users.is_empty() {
+        println!("no users");
+        return;
+    }
+    println!("{:<32} {:<8} created", "NAME", "ROLE");
+    for u in users {
+        let created = chrono::DateTime::from_timestamp_millis(u.created_ms)
+            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        println!("{:<32} {:<8} {created}", u.name, u.role.to_string());
+    }
+}
+
+fn run_local(accounts: &Accounts, request: UserRequest) -> anyhow::Result<()> {
+    match request {
+        UserRequest::Add(name, role, password) => {
+            let now = chrono::Utc::now().timestamp_millis();
+            accounts.add(&name, role, &password, now)?;
+            println!("added {role} {name:?}");
+        }
+        UserRequest::List => print_users(&accounts.list()?),
+        UserRequest::Del(name) => {
+            if !accounts.delete(&name)? {
+                bail!("no user {name:?}");
+            }
+            println!("deleted {name:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 exchange over the control socket.
+fn control_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("cannot reach the running perch at {}", socket.display()))?;
+    let body = body.unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: perch\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status: u16 = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed answer from the control socket")?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn remote_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
+}
+
+fn run_remote(socket: &Path, request: UserRequest) -> anyhow::Result<()> {
+    match request {
+        UserRequest::Add(name, role, password) => {
+            let body =
+                serde_json::json!({"name": name, "role": role, "password": password}).to_string();
+            let (status, resp) = control_request(socket, "POST", "/users", Some(body))?;
+            if status != 201 {
+                bail!("{}", remote_error(&resp));
+            }
+            println!("added {role} {name:?}");
+        }
+        UserRequest::List => {
+            let (status, resp) = control_request(socket, "GET", "/users", None)?;
+            if status != 200 {
+                bail!("{}", remote_error(&resp));
+            }
+            let users: Vec<serde_json::Value> = serde_json::from_str(&resp)?;
+            let users: Vec<crate::accounts::UserInfo> = users
+                .into_iter()
+                .filter_map(|u| {
+                    Some(crate::accounts::UserInfo {
+                        name: u.get("name")?.as_str()?.to_string(),
+                        role: u.get("role")?.as_str()?.parse().ok()?,
+                        created_ms: u.get("created_ms")?.as_i64()?,
+                    })
+                })
+                .collect();
+            print_users(&users);
+        }
+        UserRequest::Del(name) => {
+            let path = format!("/users/{}", utf8_percent(&name));
+            let (status, resp) = control_request(socket, "DELETE", &path, None)?;
+            if status != 204 {
+                bail!("{}", remote_error(&resp));
+            }
+            println!("deleted {name:?}");
+        }
+    }
+    Ok(())
+}
+
+fn utf8_percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {
+    let config = location.load()?;
+    let report = check::check(&config.data_dir);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("data directory: {}", config.data_dir.display());
+        if let Some(v) = report.format_version {
+            println!("format:         {v}");
+        }
+        println!("series:         {}", report.series);
+        println!("windows:        {}", report.windows);
+        println!(
+            "blocks:         {} ({} raw samples)",
+            report.blocks, report.samples
+        );
+        println!(
+            "wal:            {} segments, {} samples",
+            report.wal_segments, report.wal_samples
+        );
+        for n in &report.notes {
+            println!("note:           {n}");
+        }
+        for p in &report.problems {
+            println!("PROBLEM:        {p}");
+        }
+        println!("{}", if report.ok() { "OK" } else { "DAMAGED" });
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}

@@ -1,0 +1,69 @@
+//! The control socket: a Unix socket in the data directory (mode 0600) that
+//! the `perch user` commands use while the server holds the database. Only
+//! whoever may read the data directory can reach it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::SharedState;
+use crate::accounts::{AccountError, Role};
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    pub password: String,
+}
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/users", get(list).post(add))
+        .route("/users/{name}", delete(remove))
+        .with_state(state)
+}
+
+fn account_error(e: AccountError) -> Response {
+    let status = match e {
+        AccountError::Exists(_) => StatusCode::CONFLICT,
+        AccountError::Db(_) | AccountError::Corrupt(_) | AccountError::Hash(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(json!({"error": e.to_string()}))).into_response()
+}
+
+async fn list(State(app): State<SharedState>) -> Response {
+    match app.accounts.list() {
+        Ok(users) => Json(users).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn add(State(app): State<SharedState>, Json(u): Json<NewUser>) -> Response {
+    let accounts = app.accounts.clone();
+    let now = app.storage.now_ms();
+    match tokio::task::spawn_blocking(move || accounts.add(&u.name, u.role, &u.password, now)).await
+    {
+        Ok(Ok(info)) => (StatusCode::CREATED, Json(info)).into_response(),
+        Ok(Err(e)) => account_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn remove(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
+    match app.accounts.delete(&name) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no user {name:?}")})),
+        )
+            .into_response(),
+        Err(e) => account_error(e),
+    }
+}

@@ -1,0 +1,78 @@
+//! HTTP: the axum router, authentication of requests, and the handlers that
+//! translate between HTTP and the other modules (ingest → storage for writes,
+//! query → storage for reads). Owns no data of its own.
+
+mod auth;
+pub mod control;
+mod error;
+mod export;
+mod params;
+mod status;
+mod write;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::storage::Storage;
+
+pub use auth::Principal;
+pub use error::ApiError;
+
+/// What handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: Arc<Storage>,
+    pub accounts: Arc<Accounts>,
+    /// Set once every listener is up; `/healthz` answers 503 before.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Write requests handled at once (each holds up to `http.max_body_bytes`).
+const WRITES_IN_FLIGHT: usize = 4;
+
+pub fn router(state: SharedState) -> Router {
+    let max_body = state.config.http.max_body_bytes.0 as usize;
+    // Bodies are held in memory while parsed: a few at a time bounds that
+    // memory however many clients write at once; the others wait their turn.
+    let writes = Router::new()
+        .route("/write", post(write::influx_v1))
+        .route("/api/v2/write", post(write::influx_v2))
+        .route("/api/put", post(write::opentsdb))
+        .route("/api/v1/import", post(write::vm_import))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(WRITES_IN_FLIGHT));
+    let api = Router::new()
+        .merge(writes)
+        .route(
+            "/api/v1/export",
+            get(export::json_lines).post(export::json_lines),
+        )
+        .route("/api/v1/export/csv", get(export::csv).post(export::csv))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        // Bodies are decompressed before the limit applies, so a small gzip
+        // bomb cannot expand past it.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new());
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .merge(api)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

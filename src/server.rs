@@ -1,0 +1,111 @@
+//! `perch serve`: opens the store, starts the listeners and background work,
+//! and shuts everything down in order on SIGTERM or Ctrl-C.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::storage::Storage;
+use crate::system::{Clock, SystemClock};
+
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let data_dir = config.data_dir.clone();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %data_dir.display(), "starting perch");
+    let (storage, report) = {
+        let (cfg, dir, clock) = (config.storage.clone(), data_dir.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || Storage::open(&cfg, &dir, clock))
+            .await?
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
+    };
+    tracing::info!(
+        series = storage.series_count(),
+        wal_samples_replayed = report.wal_samples_replayed,
+        disk_budget = storage.disk_budget(),
+        "store open"
+    );
+    if let Some(q) = &report.quarantined {
+        tracing::error!(moved_to = %q.display(), "the database was damaged and has been moved aside; started fresh");
+    }
+    let accounts = Arc::new(Accounts::open(&storage.database()).context("cannot open accounts")?);
+    let background = storage.start_background();
+
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        storage: storage.clone(),
+        accounts,
+        ready: Default::default(),
+    });
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let control_path = data_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&control_path);
+    let control = UnixListener::bind(&control_path).with_context(|| {
+        format!(
+            "cannot create the control socket {}",
+            control_path.display()
+        )
+    })?;
+    std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let shutdown = shutdown_signal();
+    let control_task = {
+        let router = http::control::router(state.clone());
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(control, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        })
+    };
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(http = %config.http.listen, "perch is ready");
+
+    let mut stop = shutdown.clone();
+    let app = http::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    let _ = control_task.await;
+    let _ = std::fs::remove_file(&control_path);
+
+    tracing::info!("stopping: writing out the store");
+    let s = storage.clone();
+    tokio::task::spawn_blocking(move || s.close())
+        .await?
+        .context("could not write out the store cleanly")?;
+    background.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Becomes true once on SIGTERM or SIGINT.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}

@@ -1,0 +1,358 @@
+//! Starts the real `perch` binary on free loopback ports with its own data
+//! directory, and talks to it over HTTP like a user would.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_perch");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Perch {
+    pub dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub http_port: u16,
+    pub mqtt_port: u16,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn to_resp(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
+    let mut r = r.expect("HTTP request failed");
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap_or_default();
+    Resp {
+        status,
+        body,
+        headers,
+    }
+}
+
+impl Perch {
+    /// Starts perch with extra TOML appended to its config file.
+    pub fn start_with(extra_toml: &str) -> Perch {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let config_path = dir.path().join("perch.toml");
+        std::fs::write(&config_path, extra_toml).unwrap();
+        let mut p = Perch {
+            log_path: dir.path().join("perch.log"),
+            dir,
+            data_dir,
+            config_path,
+            http_port: free_port(),
+            mqtt_port: free_port(),
+            child: None,
+        };
+        p.spawn();
+        p.wait_ready();
+        p
+    }
+
+    pub fn start() -> Perch {
+        Perch::start_with("")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--http", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--mqtt", &format!("127.0.0.1:{}", self.mqtt_port)])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start perch");
+        self.child = Some(child);
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("perch exited with {status} during start:\n{}", self.log());
+            }
+            if let Ok(r) = agent().get(&self.url("/healthz")).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "perch did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        to_resp(agent().get(&self.url(path)).call())
+    }
+
+    pub fn get_auth(&self, path: &str, user: &str, password: &str) -> Resp {
+        use base64_lite::encode;
+        to_resp(
+            agent()
+                .get(&self.url(path))
+                .header(
+                    "Authorization",
+                    &format!("Basic {}", encode(&format!("{user}:{password}"))),
+                )
+                .call(),
+        )
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: impl AsRef<[u8]>) -> Resp {
+        to_resp(
+            agent()
+                .post(&self.url(path))
+                .header("Content-Type", content_type)
+                .send(body.as_ref()),
+        )
+    }
+
+    pub fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl AsRef<[u8]>,
+    ) -> Resp {
+        let mut req = agent().post(&self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        to_resp(req.send(body.as_ref()))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "perch did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: what a pulled plug does to the process.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Runs a perch subcommand against this instance's data directory.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        run_cli(args, &self.data_dir, &self.config_path, stdin)
+    }
+
+    /// Exports all data (future timestamps included) of the series matching
+    /// `selector` as (labels JSON, timestamps, values).
+    pub fn export(&self, selector: &str) -> Vec<(serde_json::Value, Vec<i64>, Vec<f64>)> {
+        let r = self.get(&format!(
+            "/api/v1/export?match[]={}&end=4102444800",
+            urlencode(selector)
+        ));
+        assert_eq!(r.status, 200, "export failed: {}", r.body);
+        let mut out: Vec<(serde_json::Value, Vec<i64>, Vec<f64>)> = Vec::new();
+        for line in r.body.lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ts: Vec<i64> = v["timestamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap())
+                .collect();
+            let vals: Vec<f64> = v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::Number(n) => n.as_f64().unwrap(),
+                    serde_json::Value::String(s) => s.parse().unwrap(),
+                    other => panic!("bad value {other}"),
+                })
+                .collect();
+            // Lines of the same series (one per day) are joined.
+            match out.iter_mut().find(|(m, _, _)| *m == v["metric"]) {
+                Some(e) => {
+                    e.1.extend(ts);
+                    e.2.extend(vals);
+                }
+                None => out.push((v["metric"].clone(), ts, vals)),
+            }
+        }
+        out.sort_by_key(|a| a.0.to_string());
+        out
+    }
+}
+
+impl Drop for Perch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- perch log ---\n{}", self.log());
+            // Keep the evidence.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("--- data kept in {} ---", dir.keep().display());
+        }
+    }
+}
+
+pub fn run_cli(
+    args: &[&str],
+    data_dir: &Path,
+    config: &Path,
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("PERCH_DATA_DIR", data_dir)
+        .env("PERCH_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Base64 for Basic auth headers, to avoid a dev-dependency.
+pub mod base64_lite {
+    pub fn encode(s: &str) -> String {
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Wall-clock now in ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
