@@ -334,6 +334,8 @@ fn bench_codecs(input: &InputArgs) -> anyhow::Result<()> {
     let window = crate::storage::Tier::Raw.window_ms();
     let mut totals = [0usize; 5]; // gorilla ts, gorilla vals, pco ts(per series), pco vals, decimal vals
     let mut block_bytes = 0usize;
+    // What 1 min rollup blocks of the same windows would cost.
+    let mut minute_rollup_bytes = 0usize;
     let mut block_ts = 0usize;
     let mut block_vals = 0usize;
     let mut n = 0usize;
@@ -381,6 +383,12 @@ fn bench_codecs(input: &InputArgs) -> anyhow::Result<()> {
                 };
                 builder.add(*i as u32, ts, &[vs]);
             }
+            let mut rb = BlockBuilder::new(BlockKind::Rollup);
+            for (i, ts, vs) in cols {
+                let b = crate::storage::rollup::rollup(ts, vs, 60_000);
+                rb.add(*i as u32, &b.ts, &b.columns());
+            }
+            minute_rollup_bytes += rb.finish().len();
             let bytes = builder.finish();
             let parsed = crate::storage::block::Block::parse(&bytes)?;
             let (t, v) = parsed.byte_breakdown();
@@ -418,6 +426,12 @@ fn bench_codecs(input: &InputArgs) -> anyhow::Result<()> {
         block_ts,
         block_vals,
         per(block_bytes)
+    );
+    println!(
+        "1 min rollups    {:>10} B = {:.3} B/sample ({:.0}% of the raw blocks)",
+        minute_rollup_bytes,
+        per(minute_rollup_bytes),
+        100.0 * minute_rollup_bytes as f64 / block_bytes as f64
     );
     Ok(())
 }

@@ -251,6 +251,17 @@ impl Config {
                 "label limits must be greater than 0".into(),
             );
         }
+        // Records must stay far below the WAL's 64 MiB record limit and the
+        // decoders' 1024-label bound.
+        if s.max_labels > 256 {
+            return err("storage.max_labels", "must be at most 256".into());
+        }
+        if s.max_label_name_bytes > 1024 || s.max_label_value_bytes > 65536 {
+            return err(
+                "storage.max_label_value_bytes",
+                "label names are limited to 1024 bytes and values to 64KiB".into(),
+            );
+        }
         if self.http.max_body_bytes.0 < 1024 {
             return err("http.max_body_bytes", "must be at least 1KiB".into());
         }

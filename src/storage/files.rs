@@ -59,9 +59,16 @@ impl Tier {
         }
     }
 
+    /// The window holding `ts`. Windows are left-open like PromQL ranges:
+    /// window `s` holds `(s, s + window_ms]`.
     pub fn window_of(self, ts: i64) -> i64 {
-        ts.div_euclid(self.window_ms())
-            .saturating_mul(self.window_ms())
+        slot_start(ts, self.window_ms())
+    }
+
+    /// The window of this (rollup) tier that holds the buckets of raw window
+    /// `raw_window`; tier windows are whole multiples of raw windows.
+    pub fn window_for_raw(self, raw_window: i64) -> i64 {
+        self.window_of(raw_window.saturating_add(1))
     }
 
     /// Bucket width of a rollup tier.
@@ -72,6 +79,13 @@ impl Tier {
             Tier::Hour => 3_600_000,
         }
     }
+}
+
+/// Start of the left-open slot `(start, start + len]` holding `ts`: the one
+/// rule for windows and rollup buckets, so that a bucket lines up exactly with
+/// PromQL's `(t - range, t]`.
+pub fn slot_start(ts: i64, len: i64) -> i64 {
+    ts.saturating_sub(1).div_euclid(len).saturating_mul(len)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -446,11 +460,17 @@ impl BlockFiles {
                 max_ts: i64::MIN,
                 ..Default::default()
             });
+            let path = self.path(tier, window, meta.generation);
+            let new_file = !path.exists();
             let file = OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(false)
-                .open(self.path(tier, window, meta.generation))?;
+                .open(&path)?;
+            if new_file {
+                // The index will point at this file: its name must be durable.
+                sync_dir(path.parent().expect("file in a directory"))?;
+            }
             let mut data = Vec::new();
             let mut offset = meta.file_len;
             for (b, seq) in blocks {
@@ -586,7 +606,7 @@ impl BlockFiles {
             f.write_all(&data)?;
             f.sync_data()
         });
-        if let Err(e) = written {
+        if let Err(e) = written.and_then(|_| sync_dir(new_path.parent().expect("in a directory"))) {
             let _ = fs::remove_file(&new_path);
             return Err(e.into());
         }
@@ -632,6 +652,10 @@ impl BlockFiles {
         }
         Ok(n)
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn write_record(out: &mut Vec<u8>, tier: Tier, window: i64, group: GroupId, seq: u32, body: &[u8]) {

@@ -2,8 +2,9 @@
 //! in arrival order. A checkpoint freezes the head (readers keep seeing it)
 //! and writes it out as partial blocks.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::files::Tier;
 use super::SeriesId;
 
 #[derive(Default, Clone)]
@@ -71,6 +72,9 @@ pub struct Head {
     pub samples: usize,
     /// First and last timestamps seen per series since the last checkpoint.
     pub spans: FxHashMap<SeriesId, (i64, i64)>,
+    /// Raw windows that samples in this head fall in.
+    pub windows: FxHashSet<i64>,
+    last_window: Option<i64>,
 }
 
 impl Head {
@@ -80,6 +84,11 @@ impl Head {
         let span = self.spans.entry(id).or_insert((ts, ts));
         span.0 = span.0.min(ts);
         span.1 = span.1.max(ts);
+        let w = Tier::Raw.window_of(ts);
+        if self.last_window != Some(w) {
+            self.windows.insert(w);
+            self.last_window = Some(w);
+        }
     }
 
     pub fn freeze(&mut self, wal_boundary: u64) -> FrozenHead {
@@ -87,9 +96,11 @@ impl Head {
             series: std::mem::take(&mut self.series),
             samples: self.samples,
             spans: std::mem::take(&mut self.spans),
+            windows: std::mem::take(&mut self.windows),
             wal_boundary,
         };
         self.samples = 0;
+        self.last_window = None;
         frozen
     }
 }
@@ -100,6 +111,7 @@ pub struct FrozenHead {
     pub series: FxHashMap<SeriesId, SeriesBuf>,
     pub samples: usize,
     pub spans: FxHashMap<SeriesId, (i64, i64)>,
+    pub windows: FxHashSet<i64>,
     /// WAL segments below this hold only samples of this or older heads.
     pub wal_boundary: u64,
 }

@@ -35,6 +35,8 @@ struct Inner {
 
 pub struct SeriesIndex {
     inner: RwLock<Inner>,
+    /// Bumped whenever series are removed; see [`SeriesIndex::epoch`].
+    epoch: std::sync::atomic::AtomicU64,
     tree: sled::Tree,
     spans_tree: sled::Tree,
     max_series: usize,
@@ -155,6 +157,7 @@ impl SeriesIndex {
         }
         Ok(SeriesIndex {
             inner: RwLock::new(inner),
+            epoch: Default::default(),
             tree,
             spans_tree,
             max_series,
@@ -165,16 +168,25 @@ impl SeriesIndex {
         self.inner.read().by_key.get(key).copied()
     }
 
+    /// Changes whenever series are removed: a writer that resolved ids under
+    /// one epoch and finds another must resolve them again.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Returns the id of the series with these labels, creating it if needed.
-    /// The bool is true when it was created (and must be logged).
+    /// A new series is passed to `log` while the index is still locked, so no
+    /// other writer can use (and log samples of) it before its definition is
+    /// in the WAL.
     pub fn get_or_create(
         &self,
         labels: &Labels,
         key: &[u8],
-    ) -> Result<(SeriesId, GroupId, bool), StorageError> {
+        log: impl FnOnce(SeriesId, GroupId),
+    ) -> Result<SeriesId, StorageError> {
         let mut inner = self.inner.write();
         if let Some(&id) = inner.by_key.get(key) {
-            return Ok((id, inner.series[&id].group, false));
+            return Ok(id);
         }
         if inner.series.len() >= self.max_series {
             return Err(StorageError::TooManySeries {
@@ -189,9 +201,10 @@ impl SeriesIndex {
         };
         let id = inner.next_series;
         inner.insert(id, group, labels.clone());
+        log(id, group);
         self.tree
             .insert(id.to_be_bytes(), encode_series(group, labels))?;
-        Ok((id, group, true))
+        Ok(id)
     }
 
     /// Re-creates a series read from the WAL, if the database lost it.
@@ -252,13 +265,16 @@ impl SeriesIndex {
         Ok(())
     }
 
-    /// Series matching every matcher whose span overlaps `[start, end]`
-    /// (series without a recorded span are included).
+    /// Series matching every matcher whose recorded span overlaps
+    /// `[start, end]`, or that are in `also` (series with samples in memory
+    /// that the recorded spans do not cover yet). Series without a recorded
+    /// span are included.
     pub fn select(
         &self,
         matchers: &[Matcher],
         start: i64,
         end: i64,
+        also: &rustc_hash::FxHashSet<SeriesId>,
     ) -> Vec<(SeriesId, SeriesInfo)> {
         let inner = self.inner.read();
         let mut candidates: Option<Vec<SeriesId>> = None;
@@ -308,7 +324,7 @@ impl SeriesIndex {
                     return None;
                 }
                 if let Some(&(lo, hi)) = inner.spans.get(&id) {
-                    if hi < start || lo > end {
+                    if (hi < start || lo > end) && !also.contains(&id) {
                         return None;
                     }
                 }
@@ -333,15 +349,24 @@ impl SeriesIndex {
             .unwrap_or_default()
     }
 
-    /// Forgets series whose last sample is older than `cutoff`.
-    pub fn remove_older_than(&self, cutoff: i64) -> Result<usize, StorageError> {
+    /// Forgets series whose last sample is older than `cutoff`, except those
+    /// in `keep`.
+    pub fn remove_older_than(
+        &self,
+        cutoff: i64,
+        keep: &rustc_hash::FxHashSet<SeriesId>,
+    ) -> Result<usize, StorageError> {
         let mut inner = self.inner.write();
         let old: Vec<SeriesId> = inner
             .spans
             .iter()
-            .filter(|(_, &(_, hi))| hi < cutoff)
+            .filter(|(id, &(_, hi))| hi < cutoff && !keep.contains(id))
             .map(|(&id, _)| id)
             .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut batch = sled::Batch::default();
         let mut spans = sled::Batch::default();
         for &id in &old {

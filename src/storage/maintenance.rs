@@ -95,7 +95,7 @@ impl Storage {
                         }
                         last = Instant::now();
                         s.watch_free_space();
-                        if s.wal.pending_bytes() > 0 {
+                        if s.wal.pending_bytes() > 0 || s.wal_failing.load(Ordering::SeqCst) {
                             s.sync_wal();
                         }
                     }
@@ -138,7 +138,7 @@ impl Storage {
         }
     }
 
-    fn sync_wal(&self) {
+    pub(super) fn sync_wal(&self) {
         match self.wal.flush() {
             Ok(()) => {
                 if self.wal_failing.swap(false, Ordering::SeqCst) {
@@ -201,7 +201,6 @@ impl Storage {
             let Some(frozen) = self.frozen.read().first().cloned() else {
                 break;
             };
-            self.wal.sync_segment(frozen.wal_boundary - 1)?;
             self.write_partials(&frozen.series)?;
             self.index.extend_spans(&frozen.spans);
             self.index.persist_spans(frozen.spans.keys().copied())?;
@@ -223,14 +222,19 @@ impl Storage {
         let mut cells: BTreeMap<(i64, GroupId), Vec<SeriesCut>> = BTreeMap::new();
         for (&id, buf) in series {
             let Some(group) = self.index.group_of(id) else {
+                // Series are forgotten only when no head holds them.
+                self.report_problem(format!(
+                    "samples of unknown series {id} could not be written"
+                ));
                 continue;
             };
             let (ts, vs) = buf.sorted();
             let mut i = 0;
             while i < ts.len() {
                 let w = Tier::Raw.window_of(ts[i]);
-                let j =
-                    i + ts[i..].partition_point(|&t| t < w.saturating_add(Tier::Raw.window_ms()));
+                // Appends keep timestamps within ±2^53, so this cannot overflow.
+                let end = w + Tier::Raw.window_ms();
+                let j = i + ts[i..].partition_point(|&t| t <= end);
                 cells.entry((w, group)).or_default().push((
                     id,
                     ts[i..j].to_vec(),
@@ -267,18 +271,42 @@ impl Storage {
             return Ok(());
         }
         let now = self.clock.now_ms();
+        // A window that fails is reported and skipped; the others go on.
+        let mut first_error = None;
+        let mut note = |r: Result<(), StorageError>, what: &str, tier: Tier, window: i64| {
+            if let Err(e) = r {
+                if e.is_disk_full() {
+                    first_error.get_or_insert(e);
+                } else {
+                    self.report_problem(format!(
+                        "{what} of window {window} ({}) failed: {e}",
+                        tier.dir_name()
+                    ));
+                }
+            }
+        };
         for (window, meta) in self.files.windows(Tier::Raw) {
             let closed = window.saturating_add(Tier::Raw.window_ms() + LATE_GRACE_MS) <= now;
             if closed && !meta.rolled_up {
-                self.finalize_raw_window(window)?;
+                note(
+                    self.finalize_raw_window(window),
+                    "compaction",
+                    Tier::Raw,
+                    window,
+                );
             } else if meta.blocks > 1 {
-                self.merge_crowded(Tier::Raw, window)?;
+                note(
+                    self.merge_crowded(Tier::Raw, window),
+                    "merge",
+                    Tier::Raw,
+                    window,
+                );
             }
         }
         for tier in [Tier::Minute, Tier::Hour] {
             for (window, meta) in self.files.windows(tier) {
                 if meta.blocks > 1 {
-                    self.merge_crowded(tier, window)?;
+                    note(self.merge_crowded(tier, window), "merge", tier, window);
                 }
             }
         }
@@ -286,11 +314,15 @@ impl Storage {
             for (window, meta) in self.files.windows(tier) {
                 let room = self.space.free_bytes() > meta.live_bytes + self.space.target_free();
                 if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len && room {
-                    self.files.rewrite_window(tier, window)?;
+                    let r = self.files.rewrite_window(tier, window).map(|_| ());
+                    note(r, "rewrite", tier, window);
                 }
             }
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Decodes and merges one group's blocks of a window, later blocks winning.
@@ -355,7 +387,7 @@ impl Storage {
                         .map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
                     rollups.push(new_block(
                         Tier::Hour,
-                        Tier::Hour.window_of(window),
+                        Tier::Hour.window_for_raw(window),
                         *group,
                         members,
                     ));
@@ -432,7 +464,13 @@ impl Storage {
                 let cutoff = now.saturating_sub(keep_ms);
                 for (window, _) in self.files.windows(tier) {
                     if window.saturating_add(tier.window_ms()) <= cutoff {
-                        self.expire_window(tier, window)?;
+                        if let Err(e) = self.expire_window(tier, window) {
+                            // One unreadable window must not stop retention.
+                            self.report_problem(format!(
+                                "expiring window {window} ({}) failed: {e}",
+                                tier.dir_name()
+                            ));
+                        }
                     }
                 }
             }
@@ -445,9 +483,18 @@ impl Storage {
     /// those are kept longer than raw data.
     fn expire_window(&self, tier: Tier, window: i64) -> Result<(), StorageError> {
         if tier == Tier::Raw && self.config.rollup_1m_retention.0 > self.config.retention.0 {
-            self.downsample_to_minutes(window)?;
+            if let Err(e) = self.downsample_to_minutes(window) {
+                if e.is_disk_full() {
+                    return Err(e);
+                }
+                // Expire it anyway: keeping an unreadable window forever
+                // would stop retention and the disk budget.
+                self.report_problem(format!(
+                    "could not keep 1 min rollups of window {window}: {e}"
+                ));
+            }
         }
-        let freed = self.files.drop_window(tier, window)?;
+        let freed = self.drop_window(tier, window)?;
         self.counters
             .windows_dropped
             .fetch_add(1, Ordering::Relaxed);
@@ -474,7 +521,7 @@ impl Storage {
                         .map(|(id, b)| (*id, &b.ts[..], b.columns().to_vec()));
                     blocks.push(new_block(
                         Tier::Minute,
-                        Tier::Minute.window_of(window),
+                        Tier::Minute.window_for_raw(window),
                         *group,
                         members,
                     ));
@@ -527,7 +574,7 @@ impl Storage {
             );
             // Under pressure raw windows go without a 1 min summary: writing
             // one would spend the space being freed.
-            self.files.drop_window(tier, window)?;
+            self.drop_window(tier, window)?;
             self.counters
                 .windows_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -535,17 +582,37 @@ impl Storage {
         Ok(())
     }
 
+    /// Drops a window and, for raw data, raises the floor below which writes
+    /// are refused, so a late sample cannot re-create the window and have its
+    /// partial rollups replace the complete ones.
+    fn drop_window(&self, tier: Tier, window: i64) -> Result<u64, StorageError> {
+        if tier == Tier::Raw {
+            self.raise_raw_floor(window + Tier::Raw.window_ms())?;
+        }
+        self.files.drop_window(tier, window)
+    }
+
+    /// Forgets series that have no data left anywhere: not in any stored
+    /// window, not in the live or a frozen head. Runs under the head lock and
+    /// bumps the index epoch, so an append that resolved a series id before
+    /// cannot write to it afterwards (it resolves again).
     fn forget_empty_series(&self) -> Result<(), StorageError> {
+        let _serial = self.maintenance.lock();
         let oldest = super::files::TIERS
             .iter()
             .filter_map(|&t| self.files.windows(t).first().map(|(_, m)| m.min_ts))
             .min();
-        let cutoff = match oldest {
-            Some(o) => o,
+        let Some(cutoff) = oldest else {
             // No stored data at all: keep series, the head may hold them.
-            None => return Ok(()),
+            return Ok(());
         };
-        let removed = self.index.remove_older_than(cutoff)?;
+        let head = self.head.lock();
+        let mut in_memory: rustc_hash::FxHashSet<SeriesId> = head.spans.keys().copied().collect();
+        for f in self.frozen.read().iter() {
+            in_memory.extend(f.spans.keys().copied());
+        }
+        let removed = self.index.remove_older_than(cutoff, &in_memory)?;
+        drop(head);
         if removed > 0 {
             tracing::info!(removed, "forgot series without data");
         }

@@ -49,6 +49,10 @@ use wal::Wal;
 pub type SeriesId = u32;
 pub type GroupId = u32;
 
+/// Timestamps beyond ±2^53 ms (±285 000 years) are refused: they are exact as
+/// `f64` (PromQL's `timestamp()`), and window arithmetic cannot overflow.
+pub const MAX_TIMESTAMP: i64 = 1 << 53;
+
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error("I/O error: {0}")]
@@ -68,6 +72,13 @@ pub enum StorageError {
     Overloaded { pending: usize },
     #[error("the disk is full or failing; writes are refused until space is freed (see /api/v1/status/tsdb)")]
     CannotPersist,
+    #[error("series {labels}: {count} sample(s) refused, e.g. at {ts}: older than the raw data kept (everything up to {floor} is dropped or past storage.retention) or beyond ±2^53 ms")]
+    OutOfBounds {
+        labels: String,
+        count: usize,
+        ts: i64,
+        floor: i64,
+    },
     #[error("query would read more than {limit} samples")]
     TooManySamples { limit: usize },
     #[error("data directory {dir} has format {found}, this perch understands up to {supported}; upgrade perch")]
@@ -85,7 +96,9 @@ impl StorageError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            StorageError::InvalidSeries { .. } | StorageError::TooManySeries { .. }
+            StorageError::InvalidSeries { .. }
+                | StorageError::TooManySeries { .. }
+                | StorageError::OutOfBounds { .. }
         )
     }
 
@@ -179,6 +192,8 @@ pub struct Storage {
     /// The last WAL sync failed; appends are refused until one succeeds.
     wal_failing: std::sync::atomic::AtomicBool,
     space: space::SpaceGuard,
+    /// See [`Storage::write_floor`]; persisted in the sled tree `meta`.
+    raw_floor: std::sync::atomic::AtomicI64,
     pub counters: StorageCounters,
 }
 
@@ -243,8 +258,16 @@ impl Storage {
             problems: Mutex::new(problems),
             wal_failing: Default::default(),
             space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
+            raw_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
             counters: StorageCounters::default(),
         };
+        if let Some(v) = storage.db.open_tree("meta")?.get("raw_floor")? {
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_ref()) {
+                storage
+                    .raw_floor
+                    .store(i64::from_be_bytes(b), Ordering::SeqCst);
+            }
+        }
         let replay = storage.replay_wal()?;
         report.wal_samples_replayed = replay.samples;
         report.wal_torn_bytes = replay.torn_bytes;
@@ -340,55 +363,86 @@ impl Storage {
             self.wake.notify();
             return Err(StorageError::Overloaded { pending });
         }
-        let mut result = AppendResult::default();
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut key = Vec::with_capacity(128);
-        for (i, s) in batch.iter().enumerate() {
-            if s.samples.is_empty() {
-                ids.push(None);
-                continue;
+        let floor = self.write_floor();
+        let accept = |t: i64| t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64;
+        loop {
+            let epoch = self.index.epoch();
+            let mut result = AppendResult::default();
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut key = Vec::with_capacity(128);
+            for (i, s) in batch.iter().enumerate() {
+                if s.samples.is_empty() {
+                    ids.push(None);
+                    continue;
+                }
+                let refused: Vec<i64> = s
+                    .samples
+                    .iter()
+                    .map(|x| x.0)
+                    .filter(|&t| !accept(t))
+                    .collect();
+                if let Some(&ts) = refused.first() {
+                    result.rejected.push((
+                        i,
+                        StorageError::OutOfBounds {
+                            labels: s.labels.to_string(),
+                            count: refused.len(),
+                            ts,
+                            floor,
+                        },
+                    ));
+                    if refused.len() == s.samples.len() {
+                        ids.push(None);
+                        continue;
+                    }
+                }
+                s.labels.write_key(&mut key);
+                let id = match self.index.lookup(&key) {
+                    Some(id) => Some(id),
+                    None => match self.create_series(&s.labels, &key) {
+                        Ok(id) => {
+                            result.series_created += 1;
+                            Some(id)
+                        }
+                        Err(e) => {
+                            result.rejected.push((i, e));
+                            None
+                        }
+                    },
+                };
+                ids.push(id);
             }
-            s.labels.write_key(&mut key);
-            let id = match self.index.lookup(&key) {
-                Some(id) => Some(id),
-                None => match self.create_series(&s.labels, &key) {
-                    Ok(id) => {
-                        result.series_created += 1;
-                        Some(id)
+            let mut log = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
+            {
+                let mut head = self.head.lock();
+                // Series forgotten since the ids were resolved: resolve again.
+                if self.index.epoch() != epoch {
+                    continue;
+                }
+                for (s, id) in batch.iter().zip(&ids) {
+                    let Some(id) = *id else { continue };
+                    for &(t, v) in s.samples.iter().filter(|x| accept(x.0)) {
+                        head.append(id, t, v);
+                        log.push((id, t, v));
                     }
-                    Err(e) => {
-                        self.counters
-                            .samples_rejected
-                            .fetch_add(s.samples.len() as u64, Ordering::Relaxed);
-                        result.rejected.push((i, e));
-                        None
-                    }
-                },
-            };
-            ids.push(id);
-        }
-        let mut log = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
-        {
-            let mut head = self.head.lock();
-            for (s, id) in batch.iter().zip(&ids) {
-                let Some(id) = *id else { continue };
-                for &(t, v) in &s.samples {
-                    head.append(id, t, v);
-                    log.push((id, t, v));
+                }
+                result.samples = log.len();
+                if !log.is_empty() {
+                    result.wal_position = self.wal.append_samples(&log);
+                }
+                if head.samples >= self.config.max_head_samples {
+                    self.wake.notify();
                 }
             }
-            result.samples = log.len();
-            if !log.is_empty() {
-                result.wal_position = self.wal.append_samples(&log);
-            }
-            if head.samples >= self.config.max_head_samples {
-                self.wake.notify();
-            }
+            let total: usize = batch.iter().map(|s| s.samples.len()).sum();
+            self.counters
+                .samples_appended
+                .fetch_add(result.samples as u64, Ordering::Relaxed);
+            self.counters
+                .samples_rejected
+                .fetch_add((total - result.samples) as u64, Ordering::Relaxed);
+            return Ok(result);
         }
-        self.counters
-            .samples_appended
-            .fetch_add(result.samples as u64, Ordering::Relaxed);
-        Ok(result)
     }
 
     fn create_series(&self, labels: &Labels, key: &[u8]) -> Result<SeriesId, StorageError> {
@@ -398,11 +452,28 @@ impl Storage {
                 labels: labels.to_string(),
                 source,
             })?;
-        let (id, group, created) = self.index.get_or_create(labels, key)?;
-        if created {
+        self.index.get_or_create(labels, key, |id, group| {
             self.wal.append_series(id, group, labels);
+        })
+    }
+
+    /// Samples at or before this time are refused: they are older than the
+    /// raw retention, or fall in raw windows already dropped.
+    pub fn write_floor(&self) -> i64 {
+        let by_age = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.config.retention.as_millis_i64());
+        self.raw_floor.load(Ordering::SeqCst).max(by_age)
+    }
+
+    pub(crate) fn raise_raw_floor(&self, floor: i64) -> Result<(), StorageError> {
+        if self.raw_floor.fetch_max(floor, Ordering::SeqCst) < floor {
+            self.db
+                .open_tree("meta")?
+                .insert("raw_floor", &floor.to_be_bytes())?;
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Waits until the WAL is synced up to `position`.
@@ -429,8 +500,22 @@ impl Storage {
         start: i64,
         end: i64,
     ) -> Vec<(SeriesId, Arc<Labels>)> {
+        // Spans recorded in the index lag behind the heads by a checkpoint.
+        let mut in_memory = rustc_hash::FxHashSet::default();
+        {
+            let head = self.head.lock();
+            let frozen = self.frozen.read();
+            let spans = std::iter::once(&head.spans).chain(frozen.iter().map(|f| &f.spans));
+            for m in spans {
+                for (&id, &(lo, hi)) in m {
+                    if hi >= start && lo <= end {
+                        in_memory.insert(id);
+                    }
+                }
+            }
+        }
         self.index
-            .select(matchers, start, end)
+            .select(matchers, start, end, &in_memory)
             .into_iter()
             .map(|(id, info)| (id, info.labels))
             .collect()

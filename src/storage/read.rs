@@ -199,7 +199,9 @@ impl Storage {
     }
 
     /// Rollup buckets (`resolution` = [`Tier::Minute`] or [`Tier::Hour`]) of
-    /// the given series for buckets starting in `[start, end]`.
+    /// the given series whose key `b` is in `[start, end]`; bucket `b` holds
+    /// the samples in `(b, b + resolution]`, so the bucket answering PromQL's
+    /// `x[1h]` at an hour boundary `t` is `b = t - 1h`.
     ///
     /// Where raw samples exist the buckets are computed from them, so they are
     /// exact and include late writes; a raw window whose stored 1 h rollups are
@@ -220,34 +222,37 @@ impl Storage {
         let Some((data_lo, data_hi)) = self.data_extent() else {
             return Ok(Vec::new());
         };
-        let start = start.max(data_lo).div_euclid(res).saturating_mul(res);
+        // Buckets are keyed by start; the first one with data ends after data_lo.
+        let start = start.max(super::files::slot_start(data_lo, res));
         let end = end.min(data_hi);
         if start > end {
             return Ok(Vec::new());
         }
-        // Decide per raw window where its buckets come from.
+        // Decide per raw window where its buckets come from: raw samples
+        // where there are any (stored or in memory) unless the window's
+        // stored 1 h rollups are up to date; stored rollups otherwise.
         let raw_windows: FxHashMap<i64, bool> = self
             .files
-            .windows_in(Tier::Raw, start, end)
+            .windows_in(Tier::Raw, start.saturating_add(1), end.saturating_add(res))
             .into_iter()
             .map(|(w, m)| (w, m.rolled_up))
             .collect();
-        let head_min = {
+        let memory_windows: rustc_hash::FxHashSet<i64> = {
             let head = self.head.lock();
-            let mut lo = head.spans.values().map(|s| s.0).min();
+            let mut set = head.windows.clone();
             for f in self.frozen.read().iter() {
-                if let Some(m) = f.spans.values().map(|s| s.0).min() {
-                    lo = Some(lo.map_or(m, |l: i64| l.min(m)));
-                }
+                set.extend(f.windows.iter().copied());
             }
-            lo
+            set
         };
         let from_raw = |w: i64| -> bool {
-            match raw_windows.get(&w) {
-                Some(&rolled_up) => !(rolled_up && resolution == Tier::Hour),
-                None => head_min.is_some_and(|h| h < w.saturating_add(raw_ms)),
-            }
+            memory_windows.contains(&w)
+                || raw_windows
+                    .get(&w)
+                    .is_some_and(|&rolled_up| !(rolled_up && resolution == Tier::Hour))
         };
+        // A bucket (b, b + res] lies in the raw window holding b + 1.
+        let window_of_bucket = |b: i64| Tier::Raw.window_of(b.saturating_add(1));
         let mut per_series: FxHashMap<SeriesId, Vec<Buckets>> = FxHashMap::default();
         // Stored rollups for windows not computed from raw.
         self.read_tier(
@@ -258,26 +263,35 @@ impl Storage {
             max_buckets,
             |id, _, ts, cols| {
                 if let Some(mut b) = Buckets::from_columns(ts, cols) {
-                    b.retain(|t| t >= start && t <= end && !from_raw(Tier::Raw.window_of(t)));
+                    b.retain(|t| t >= start && t <= end && !from_raw(window_of_bucket(t)));
                     per_series.entry(id).or_default().push(b);
                 }
             },
         )?;
-        // Raw-derived buckets, window run by window run.
-        let mut w = Tier::Raw.window_of(start);
+        // Raw-derived buckets, run of consecutive raw windows by run.
+        // Only windows that hold data can be runs; walking every window of a
+        // huge range would cost time for nothing.
+        let (first, last) = (window_of_bucket(start), window_of_bucket(end));
+        let mut candidates: Vec<i64> = raw_windows
+            .keys()
+            .chain(memory_windows.iter())
+            .copied()
+            .filter(|&w| w >= first && w <= last && from_raw(w))
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut runs: Vec<(i64, i64)> = Vec::new();
-        while w <= end {
-            if from_raw(w) {
-                match runs.last_mut() {
-                    Some(r) if r.1 == w => r.1 = w + raw_ms,
-                    _ => runs.push((w, w + raw_ms)),
-                }
+        for w in candidates {
+            match runs.last_mut() {
+                Some(r) if r.1 == w => r.1 = w + raw_ms,
+                _ => runs.push((w, w + raw_ms)),
             }
-            w += raw_ms;
         }
         for (lo, hi) in runs {
-            let hi_end = (hi - 1).min(end.saturating_add(res - 1));
-            for s in self.read(ids, lo.max(start), hi_end, max_buckets.saturating_mul(64))? {
+            // Samples of buckets [start, end] lie in (start, end + res].
+            let from = lo.max(start).saturating_add(1);
+            let to = hi.min(end.saturating_add(res));
+            for s in self.read(ids, from, to, max_buckets.saturating_mul(64))? {
                 let mut b = rollup(&s.ts, &s.values, res);
                 b.retain(|t| t >= start && t <= end);
                 per_series.entry(s.id).or_default().push(b);

@@ -1,10 +1,10 @@
 //! Rollups: per bucket of a fixed width, the min, max, sum, count and last of
-//! the samples in it. NaN samples (including Prometheus staleness markers) are
+//! the samples in it. Bucket `b` holds the samples in `(b, b + width]`. NaN samples (including Prometheus staleness markers) are
 //! not counted; a bucket with only NaNs does not exist.
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Buckets {
-    /// Bucket start times; a bucket covers `[ts, ts + resolution)`.
+    /// Bucket start times; a bucket covers `(ts, ts + resolution]`.
     pub ts: Vec<i64>,
     pub min: Vec<f64>,
     pub max: Vec<f64>,
@@ -122,7 +122,7 @@ pub fn rollup(ts: &[i64], values: &[f64], resolution: i64) -> Buckets {
         if v.is_nan() {
             continue;
         }
-        let start = t.div_euclid(resolution).saturating_mul(resolution);
+        let start = super::files::slot_start(t, resolution);
         match &mut current {
             Some(c) if c.ts == start => {
                 c.min = c.min.min(v);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn buckets_summarize_and_skip_nan() {
-        let ts = [0, 10_000, 59_999, 60_000, 130_000];
+        let ts = [1, 10_000, 59_999, 60_001, 180_000];
         let vs = [1.0, 3.0, 2.0, f64::NAN, 5.0];
         let b = rollup(&ts, &vs, 60_000);
         assert_eq!(b.ts, vec![0, 120_000]);
@@ -173,8 +173,8 @@ mod tests {
 
     #[test]
     fn later_sources_win() {
-        let a = rollup(&[0, 60_000], &[1.0, 2.0], 60_000);
-        let b = rollup(&[60_000], &[9.0], 60_000);
+        let a = rollup(&[60_000, 120_000], &[1.0, 2.0], 60_000);
+        let b = rollup(&[120_000], &[9.0], 60_000);
         let m = Buckets::merge(vec![a, b]);
         assert_eq!(m.ts, vec![0, 60_000]);
         assert_eq!(m.last, vec![1.0, 9.0]);

@@ -3,9 +3,10 @@
 //! until it is reopened), so perch must never let the partition fill:
 //!
 //! - below `storage.min_free_disk_bytes` free, maintenance drops the oldest data;
-//! - a ballast file (`reserve.bin`, 1–16 MiB) holds back room that is given up
-//!   the moment free space runs short, even if something else filled the disk,
-//!   so the index updates that drop old data can still be written;
+//! - a ballast file (`reserve.bin`, 1–16 MiB), kept while less than 1 GiB is
+//!   free, holds back room that is given up the moment free space runs short,
+//!   even if something else filled the disk, so the index updates that drop
+//!   old data can still be written;
 //! - while free space is below the ballast's size, writes are refused.
 
 use std::fs::File;
@@ -16,6 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::system::disk::partition_usage;
 
 const BALLAST_FILE: &str = "reserve.bin";
+/// With more free space than this, a fast-filling disk is far away and the
+/// ballast would only take room in the data directory.
+const BALLAST_BELOW_FREE: u64 = 1 << 30;
 
 pub struct SpaceGuard {
     data_dir: PathBuf,
@@ -89,11 +93,13 @@ impl SpaceGuard {
         if free < self.ballast_bytes && has_ballast && std::fs::remove_file(&ballast).is_ok() {
             tracing::warn!(free, "disk nearly full: released the space reserve");
             free = self.free_bytes();
-        } else if !has_ballast && free >= 3 * self.ballast_bytes {
+        } else if !has_ballast && free >= 3 * self.ballast_bytes && free < BALLAST_BELOW_FREE {
             if let Err(e) = create_ballast(&ballast, self.ballast_bytes) {
                 tracing::debug!(error = %e, "could not create the space reserve");
                 let _ = std::fs::remove_file(&ballast);
             }
+        } else if has_ballast && free > 2 * BALLAST_BELOW_FREE {
+            let _ = std::fs::remove_file(&ballast);
         }
         let was = self.is_critical();
         // Refuse below one ballast's worth, accept again from two.

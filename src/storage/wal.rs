@@ -243,6 +243,18 @@ impl Wal {
     /// Writes the buffer to the open segment and syncs it.
     pub fn flush(&self) -> io::Result<()> {
         let mut seg = self.segment.lock();
+        let pos = self.write_out(&mut seg)?;
+        // Synced even when nothing is pending: a previous sync may have failed.
+        seg.file.sync_data()?;
+        self.durable.send_replace(pos);
+        Ok(())
+    }
+
+    /// Moves the buffer into the open segment; returns the log position it
+    /// covers. On failure the segment is cut back to where it was (a torn
+    /// record in the middle would hide every later one from replay) and the
+    /// records go back to the front of the buffer for the next attempt.
+    fn write_out(&self, seg: &mut Segment) -> io::Result<u64> {
         let (data, pos) = {
             let mut buf = self.buffer.lock();
             let pos = *self.appended.lock();
@@ -251,46 +263,31 @@ impl Wal {
                 pos,
             )
         };
-        if !data.is_empty() {
-            let len_before = seg.file.metadata()?.len();
-            if let Err(e) = seg.file.write_all(&data) {
-                // A partial write would leave a torn record in the middle of
-                // the segment, hiding everything after it from replay.
-                let _ = seg.file.set_len(len_before);
-                // Keep the records so a later flush can retry them, ahead of
-                // anything appended since.
-                let mut buf = self.buffer.lock();
-                let newer = std::mem::replace(&mut *buf, data);
-                buf.extend_from_slice(&newer);
-                return Err(e);
-            }
-            seg.file.sync_data()?;
+        if data.is_empty() {
+            return Ok(pos);
         }
-        self.durable.send_replace(pos);
-        Ok(())
+        let len_before = seg.file.metadata()?.len();
+        if let Err(e) = seg.file.write_all(&data) {
+            let _ = seg.file.set_len(len_before);
+            let mut buf = self.buffer.lock();
+            let newer = std::mem::replace(&mut *buf, data);
+            buf.extend_from_slice(&newer);
+            return Err(e);
+        }
+        Ok(pos)
     }
 
     /// Starts a new segment; everything appended before this call is in
-    /// segments with ids lower than the returned one. The old segment is
-    /// written but not synced: the caller syncs it with [`Wal::sync_segment`]
-    /// outside its locks.
+    /// (synced) segments with ids lower than the returned one.
     pub fn rotate(&self) -> io::Result<u64> {
         let mut seg = self.segment.lock();
-        let data = std::mem::take(&mut *self.buffer.lock());
-        seg.file.write_all(&data)?;
+        let pos = self.write_out(&mut seg)?;
+        seg.file.sync_data()?;
         let next = seg.id + 1;
-        let file = create_segment(&self.dir, next)?;
-        seg.file = file;
+        seg.file = create_segment(&self.dir, next)?;
         seg.id = next;
+        self.durable.send_replace(pos);
         Ok(next)
-    }
-
-    pub fn sync_segment(&self, id: u64) -> io::Result<()> {
-        match File::open(segment_path(&self.dir, id)) {
-            Ok(f) => f.sync_data(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Deletes segments older than `before`.
