@@ -37,6 +37,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
+    pub query: QueryConfig,
     pub log: LogConfig,
 }
 
@@ -47,6 +48,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
+            query: QueryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -129,6 +131,33 @@ impl Default for StorageConfig {
             max_label_name_bytes: 256,
             max_label_value_bytes: 4096,
             sync_writes: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is stopped with a `timeout` error (HTTP 503).
+    pub timeout: Duration,
+    /// Samples a query may hold in memory at once (Prometheus' `query.max-samples`).
+    pub max_samples: usize,
+    /// Series a single selector may match.
+    pub max_series: usize,
+    /// Points per series a range query may return (Prometheus: 11 000).
+    pub max_points_per_series: usize,
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_delta: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: Duration::from_secs(60),
+            max_samples: 10_000_000,
+            max_series: 50_000,
+            max_points_per_series: 11_000,
+            lookback_delta: Duration::from_secs(300),
         }
     }
 }
@@ -261,6 +290,13 @@ impl Config {
                 "storage.max_label_value_bytes",
                 "label names are limited to 1024 bytes and values to 64KiB".into(),
             );
+        }
+        let q = &self.query;
+        if q.timeout.0.is_zero() || q.lookback_delta.0.is_zero() {
+            return err("query.timeout", "query.timeout and query.lookback_delta must be greater than 0".into());
+        }
+        if q.max_samples == 0 || q.max_series == 0 || q.max_points_per_series == 0 {
+            return err("query.max_samples", "query limits must be greater than 0".into());
         }
         if self.http.max_body_bytes.0 < 1024 {
             return err("http.max_body_bytes", "must be at least 1KiB".into());
