@@ -36,6 +36,8 @@ pub enum BenchWhat {
     },
     /// Compare the column codecs (Gorilla, pco, decimal+pco) on the data
     Codecs(InputArgs),
+    /// Publish through the MQTT broker until stored; compare with Mosquitto
+    Mqtt(crate::mqtt::bench::MqttBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Storage(input) => bench_storage(&input),
         BenchWhat::Http { input, connections } => bench_http(&input, connections),
         BenchWhat::Codecs(input) => bench_codecs(&input),
+        BenchWhat::Mqtt(args) => crate::mqtt::bench::run(args),
     }
 }
 
@@ -263,6 +266,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
             config: Arc::new(config),
             storage: storage.clone(),
             accounts,
+            broker: None,
             ready: true.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -77,6 +77,9 @@ pub struct ServeArgs {
     /// MQTT listen address (overrides mqtt.listen)
     #[arg(long, value_name = "ADDR")]
     pub mqtt: Option<SocketAddr>,
+    /// MQTT-over-WebSocket listen address, or `off` (overrides mqtt.ws_listen)
+    #[arg(long, value_name = "ADDR|off")]
+    pub mqtt_ws: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +100,10 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input
         #[arg(long)]
         password_stdin: bool,
+        /// For devices: an MQTT topic filter the device may publish and
+        /// subscribe within (repeat for more); default `<name>/#`
+        #[arg(long = "topic", value_name = "FILTER")]
+        topics: Vec<String>,
         #[command(flatten)]
         location: Location,
     },
@@ -133,6 +140,13 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
             data_dir: args.location.data_dir.clone(),
             http_listen: args.http,
             mqtt_listen: args.mqtt,
+            mqtt_ws_listen: match args.mqtt_ws.as_deref() {
+                None => None,
+                Some("off") | Some("") => Some(None),
+                Some(a) => Some(Some(a.parse().map_err(|e| {
+                    anyhow::anyhow!("--mqtt-ws {a:?}: not an address ({e})")
+                })?)),
+            },
         },
     )?)
 }
@@ -154,6 +168,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
             role,
             password,
             password_stdin,
+            topics,
             ..
         } => {
             let password = match password {
@@ -165,7 +180,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
                     line.trim_end_matches(['\n', '\r']).to_string()
                 }
             };
-            UserRequest::Add(name.clone(), *role, password)
+            UserRequest::Add(name.clone(), *role, password, topics.clone())
         }
         UserCommand::List { .. } => UserRequest::List,
         UserCommand::Del { name, .. } => UserRequest::Del(name.clone()),
@@ -186,7 +201,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
 }
 
 enum UserRequest {
-    Add(String, Role, String),
+    Add(String, Role, String, Vec<String>),
     List,
     Del(String),
 }
@@ -196,20 +211,28 @@ fn print_users(users: &[crate::accounts::UserInfo]) {
         println!("no users");
         return;
     }
-    println!("{:<32} {:<8} created", "NAME", "ROLE");
+    println!("{:<32} {:<8} {:<17} MQTT TOPICS", "NAME", "ROLE", "CREATED");
     for u in users {
         let created = chrono::DateTime::from_timestamp_millis(u.created_ms)
             .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default();
-        println!("{:<32} {:<8} {created}", u.name, u.role.to_string());
+        let topics = match u.role {
+            crate::accounts::Role::Device => u.topics.join(" "),
+            _ => "all".into(),
+        };
+        println!(
+            "{:<32} {:<8} {created:<17} {topics}",
+            u.name,
+            u.role.to_string()
+        );
     }
 }
 
 fn run_local(accounts: &Accounts, request: UserRequest) -> anyhow::Result<()> {
     match request {
-        UserRequest::Add(name, role, password) => {
+        UserRequest::Add(name, role, password, topics) => {
             let now = chrono::Utc::now().timestamp_millis();
-            accounts.add(&name, role, &password, now)?;
+            accounts.add(&name, role, &password, &topics, now)?;
             println!("added {role} {name:?}");
         }
         UserRequest::List => print_users(&accounts.list()?),
@@ -261,9 +284,9 @@ fn remote_error(body: &str) -> String {
 
 fn run_remote(socket: &Path, request: UserRequest) -> anyhow::Result<()> {
     match request {
-        UserRequest::Add(name, role, password) => {
+        UserRequest::Add(name, role, password, topics) => {
             let body =
-                serde_json::json!({"name": name, "role": role, "password": password}).to_string();
+                serde_json::json!({"name": name, "role": role, "password": password, "topics": topics}).to_string();
             let (status, resp) = control_request(socket, "POST", "/users", Some(body))?;
             if status != 201 {
                 bail!("{}", remote_error(&resp));
@@ -275,17 +298,7 @@ fn run_remote(socket: &Path, request: UserRequest) -> anyhow::Result<()> {
             if status != 200 {
                 bail!("{}", remote_error(&resp));
             }
-            let users: Vec<serde_json::Value> = serde_json::from_str(&resp)?;
-            let users: Vec<crate::accounts::UserInfo> = users
-                .into_iter()
-                .filter_map(|u| {
-                    Some(crate::accounts::UserInfo {
-                        name: u.get("name")?.as_str()?.to_string(),
-                        role: u.get("role")?.as_str()?.parse().ok()?,
-                        created_ms: u.get("created_ms")?.as_i64()?,
-                    })
-                })
-                .collect();
+            let users: Vec<crate::accounts::UserInfo> = serde_json::from_str(&resp)?;
             print_users(&users);
         }
         UserRequest::Del(name) => {

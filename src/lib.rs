@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod mqtt;
 pub mod query;
 pub mod server;
 pub mod storage;

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::mqtt::Broker;
 use crate::storage::Storage;
 use crate::system::{Clock, SystemClock};
 
@@ -38,11 +39,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let accounts = Arc::new(Accounts::open(&storage.database()).context("cannot open accounts")?);
     let background = storage.start_background();
+    let shutdown = shutdown_signal();
+    let metrics = Arc::new(crate::system::metrics::Registry::new());
+    metrics.register(Arc::new(crate::system::host::HostMetrics::new(&data_dir)));
+    metrics.register(storage.clone());
+
+    let broker = Arc::new(
+        Broker::start(
+            &config.mqtt,
+            accounts.clone(),
+            storage.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot start the MQTT broker")?,
+    );
+    for (what, addr) in &broker.addresses {
+        tracing::info!(%addr, "{what} listening");
+    }
+    metrics.register(broker.clone());
+    let recorder = record_self_metrics(metrics.clone(), storage.clone(), shutdown.clone());
 
     let state = Arc::new(AppState {
         config: config.clone(),
         storage: storage.clone(),
         accounts,
+        broker: Some(broker.clone()),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -58,7 +81,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
 
-    let shutdown = shutdown_signal();
     let control_task = {
         let router = http::control::router(state.clone());
         let mut stop = shutdown.clone();
@@ -74,7 +96,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(http = %config.http.listen, "perch is ready");
 
     let mut stop = shutdown.clone();
-    let app = http::router(state.clone());
+    let app = http::router(state.clone()).layer(axum::Extension(metrics.clone()));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -82,7 +104,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     let _ = control_task.await;
+    let _ = recorder.await;
     let _ = std::fs::remove_file(&control_path);
+    tracing::info!("stopping: closing MQTT connections");
+    broker.stop().await;
 
     tracing::info!("stopping: writing out the store");
     let s = storage.clone();
@@ -92,6 +117,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     background.join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every 10 s, the host's, the store's and the broker's own measurements
+/// go into the store as ordinary series.
+fn record_self_metrics(
+    metrics: Arc<crate::system::metrics::Registry>,
+    storage: Arc<Storage>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::mqtt::stopping(&mut stop) => break,
+            }
+            let (m, s) = (metrics.clone(), storage.clone());
+            match tokio::task::spawn_blocking(move || crate::storage::metrics::record(&m, &s)).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot store self-metrics"),
+                Err(e) => tracing::warn!(error = %e, "self-metrics recording failed"),
+            }
+        }
+    })
 }
 
 /// Becomes true once on SIGTERM or SIGINT.

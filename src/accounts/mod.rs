@@ -58,6 +58,8 @@ pub enum AccountError {
     BadRole(String),
     #[error("password must be at least {MIN_PASSWORD} characters")]
     ShortPassword,
+    #[error("invalid topic filter {0:?}: use MQTT filters such as sensors/dev1/#")]
+    BadTopic(String),
     #[error("user {0:?} already exists")]
     Exists(String),
     #[error("database error: {0}")]
@@ -76,14 +78,30 @@ struct StoredUser {
     role: Role,
     password_hash: String,
     created_ms: i64,
+    /// MQTT topic filters a device may publish and subscribe within.
+    #[serde(default)]
+    topics: Vec<String>,
 }
 
 /// A user as shown and as attached to requests.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
     pub role: Role,
     pub created_ms: i64,
+    /// For devices: the MQTT topic filters they may use (`sensors/dev1/#`).
+    pub topics: Vec<String>,
+}
+
+impl StoredUser {
+    fn info(&self, name: &str) -> UserInfo {
+        UserInfo {
+            name: name.to_string(),
+            role: self.role,
+            created_ms: self.created_ms,
+            topics: self.topics.clone(),
+        }
+    }
 }
 
 /// Successful verifications are remembered for a while, keyed by a salted
@@ -117,11 +135,13 @@ impl Accounts {
         })
     }
 
+    /// Adds a user. A device without topic filters gets `<name>/#`.
     pub fn add(
         &self,
         name: &str,
         role: Role,
         password: &str,
+        topics: &[String],
         now_ms: i64,
     ) -> Result<UserInfo, AccountError> {
         if !valid_name(name) {
@@ -130,6 +150,16 @@ impl Accounts {
         if password.chars().count() < MIN_PASSWORD {
             return Err(AccountError::ShortPassword);
         }
+        for t in topics {
+            if t.is_empty() || t.contains('\0') || t.len() > 1024 {
+                return Err(AccountError::BadTopic(t.clone()));
+            }
+        }
+        let topics = if topics.is_empty() && role == Role::Device {
+            vec![format!("{name}/#")]
+        } else {
+            topics.to_vec()
+        };
         let salt = SaltString::generate(&mut OsRng);
         let hash = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -139,6 +169,7 @@ impl Accounts {
             role,
             password_hash: hash,
             created_ms: now_ms,
+            topics,
         };
         let value = serde_json::to_vec(&stored).expect("serializable");
         let inserted = self
@@ -148,11 +179,7 @@ impl Accounts {
             return Err(AccountError::Exists(name.to_string()));
         }
         self.users.flush()?;
-        Ok(UserInfo {
-            name: name.to_string(),
-            role,
-            created_ms: now_ms,
-        })
+        Ok(stored.info(name))
     }
 
     pub fn delete(&self, name: &str) -> Result<bool, AccountError> {
@@ -169,11 +196,7 @@ impl Accounts {
             let name = String::from_utf8_lossy(&k).into_owned();
             let stored: StoredUser =
                 serde_json::from_slice(&v).map_err(|_| AccountError::Corrupt(name.clone()))?;
-            out.push(UserInfo {
-                name,
-                role: stored.role,
-                created_ms: stored.created_ms,
-            });
+            out.push(stored.info(&name));
         }
         Ok(out)
     }
@@ -209,11 +232,7 @@ impl Accounts {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .ok()?;
-        let info = UserInfo {
-            name: name.to_string(),
-            role: stored.role,
-            created_ms: stored.created_ms,
-        };
+        let info = stored.info(name);
         let mut cache = self.cache.lock();
         if cache.len() >= VERIFY_CACHE_MAX {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFY_CACHE_TTL);
@@ -240,17 +259,18 @@ mod tests {
             .unwrap();
         let a = Accounts::open(&db).unwrap();
         assert!(a.is_empty());
-        a.add("alice", Role::Admin, "correct horse", 1).unwrap();
+        a.add("alice", Role::Admin, "correct horse", &[], 1)
+            .unwrap();
         assert!(matches!(
-            a.add("alice", Role::Viewer, "another pw", 2),
+            a.add("alice", Role::Viewer, "another pw", &[], 2),
             Err(AccountError::Exists(_))
         ));
         assert!(matches!(
-            a.add("bad name", Role::Viewer, "longenough", 2),
+            a.add("bad name", Role::Viewer, "longenough", &[], 2),
             Err(AccountError::BadName(_))
         ));
         assert!(matches!(
-            a.add("bob", Role::Viewer, "short", 2),
+            a.add("bob", Role::Viewer, "short", &[], 2),
             Err(AccountError::ShortPassword)
         ));
         assert_eq!(
@@ -261,7 +281,9 @@ mod tests {
         assert!(a.verify("nobody", "correct horse").is_none());
         // Cached path gives the same answer.
         assert!(a.verify("alice", "correct horse").is_some());
-        assert_eq!(a.list().unwrap().len(), 1);
+        let d = a.add("dev1", Role::Device, "device-pass", &[], 3).unwrap();
+        assert_eq!(d.topics, vec!["dev1/#"]);
+        assert_eq!(a.list().unwrap().len(), 2);
         assert!(a.delete("alice").unwrap());
         assert!(a.verify("alice", "correct horse").is_none());
     }

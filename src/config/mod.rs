@@ -74,14 +74,71 @@ impl Default for HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// MQTT over TCP (`--mqtt`).
     pub listen: SocketAddr,
+    /// MQTT over WebSocket, for browser clients such as MQTT.js; `""` or
+    /// absent in `--mqtt-ws off` disables it.
+    #[serde(with = "optional_addr")]
+    pub ws_listen: Option<SocketAddr>,
+    /// MQTT over TLS, used when `tls_cert` and `tls_key` are set.
+    pub tls_listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Accept clients without a user name (with full access).
+    pub allow_anonymous: bool,
+    pub max_payload_bytes: ByteSize,
+    pub max_connections: usize,
+    /// Unacknowledged QoS 1/2 messages a client may have in flight; beyond
+    /// it perch stops reading from that client until acknowledgements catch up.
+    pub max_inflight: usize,
+    /// A connection must send CONNECT within this time.
+    pub connect_timeout: Duration,
+    /// Topics the explorer tracks (least active forgotten first).
+    pub max_topics: usize,
+    /// Memory for the explorer's recent-message history.
+    pub history_bytes: ByteSize,
+    /// How topics and payloads become series; first match wins.
+    pub rules: Vec<crate::ingest::rules::RuleConfig>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: "0.0.0.0:1883".parse().expect("valid"),
+            ws_listen: Some("0.0.0.0:8083".parse().expect("valid")),
+            tls_listen: "0.0.0.0:8883".parse().expect("valid"),
+            tls_cert: None,
+            tls_key: None,
+            allow_anonymous: false,
+            max_payload_bytes: ByteSize(1 << 20),
+            max_connections: 1000,
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(10),
+            max_topics: 10_000,
+            history_bytes: ByteSize(16 << 20),
+            rules: Vec::new(),
         }
+    }
+}
+
+/// An address that may be switched off with an empty string.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s == "off" {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid address {s:?}: {e}")))
     }
 }
 
@@ -183,6 +240,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub http_listen: Option<SocketAddr>,
     pub mqtt_listen: Option<SocketAddr>,
+    /// `Some(None)` switches the WebSocket listener off.
+    pub mqtt_ws_listen: Option<Option<SocketAddr>>,
 }
 
 impl Config {
@@ -207,6 +266,9 @@ impl Config {
         }
         if let Some(a) = overrides.mqtt_listen {
             config.mqtt.listen = a;
+        }
+        if let Some(a) = overrides.mqtt_ws_listen {
+            config.mqtt.ws_listen = a;
         }
         config
             .validate()
@@ -293,10 +355,35 @@ impl Config {
         }
         let q = &self.query;
         if q.timeout.0.is_zero() || q.lookback_delta.0.is_zero() {
-            return err("query.timeout", "query.timeout and query.lookback_delta must be greater than 0".into());
+            return err(
+                "query.timeout",
+                "query.timeout and query.lookback_delta must be greater than 0".into(),
+            );
         }
         if q.max_samples == 0 || q.max_series == 0 || q.max_points_per_series == 0 {
-            return err("query.max_samples", "query limits must be greater than 0".into());
+            return err(
+                "query.max_samples",
+                "query limits must be greater than 0".into(),
+            );
+        }
+        let m = &self.mqtt;
+        if m.max_payload_bytes.0 == 0 || m.max_payload_bytes.0 > 256 << 20 {
+            return err(
+                "mqtt.max_payload_bytes",
+                "must be between 1 byte and 256MiB (MQTT's own limit)".into(),
+            );
+        }
+        if m.max_connections == 0 || m.max_inflight == 0 || m.max_inflight > 65535 {
+            return err("mqtt.max_inflight", "mqtt.max_connections and mqtt.max_inflight must be at least 1 (inflight at most 65535)".into());
+        }
+        if m.tls_cert.is_some() != m.tls_key.is_some() {
+            return err(
+                "mqtt.tls_cert",
+                "set both mqtt.tls_cert and mqtt.tls_key, or neither".into(),
+            );
+        }
+        if let Err(e) = crate::ingest::rules::Rules::compile(&m.rules) {
+            return Err((format!("mqtt.rules[{}].topic", e.index), e.reason));
         }
         if self.http.max_body_bytes.0 < 1024 {
             return err("http.max_body_bytes", "must be at least 1KiB".into());

@@ -18,6 +18,8 @@ pub struct NewUser {
     pub name: String,
     pub role: Role,
     pub password: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -48,7 +50,10 @@ async fn list(State(app): State<SharedState>) -> Response {
 async fn add(State(app): State<SharedState>, Json(u): Json<NewUser>) -> Response {
     let accounts = app.accounts.clone();
     let now = app.storage.now_ms();
-    match tokio::task::spawn_blocking(move || accounts.add(&u.name, u.role, &u.password, now)).await
+    match tokio::task::spawn_blocking(move || {
+        accounts.add(&u.name, u.role, &u.password, &u.topics, now)
+    })
+    .await
     {
         Ok(Ok(info)) => (StatusCode::CREATED, Json(info)).into_response(),
         Ok(Err(e)) => account_error(e),

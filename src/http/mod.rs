@@ -6,6 +6,8 @@ mod auth;
 pub mod control;
 mod error;
 mod export;
+mod metrics;
+mod mqtt_api;
 mod params;
 mod status;
 mod write;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<Storage>,
     pub accounts: Arc<Accounts>,
+    /// The MQTT broker, when running (not in `perch bench http`).
+    pub broker: Option<Arc<crate::mqtt::Broker>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -62,6 +66,11 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/v1/export/csv", get(export::csv).post(export::csv))
         .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/v1/topics", get(mqtt_api::topics))
+        .route("/api/v1/messages", get(mqtt_api::messages))
+        .route("/api/v1/live", get(mqtt_api::live))
+        .route("/api/v1/publish", post(mqtt_api::publish))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

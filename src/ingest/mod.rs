@@ -8,13 +8,17 @@
 //! data point, saying what was wrong and where; none panics on any input.
 
 pub mod line_protocol;
+pub mod mqtt_payload;
 pub mod names;
 pub mod opentsdb;
+pub mod rules;
 pub mod vm_import;
 
 pub use line_protocol::{LineError, ParsedLines, Precision};
+pub use mqtt_payload::{parse_message, ParsedMessage, PayloadFormat};
 pub use names::{sanitize_label_name, sanitize_metric_name};
 pub use opentsdb::{ParsedPoints, PointError};
+pub use rules::{topic_matches, RuleConfig, RuleError, RuleMatch, Rules};
 pub use vm_import::{ImportError, ParsedImport};
 
 /// How many errors a parse details. Past that it only counts them, so that a

@@ -20,6 +20,7 @@ mod head;
 mod index;
 pub mod labels;
 mod maintenance;
+pub mod metrics;
 mod read;
 pub mod rollup;
 mod space;

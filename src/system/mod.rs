@@ -3,5 +3,7 @@
 
 pub mod clock;
 pub mod disk;
+pub mod host;
+pub mod metrics;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -24,6 +24,7 @@ pub struct Perch {
     pub config_path: PathBuf,
     pub http_port: u16,
     pub mqtt_port: u16,
+    pub ws_port: u16,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -89,6 +90,7 @@ impl Perch {
             config_path,
             http_port: free_port(),
             mqtt_port: free_port(),
+            ws_port: free_port(),
             child: None,
         };
         p.spawn();
@@ -117,6 +119,7 @@ impl Perch {
             .arg(&self.data_dir)
             .args(["--http", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--mqtt", &format!("127.0.0.1:{}", self.mqtt_port)])
+            .args(["--mqtt-ws", &format!("127.0.0.1:{}", self.ws_port)])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
