@@ -974,3 +974,76 @@ fn mqtt5_clients_get_reason_codes() {
     v311.expect("v5/a 7");
     assert_eq!(wait_for(&p, r#"a{topic="v5/a"}"#, 1)[0].2, vec![7.0]);
 }
+
+#[test]
+fn keep_alive_and_connection_limits() {
+    if !have_mosquitto() {
+        return;
+    }
+    let p = Perch::start_with("[mqtt]\nmax_connections = 2\n");
+    for (u, r) in [("admin", "admin")] {
+        let (code, out, err) = p.cli(&["user", "add", u, "--role", r, "--password", "secret-pass"], None);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let w = Subscriber::start(&p, Some("admin"), &["-t", "ka/#", "-F", "%t %p"]);
+    // A raw client with a 1 s keep-alive and a will, then silence.
+    let mut body = Vec::new();
+    mqtt_string(&mut body, b"MQTT");
+    body.push(4);
+    body.push(0b1100_0110); // user, password, will (QoS 0), clean session
+    body.extend_from_slice(&1u16.to_be_bytes());
+    mqtt_string(&mut body, b"sleepy");
+    mqtt_string(&mut body, b"ka/sleepy");
+    mqtt_string(&mut body, b"timed out");
+    mqtt_string(&mut body, b"admin");
+    mqtt_string(&mut body, b"secret-pass");
+    let mut s = TcpStream::connect(("127.0.0.1", p.mqtt_port)).unwrap();
+    s.write_all(&packet(0x10, &body)).unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    let started = Instant::now();
+    assert!(closed_by_server(&mut s), "silent client not dropped");
+    assert!(started.elapsed() < Duration::from_secs(4), "dropped after {:?}", started.elapsed());
+    w.expect("ka/sleepy timed out");
+    // Two connections (the subscriber above and one more) are the limit.
+    let _second = raw_client(&p, "second");
+    let mut third = TcpStream::connect(("127.0.0.1", p.mqtt_port)).unwrap();
+    third.write_all(&connect_packet("third", "admin", "secret-pass")).unwrap();
+    let mut ack = [0u8; 4];
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    third.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 3], "CONNACK server unavailable");
+}
+
+#[test]
+fn self_metrics_are_served_and_recorded() {
+    if !have_mosquitto() {
+        return;
+    }
+    let p = start();
+    assert_eq!(publish(&p, Some("admin"), &["-t", "m/x", "-m", "not a number"]).0, 0);
+    assert_eq!(publish(&p, Some("admin"), &["-t", "m/y", "-m", "1"]).0, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = p.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let value = |name: &str| -> f64 {
+        r.body
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", r.body))
+    };
+    assert!(value("perch_mqtt_messages_received_total") >= 2.0);
+    assert_eq!(value("perch_ingest_unparsed_total"), 1.0);
+    assert!(value("perch_host_memory_total_bytes") > 0.0);
+    assert!(value("perch_storage_series") >= 1.0);
+    // The same measurements are stored as series every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.export("perch_mqtt_messages_received_total").is_empty() {
+        assert!(Instant::now() < deadline, "self-metrics never recorded");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

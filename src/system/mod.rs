@@ -1,5 +1,6 @@
-//! The host: the clock everything takes time from, and disk facts. Later also
-//! self-metrics and service-manager notifications. Calls nothing else in perch.
+//! The host: the clock everything takes time from, disk facts, and the
+//! metrics every module reports into (with the host's own). Calls nothing
+//! else in perch.
 
 pub mod clock;
 pub mod disk;
