@@ -51,6 +51,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             storage.clone(),
             clock.clone(),
             shutdown.clone(),
+            Vec::new(),
         )
         .await
         .context("cannot start the MQTT broker")?,

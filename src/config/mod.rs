@@ -38,6 +38,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
     pub query: QueryConfig,
+    pub search: SearchConfig,
+    pub cameras: Vec<CameraConfig>,
     pub log: LogConfig,
 }
 
@@ -49,6 +51,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
+            search: SearchConfig::default(),
+            cameras: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -217,6 +221,87 @@ impl Default for QueryConfig {
             lookback_delta: Duration::from_secs(300),
         }
     }
+}
+
+/// Full-text search over the MQTT message history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    pub enabled: bool,
+    /// Text payloads up to this size are indexed; larger ones are counted.
+    pub max_payload_bytes: ByteSize,
+    /// Index messages whose payload is just a number.
+    pub index_numeric: bool,
+    /// Memory the index writer may use.
+    pub writer_heap: ByteSize,
+    /// How often new messages become searchable (and what a crash may lose).
+    pub commit_interval: Duration,
+    pub retention: Duration,
+    pub max_disk_bytes: DiskBudget,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            enabled: true,
+            max_payload_bytes: ByteSize(16 << 10),
+            index_numeric: true,
+            writer_heap: ByteSize(16 << 20),
+            commit_interval: Duration::from_secs(2),
+            retention: Duration::from_secs(30 * 86_400),
+            max_disk_bytes: DiskBudget::PercentOfPartition(10.0),
+        }
+    }
+}
+
+/// One RTSP camera (`[[cameras]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Letters, digits, `-` and `_`; used in URLs and file names.
+    pub name: String,
+    /// `rtsp://host:port/path`
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Never returned by the API nor logged.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub transport: CameraTransport,
+    /// Cron with seconds, e.g. `0 */5 * * * *`; none: no scheduled snapshots.
+    #[serde(default)]
+    pub snapshot_schedule: Option<String>,
+    #[serde(default = "default_snapshot_retention")]
+    pub snapshot_retention: Duration,
+    #[serde(default = "default_snapshot_bytes")]
+    pub snapshot_max_bytes: ByteSize,
+    /// JPEG quality, 1–100.
+    #[serde(default = "default_snapshot_quality")]
+    pub snapshot_quality: u8,
+    /// Snapshots wider than this are scaled down; 0 keeps the camera's size.
+    #[serde(default)]
+    pub snapshot_max_width: u32,
+}
+
+fn default_snapshot_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+fn default_snapshot_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+
+fn default_snapshot_quality() -> u8 {
+    85
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraTransport {
+    #[default]
+    Tcp,
+    Udp,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -276,6 +276,7 @@ async fn perch_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()> {
         storage.clone(),
         clock.clone(),
         stop_rx,
+        Vec::new(),
     )
     .await?;
     let addr = config.mqtt.listen;

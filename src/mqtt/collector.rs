@@ -39,6 +39,13 @@ pub struct CollectorCounters {
 
 pub type InboundSender = mpsc::Sender<Vec<Inbound>>;
 
+/// Something else that wants every message the broker accepts (the search
+/// index). Called on the collector thread: it must hand the message on and
+/// return at once, never wait.
+pub trait MessageSink: Send + Sync {
+    fn accept(&self, msg: &Arc<Inbound>);
+}
+
 pub struct Collector {
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -51,11 +58,12 @@ impl Collector {
         storage: Arc<Storage>,
         rules: Rules,
         counters: Arc<CollectorCounters>,
+        sinks: Vec<Arc<dyn MessageSink>>,
     ) -> (Collector, InboundSender) {
         let (tx, rx) = mpsc::channel(1024);
         let thread = std::thread::Builder::new()
             .name("perch-collector".into())
-            .spawn(move || run(rx, &explorer, &storage, &rules, &counters))
+            .spawn(move || run(rx, &explorer, &storage, &rules, &counters, &sinks))
             .expect("spawn collector");
         (
             Collector {
@@ -84,6 +92,7 @@ fn run(
     storage: &Storage,
     rules: &Rules,
     counters: &CollectorCounters,
+    sinks: &[Arc<dyn MessageSink>],
 ) {
     let mut pending = Pending {
         series: Vec::new(),
@@ -133,7 +142,11 @@ fn run(
             counters
                 .sentinels_dropped
                 .fetch_add(parsed.dropped_sentinels as u64, Ordering::Relaxed);
-            explorer.record(Arc::new(msg));
+            let msg = Arc::new(msg);
+            for sink in sinks {
+                sink.accept(&msg);
+            }
+            explorer.record(msg);
         }
         if pending.samples >= BATCH_SAMPLES {
             store(storage, &mut pending, counters);

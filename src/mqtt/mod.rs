@@ -39,7 +39,7 @@ use crate::storage::Storage;
 use crate::system::Clock;
 
 pub use acl::{invalid_filter, topic_matches, Access};
-pub use collector::CollectorCounters;
+pub use collector::{CollectorCounters, MessageSink};
 pub use explorer::{Explorer, Inbound, Shown, TopicNode};
 pub use retained::RetainedMessage;
 
@@ -308,6 +308,7 @@ impl Broker {
         storage: Arc<Storage>,
         clock: Arc<dyn Clock>,
         shutdown: watch::Receiver<bool>,
+        sinks: Vec<Arc<dyn MessageSink>>,
     ) -> Result<Broker, MqttError> {
         let rules = crate::ingest::rules::Rules::compile(&cfg.rules)
             .map_err(|e| MqttError::Rules(e.to_string()))?;
@@ -323,6 +324,7 @@ impl Broker {
             storage,
             rules,
             collector_counters.clone(),
+            sinks,
         );
         // Back into the router before any client can subscribe.
         let restored = retained.all();
