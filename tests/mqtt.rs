@@ -981,10 +981,19 @@ fn keep_alive_and_connection_limits() {
         return;
     }
     let p = Perch::start_with("[mqtt]\nmax_connections = 2\n");
-    for (u, r) in [("admin", "admin")] {
-        let (code, out, err) = p.cli(&["user", "add", u, "--role", r, "--password", "secret-pass"], None);
-        assert_eq!(code, 0, "{out}{err}");
-    }
+    let (code, out, err) = p.cli(
+        &[
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password",
+            "secret-pass",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
     let w = Subscriber::start(&p, Some("admin"), &["-t", "ka/#", "-F", "%t %p"]);
     // A raw client with a 1 s keep-alive and a will, then silence.
     let mut body = Vec::new();
@@ -1004,14 +1013,22 @@ fn keep_alive_and_connection_limits() {
     assert_eq!(ack, [0x20, 2, 0, 0]);
     let started = Instant::now();
     assert!(closed_by_server(&mut s), "silent client not dropped");
-    assert!(started.elapsed() < Duration::from_secs(4), "dropped after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "dropped after {:?}",
+        started.elapsed()
+    );
     w.expect("ka/sleepy timed out");
     // Two connections (the subscriber above and one more) are the limit.
     let _second = raw_client(&p, "second");
     let mut third = TcpStream::connect(("127.0.0.1", p.mqtt_port)).unwrap();
-    third.write_all(&connect_packet("third", "admin", "secret-pass")).unwrap();
+    third
+        .write_all(&connect_packet("third", "admin", "secret-pass"))
+        .unwrap();
     let mut ack = [0u8; 4];
-    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     third.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 3], "CONNACK server unavailable");
 }
@@ -1022,12 +1039,18 @@ fn self_metrics_are_served_and_recorded() {
         return;
     }
     let p = start();
-    assert_eq!(publish(&p, Some("admin"), &["-t", "m/x", "-m", "not a number"]).0, 0);
+    assert_eq!(
+        publish(&p, Some("admin"), &["-t", "m/x", "-m", "not a number"]).0,
+        0
+    );
     assert_eq!(publish(&p, Some("admin"), &["-t", "m/y", "-m", "1"]).0, 0);
     std::thread::sleep(Duration::from_millis(300));
     let r = p.get("/metrics");
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let value = |name: &str| -> f64 {
         r.body
             .lines()

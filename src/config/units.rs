@@ -90,7 +90,7 @@ pub fn format_duration(d: StdDuration) -> String {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if ms >= len && ms % len == 0 {
+        if ms >= len && ms.is_multiple_of(len) {
             return format!("{}{unit}", ms / len);
         }
     }
@@ -169,7 +169,7 @@ pub fn format_bytes(n: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if n >= len && n % len == 0 {
+        if n >= len && n.is_multiple_of(len) {
             return format!("{}{unit}", n / len);
         }
     }

@@ -1,0 +1,519 @@
+//! `perch bench query`: latency of PromQL range queries over HTTP, for perch
+//! and, beside it on the same samples, Debian's Prometheus and
+//! VictoriaMetrics. Every system runs as its own process on loopback and is
+//! asked the same requests; the numbers go into `docs/query.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct QueryBenchArgs {
+    /// OpenMetrics file from gen_sensors.py, e.g.
+    /// `gen_sensors.py --devices 100 --hours 24 --interval 15 --format openmetrics`
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Timed runs per query and system (after one warm-up run)
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Also measure Prometheus (`prometheus` and `promtool` on PATH)
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Also measure VictoriaMetrics (`victoria-metrics` on PATH)
+    #[arg(long)]
+    pub victoria_metrics: bool,
+    /// Step of the range queries, seconds
+    #[arg(long, default_value_t = 60)]
+    pub step: i64,
+    /// Where to keep the systems' data (a temporary directory by default)
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// The benchmark queries: name, PromQL, whether perch may use rollups.
+const QUERIES: [(&str, &str); 3] = [
+    (
+        "avg_over_time 1m, 100 series",
+        "avg_over_time(env_temp[1m])",
+    ),
+    (
+        "sum by (site) (rate 5m)",
+        "sum by (site) (rate(env_energy_wh[5m]))",
+    ),
+    (
+        "max_over_time 1h, 100 series",
+        "max_over_time(env_temp[1h])",
+    ),
+];
+
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    ts: i64,
+    value: f64,
+}
+
+fn parse_openmetrics(text: &str) -> anyhow::Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let bad = || format!("line {}: not `name{{labels}} value seconds`", n + 1);
+        let (series, rest) = line.split_once("} ").with_context(bad)?;
+        let (name, labels) = series.split_once('{').with_context(bad)?;
+        let labels = labels
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.trim_matches('"').to_string()))
+            })
+            .collect();
+        let (v, t) = rest.split_once(' ').with_context(bad)?;
+        let secs: f64 = t.parse().with_context(bad)?;
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            ts: (secs * 1000.0).round() as i64,
+            value: v.parse().with_context(bad)?,
+        });
+    }
+    Ok(out)
+}
+
+/// VictoriaMetrics JSON lines, in bodies of at most ~8 MB.
+fn import_bodies(samples: &[Sample]) -> Vec<String> {
+    type Key = (String, Vec<(String, String)>);
+    let mut series: BTreeMap<Key, (Vec<i64>, Vec<f64>)> = BTreeMap::new();
+    for s in samples {
+        let e = series
+            .entry((s.name.clone(), s.labels.clone()))
+            .or_default();
+        e.0.push(s.ts);
+        e.1.push(s.value);
+    }
+    let mut bodies = vec![String::new()];
+    for ((name, labels), (ts, vs)) in series {
+        let mut metric = serde_json::Map::new();
+        metric.insert("__name__".into(), name.into());
+        for (k, v) in labels {
+            metric.insert(k, v.into());
+        }
+        let line =
+            serde_json::json!({"metric": metric, "values": vs, "timestamps": ts}).to_string();
+        if bodies
+            .last()
+            .is_some_and(|b| b.len() + line.len() > 8 << 20)
+        {
+            bodies.push(String::new());
+        }
+        if let Some(b) = bodies.last_mut() {
+            b.push_str(&line);
+            b.push('\n');
+        }
+    }
+    bodies
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_ready(client: &Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(s) = server.child.try_wait()? {
+            bail!("{} exited with {s} during start", server.name);
+        }
+        if client.get_status(url).is_ok_and(|s| s == 200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not become ready at {url}", server.name);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tiny blocking HTTP client over reqwest's async one.
+mod client {
+    pub struct Client {
+        rt: tokio::runtime::Runtime,
+        inner: ::reqwest::Client,
+    }
+
+    impl Client {
+        pub fn new() -> anyhow::Result<Client> {
+            Ok(Client {
+                rt: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+                inner: ::reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(600))
+                    .build()?,
+            })
+        }
+
+        pub fn get_status(&self, url: &str) -> anyhow::Result<u16> {
+            self.rt.block_on(async {
+                let r = self.inner.get(url).send().await?;
+                Ok(r.status().as_u16())
+            })
+        }
+
+        pub fn post(
+            &self,
+            url: &str,
+            content_type: &str,
+            body: String,
+        ) -> anyhow::Result<(u16, String)> {
+            self.rt.block_on(async {
+                let r = self
+                    .inner
+                    .post(url)
+                    .header("Content-Type", content_type)
+                    .body(body)
+                    .send()
+                    .await?;
+                let s = r.status().as_u16();
+                Ok((s, r.text().await?))
+            })
+        }
+
+        pub fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
+            self.rt.block_on(async {
+                let r = self.inner.get(url).send().await?;
+                let s = r.status().as_u16();
+                Ok((s, r.text().await?))
+            })
+        }
+    }
+}
+
+use client::Client;
+
+fn which(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+fn start_perch(client: &Client, dir: &Path) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let config = dir.join("perch.toml");
+    std::fs::write(&config, "[storage]\nretention = \"100y\"\n")?;
+    let port = free_port()?;
+    let help = Command::new(&exe).args(["serve", "--help"]).output()?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt", &format!("127.0.0.1:{}", free_port()?)]);
+    if String::from_utf8_lossy(&help.stdout).contains("--mqtt-ws") {
+        cmd.args(["--mqtt-ws", "off"]);
+    }
+    let child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("perch.log"))?)
+        .spawn()?;
+    let mut s = Server {
+        name: "perch",
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(client, &format!("{}/healthz", s.url), &mut s)?;
+    Ok(s)
+}
+
+fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(dir)?;
+    let s = start_perch(client, dir)?;
+    for b in bodies {
+        let (status, text) = client.post(
+            &format!("{}/api/v1/import", s.url),
+            "application/json",
+            b.clone(),
+        )?;
+        if status != 204 {
+            bail!("perch import failed ({status}): {text}");
+        }
+    }
+    // Stop and start again: queries then read blocks, as they would on a
+    // running appliance, and compaction writes the 1 h rollups.
+    // SAFETY: signalling our own child by its id.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let mut s = s;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            bail!("perch did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    let s = start_perch(client, dir)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (_, body) = client.get(&format!("{}/api/v1/status/tsdb", s.url))?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        // 1 h rollup windows span 30 days: one appears with the first
+        // compacted raw window; give compaction a moment for the rest.
+        if v["data"]["windows"]["rollup_1h"].as_u64().unwrap_or(0) >= 1 {
+            std::thread::sleep(Duration::from_secs(5));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(s)
+}
+
+fn load_prometheus(client: &Client, input: &Path, dir: &Path) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(dir)?;
+    let tsdb = dir.join("tsdb");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(input)
+        .arg(&tsdb)
+        .output()?;
+    if !out.status.success() {
+        bail!("promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
+    let port = free_port()?;
+    let child = Command::new("prometheus")
+        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .arg("--storage.tsdb.retention.time=100y")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--config.file={}", config.display()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
+        .spawn()?;
+    let mut s = Server {
+        name: "Prometheus",
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(client, &format!("{}/-/ready", s.url), &mut s)?;
+    Ok(s)
+}
+
+fn load_victoria(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port()?;
+    let child = Command::new("victoria-metrics")
+        .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-retentionPeriod=100y")
+        // Measure evaluation, not VictoriaMetrics' result cache.
+        .arg("-search.disableCache")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("victoria-metrics.log"))?)
+        .spawn()?;
+    let mut s = Server {
+        name: "VictoriaMetrics",
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(client, &format!("{}/health", s.url), &mut s)?;
+    for b in bodies {
+        let (status, text) = client.post(
+            &format!("{}/api/v1/import", s.url),
+            "application/json",
+            b.clone(),
+        )?;
+        if status != 204 {
+            bail!("VictoriaMetrics import failed ({status}): {text}");
+        }
+    }
+    client.get(&format!("{}/internal/force_flush", s.url))?;
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(s)
+}
+
+struct Timing {
+    median_ms: f64,
+    min_ms: f64,
+    series: usize,
+    points: usize,
+}
+
+/// One request of the benchmark: who is asked what.
+struct Variant {
+    label: String,
+    url: String,
+    form: String,
+    times: Vec<f64>,
+    shape: (usize, usize),
+}
+
+fn ask(client: &Client, v: &Variant) -> anyhow::Result<(f64, String)> {
+    let t = Instant::now();
+    let (status, body) =
+        client.post(&v.url, "application/x-www-form-urlencoded", v.form.clone())?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    if status != 200 {
+        bail!(
+            "{} answered {status}: {}",
+            v.label,
+            &body[..body.len().min(300)]
+        );
+    }
+    Ok((ms, body))
+}
+
+/// Times the variants round-robin, so that whatever else the machine does
+/// weighs on all of them alike.
+fn measure(client: &Client, variants: &mut [Variant], runs: usize) -> anyhow::Result<Vec<Timing>> {
+    for v in variants.iter_mut() {
+        let (_, body) = ask(client, v)?; // warm-up, and the answer's shape
+        let j: serde_json::Value = serde_json::from_str(&body)?;
+        let result = j["data"]["result"].as_array().cloned().unwrap_or_default();
+        v.shape = (
+            result.len(),
+            result
+                .iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum(),
+        );
+    }
+    for _ in 0..runs {
+        for v in variants.iter_mut() {
+            let (ms, _) = ask(client, v)?;
+            v.times.push(ms);
+        }
+    }
+    Ok(variants
+        .iter_mut()
+        .map(|v| {
+            v.times.sort_by(f64::total_cmp);
+            Timing {
+                median_ms: v.times[v.times.len() / 2],
+                min_ms: v.times[0],
+                series: v.shape.0,
+                points: v.shape.1,
+            }
+        })
+        .collect())
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let samples = parse_openmetrics(&text)?;
+    let (Some(lo), Some(hi)) = (
+        samples.iter().map(|s| s.ts).min(),
+        samples.iter().map(|s| s.ts).max(),
+    ) else {
+        bail!("no samples in {}", args.input.display());
+    };
+    // Whole minutes covering the data: 24 h of data → a 24 h query.
+    let start = lo.div_euclid(60_000) * 60;
+    let end = (hi.div_euclid(60_000) + 1) * 60;
+    let work = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("perch-bench-query-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work)?;
+    let client = Client::new()?;
+    eprintln!("{} samples from {start} to {end}; loading…", samples.len());
+    let bodies = import_bodies(&samples);
+    drop(samples);
+    let mut servers = Vec::new();
+    let t = Instant::now();
+    servers.push(load_perch(&client, &bodies, &work.join("perch"))?);
+    eprintln!("perch loaded in {:.1} s", t.elapsed().as_secs_f64());
+    if args.prometheus {
+        if !which("prometheus") || !which("promtool") {
+            bail!("prometheus/promtool not found on PATH");
+        }
+        servers.push(load_prometheus(
+            &client,
+            &args.input,
+            &work.join("prometheus"),
+        )?);
+    }
+    if args.victoria_metrics {
+        if !which("victoria-metrics") {
+            bail!("victoria-metrics not found on PATH");
+        }
+        servers.push(load_victoria(&client, &bodies, &work.join("vm"))?);
+    }
+    println!(
+        "| query | system | median ms | min ms | series | points |\n|---|---|---|---|---|---|"
+    );
+    for (name, q) in QUERIES {
+        let form = format!(
+            "query={}&start={start}&end={end}&step={}",
+            urlencode(q),
+            args.step
+        );
+        let mut variants = Vec::new();
+        for srv in &servers {
+            let url = format!("{}/api/v1/query_range", srv.url);
+            let extra = if srv.name == "VictoriaMetrics" {
+                "&nocache=1"
+            } else {
+                ""
+            };
+            variants.push(Variant {
+                label: srv.name.to_string(),
+                url: url.clone(),
+                form: format!("{form}{extra}"),
+                times: Vec::new(),
+                shape: (0, 0),
+            });
+            if srv.name == "perch" {
+                variants.push(Variant {
+                    label: "perch, raw samples only".into(),
+                    url,
+                    form: format!("{form}&no_rollups=1"),
+                    times: Vec::new(),
+                    shape: (0, 0),
+                });
+            }
+        }
+        let timings = measure(&client, &mut variants, args.runs)?;
+        for (v, tm) in variants.iter().zip(timings) {
+            println!(
+                "| {name} | {} | {:.1} | {:.1} | {} | {} |",
+                v.label, tm.median_ms, tm.min_ms, tm.series, tm.points
+            );
+        }
+    }
+    drop(servers);
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
