@@ -71,7 +71,12 @@ fn main() -> std::process::ExitCode {
                 }
             }
             eprintln!("perch: {msg}");
-            std::process::ExitCode::from(2)
+            // 78 (EX_CONFIG): systemd does not restart perch for a bad
+            // config file (RestartPreventExitStatus=78 in perch.service).
+            let config_error = e
+                .chain()
+                .any(|c| c.downcast_ref::<perch::config::ConfigError>().is_some());
+            std::process::ExitCode::from(if config_error { 78 } else { 2 })
         }
     }
 }
