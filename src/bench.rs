@@ -36,6 +36,8 @@ pub enum BenchWhat {
     },
     /// Compare the column codecs (Gorilla, pco, decimal+pco) on the data
     Codecs(InputArgs),
+    /// Latency of PromQL range queries, beside Prometheus and VictoriaMetrics
+    Query(crate::query::bench::QueryBenchArgs),
     /// Publish through the MQTT broker until stored; compare with Mosquitto
     Mqtt(crate::mqtt::bench::MqttBenchArgs),
 }
@@ -61,6 +63,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Storage(input) => bench_storage(&input),
         BenchWhat::Http { input, connections } => bench_http(&input, connections),
         BenchWhat::Codecs(input) => bench_codecs(&input),
+        BenchWhat::Query(args) => crate::query::bench::run(args),
         BenchWhat::Mqtt(args) => crate::mqtt::bench::run(args),
     }
 }
@@ -267,6 +270,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
             storage: storage.clone(),
             accounts,
             broker: None,
+            cameras: None,
             ready: true.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

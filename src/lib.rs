@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod bench;
+pub mod cameras;
 pub mod cli;
 pub mod config;
 pub mod http;

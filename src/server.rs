@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::mqtt::Broker;
 use crate::storage::Storage;
-use crate::system::{Clock, SystemClock};
+use crate::system::{service, Clock, SystemClock};
 
 pub const CONTROL_SOCKET: &str = "control.sock";
 
@@ -60,6 +60,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%addr, "{what} listening");
     }
     metrics.register(broker.clone());
+    let cameras = crate::cameras::Cameras::start(
+        &config.cameras,
+        &storage.database(),
+        &data_dir,
+        clock.clone(),
+    )
+    .await
+    .context("cannot start the cameras")?;
+    metrics.register(cameras.clone());
     let recorder = record_self_metrics(metrics.clone(), storage.clone(), shutdown.clone());
 
     let state = Arc::new(AppState {
@@ -67,6 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage: storage.clone(),
         accounts,
         broker: Some(broker.clone()),
+        cameras: Some(cameras.clone()),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -95,6 +105,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(http = %config.http.listen, "perch is ready");
+    service::notify_ready("serving");
+    let watchdog = service::start_watchdog(
+        vec![
+            // Takes the store's head locks: a deadlocked store never answers.
+            service::Probe::blocking("storage", {
+                let s = storage.clone();
+                move || {
+                    s.pending_samples();
+                    Ok(())
+                }
+            }),
+            service::Probe::Http(config.http.listen),
+        ],
+        shutdown.clone(),
+    );
 
     let mut stop = shutdown.clone();
     let app = http::router(state.clone()).layer(axum::Extension(metrics.clone()));
@@ -107,8 +132,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = control_task.await;
     let _ = recorder.await;
     let _ = std::fs::remove_file(&control_path);
-    tracing::info!("stopping: closing MQTT connections");
+    tracing::info!("stopping: closing MQTT connections and camera sessions");
     broker.stop().await;
+    cameras.stop().await;
 
     tracing::info!("stopping: writing out the store");
     let s = storage.clone();
@@ -116,6 +142,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await?
         .context("could not write out the store cleanly")?;
     background.join();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -133,7 +162,7 @@ fn record_self_metrics(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::mqtt::stopping(&mut stop) => break,
+                _ = crate::system::stopping(&mut stop) => break,
             }
             let (m, s) = (metrics.clone(), storage.clone());
             match tokio::task::spawn_blocking(move || crate::storage::metrics::record(&m, &s)).await
@@ -157,6 +186,7 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("shutdown requested");
+        service::notify_stopping();
         let _ = tx.send(true);
     });
     rx

@@ -284,6 +284,56 @@ pub struct CameraConfig {
     pub snapshot_max_width: u32,
 }
 
+impl CameraConfig {
+    /// Checks one camera; returns the offending field and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 64
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return err(
+                "name",
+                format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"),
+            );
+        }
+        match url::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "rtsp" || u.scheme() == "rtsps" => {
+                if u.host_str().is_none() {
+                    return err("url", "the URL has no host".into());
+                }
+            }
+            Ok(u) => return err("url", format!("scheme {:?} is not rtsp", u.scheme())),
+            Err(e) => return err("url", format!("not a URL: {e}")),
+        }
+        if let Some(s) = &self.snapshot_schedule {
+            let parsed = croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Required)
+                .dom_and_dow(true)
+                .build()
+                .parse(s);
+            if let Err(e) = parsed {
+                return err(
+                    "snapshot_schedule",
+                    format!(
+                        "{s:?} is not a cron schedule with seconds such as \"0 */5 * * * *\": {e}"
+                    ),
+                );
+            }
+        }
+        if !(1..=100).contains(&self.snapshot_quality) {
+            return err("snapshot_quality", "must be 1 to 100".into());
+        }
+        if self.snapshot_max_bytes.0 == 0 {
+            return err("snapshot_max_bytes", "must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_snapshot_retention() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
@@ -450,6 +500,17 @@ impl Config {
                 "query.max_samples",
                 "query limits must be greater than 0".into(),
             );
+        }
+        for (i, c) in self.cameras.iter().enumerate() {
+            if let Err((k, r)) = c.validate() {
+                return Err((format!("cameras[{i}].{k}"), r));
+            }
+            if self.cameras[..i].iter().any(|o| o.name == c.name) {
+                return Err((
+                    format!("cameras[{i}].name"),
+                    format!("{:?} is used twice", c.name),
+                ));
+            }
         }
         let m = &self.mqtt;
         if m.max_payload_bytes.0 == 0 || m.max_payload_bytes.0 > 256 << 20 {

@@ -3,12 +3,15 @@
 //! query → storage for reads). Owns no data of its own.
 
 mod auth;
+mod cameras_api;
 pub mod control;
 mod error;
 mod export;
+mod influx_api;
 mod metrics;
 mod mqtt_api;
 mod params;
+mod prom_api;
 mod status;
 mod write;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// The MQTT broker, when running (not in `perch bench http`).
     pub broker: Option<Arc<crate::mqtt::Broker>>,
+    /// The cameras, when running.
+    pub cameras: Option<Arc<crate::cameras::Cameras>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -71,6 +76,33 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/messages", get(mqtt_api::messages))
         .route("/api/v1/live", get(mqtt_api::live))
         .route("/api/v1/publish", post(mqtt_api::publish))
+        .route(
+            "/api/v1/cameras",
+            get(cameras_api::list).post(cameras_api::create),
+        )
+        .route(
+            "/api/v1/cameras/{name}",
+            get(cameras_api::get)
+                .put(cameras_api::update)
+                .delete(cameras_api::delete),
+        )
+        .route("/api/v1/cameras/{name}/live", get(cameras_api::live))
+        .route("/api/v1/cameras/{name}/hls/{file}", get(cameras_api::hls))
+        .route(
+            "/api/v1/cameras/{name}/snapshots",
+            get(cameras_api::snapshots),
+        )
+        .route(
+            "/api/v1/cameras/{name}/snapshots/{file}",
+            get(cameras_api::snapshot_file),
+        )
+        .route(
+            "/api/v1/cameras/{name}/latest.jpg",
+            get(cameras_api::latest),
+        )
+        .route("/api/v1/cameras/{name}/snapshot", post(cameras_api::take))
+        .merge(prom_api::routes())
+        .merge(influx_api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -443,7 +443,7 @@ async fn run(
                 kick(t, state.version, DisconnectReasonCode::KeepAliveTimeout).await;
                 return End::Abnormal("keep-alive timeout".into());
             }
-            _ = super::stopping(&mut shutdown) => return End::ServerShutdown,
+            _ = crate::system::stopping(&mut shutdown) => return End::ServerShutdown,
         }
     }
 }

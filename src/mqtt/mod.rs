@@ -461,11 +461,7 @@ impl Broker {
     }
 }
 
-/// Completes once shutdown was signalled.
-pub async fn stopping(rx: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send: drop it here.
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
+use crate::system::stopping;
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, MqttError> {
     TcpListener::bind(addr)

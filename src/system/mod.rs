@@ -6,5 +6,12 @@ pub mod clock;
 pub mod disk;
 pub mod host;
 pub mod metrics;
+pub mod service;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+
+/// Completes once shutdown was signalled on `rx`.
+pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
