@@ -40,6 +40,8 @@ pub enum BenchWhat {
     Query(crate::query::bench::QueryBenchArgs),
     /// Publish through the MQTT broker until stored; compare with Mosquitto
     Mqtt(crate::mqtt::bench::MqttBenchArgs),
+    /// CPU and memory of relaying RTSP cameras to viewers; snapshot latency
+    Cameras(crate::cameras::bench::CameraBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +67,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Codecs(input) => bench_codecs(&input),
         BenchWhat::Query(args) => crate::query::bench::run(args),
         BenchWhat::Mqtt(args) => crate::mqtt::bench::run(args),
+        BenchWhat::Cameras(args) => crate::cameras::bench::run(args),
     }
 }
 

@@ -230,7 +230,7 @@ impl Camera {
             };
             let reason = match result {
                 Ok(()) => "the camera ended the stream".to_string(),
-                Err(e) => e,
+                Err(e) => self.redact(e),
             };
             tracing::warn!(camera = self.name(), error = %reason, retry_in = ?backoff, "camera offline");
             self.set_state(State::Offline, Some(reason));
@@ -244,6 +244,19 @@ impl Camera {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Error texts go to the API and the log: never with the password,
+    /// whether configured or written into the URL.
+    fn redact(&self, mut text: String) -> String {
+        let mut secrets: Vec<String> = self.config.password.iter().cloned().collect();
+        if let Ok(u) = url::Url::parse(&self.config.url) {
+            secrets.extend(u.password().map(str::to_string));
+        }
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+        text
     }
 
     async fn session(&self) -> Result<(), String> {

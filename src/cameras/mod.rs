@@ -5,6 +5,7 @@
 //! `snapshots`, and `snapshots/` in the data directory. May call `config`,
 //! `system`, sled.
 
+pub mod bench;
 pub mod camera;
 mod fmp4;
 mod hls;

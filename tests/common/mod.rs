@@ -191,6 +191,24 @@ impl Perch {
         to_resp(req.send(body.as_ref()))
     }
 
+    /// Any method with an optional JSON body.
+    pub fn request(&self, method: &str, path: &str, json: Option<&str>) -> Resp {
+        let builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        match json {
+            Some(body) => to_resp(
+                agent().run(
+                    builder
+                        .header("Content-Type", "application/json")
+                        .body(body.to_string())
+                        .unwrap(),
+                ),
+            ),
+            None => to_resp(agent().run(builder.body(()).unwrap())),
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
