@@ -30,7 +30,7 @@ const NO_FRAMES_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Frames a viewer may be behind before it skips to the next keyframe.
-const LIVE_BUFFER: usize = 512;
+const LIVE_BUFFER: usize = 128;
 
 /// What is known about the stream, replaced when the camera changes it.
 #[derive(Debug)]

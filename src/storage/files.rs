@@ -16,11 +16,12 @@
 //! index batch that refers to them is applied; a crash in between leaves bytes
 //! past the recorded file length, which are truncated at the next open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -223,7 +224,14 @@ pub struct BlockFiles {
     /// Held shared by readers and exclusively by whatever deletes or replaces
     /// files, so a reader never loses a file it is reading.
     files_lock: RwLock<()>,
+    /// Open files for reading, so a query does not open a file per block.
+    /// Bounded; entries of a window go when its file is deleted or replaced,
+    /// so no deleted file stays pinned on disk.
+    read_handles: Mutex<HashMap<(Tier, i64, u32), Arc<File>>>,
 }
+
+/// Files kept open for reading (a month of raw windows is 360).
+const READ_HANDLES: usize = 512;
 
 /// What opening the block files repaired.
 #[derive(Debug, Default)]
@@ -262,6 +270,7 @@ impl BlockFiles {
             root: root.to_path_buf(),
             tree,
             windows: Mutex::new(windows),
+            read_handles: Mutex::new(HashMap::new()),
             files_lock: RwLock::new(()),
         };
         let repair = files.repair(repair)?;
@@ -382,6 +391,27 @@ impl BlockFiles {
         f(&Reader { files: self })
     }
 
+    fn read_handle(&self, tier: Tier, window: i64, generation: u32) -> io::Result<Arc<File>> {
+        let key = (tier, window, generation);
+        if let Some(f) = self.read_handles.lock().get(&key) {
+            return Ok(f.clone());
+        }
+        let file = Arc::new(File::open(self.path(tier, window, generation))?);
+        let mut handles = self.read_handles.lock();
+        if handles.len() >= READ_HANDLES {
+            handles.clear();
+        }
+        handles.insert(key, file.clone());
+        Ok(file)
+    }
+
+    /// Closes the cached handles of a window whose file goes away.
+    fn forget_handles(&self, tier: Tier, window: i64) {
+        self.read_handles
+            .lock()
+            .retain(|&(t, w, _), _| (t, w) != (tier, window));
+    }
+
     fn read_record(
         &self,
         tier: Tier,
@@ -391,7 +421,7 @@ impl BlockFiles {
         let meta = self.window_meta(tier, window).ok_or_else(|| {
             StorageError::Corrupt(format!("no window {window} in tier {}", tier.dir_name()))
         })?;
-        let file = File::open(self.path(tier, window, meta.generation))?;
+        let file = self.read_handle(tier, window, meta.generation)?;
         let mut buf = vec![0u8; entry.len as usize];
         file.read_exact_at(&mut buf, entry.offset)?;
         if buf.len() < RECORD_HEADER {
@@ -571,6 +601,7 @@ impl BlockFiles {
         self.tree.apply_batch(batch)?;
         self.windows.lock().remove(&(tier, window));
         self.tree.flush()?;
+        self.forget_handles(tier, window);
         match fs::remove_file(self.path(tier, window, meta.generation)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
@@ -621,6 +652,7 @@ impl BlockFiles {
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         self.windows.lock().insert((tier, window), new_meta);
+        self.forget_handles(tier, window);
         fs::remove_file(self.path(tier, window, meta.generation))?;
         Ok(meta.file_len.saturating_sub(new_meta.file_len))
     }
