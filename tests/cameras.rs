@@ -685,3 +685,101 @@ fn snapshot_retention_keeps_within_the_byte_budget() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Percent-decoding for the report the browser sends.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn chromium_plays_the_live_view_through_media_source_extensions() {
+    if !have_gstreamer() || !Path::new("/usr/bin/chromium").exists() {
+        eprintln!("SKIP: needs GStreamer and chromium (scripts/test installs them)");
+        return;
+    }
+    let cam = TestCamera::start(free_port(), "640x360", None);
+    let p = Perch::start_with(&camera_toml("yard", &cam.url(), ""));
+    wait_online(&p, "yard");
+    // The page reports to this listener.
+    let report = TcpListener::bind("127.0.0.1:0").unwrap();
+    let report_url = format!(
+        "http://127.0.0.1:{}/report",
+        report.local_addr().unwrap().port()
+    );
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mse_live.html");
+    let ws = format!("ws://127.0.0.1:{}/api/v1/cameras/yard/live", p.http_port);
+    let url = format!(
+        "file://{}?ws={}&report={}",
+        page.display(),
+        common::urlencode(&ws),
+        common::urlencode(&report_url)
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    report.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let line = loop {
+        match report.accept() {
+            Ok((mut conn, _)) => {
+                conn.set_nonblocking(false).unwrap();
+                let mut line = String::new();
+                BufReader::new(&mut conn).read_line(&mut line).unwrap();
+                break line;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "the page never reported");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    let query = line
+        .split(' ')
+        .nth(1)
+        .and_then(|path| path.split_once('?'))
+        .map(|(_, q)| percent_decode(q))
+        .unwrap();
+    let r: Value = serde_json::from_str(&query).unwrap();
+    assert_eq!(r["error"], "", "{r}");
+    assert!(r["mime"].as_str().unwrap().contains("avc1."), "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{r}"
+    );
+    // Playing, not just buffering: most of the 4 s went by on screen.
+    let played = r["played"].as_f64().unwrap();
+    assert!(played > 1.5, "played only {played} s: {r}");
+}
