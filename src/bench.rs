@@ -42,6 +42,9 @@ pub enum BenchWhat {
     Mqtt(crate::mqtt::bench::MqttBenchArgs),
     /// CPU and memory of relaying RTSP cameras to viewers; snapshot latency
     Cameras(crate::cameras::bench::CameraBenchArgs),
+    /// Index generated MQTT messages; query latency, bytes per message,
+    /// series autocomplete
+    Search(crate::search::bench::SearchBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -66,9 +69,45 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Http { input, connections } => bench_http(&input, connections),
         BenchWhat::Codecs(input) => bench_codecs(&input),
         BenchWhat::Query(args) => crate::query::bench::run(args),
-        BenchWhat::Mqtt(args) => crate::mqtt::bench::run(args),
+        BenchWhat::Mqtt(args) => bench_mqtt(args),
         BenchWhat::Cameras(args) => crate::cameras::bench::run(args),
+        BenchWhat::Search(args) => crate::search::bench::run(args),
     }
+}
+
+/// The MQTT benchmark, with the search index attached when asked, to
+/// measure what indexing costs ingestion.
+fn bench_mqtt(args: crate::mqtt::bench::MqttBenchArgs) -> anyhow::Result<()> {
+    use crate::mqtt::MessageSink;
+    let with_search = args.search;
+    let opened: parking_lot::Mutex<Option<Arc<crate::search::Search>>> = Default::default();
+    // Its own directory: the broker benchmark removes its data directory
+    // before the index is closed and measured here.
+    let search_dir =
+        std::env::temp_dir().join(format!("perch-bench-search-{}", std::process::id()));
+    crate::mqtt::bench::run(args, &|_, clock| {
+        if !with_search {
+            return Ok(Vec::new());
+        }
+        let search = crate::search::Search::open(&Default::default(), &search_dir, clock)?;
+        *opened.lock() = Some(search.clone());
+        Ok(vec![
+            Arc::new(crate::server::SearchSink(search)) as Arc<dyn MessageSink>
+        ])
+    })?;
+    if let Some(search) = opened.lock().take() {
+        search.close();
+        let s = search.status();
+        println!(
+            "search:  {} messages indexed, {} dropped, {} failed, {:.1} bytes per message",
+            s.indexed,
+            s.dropped,
+            s.failed,
+            s.bytes_on_disk as f64 / s.indexed.max(1) as f64
+        );
+        let _ = std::fs::remove_dir_all(&search_dir);
+    }
+    Ok(())
 }
 
 struct Loaded {
@@ -274,6 +313,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
             accounts,
             broker: None,
             cameras: None,
+            search: None,
             ready: true.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

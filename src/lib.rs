@@ -9,6 +9,7 @@ pub mod http;
 pub mod ingest;
 pub mod mqtt;
 pub mod query;
+pub mod search;
 pub mod server;
 pub mod storage;
 pub mod system;

@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::mqtt::Broker;
+use crate::mqtt::{Broker, Inbound, MessageSink};
+use crate::search::Search;
 use crate::storage::Storage;
 use crate::system::{service, Clock, SystemClock};
 
@@ -43,6 +44,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(crate::system::metrics::Registry::new());
     metrics.register(Arc::new(crate::system::host::HostMetrics::new(&data_dir)));
     metrics.register(storage.clone());
+    let search = open_search(&config, clock.clone()).await?;
+    let mut sinks: Vec<Arc<dyn MessageSink>> = Vec::new();
+    if let Some(s) = &search {
+        metrics.register(s.clone());
+        sinks.push(Arc::new(SearchSink(s.clone())));
+    }
 
     let broker = Arc::new(
         Broker::start(
@@ -51,7 +58,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             storage.clone(),
             clock.clone(),
             shutdown.clone(),
-            Vec::new(),
+            sinks,
         )
         .await
         .context("cannot start the MQTT broker")?,
@@ -77,6 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         accounts,
         broker: Some(broker.clone()),
         cameras: Some(cameras.clone()),
+        search: search.clone(),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -135,6 +143,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: closing MQTT connections and camera sessions");
     broker.stop().await;
     cameras.stop().await;
+    if let Some(s) = search {
+        tracing::info!("stopping: committing the search index");
+        tokio::task::spawn_blocking(move || s.close()).await?;
+    }
 
     tracing::info!("stopping: writing out the store");
     let s = storage.clone();
@@ -147,6 +159,43 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the MQTT history index when `search.enabled`.
+async fn open_search(
+    config: &Arc<Config>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Arc<Search>>> {
+    if !config.search.enabled {
+        return Ok(None);
+    }
+    let (cfg, dir) = (config.search.clone(), config.data_dir.clone());
+    let search = tokio::task::spawn_blocking(move || Search::open(&cfg, &dir, clock))
+        .await?
+        .context("cannot open the search index")?;
+    let st = search.status();
+    tracing::info!(
+        days = st.periods.len(),
+        messages = st.documents,
+        "search index open"
+    );
+    Ok(Some(search))
+}
+
+/// Hands the collector's messages to the search index.
+pub(crate) struct SearchSink(pub(crate) Arc<Search>);
+
+impl MessageSink for SearchSink {
+    fn accept(&self, m: &Arc<Inbound>) {
+        self.0.offer(crate::search::Message {
+            time_ms: m.time_ms,
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            client_id: m.client_id.clone(),
+            qos: m.qos,
+            retain: m.retain,
+        });
+    }
 }
 
 /// Every 10 s, the host's, the store's and the broker's own measurements

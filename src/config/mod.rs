@@ -534,6 +534,23 @@ impl Config {
         if self.http.max_body_bytes.0 < 1024 {
             return err("http.max_body_bytes", "must be at least 1KiB".into());
         }
+        let se = &self.search;
+        // tantivy's bounds for one indexing thread's memory.
+        if se.writer_heap.0 < 15_000_000 || se.writer_heap.0 > 4 << 30 {
+            return err(
+                "search.writer_heap",
+                "must be between 15MB (tantivy's minimum) and 4GiB".into(),
+            );
+        }
+        if se.commit_interval.0.is_zero() || se.retention.0.is_zero() {
+            return err(
+                "search.commit_interval",
+                "search.commit_interval and search.retention must be greater than 0".into(),
+            );
+        }
+        if se.max_payload_bytes.0 == 0 {
+            return err("search.max_payload_bytes", "must be greater than 0".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             return err("data_dir", "must not be empty".into());
         }

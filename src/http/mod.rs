@@ -12,6 +12,7 @@ mod metrics;
 mod mqtt_api;
 mod params;
 mod prom_api;
+mod search_api;
 mod status;
 mod write;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub broker: Option<Arc<crate::mqtt::Broker>>,
     /// The cameras, when running.
     pub cameras: Option<Arc<crate::cameras::Cameras>>,
+    /// The MQTT history index, when `search.enabled`.
+    pub search: Option<Arc<crate::search::Search>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -101,6 +104,7 @@ pub fn router(state: SharedState) -> Router {
             get(cameras_api::latest),
         )
         .route("/api/v1/cameras/{name}/snapshot", post(cameras_api::take))
+        .merge(search_api::routes())
         .merge(prom_api::routes())
         .merge(influx_api::routes())
         .layer(axum::middleware::from_fn_with_state(

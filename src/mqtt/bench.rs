@@ -36,7 +36,16 @@ pub struct MqttBenchArgs {
     /// Skip the comparison with Debian's mosquitto
     #[arg(long)]
     pub no_mosquitto: bool,
+    /// Also index every message for full-text search, as `perch serve` does
+    #[arg(long)]
+    pub search: bool,
 }
+
+/// Builds the collector's extra sinks for a data directory (the search
+/// index, with `--search`); supplied by the caller so this module does not
+/// reach into others.
+pub type SinkFactory<'a> = &'a (dyn Fn(&std::path::Path, Arc<dyn Clock>) -> anyhow::Result<Vec<Arc<dyn super::MessageSink>>>
+         + Sync);
 
 /// A sensor-like JSON message of 7 fields, as gen_sensors.py's mqtt format.
 fn payload(conn: usize, i: usize) -> Vec<u8> {
@@ -233,7 +242,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-pub fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
+pub fn run(args: MqttBenchArgs, sinks: SinkFactory<'_>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -243,7 +252,7 @@ pub fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
             "load:    {} connections × {} messages of 7 JSON fields, QoS {}, window {}",
             args.connections, args.messages, args.qos, args.window
         );
-        perch_run(&args, total).await?;
+        perch_run(&args, total, sinks).await?;
         if !args.no_mosquitto {
             match mosquitto_run(&args, total).await {
                 Ok(()) => {}
@@ -254,7 +263,11 @@ pub fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn perch_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()> {
+async fn perch_run(
+    args: &MqttBenchArgs,
+    total: usize,
+    sinks: SinkFactory<'_>,
+) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("perch-bench-mqtt-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
     let mut config = Config {
@@ -276,7 +289,7 @@ async fn perch_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()> {
         storage.clone(),
         clock.clone(),
         stop_rx,
-        Vec::new(),
+        sinks(&dir, clock.clone())?,
     )
     .await?;
     let addr = config.mqtt.listen;

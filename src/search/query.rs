@@ -1,0 +1,390 @@
+//! Queries: tantivy's query syntax over the days a time range covers, hits
+//! merged by time or relevance, and counts over time for the histogram.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::columnar::Column;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery};
+use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
+use tantivy::schema::Value;
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{
+    DocAddress, DocId, Order, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+};
+
+use super::period::Period;
+use super::{SearchError, Shared};
+
+/// Hits a request may skip and return together.
+pub const MAX_WINDOW: usize = 10_000;
+/// Buckets a histogram may have.
+pub const MAX_BUCKETS: i64 = 11_000;
+/// Characters of payload around the matches in `highlight`.
+const HIGHLIGHT_CHARS: usize = 200;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// Newest first.
+    Time,
+    /// Best match first (BM25; scores of different days are compared as is).
+    Relevance,
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    pub q: String,
+    /// ms, inclusive.
+    pub start: i64,
+    pub end: i64,
+    pub limit: usize,
+    pub offset: usize,
+    pub sort: Sort,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Hit {
+    /// ms since the epoch.
+    pub time: i64,
+    pub topic: String,
+    pub payload: String,
+    pub client_id: String,
+    pub qos: u64,
+    pub retained: bool,
+    /// The payload around the matches, HTML-escaped, matches in `<b>…</b>`.
+    pub highlight: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResult {
+    pub total: u64,
+    pub hits: Vec<Hit>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Histogram {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub total: u64,
+    /// `[bucket start ms, count]`, every bucket of `[start, end]`.
+    pub buckets: Vec<(i64, u64)>,
+}
+
+/// `q` as a tantivy query; empty or `*` matches everything.
+pub(super) fn parse(shared: &Shared, q: &str) -> Result<Box<dyn Query>, SearchError> {
+    let q = q.trim();
+    if q.is_empty() || q == "*" {
+        return Ok(Box::new(AllQuery));
+    }
+    let ast = match query_grammar::parse_query(q) {
+        Ok(ast) => ast,
+        Err(_) => {
+            // The strict grammar says only that it failed; the lenient one
+            // says what and where.
+            let (_, errors) = query_grammar::parse_query_lenient(q);
+            let reason = errors
+                .first()
+                .map(|e| format!("syntax error: {} at position {}", e.message, e.pos))
+                .unwrap_or_else(|| "syntax error".into());
+            return Err(SearchError::BadQuery(reason));
+        }
+    };
+    shared
+        .parser
+        .build_query_from_user_input_ast(only_excluding_is_all_but(lift_not(ast), true))
+        .map_err(|e| SearchError::BadQuery(e.to_string()))
+}
+
+/// `a AND NOT b` parses as `+a +(-b)`, and a clause of only exclusions
+/// matches nothing in tantivy: lift such clauses into their parent (`+a -b`).
+fn lift_not(ast: UserInputAst) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (occur, sub) in items {
+                let sub = lift_not(sub);
+                match sub {
+                    UserInputAst::Clause(inner)
+                        if !matches!(occur, Some(GrammarOccur::MustNot | GrammarOccur::Should))
+                            && !inner.is_empty()
+                            && inner.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot)) =>
+                    {
+                        out.extend(inner)
+                    }
+                    sub => out.push((occur, sub)),
+                }
+            }
+            UserInputAst::Clause(out)
+        }
+        UserInputAst::Boost(inner, b) => UserInputAst::Boost(Box::new(lift_not(*inner)), b),
+        leaf => leaf,
+    }
+}
+
+/// `NOT b` alone means everything but `b` (tantivy refuses it otherwise).
+fn only_excluding_is_all_but(ast: UserInputAst, top: bool) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(mut items)
+            if top
+                && !items.is_empty()
+                && items.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot)) =>
+        {
+            items.push((
+                Some(GrammarOccur::Must),
+                UserInputAst::Leaf(Box::new(UserInputLeaf::All)),
+            ));
+            UserInputAst::Clause(items)
+        }
+        ast => ast,
+    }
+}
+
+/// The days overlapping `[start, end]`, newest first.
+fn periods(shared: &Shared, start: i64, end: i64) -> Vec<Arc<Period>> {
+    let p = shared.periods.read();
+    p.values()
+        .rev()
+        .filter(|p| p.start_ms() <= end && p.end_ms() >= start)
+        .cloned()
+        .collect()
+}
+
+/// `query` limited to `[start, end]` where the day reaches beyond it.
+fn within(shared: &Shared, query: &dyn Query, p: &Period, start: i64, end: i64) -> Box<dyn Query> {
+    if start <= p.start_ms() && end >= p.end_ms() {
+        return query.box_clone();
+    }
+    let range = RangeQuery::new(
+        Bound::Included(Term::from_field_i64(shared.fields.time, start)),
+        Bound::Included(Term::from_field_i64(shared.fields.time, end)),
+    );
+    Box::new(BooleanQuery::new(vec![
+        (Occur::Must, query.box_clone()),
+        (Occur::Must, Box::new(range)),
+    ]))
+}
+
+pub(super) fn search(shared: &Shared, req: &SearchRequest) -> Result<SearchResult, SearchError> {
+    if req.start > req.end {
+        return Err(SearchError::BadRequest("end is before start".into()));
+    }
+    let want = req.offset.saturating_add(req.limit);
+    if want > MAX_WINDOW {
+        return Err(SearchError::BadRequest(format!(
+            "offset + limit must be at most {MAX_WINDOW}"
+        )));
+    }
+    let query = parse(shared, &req.q)?;
+    let periods = periods(shared, req.start, req.end);
+    let searchers: Vec<Searcher> = periods.iter().map(|p| p.reader.searcher()).collect();
+    let mut total = 0u64;
+    // (sort key, period, address); higher keys first.
+    let mut best: Vec<(f64, usize, DocAddress)> = Vec::new();
+    for (i, (p, searcher)) in periods.iter().zip(&searchers).enumerate() {
+        let q = within(shared, &*query, p, req.start, req.end);
+        // Newest first: once `want` hits are newer than this whole day, it
+        // only adds to the count.
+        let full = want == 0
+            || req.sort == Sort::Time
+                && best.len() >= want
+                && best.last().is_some_and(|b| b.0 > p.end_ms() as f64);
+        if full {
+            total += searcher.search(&*q, &Count)? as u64;
+            continue;
+        }
+        match req.sort {
+            Sort::Time => {
+                let top = TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc);
+                let (n, docs) = searcher.search(&*q, &(Count, top))?;
+                total += n as u64;
+                best.extend(
+                    docs.into_iter()
+                        .map(|(t, a)| (t.unwrap_or(i64::MIN) as f64, i, a)),
+                );
+            }
+            Sort::Relevance => {
+                let top = TopDocs::with_limit(want).order_by_score();
+                let (n, docs) = searcher.search(&*q, &(Count, top))?;
+                total += n as u64;
+                best.extend(docs.into_iter().map(|(s, a)| (s as f64, i, a)));
+            }
+        }
+        best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        best.truncate(want);
+    }
+    let f = &shared.fields;
+    let mut snippets: Vec<Option<SnippetGenerator>> = (0..periods.len()).map(|_| None).collect();
+    let mut hits = Vec::new();
+    for &(key, i, addr) in best.iter().skip(req.offset) {
+        let doc: TantivyDocument = searchers[i].doc(addr)?;
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let payload = text(f.body);
+        if snippets[i].is_none() {
+            let mut g = SnippetGenerator::create(&searchers[i], &*query, f.payload)?;
+            g.set_max_num_chars(HIGHLIGHT_CHARS);
+            snippets[i] = Some(g);
+        }
+        let snippet = snippets[i].as_ref().map(|g| g.snippet(&payload));
+        let highlight = match snippet {
+            Some(s) if !s.highlighted().is_empty() => s.to_html(),
+            _ => escape_html(cut(&payload, HIGHLIGHT_CHARS)),
+        };
+        hits.push(Hit {
+            time: doc.get_first(f.time).and_then(|v| v.as_i64()).unwrap_or(0),
+            topic: text(f.topic_exact),
+            client_id: text(f.client_id),
+            qos: doc.get_first(f.qos).and_then(|v| v.as_u64()).unwrap_or(0),
+            retained: doc
+                .get_first(f.retained)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            payload,
+            highlight,
+            score: (req.sort == Sort::Relevance).then_some(key as f32),
+        });
+    }
+    Ok(SearchResult { total, hits })
+}
+
+pub(super) fn histogram(
+    shared: &Shared,
+    q: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<Histogram, SearchError> {
+    if step <= 0 {
+        return Err(SearchError::BadRequest("step must be positive".into()));
+    }
+    if start > end {
+        return Err(SearchError::BadRequest("end is before start".into()));
+    }
+    let n = (end - start) / step + 1;
+    if n > MAX_BUCKETS {
+        return Err(SearchError::BadRequest(format!(
+            "{n} buckets: at most {MAX_BUCKETS}; use a larger step"
+        )));
+    }
+    let query = parse(shared, q)?;
+    let mut counts = vec![0u64; n as usize];
+    for p in periods(shared, start, end) {
+        let searcher = p.reader.searcher();
+        let q = within(shared, &*query, &p, start, end);
+        let c = searcher.search(
+            &*q,
+            &Buckets {
+                start,
+                step,
+                n: n as usize,
+            },
+        )?;
+        for (a, b) in counts.iter_mut().zip(c) {
+            *a += b;
+        }
+    }
+    Ok(Histogram {
+        start,
+        end,
+        step,
+        total: counts.iter().sum(),
+        buckets: counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (start + i as i64 * step, c))
+            .collect(),
+    })
+}
+
+/// Counts matching documents per time bucket from the `time` fast field.
+struct Buckets {
+    start: i64,
+    step: i64,
+    n: usize,
+}
+
+struct SegmentBuckets {
+    column: Column<i64>,
+    start: i64,
+    step: i64,
+    counts: Vec<u64>,
+}
+
+impl Collector for Buckets {
+    type Fruit = Vec<u64>;
+    type Child = SegmentBuckets;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentBuckets> {
+        Ok(SegmentBuckets {
+            column: reader.fast_fields().i64("time")?,
+            start: self.start,
+            step: self.step,
+            counts: vec![0; self.n],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        let mut out = vec![0; self.n];
+        for f in fruits {
+            for (a, b) in out.iter_mut().zip(f) {
+                *a += b;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for SegmentBuckets {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        if let Some(t) = self.column.first(doc) {
+            let i = (t - self.start).div_euclid(self.step);
+            if let Some(c) = usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)) {
+                *c += 1;
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.counts
+    }
+}
+
+fn cut(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
