@@ -18,8 +18,9 @@ _t0=0
 _stage_t0=0
 _stage_name=""
 stamp_start() { _t0=$(date +%s); }
+# elapsed T0 [T1]: T1 (default: now) - T0 as 1m05s
 elapsed() {
-    local s=$(($(date +%s) - $1))
+    local s=$((${2:-$(date +%s)} - $1))
     printf '%dm%02ds' $((s / 60)) $((s % 60))
 }
 stage() {
@@ -103,7 +104,7 @@ assemble_image() {
     used=$(du -s --block-size=1 "$rootfs" | cut -f1)
     root_mib=$(($(mib "$used") * 5 / 4 + 256))
     info "ext4 $ROOT_LABEL, $root_mib MiB: $(mib "$used") MiB used"
-    mkfs.ext4 -q -F -L "$ROOT_LABEL" -d "$rootfs" -E lazy_itable_init=0 "$root" "${root_mib}M"
+    mkfs.ext4 -q -F -L "$ROOT_LABEL" -d "$rootfs" -E lazy_itable_init=0 "$root" "${root_mib}M" >&2
 
     local firm_start=$((FIRM_START_MIB * 2048)) firm_sectors=$((FIRM_SIZE_MIB * 2048))
     local root_start=$((firm_start + firm_sectors)) root_sectors=$((root_mib * 2048))

@@ -14,7 +14,8 @@
 # no other way in. Then, per machine:
 #   1. waits for GET /healthz on the forwarded HTTP port,
 #   2. over SSH: perch.service is active, Type=notify, WatchdogUSec=30s, and
-#      the watchdog is being pinged (WatchdogTimestamp advances);
+#      the watchdog is being pinged (WatchdogTimestamp advances); the
+#      hostname is perch, root's password is locked, avahi-daemon runs;
 #      creates a device user with `perch user add` (perch has no default
 #      credentials and the image does not enable anonymous MQTT),
 #   3. publishes 21.5 with mosquitto_pub as that user to the forwarded MQTT
@@ -181,6 +182,13 @@ run_machine() {
     info "watchdog pinged: last ping moved $(((w2 - w1) / 1000)) ms in 10 s"
     guest "systemctl is-active perch-setup.service perch-tls-keygen.service >/dev/null; test -s /etc/perch/tls/cert.pem" \
         || { fail "first-boot set-up (perch-setup, perch-tls-keygen) did not complete"; return 1; }
+    # What a user relies on: the name, no password on root, mDNS running.
+    local facts
+    # shellcheck disable=SC2016 # expanded in the guest
+    facts=$(guest 'echo "$(hostname) $(passwd -S root | cut -d" " -f2) $(systemctl is-active avahi-daemon.service)"')
+    [ "$facts" = "perch L active" ] \
+        || { fail "expected hostname perch, root locked (L) and avahi-daemon active, got: $facts"; return 1; }
+    info "hostname perch, root locked, avahi-daemon active"
     local failed
     failed=$(guest systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')
     [ -z "$failed" ] || info "failed units in the guest (not perch's): $failed"
@@ -214,7 +222,8 @@ run_machine() {
     done
     wait "$qemu_pid" 2>/dev/null || true
     qemu_pid=""
-    grep -q 'Stopped perch' "$serial" || info "(the serial console did not show perch stopping)"
+    # systemd's status lines carry colour codes: "Stopped <esc>[...mperch.service"
+    grep -q 'Stopped .*perch\.service' "$serial" || info "(the serial console did not show perch stopping)"
     local total=$(($(date +%s) - t_start))
     info "powered off in $(($(date +%s) - t_off))s"
     summary+=("$m: /healthz after ${t_ready}s, all checks and power-off after ${total}s")

@@ -5,8 +5,9 @@
 # (mimalloc, ring). Installs them when missing (as root). The binary lands in
 # ${CARGO_TARGET_DIR:-target}/TRIPLE/release/perch.
 #
-# PERCH_FAST_BUILD=1 turns off LTO and debug info and uses 16 codegen units:
-# a faster build for CI-speed images, not for releases.
+# PERCH_FAST_BUILD=1 turns off LTO and debug info, optimizes at opt-level 1
+# and uses 16 codegen units: a faster build for CI-speed images, not for
+# releases.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 triple=${1:-aarch64-unknown-linux-gnu}
@@ -33,7 +34,8 @@ export RUSTC=/usr/bin/rustc
 export "CARGO_TARGET_${env_triple^^}_LINKER=$gnu-gcc"
 export "CC_${env_triple}=$gnu-gcc" "CXX_${env_triple}=$gnu-g++" "AR_${env_triple}=$gnu-ar"
 if [ "${PERCH_FAST_BUILD:-0}" = 1 ]; then
-    export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+    export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1
 fi
 cd "$repo"
 echo "cross-build: cargo build --release --target $triple ($(/usr/bin/rustc --version))" >&2
