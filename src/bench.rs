@@ -99,11 +99,8 @@ fn bench_mqtt(args: crate::mqtt::bench::MqttBenchArgs) -> anyhow::Result<()> {
         search.close();
         let s = search.status();
         println!(
-            "search:  {} messages indexed, {} dropped, {} failed, {:.1} bytes per message",
-            s.indexed,
-            s.dropped,
-            s.failed,
-            s.bytes_on_disk as f64 / s.indexed.max(1) as f64
+            "search:  {} messages indexed, {} dropped, {} failed",
+            s.indexed, s.dropped, s.failed
         );
         let _ = std::fs::remove_dir_all(&search_dir);
     }
