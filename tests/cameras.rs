@@ -783,3 +783,112 @@ fn chromium_plays_the_live_view_through_media_source_extensions() {
     let played = r["played"].as_f64().unwrap();
     assert!(played > 1.5, "played only {played} s: {r}");
 }
+
+#[test]
+fn only_signed_in_people_watch_once_they_have_accounts() {
+    if !have_gstreamer() {
+        return;
+    }
+    let cam = TestCamera::start(free_port(), "320x240", None);
+    let p = Perch::start_with(&camera_toml("yard", &cam.url(), ""));
+    // A fresh box without accounts is open (onboarding comes first).
+    wait_online(&p, "yard");
+    for (name, role) in [("alice", "admin"), ("bob", "viewer"), ("dev1", "device")] {
+        let (code, out, err) = p.cli(
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password",
+                "pass-word-1",
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // Anonymous: 401 everywhere, with a Basic challenge.
+    for path in [
+        "/api/v1/cameras",
+        "/api/v1/cameras/yard",
+        "/api/v1/cameras/yard/hls/index.m3u8",
+        "/api/v1/cameras/yard/latest.jpg",
+        "/api/v1/cameras/yard/snapshots",
+    ] {
+        let r = p.get(path);
+        assert_eq!(r.status, 401, "{path}: {}", r.body);
+        assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    }
+    let ws = format!("ws://127.0.0.1:{}/api/v1/cameras/yard/live", p.http_port);
+    match tungstenite::connect(&ws) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("anonymous live view: {:?}", other.map(|_| ())),
+    }
+    // A device account may publish, not watch.
+    assert_eq!(
+        p.get_auth("/api/v1/cameras/yard", "dev1", "pass-word-1")
+            .status,
+        403
+    );
+    // A viewer watches, over HLS (ffprobe with credentials in the URL) and
+    // the live view, but may not change cameras.
+    assert_eq!(
+        p.get_auth("/api/v1/cameras/yard", "bob", "pass-word-1")
+            .status,
+        200
+    );
+    let hls = format!(
+        "http://bob:pass-word-1@127.0.0.1:{}/api/v1/cameras/yard/hls/index.m3u8",
+        p.http_port
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p
+        .get_auth("/api/v1/cameras/yard/hls/index.m3u8", "bob", "pass-word-1")
+        .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "no HLS playlist");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (codec, w, h, _) = probe(&hls);
+    assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(&ws).unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Basic {}", common::base64_lite::encode("bob:pass-word-1"))
+            .parse()
+            .unwrap(),
+    );
+    let (mut socket, _) = tungstenite::connect(request).expect("viewer's live view");
+    match socket.read().unwrap() {
+        tungstenite::Message::Text(t) => assert!(t.contains("\"stream\""), "{t}"),
+        other => panic!("first message {other:?}"),
+    }
+    let change = format!(r#"{{"name":"other","url":"{}"}}"#, cam.url());
+    let basic = |user: &str| {
+        format!(
+            "Basic {}",
+            common::base64_lite::encode(&format!("{user}:pass-word-1"))
+        )
+    };
+    let r = p.post_with_headers(
+        "/api/v1/cameras",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &basic("bob")),
+        ],
+        &change,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // An admin may.
+    let r = p.post_with_headers(
+        "/api/v1/cameras",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &basic("alice")),
+        ],
+        &change,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}

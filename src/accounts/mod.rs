@@ -205,6 +205,14 @@ impl Accounts {
         self.users.is_empty()
     }
 
+    /// Whether any person (admin or viewer, not a device) has an account:
+    /// from then on, what people look at needs signing in.
+    pub fn has_people(&self) -> bool {
+        self.list()
+            .map(|users| users.iter().any(|u| u.role != Role::Device))
+            .unwrap_or(true)
+    }
+
     fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.cache_salt);

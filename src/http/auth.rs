@@ -71,3 +71,43 @@ pub async fn authenticate(
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
+
+/// What a request wants to do with something people look at (cameras).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Watch and read: admins and viewers.
+    Watch,
+    /// Add, change, delete: admins.
+    Manage,
+}
+
+/// Only signed-in people watch cameras: once an admin or viewer account
+/// exists, anonymous requests get 401 and devices 403. Before the first
+/// account (a freshly flashed box) everything is open, like the rest of the
+/// API until the dashboard's sign-in lands.
+/// Returns the response refusing the request, if it is refused.
+pub fn refusal(app: &SharedState, principal: &Principal, need: Need) -> Option<Response> {
+    use crate::accounts::Role;
+    let forbidden = |msg: &str| {
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({
+                "status": "error", "errorType": "forbidden", "error": msg
+            })),
+        )
+            .into_response()
+    };
+    match principal {
+        Principal::User(u) => match (u.role, need) {
+            (Role::Admin, _) | (Role::Viewer, Need::Watch) => None,
+            (Role::Viewer, Need::Manage) => {
+                Some(forbidden("viewers may watch, not change cameras"))
+            }
+            (Role::Device, _) => Some(forbidden("device accounts may only publish and write")),
+        },
+        Principal::Anonymous if app.accounts.has_people() => Some(unauthorized(
+            "sign in (Basic auth) as an admin or viewer to watch cameras",
+        )),
+        Principal::Anonymous => None,
+    }
+}

@@ -9,12 +9,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ApiError, SharedState};
+use super::auth::{self, Need};
+use super::{ApiError, Principal, SharedState};
 use crate::cameras::{CameraError, Cameras, LiveEvent, StreamInfo};
 use crate::config::CameraConfig;
 
@@ -58,12 +60,25 @@ macro_rules! try_cam {
     };
 }
 
-pub async fn list(State(app): State<SharedState>) -> Response {
+pub async fn list(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     Json(json!({"status": "success", "data": c.list()})).into_response()
 }
 
-pub async fn get(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
+pub async fn get(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     Json(json!({"status": "success", "data": try_cam!(c.get(&name))})).into_response()
 }
@@ -72,7 +87,14 @@ fn parse_config(body: &Bytes) -> Result<CameraConfig, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_data(format!("invalid camera: {e}")))
 }
 
-pub async fn create(State(app): State<SharedState>, body: Bytes) -> Response {
+pub async fn create(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let config = match parse_config(&body) {
         Ok(c) => c,
@@ -88,9 +110,13 @@ pub async fn create(State(app): State<SharedState>, body: Bytes) -> Response {
 
 pub async fn update(
     State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     // The name comes from the path; the body may leave it out.
     let mut value: serde_json::Value = match serde_json::from_slice(&body) {
@@ -108,7 +134,14 @@ pub async fn update(
     Json(json!({"status": "success", "data": view})).into_response()
 }
 
-pub async fn delete(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
+pub async fn delete(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     try_cam!(c.delete(&name).await);
     StatusCode::NO_CONTENT.into_response()
@@ -120,9 +153,13 @@ pub async fn delete(State(app): State<SharedState>, Path(name): Path<String>) ->
 /// message and init segment follow if the camera changes its stream.
 pub async fn live(
     State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let camera = try_cam!(c.camera(&name));
     ws.on_upgrade(move |socket| async move {
@@ -225,9 +262,13 @@ fn not_found(what: &str) -> Response {
 /// `index.m3u8`, `init.mp4` and `segment-N.m4s` under `/hls/`.
 pub async fn hls(
     State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path((name, file)): Path<(String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     if file == "index.m3u8" {
         return match try_cam!(c.hls_playlist(&name)) {
@@ -272,9 +313,13 @@ pub struct SnapshotsQuery {
 
 pub async fn snapshots(
     State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<SnapshotsQuery>,
 ) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let time = |s: &Option<String>, what: &str, default: i64| -> Result<i64, ApiError> {
         match s {
@@ -313,8 +358,12 @@ async fn jpeg_file(path: Option<std::path::PathBuf>) -> Response {
 /// `/snapshots/{id}.jpg`: the id is a number, so no path can sneak in.
 pub async fn snapshot_file(
     State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
     Path((name, file)): Path<(String, String)>,
 ) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let Some(id) = file
         .strip_suffix(".jpg")
@@ -325,7 +374,14 @@ pub async fn snapshot_file(
     jpeg_file(try_cam!(c.snapshot_file(&name, Some(id)))).await
 }
 
-pub async fn latest(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
+pub async fn latest(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let mut r = jpeg_file(try_cam!(c.snapshot_file(&name, None))).await;
     r.headers_mut().insert(
@@ -335,7 +391,14 @@ pub async fn latest(State(app): State<SharedState>, Path(name): Path<String>) ->
     r
 }
 
-pub async fn take(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
+pub async fn take(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
+        return denied;
+    }
     let c = try_api!(cameras(&app));
     let meta = try_cam!(c.snapshot(&name, "request").await);
     (
