@@ -188,6 +188,11 @@ impl Storage {
     /// Writes the live head out as partial blocks, then every frozen head
     /// still pending, and deletes the WAL segments they cover.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        // Writing blocks needs room: make it first when space is short rather
+        // than let sled hit ENOSPC, which poisons it until it is reopened.
+        if self.space.free_bytes() < self.space.target_free() {
+            self.free_space(false)?;
+        }
         let _serial = self.maintenance.lock();
         {
             let mut head = self.head.lock();
