@@ -76,7 +76,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .context("cannot start the cameras")?;
     metrics.register(cameras.clone());
-    let recorder = record_self_metrics(metrics.clone(), storage.clone(), shutdown.clone());
+    let recorder = record_self_metrics(
+        metrics.clone(),
+        storage.clone(),
+        config.storage.self_metrics_interval.0,
+        shutdown.clone(),
+    );
 
     let state = Arc::new(AppState {
         config: config.clone(),
@@ -198,15 +203,19 @@ impl MessageSink for SearchSink {
     }
 }
 
-/// Every 10 s, the host's, the store's and the broker's own measurements
-/// go into the store as ordinary series.
+/// Every `storage.self_metrics_interval`, the host's, the store's and the
+/// broker's own measurements go into the store as ordinary series.
 fn record_self_metrics(
     metrics: Arc<crate::system::metrics::Registry>,
     storage: Arc<Storage>,
+    every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        if every.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

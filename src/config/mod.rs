@@ -173,6 +173,9 @@ pub struct StorageConfig {
     pub max_label_value_bytes: usize,
     /// When true, a write is acknowledged only after the WAL is synced.
     pub sync_writes: bool,
+    /// How often perch stores its own metrics (`perch_*`) as series; 0
+    /// turns that off (`/metrics` still answers).
+    pub self_metrics_interval: Duration,
 }
 
 impl Default for StorageConfig {
@@ -192,6 +195,7 @@ impl Default for StorageConfig {
             max_label_name_bytes: 256,
             max_label_value_bytes: 4096,
             sync_writes: false,
+            self_metrics_interval: Duration::from_secs(10),
         }
     }
 }
