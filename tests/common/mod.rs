@@ -93,9 +93,23 @@ impl Perch {
             ws_port: free_port(),
             child: None,
         };
-        p.spawn();
-        p.wait_ready();
-        p
+        // free_port() releases its port before perch binds it, so a test
+        // running alongside may take it first: then try other ports.
+        for _ in 0..5 {
+            p.spawn();
+            match p.try_wait_ready() {
+                Ok(()) => return p,
+                Err(log) if log.contains("Address already in use") => {
+                    p.child = None;
+                    std::fs::write(&p.log_path, "").unwrap();
+                    p.http_port = free_port();
+                    p.mqtt_port = free_port();
+                    p.ws_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free ports for perch:\n{}", p.log());
     }
 
     pub fn start() -> Perch {
@@ -129,14 +143,24 @@ impl Perch {
     }
 
     pub fn wait_ready(&mut self) {
+        if let Err(log) = self.try_wait_ready() {
+            panic!("{log}");
+        }
+    }
+
+    /// Waits for /healthz; the reason with the log if perch exits first.
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("perch exited with {status} during start:\n{}", self.log());
+                return Err(format!(
+                    "perch exited with {status} during start:\n{}",
+                    self.log()
+                ));
             }
             if let Ok(r) = agent().get(&self.url("/healthz")).call() {
                 if r.status() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
