@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::Method;
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Extension;
 use axum::Json;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -19,6 +23,46 @@ use super::auth::{self, Need};
 use super::{ApiError, Principal, SharedState};
 use crate::cameras::{CameraError, Cameras, LiveEvent, StreamInfo};
 use crate::config::CameraConfig;
+
+/// The camera routes, behind [`guard`].
+pub fn routes(state: SharedState) -> Router<SharedState> {
+    Router::new()
+        .route("/api/v1/cameras", get(list).post(create))
+        .route(
+            "/api/v1/cameras/{name}",
+            get(get_one).put(update).delete(delete),
+        )
+        .route("/api/v1/cameras/{name}/live", get(live))
+        .route("/api/v1/cameras/{name}/hls/{file}", get(hls))
+        .route("/api/v1/cameras/{name}/snapshots", get(snapshots))
+        .route(
+            "/api/v1/cameras/{name}/snapshots/{file}",
+            get(snapshot_file),
+        )
+        .route("/api/v1/cameras/{name}/latest.jpg", get(latest))
+        .route("/api/v1/cameras/{name}/snapshot", post(take))
+        .route_layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+/// Who may do what with cameras ([`auth::refusal`]): adding, changing and
+/// removing cameras is an admin's; status, video and snapshots (taking one
+/// included) a viewer's too.
+async fn guard(
+    State(app): State<SharedState>,
+    Extension(who): Extension<Principal>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let need = match *req.method() {
+        Method::PUT | Method::DELETE => Need::Manage,
+        Method::POST if req.uri().path() == "/api/v1/cameras" => Need::Manage,
+        _ => Need::Watch,
+    };
+    if let Some(denied) = auth::refusal(&app, &who, need) {
+        return denied;
+    }
+    next.run(req).await
+}
 
 fn cameras(app: &SharedState) -> Result<&Arc<Cameras>, ApiError> {
     app.cameras
@@ -60,25 +104,12 @@ macro_rules! try_cam {
     };
 }
 
-pub async fn list(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
+pub async fn list(State(app): State<SharedState>) -> Response {
     let c = try_api!(cameras(&app));
     Json(json!({"status": "success", "data": c.list()})).into_response()
 }
 
-pub async fn get(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
+async fn get_one(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
     let c = try_api!(cameras(&app));
     Json(json!({"status": "success", "data": try_cam!(c.get(&name))})).into_response()
 }
@@ -87,14 +118,7 @@ fn parse_config(body: &Bytes) -> Result<CameraConfig, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_data(format!("invalid camera: {e}")))
 }
 
-pub async fn create(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    body: Bytes,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
-        return denied;
-    }
+pub async fn create(State(app): State<SharedState>, body: Bytes) -> Response {
     let c = try_api!(cameras(&app));
     let config = match parse_config(&body) {
         Ok(c) => c,
@@ -110,13 +134,9 @@ pub async fn create(
 
 pub async fn update(
     State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
-        return denied;
-    }
     let c = try_api!(cameras(&app));
     // The name comes from the path; the body may leave it out.
     let mut value: serde_json::Value = match serde_json::from_slice(&body) {
@@ -134,14 +154,7 @@ pub async fn update(
     Json(json!({"status": "success", "data": view})).into_response()
 }
 
-pub async fn delete(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Manage) {
-        return denied;
-    }
+pub async fn delete(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
     let c = try_api!(cameras(&app));
     try_cam!(c.delete(&name).await);
     StatusCode::NO_CONTENT.into_response()
@@ -153,13 +166,9 @@ pub async fn delete(
 /// message and init segment follow if the camera changes its stream.
 pub async fn live(
     State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
     let c = try_api!(cameras(&app));
     let camera = try_cam!(c.camera(&name));
     ws.on_upgrade(move |socket| async move {
@@ -262,13 +271,9 @@ fn not_found(what: &str) -> Response {
 /// `index.m3u8`, `init.mp4` and `segment-N.m4s` under `/hls/`.
 pub async fn hls(
     State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
     Path((name, file)): Path<(String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
     let c = try_api!(cameras(&app));
     if file == "index.m3u8" {
         return match try_cam!(c.hls_playlist(&name)) {
@@ -313,13 +318,9 @@ pub struct SnapshotsQuery {
 
 pub async fn snapshots(
     State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<SnapshotsQuery>,
 ) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
     let c = try_api!(cameras(&app));
     let time = |s: &Option<String>, what: &str, default: i64| -> Result<i64, ApiError> {
         match s {
@@ -358,12 +359,8 @@ async fn jpeg_file(path: Option<std::path::PathBuf>) -> Response {
 /// `/snapshots/{id}.jpg`: the id is a number, so no path can sneak in.
 pub async fn snapshot_file(
     State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
     Path((name, file)): Path<(String, String)>,
 ) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
     let c = try_api!(cameras(&app));
     let Some(id) = file
         .strip_suffix(".jpg")
@@ -374,14 +371,7 @@ pub async fn snapshot_file(
     jpeg_file(try_cam!(c.snapshot_file(&name, Some(id)))).await
 }
 
-pub async fn latest(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
+pub async fn latest(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
     let c = try_api!(cameras(&app));
     let mut r = jpeg_file(try_cam!(c.snapshot_file(&name, None))).await;
     r.headers_mut().insert(
@@ -391,14 +381,7 @@ pub async fn latest(
     r
 }
 
-pub async fn take(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(denied) = auth::refusal(&app, &who, Need::Watch) {
-        return denied;
-    }
+pub async fn take(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
     let c = try_api!(cameras(&app));
     let meta = try_cam!(c.snapshot(&name, "request").await);
     (

@@ -79,31 +79,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/messages", get(mqtt_api::messages))
         .route("/api/v1/live", get(mqtt_api::live))
         .route("/api/v1/publish", post(mqtt_api::publish))
-        .route(
-            "/api/v1/cameras",
-            get(cameras_api::list).post(cameras_api::create),
-        )
-        .route(
-            "/api/v1/cameras/{name}",
-            get(cameras_api::get)
-                .put(cameras_api::update)
-                .delete(cameras_api::delete),
-        )
-        .route("/api/v1/cameras/{name}/live", get(cameras_api::live))
-        .route("/api/v1/cameras/{name}/hls/{file}", get(cameras_api::hls))
-        .route(
-            "/api/v1/cameras/{name}/snapshots",
-            get(cameras_api::snapshots),
-        )
-        .route(
-            "/api/v1/cameras/{name}/snapshots/{file}",
-            get(cameras_api::snapshot_file),
-        )
-        .route(
-            "/api/v1/cameras/{name}/latest.jpg",
-            get(cameras_api::latest),
-        )
-        .route("/api/v1/cameras/{name}/snapshot", post(cameras_api::take))
+        .merge(cameras_api::routes(state.clone()))
         .merge(search_api::routes())
         .merge(prom_api::routes())
         .merge(influx_api::routes())
