@@ -61,6 +61,26 @@ fn payload(conn: usize, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The next whole packet in `buf` at `at`: its first byte, where its body
+/// starts and where it ends; `None` until more bytes arrive.
+fn next_packet(buf: &[u8], at: usize) -> Option<(u8, usize, usize)> {
+    let (mut len, mut mult, mut j) = (0usize, 1usize, at + 1);
+    loop {
+        // The remaining length takes at most four bytes.
+        if j >= buf.len() || j >= at + 5 {
+            return None;
+        }
+        let b = buf[j];
+        len += (b & 0x7f) as usize * mult;
+        mult *= 128;
+        j += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    (buf.len() >= j + len).then_some((buf[at], j, j + len))
+}
+
 fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
@@ -143,27 +163,12 @@ async fn count_acks(
         }
         pending.extend_from_slice(&buf[..n]);
         let mut i = 0;
-        while pending.len() - i >= 2 {
-            // PUBACKs are 4 bytes; other packets are skipped by their length.
-            let (mut len, mut mult, mut j) = (0usize, 1usize, i + 1);
-            let mut complete = false;
-            while j < pending.len() && j < i + 5 {
-                let b = pending[j];
-                len += (b & 0x7f) as usize * mult;
-                mult *= 128;
-                j += 1;
-                if b & 0x80 == 0 {
-                    complete = true;
-                    break;
-                }
-            }
-            if !complete || pending.len() < j + len {
-                break;
-            }
-            if pending[i] >> 4 == 4 {
+        // PUBACKs are counted; other packets are skipped by their length.
+        while let Some((first, _, end)) = next_packet(&pending, i) {
+            if first >> 4 == 4 {
                 acks.fetch_add(1, Ordering::Relaxed);
             }
-            i = j + len;
+            i = end;
         }
         pending.drain(..i);
     }
@@ -433,22 +438,8 @@ async fn mosquitto_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()>
             pending.extend_from_slice(&buf[..n]);
             let mut i = 0;
             let mut acks = Vec::new();
-            while pending.len() - i >= 2 {
-                let (mut len, mut mult, mut j, mut complete) = (0usize, 1usize, i + 1, false);
-                while j < pending.len() && j < i + 5 {
-                    let b = pending[j];
-                    len += (b & 0x7f) as usize * mult;
-                    mult *= 128;
-                    j += 1;
-                    if b & 0x80 == 0 {
-                        complete = true;
-                        break;
-                    }
-                }
-                if !complete || pending.len() < j + len {
-                    break;
-                }
-                if pending[i] >> 4 == 3 {
+            while let Some((first, j, end)) = next_packet(&pending, i) {
+                if first >> 4 == 3 {
                     counter.fetch_add(1, Ordering::Relaxed);
                     if qos > 0 {
                         let tlen = u16::from_be_bytes([pending[j], pending[j + 1]]) as usize;
@@ -456,7 +447,7 @@ async fn mosquitto_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()>
                         acks.extend_from_slice(&[0x40, 2, pk[0], pk[1]]);
                     }
                 }
-                i = j + len;
+                i = end;
             }
             pending.drain(..i);
             if !acks.is_empty() {
