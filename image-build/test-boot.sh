@@ -196,11 +196,16 @@ run_machine() {
 
     echo s3cret-boot-test | guest "runuser -u perch -- perch user add boottest --role device --password-stdin --config /etc/perch/perch.toml" >/dev/null \
         || { fail "perch user add failed"; return 1; }
+    echo s3cret-view-test | guest "runuser -u perch -- perch user add bootview --role viewer --password-stdin --config /etc/perch/perch.toml" >/dev/null \
+        || { fail "perch user add (viewer) failed"; return 1; }
+    local anon
+    anon=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$http/api/v1/labels")
+    [ "$anon" = 401 ] || { fail "the API answered $anon without credentials, not 401"; return 1; }
     mosquitto_pub -h 127.0.0.1 -p "$mqtt" -u boottest -P s3cret-boot-test -i boottest -q 1 \
         -t boottest/lab/temperature -m 21.5 || { fail "mosquitto_pub was refused"; return 1; }
     local found="" body tries
     for tries in $(seq 20 -1 1); do
-        body=$(curl -s --max-time 10 -G "http://127.0.0.1:$http/api/v1/export" \
+        body=$(curl -s --max-time 10 -u bootview:s3cret-view-test -G "http://127.0.0.1:$http/api/v1/export" \
             --data-urlencode 'match[]={topic="boottest/lab/temperature"}' || true)
         if echo "$body" | grep -q '"values":\[21.5\]'; then found=1; break; fi
         [ "$tries" -gt 1 ] && sleep 1

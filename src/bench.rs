@@ -304,9 +304,12 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
         let (storage, _) = Storage::open(&config.storage, &dir, c)?;
         let background = storage.start_background();
         let accounts = Arc::new(crate::accounts::Accounts::open(&storage.database())?);
+        // Writes need credentials like any client's: a device token.
+        let (token, _) = accounts.create_token("bench", crate::accounts::Role::Device, "bench", 0)?;
         let state = Arc::new(crate::http::AppState {
             config: Arc::new(config),
             storage: storage.clone(),
+            dashboards: Arc::new(crate::dashboards::Dashboards::open(&storage.database())?),
             accounts,
             broker: None,
             cameras: None,
@@ -326,13 +329,13 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..connections {
-            let (client, url, batches, next) = (client.clone(), url.clone(), batches.clone(), next.clone());
+            let (client, url, batches, next, token) = (client.clone(), url.clone(), batches.clone(), next.clone(), token.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(body) = batches.get(i) else { return Ok::<_, anyhow::Error>(()) };
                     loop {
-                        let r = client.post(&url).body(body.clone()).send().await?;
+                        let r = client.post(&url).bearer_auth(&token).body(body.clone()).send().await?;
                         match r.status().as_u16() {
                             204 => break,
                             503 => tokio::time::sleep(std::time::Duration::from_millis(5)).await,

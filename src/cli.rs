@@ -39,8 +39,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore a backup (the tar from Settings or GET /api/v1/backup) into a
+    /// new, empty data directory; start perch on it afterwards
+    Restore {
+        /// The backup tar file, or - for standard input
+        file: PathBuf,
+        #[command(flatten)]
+        location: Location,
+    },
     /// Measure ingestion speed and compression on generated or given data
     Bench(crate::bench::BenchArgs),
+}
+
+/// `perch restore`.
+pub fn restore(file: &Path, location: &Location) -> anyhow::Result<()> {
+    let dir = location.load()?.data_dir;
+    let input: Box<dyn std::io::Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file)
+                .with_context(|| format!("cannot open the backup {}", file.display()))?,
+        )
+    };
+    let summary = crate::storage::backup::restore(std::io::BufReader::new(input), &dir)
+        .with_context(|| format!("cannot restore into {}", dir.display()))?;
+    println!(
+        "restored {} files and {} database entries in {} trees into {}",
+        summary.files,
+        summary.entries,
+        summary.trees,
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Where the data directory is: `--data-dir`, else the config file's
@@ -186,9 +217,12 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Del { name, .. } => UserRequest::Del(name.clone()),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    format::prepare(&dir)?;
+    let prepared = format::prepare(&dir)?;
     match format::open_db(&dir, 8 << 20) {
         Ok(db) => {
+            // A directory's first use may be `perch user add`: stamp the
+            // database as `serve` would, or `serve` takes it for damaged.
+            format::check_db_version(&db, &dir, prepared.new_directory)?;
             let accounts = Accounts::open(&db)?;
             run_local(&accounts, request)
         }

@@ -19,15 +19,19 @@ fn init_logging(level: &str) {
         tracing_subscriber::EnvFilter::new(level)
     });
     // Under systemd the journal adds timestamps and does not want colours.
+    use tracing_subscriber::prelude::*;
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // The dashboard's "recent errors" see what the log sees.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(perch::system::events::RecentEventsLayer);
     if journal {
-        builder.without_time().init();
+        registry.with(fmt.without_time()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
@@ -50,6 +54,10 @@ fn main() -> std::process::ExitCode {
         Command::Check { location, json } => {
             init_logging("warn");
             cli::check(&location, json)
+        }
+        Command::Restore { file, location } => {
+            init_logging("warn");
+            cli::restore(&file, &location).map(|_| 0)
         }
         Command::Bench(args) => {
             init_logging("warn");

@@ -87,6 +87,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         storage: storage.clone(),
         accounts,
+        dashboards: Arc::new(
+            crate::dashboards::Dashboards::open(&storage.database())
+                .context("cannot open dashboards")?,
+        ),
         broker: Some(broker.clone()),
         cameras: Some(cameras.clone()),
         search: search.clone(),
@@ -136,6 +140,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut stop = shutdown.clone();
     let app = http::router(state.clone()).layer(axum::Extension(metrics.clone()));
+    // Client addresses key the sign-in rate limiter.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

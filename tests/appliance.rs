@@ -140,6 +140,22 @@ impl Supervised {
         let (http_port, mqtt_port) = (free_port(), free_port());
         let data_dir = dir.path().join("data");
         let log = dir.path().join("perch.log");
+        // Writes need an account, as for any client.
+        let (code, _, err) = common::run_cli(
+            &[
+                "user",
+                "add",
+                common::ADMIN,
+                "--role",
+                "admin",
+                "--password",
+                common::ADMIN_PASSWORD,
+            ],
+            &data_dir,
+            &config,
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&config)
@@ -298,11 +314,12 @@ fn sigterm_under_write_load_exits_0_within_the_stop_timeout_and_keeps_the_data()
     let mut p = Supervised::start(Some(10_000_000), "");
     p.wait_for("READY=1", Duration::from_secs(60));
     let port = p.http_port;
+    let admin = common::basic(common::ADMIN, common::ADMIN_PASSWORD);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..3)
         .map(|w| {
-            let (stop, acked) = (stop.clone(), acked.clone());
+            let (stop, acked, admin) = (stop.clone(), acked.clone(), admin.clone());
             std::thread::spawn(move || {
                 let mut batch = 0u64;
                 let base = common::now_ms() / 1000 * 1000 - 3_600_000;
@@ -321,7 +338,7 @@ fn sigterm_under_write_load_exits_0_within_the_stop_timeout_and_keeps_the_data()
                     };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                     let req = format!(
-                        "POST /write?precision=ms HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "POST /write?precision=ms HTTP/1.1\r\nHost: t\r\nAuthorization: {admin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     if s.write_all(req.as_bytes()).is_err() {

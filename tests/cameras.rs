@@ -8,65 +8,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::camera::{have_gstreamer, TestCamera};
 use common::{free_port, Perch};
 use serde_json::Value;
-
-fn have_gstreamer() -> bool {
-    Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A GStreamer RTSP camera at `rtsp://127.0.0.1:PORT/cam`.
-struct TestCamera {
-    child: Child,
-    port: u16,
-}
-
-impl TestCamera {
-    fn start(port: u16, size: &str, credentials: Option<&str>) -> TestCamera {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rtsp_cam.py");
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(script).arg(port.to_string()).arg(size);
-        if let Some(c) = credentials {
-            cmd.arg(c);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the GStreamer camera");
-        // It prints its URL once it listens.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("rtsp://"), "camera said {line:?}");
-        TestCamera { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/cam", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for TestCamera {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn camera_toml(name: &str, url: &str, extra: &str) -> String {
     format!("[[cameras]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n")
@@ -179,7 +126,8 @@ fn get_bytes(p: &Perch, path: &str) -> (u16, Vec<u8>) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", p.http_port)).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {}\r\n\r\n",
+        p.auth.as_deref().unwrap_or("none")
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -210,6 +158,15 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A WebSocket request with the test admin's credentials.
+fn as_admin(p: &Perch, url: &str) -> tungstenite::handshake::client::Request {
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", p.auth.as_deref().unwrap().parse().unwrap());
+    request
+}
+
 /// A live viewer over WebSocket: the stream description, the init segment
 /// and `seconds` of fragments, written into one fMP4 file.
 struct Viewed {
@@ -220,7 +177,7 @@ struct Viewed {
 
 fn view_live(p: &Perch, name: &str, seconds: u64) -> Viewed {
     let url = format!("ws://127.0.0.1:{}/api/v1/cameras/{name}/live", p.http_port);
-    let (mut ws, _) = tungstenite::connect(&url).expect("WebSocket connect");
+    let (mut ws, _) = tungstenite::connect(as_admin(p, &url)).expect("WebSocket connect");
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
@@ -336,7 +293,7 @@ fn relays_h264_over_websocket_and_hls_and_takes_scheduled_snapshots() {
         "{}",
         playlist.body
     );
-    let (codec, w, h, frames) = probe(&p.url("/api/v1/cameras/yard/hls/index.m3u8"));
+    let (codec, w, h, frames) = probe(&p.admin_url("/api/v1/cameras/yard/hls/index.m3u8"));
     assert_eq!((codec.as_str(), w, h), ("h264", 640, 360));
     assert!(frames >= 15, "ffprobe decoded {frames} frames over HLS");
 
@@ -465,7 +422,7 @@ fn reconnects_when_the_camera_comes_back_even_at_another_size() {
     let viewer = std::thread::scope(|sc| {
         let h = sc.spawn(|| {
             let url = format!("ws://127.0.0.1:{}/api/v1/cameras/gate/live", p.http_port);
-            let (mut ws, _) = tungstenite::connect(&url).unwrap();
+            let (mut ws, _) = tungstenite::connect(as_admin(&p, &url)).unwrap();
             let mut descriptions = Vec::new();
             let until = Instant::now() + Duration::from_secs(60);
             while Instant::now() < until && descriptions.len() < 2 {
@@ -721,7 +678,13 @@ fn chromium_plays_the_live_view_through_media_source_extensions() {
         report.local_addr().unwrap().port()
     );
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mse_live.html");
-    let ws = format!("ws://127.0.0.1:{}/api/v1/cameras/yard/live", p.http_port);
+    // A page of another origin cannot send credentials with a WebSocket:
+    // an API token in the URL stands in.
+    let ws = format!(
+        "ws://127.0.0.1:{}/api/v1/cameras/yard/live?token={}",
+        p.http_port,
+        p.api_token("viewer")
+    );
     let url = format!(
         "file://{}?ws={}&report={}",
         page.display(),
@@ -791,7 +754,6 @@ fn only_signed_in_people_watch_once_they_have_accounts() {
     }
     let cam = TestCamera::start(free_port(), "320x240", None);
     let p = Perch::start_with(&camera_toml("yard", &cam.url(), ""));
-    // A fresh box without accounts is open (onboarding comes first).
     wait_online(&p, "yard");
     for (name, role) in [("alice", "admin"), ("bob", "viewer"), ("dev1", "device")] {
         let (code, out, err) = p.cli(
@@ -816,7 +778,7 @@ fn only_signed_in_people_watch_once_they_have_accounts() {
         "/api/v1/cameras/yard/latest.jpg",
         "/api/v1/cameras/yard/snapshots",
     ] {
-        let r = p.get(path);
+        let r = p.get_anon(path);
         assert_eq!(r.status, 401, "{path}: {}", r.body);
         assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
     }
@@ -852,6 +814,12 @@ fn only_signed_in_people_watch_once_they_have_accounts() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (codec, w, h, _) = probe(&hls);
+    assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
+    // A player with only a read token in the URL gets every segment too.
+    let token = p.api_token("viewer");
+    let (codec, w, h, _) = probe(&p.url(&format!(
+        "/api/v1/cameras/yard/hls/index.m3u8?token={token}"
+    )));
     assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(&ws).unwrap();
     request.headers_mut().insert(

@@ -35,7 +35,12 @@ fn writer(
                     (base_ts + n as i64 * 20 + i) * 1_000_000
                 ));
             }
-            match agent.post(&p_url).send(body.as_bytes()) {
+            let admin = common::basic(common::ADMIN, common::ADMIN_PASSWORD);
+            match agent
+                .post(&p_url)
+                .header("Authorization", &admin)
+                .send(body.as_bytes())
+            {
                 Ok(r) if r.status() == 204 => acks.lock().unwrap().push((n, Instant::now())),
                 _ => return, // the server went away
             }
@@ -177,6 +182,22 @@ fn damaged_database_is_moved_aside_and_perch_still_boots() {
     std::fs::write(&db_file, garbage).unwrap();
     std::fs::write(p.data_dir.join("db").join("conf"), b"garbage\n").unwrap();
     p.restart();
+    // The accounts went with the database: the box is back to onboarding,
+    // and an admin is made again from the shell.
+    assert_eq!(p.get_anon("/api/v1/auth/state").json()["onboarding"], true);
+    let (code, _, err) = p.cli(
+        &[
+            "user",
+            "add",
+            common::ADMIN,
+            "--role",
+            "admin",
+            "--password",
+            common::ADMIN_PASSWORD,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
     let status = p.get("/api/v1/status/tsdb").json();
     let problems = status["data"]["problems"].as_array().unwrap();
     assert!(

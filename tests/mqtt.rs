@@ -621,7 +621,8 @@ fn live_feed_streams_matching_messages() {
     let mut stream = TcpStream::connect(("127.0.0.1", p.http_port)).unwrap();
     write!(
         stream,
-        "GET /api/v1/live?topic=live/%23 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/v1/live?topic=live/%23 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: {}\r\n\r\n",
+        p.auth.as_deref().unwrap()
     )
     .unwrap();
     stream

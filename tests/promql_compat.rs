@@ -231,6 +231,11 @@ fn form(base: &str, path: &str, params: &[(&str, String)]) -> Value {
     let mut r = agent()
         .post(&format!("{base}{path}"))
         .header("Content-Type", "application/x-www-form-urlencoded")
+        // Prometheus ignores it; perch needs it.
+        .header(
+            "Authorization",
+            &common::basic(common::ADMIN, common::ADMIN_PASSWORD),
+        )
         .send(body.as_bytes())
         .expect("request");
     let text = r

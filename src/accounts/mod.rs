@@ -1,7 +1,15 @@
-//! Accounts: users with a role and an argon2 password hash, kept in the sled
-//! tree `users`. Later also API tokens and sessions. Owns authentication
-//! decisions (who is this?); authorization per route lives with the routes.
-//! Calls nothing but sled.
+//! Accounts: users with a role and an argon2 password hash (sled tree
+//! `users`), browser sessions (`sessions`), API tokens (`tokens`) and the
+//! sign-in rate limiter. Owns authentication decisions (who is this?);
+//! authorization per route lives with the routes. Calls nothing but sled.
+
+mod limiter;
+mod sessions;
+mod tokens;
+
+pub use limiter::LoginLimiter;
+pub use sessions::{Session, SESSION_TTL_MS};
+pub use tokens::{constant_time_eq, TokenInfo};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -112,6 +120,10 @@ const VERIFY_CACHE_MAX: usize = 1024;
 
 pub struct Accounts {
     users: sled::Tree,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
+    /// Failed sign-ins, by client address and by user name.
+    pub limiter: LoginLimiter,
     cache: Mutex<HashMap<[u8; 32], (UserInfo, Instant)>>,
     cache_salt: [u8; 16],
 }
@@ -124,12 +136,26 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
+/// `bytes` random bytes from the OS, as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut buf);
+    to_hex(&buf)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Accounts {
     pub fn open(db: &sled::Db) -> Result<Accounts, AccountError> {
         let mut cache_salt = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut cache_salt);
         Ok(Accounts {
             users: db.open_tree("users")?,
+            sessions: db.open_tree("sessions")?,
+            tokens: db.open_tree("tokens")?,
+            limiter: LoginLimiter::default(),
             cache: Mutex::new(HashMap::new()),
             cache_salt,
         })
@@ -184,6 +210,7 @@ impl Accounts {
 
     pub fn delete(&self, name: &str) -> Result<bool, AccountError> {
         let existed = self.users.remove(name)?.is_some();
+        self.end_sessions_of(name)?;
         self.users.flush()?;
         self.cache.lock().clear();
         Ok(existed)
@@ -199,6 +226,13 @@ impl Accounts {
             out.push(stored.info(&name));
         }
         Ok(out)
+    }
+
+    /// One user, as stored now.
+    pub fn get(&self, name: &str) -> Option<UserInfo> {
+        let v = self.users.get(name).ok()??;
+        let stored: StoredUser = serde_json::from_slice(&v).ok()?;
+        Some(stored.info(name))
     }
 
     pub fn is_empty(&self) -> bool {

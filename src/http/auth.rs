@@ -1,34 +1,96 @@
-//! Who is making the request. Until the accounts issue makes sign-in
-//! mandatory, requests without credentials pass as anonymous; credentials
-//! that are present must be valid.
+//! Who is making the request, and whether that role may. Every route but
+//! `/healthz`, the sign-in API and the web assets needs credentials: a
+//! session cookie (the dashboard), `Authorization: Basic` (a user),
+//! `Bearer` or `Token` (an API token; `Token` is what InfluxDB clients send),
+//! or, for GET only, an API token in a `token` query parameter (players).
+//! Failed attempts count against the client address in the accounts'
+//! rate limiter, whatever the scheme.
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::SharedState;
-use crate::accounts::UserInfo;
+use crate::accounts::{constant_time_eq, Role, UserInfo};
 
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "perch_session";
+/// The header carrying the session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The authenticated identity attached to a request.
 #[derive(Clone, Debug)]
-pub enum Principal {
-    Anonymous,
-    User(UserInfo),
+pub struct Principal {
+    pub user: UserInfo,
+    pub via: Via,
 }
 
-fn unauthorized(msg: &str) -> Response {
-    let mut r = (
-        StatusCode::UNAUTHORIZED,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    Session,
+    Password,
+    Token,
+}
+
+fn refuse(status: StatusCode, error_type: &str, msg: &str) -> Response {
+    (
+        status,
         axum::Json(serde_json::json!({
-            "status": "error", "errorType": "unauthorized", "error": msg
+            "status": "error", "errorType": error_type, "error": msg
         })),
     )
-        .into_response();
+        .into_response()
+}
+
+/// 401 without a Basic challenge: for the dashboard's own requests, where
+/// a challenge would open the browser's password dialog (and hang a
+/// headless one) instead of letting the page send the user to sign in.
+pub fn unauthorized_quietly(msg: &str) -> Response {
+    refuse(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+}
+
+/// 401 with a Basic challenge, which curl, Grafana and players answer.
+pub fn unauthorized(msg: &str) -> Response {
+    let mut r = unauthorized_quietly(msg);
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Basic realm=\"perch\""),
     );
+    r
+}
+
+/// A request a page made by script (fetch, EventSource, an image): browsers
+/// say so in `Sec-Fetch-Mode`; other clients send no such header.
+fn from_page_script(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m.as_bytes() != b"navigate")
+}
+
+fn unauthorized_for(headers: &HeaderMap, msg: &str) -> Response {
+    if from_page_script(headers) {
+        unauthorized_quietly(msg)
+    } else {
+        unauthorized(msg)
+    }
+}
+
+pub fn forbidden(msg: &str) -> Response {
+    refuse(StatusCode::FORBIDDEN, "forbidden", msg)
+}
+
+pub fn too_many(retry_after_secs: u64) -> Response {
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many failed sign-ins; try again in {retry_after_secs} s"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, retry_after_secs.into());
     r
 }
 
@@ -45,31 +107,189 @@ pub fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// The value of one cookie in the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The rate limiter's key for the client's address.
+pub fn client_key(req_extensions: &axum::http::Extensions) -> String {
+    match req_extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+        None => "ip:unknown".to_string(),
+    }
+}
+
+enum Credential {
+    Password(String, String),
+    Token(String),
+    Session(String),
+}
+
+/// The credential a request carries; `Err` names what is wrong with it.
+fn credential(req: &Request) -> Result<Option<Credential>, &'static str> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or("");
+        if let Some(pair) = basic_credentials(value) {
+            return Ok(Some(Credential::Password(pair.0, pair.1)));
+        }
+        for scheme in ["Bearer ", "bearer ", "Token ", "token "] {
+            if let Some(secret) = value.strip_prefix(scheme) {
+                return Ok(Some(Credential::Token(secret.trim().to_string())));
+            }
+        }
+        return Err("unsupported or malformed Authorization header; use Basic, Bearer or Token");
+    }
+    if let Some(c) = cookie(req.headers(), SESSION_COOKIE) {
+        return Ok(Some(Credential::Session(c)));
+    }
+    // Players that cannot send headers (a WebSocket from a page of another
+    // origin, ffmpeg, VLC) may carry an API token in the URL, for reading.
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        let token = req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == "token")
+                .map(|(_, v)| v.to_string())
+        });
+        if let Some(t) = token {
+            return Ok(Some(Credential::Token(t)));
+        }
+    }
+    Ok(None)
+}
+
+/// A request made with the session cookie from another site's page: its
+/// `Origin` names a different host than the one it was sent to.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host != host
+}
+
 pub async fn authenticate(
     State(app): State<SharedState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = match req.headers().get(header::AUTHORIZATION) {
-        None => Principal::Anonymous,
-        Some(value) => {
-            let Some((user, password)) = value.to_str().ok().and_then(basic_credentials) else {
-                return unauthorized("unsupported or malformed Authorization header; use Basic");
+    let now_ms = app.storage.now_ms();
+    let cred =
+        match credential(&req) {
+            Ok(Some(c)) => c,
+            Ok(None) => return unauthorized_for(
+                req.headers(),
+                "sign in: a session cookie, Basic auth or an API token (Bearer/Token) is required",
+            ),
+            Err(why) => return unauthorized_for(req.headers(), why),
+        };
+    let ip_key = vec![client_key(req.extensions())];
+    let principal = match cred {
+        Credential::Session(cookie) => {
+            let Some((user, session)) = app.accounts.session(&cookie, now_ms) else {
+                return unauthorized_for(req.headers(), "the session has ended; sign in again");
             };
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if cross_origin(req.headers()) {
+                return forbidden("cross-origin request with the session cookie refused");
+            }
+            if !safe {
+                let given = req
+                    .headers()
+                    .get(CSRF_HEADER)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or(b"");
+                if !constant_time_eq(given, session.csrf.as_bytes()) {
+                    return forbidden("missing or wrong X-CSRF-Token header for a session request");
+                }
+            }
+            Principal {
+                user,
+                via: Via::Session,
+            }
+        }
+        Credential::Password(name, password) => {
+            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
+                return too_many(wait);
+            }
             let accounts = app.accounts.clone();
             // argon2 is deliberately slow: keep it off the async workers.
-            let verified = tokio::task::spawn_blocking(move || accounts.verify(&user, &password))
+            let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
                 .await
                 .ok()
                 .flatten();
             match verified {
-                Some(info) => Principal::User(info),
-                None => return unauthorized("invalid user name or password"),
+                Some(user) => Principal {
+                    user,
+                    via: Via::Password,
+                },
+                None => {
+                    app.accounts.limiter.failed(&ip_key, now_ms);
+                    return unauthorized_for(req.headers(), "invalid user name or password");
+                }
+            }
+        }
+        Credential::Token(secret) => {
+            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
+                return too_many(wait);
+            }
+            match app.accounts.verify_token(&secret, now_ms) {
+                Some(user) => Principal {
+                    user,
+                    via: Via::Token,
+                },
+                None => {
+                    app.accounts.limiter.failed(&ip_key, now_ms);
+                    return unauthorized_for(req.headers(), "invalid or deleted API token");
+                }
             }
         }
     };
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+fn role_of(req: &Request) -> Option<Role> {
+    req.extensions().get::<Principal>().map(|p| p.user.role)
+}
+
+/// Routes that read data: admins and viewers (devices only write).
+pub async fn readers(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin | Role::Viewer) => next.run(req).await,
+        Some(Role::Device) => forbidden("device accounts may only publish and write"),
+        None => unauthorized("sign in"),
+    }
+}
+
+/// Routes that write data: admins and devices (viewers only read).
+pub async fn writers(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin | Role::Device) => next.run(req).await,
+        Some(Role::Viewer) => forbidden("viewer accounts may read and watch, not write"),
+        None => unauthorized("sign in"),
+    }
+}
+
+/// Settings, users, tokens, backups: admins only.
+pub async fn admins(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin) => next.run(req).await,
+        Some(_) => forbidden("only admins may do this"),
+        None => unauthorized("sign in"),
+    }
 }
 
 /// What a request wants to do with something people look at (cameras).
@@ -81,33 +301,11 @@ pub enum Need {
     Manage,
 }
 
-/// Only signed-in people watch cameras: once an admin or viewer account
-/// exists, anonymous requests get 401 and devices 403. Before the first
-/// account (a freshly flashed box) everything is open, like the rest of the
-/// API until the dashboard's sign-in lands.
 /// Returns the response refusing the request, if it is refused.
-pub fn refusal(app: &SharedState, principal: &Principal, need: Need) -> Option<Response> {
-    use crate::accounts::Role;
-    let forbidden = |msg: &str| {
-        (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({
-                "status": "error", "errorType": "forbidden", "error": msg
-            })),
-        )
-            .into_response()
-    };
-    match principal {
-        Principal::User(u) => match (u.role, need) {
-            (Role::Admin, _) | (Role::Viewer, Need::Watch) => None,
-            (Role::Viewer, Need::Manage) => {
-                Some(forbidden("viewers may watch, not change cameras"))
-            }
-            (Role::Device, _) => Some(forbidden("device accounts may only publish and write")),
-        },
-        Principal::Anonymous if app.accounts.has_people() => Some(unauthorized(
-            "sign in (Basic auth) as an admin or viewer to watch cameras",
-        )),
-        Principal::Anonymous => None,
+pub fn refusal(principal: &Principal, need: Need) -> Option<Response> {
+    match (principal.user.role, need) {
+        (Role::Admin, _) | (Role::Viewer, Need::Watch) => None,
+        (Role::Viewer, Need::Manage) => Some(forbidden("viewers may watch, not change cameras")),
+        (Role::Device, _) => Some(forbidden("device accounts may only publish and write")),
     }
 }

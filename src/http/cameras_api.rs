@@ -25,7 +25,7 @@ use crate::cameras::{CameraError, Cameras, LiveEvent, StreamInfo};
 use crate::config::CameraConfig;
 
 /// The camera routes, behind [`guard`].
-pub fn routes(state: SharedState) -> Router<SharedState> {
+pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/cameras", get(list).post(create))
         .route(
@@ -41,24 +41,19 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         )
         .route("/api/v1/cameras/{name}/latest.jpg", get(latest))
         .route("/api/v1/cameras/{name}/snapshot", post(take))
-        .route_layer(axum::middleware::from_fn_with_state(state, guard))
+        .route_layer(axum::middleware::from_fn(guard))
 }
 
 /// Who may do what with cameras ([`auth::refusal`]): adding, changing and
 /// removing cameras is an admin's; status, video and snapshots (taking one
 /// included) a viewer's too.
-async fn guard(
-    State(app): State<SharedState>,
-    Extension(who): Extension<Principal>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn guard(Extension(who): Extension<Principal>, req: Request, next: Next) -> Response {
     let need = match *req.method() {
         Method::PUT | Method::DELETE => Need::Manage,
         Method::POST if req.uri().path() == "/api/v1/cameras" => Need::Manage,
         _ => Need::Watch,
     };
-    if let Some(denied) = auth::refusal(&app, &who, need) {
+    if let Some(denied) = auth::refusal(&who, need) {
         return denied;
     }
     next.run(req).await
@@ -269,6 +264,32 @@ fn not_found(what: &str) -> Response {
 }
 
 /// `index.m3u8`, `init.mp4` and `segment-N.m4s` under `/hls/`.
+/// A player that fetched the playlist with `?token=` fetches the init
+/// segment and the segments with it too: it has no other credentials.
+fn with_token(playlist: &str, token: &str) -> String {
+    // Tokens are `perch_<hex>_<hex>`; anything else is not echoed back.
+    if !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return playlist.to_string();
+    }
+    let add = |uri: &str| {
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}token={token}")
+    };
+    let mut out = String::with_capacity(playlist.len() + 64);
+    for line in playlist.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            let (uri, tail) = rest.split_once('"').unwrap_or((rest, ""));
+            out.push_str(&format!("#EXT-X-MAP:URI=\"{}\"{tail}", add(uri)));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            out.push_str(&add(line));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 pub async fn hls(
     State(app): State<SharedState>,
     Path((name, file)): Path<(String, String)>,
@@ -277,7 +298,13 @@ pub async fn hls(
     let c = try_api!(cameras(&app));
     if file == "index.m3u8" {
         return match try_cam!(c.hls_playlist(&name)) {
-            Some(p) => no_store(p, "application/vnd.apple.mpegurl"),
+            Some(p) => {
+                let p = match q.get("token") {
+                    Some(t) => with_token(&p, t),
+                    None => p,
+                };
+                no_store(p, "application/vnd.apple.mpegurl")
+            }
             None => not_found("no video yet: the camera has not sent a complete segment"),
         };
     }

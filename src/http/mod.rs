@@ -2,9 +2,11 @@
 //! translate between HTTP and the other modules (ingest → storage for writes,
 //! query → storage for reads). Owns no data of its own.
 
+mod accounts_api;
 mod auth;
 mod cameras_api;
 pub mod control;
+mod dashboards_api;
 mod error;
 mod export;
 mod influx_api;
@@ -14,6 +16,7 @@ mod params;
 mod prom_api;
 mod search_api;
 mod status;
+mod web;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +30,7 @@ use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::storage::Storage;
 
-pub use auth::Principal;
+pub use auth::{Principal, Via};
 pub use error::ApiError;
 
 /// What handlers share.
@@ -35,6 +38,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<Storage>,
     pub accounts: Arc<Accounts>,
+    pub dashboards: Arc<crate::dashboards::Dashboards>,
     /// The MQTT broker, when running (not in `perch bench http`).
     pub broker: Option<Arc<crate::mqtt::Broker>>,
     /// The cameras, when running.
@@ -65,9 +69,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v2/write", post(write::influx_v2))
         .route("/api/put", post(write::opentsdb))
         .route("/api/v1/import", post(write::vm_import))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(WRITES_IN_FLIGHT));
-    let api = Router::new()
-        .merge(writes)
+        .layer(tower::limit::ConcurrencyLimitLayer::new(WRITES_IN_FLIGHT))
+        .route("/api/v1/publish", post(mqtt_api::publish))
+        .route_layer(axum::middleware::from_fn(auth::writers));
+    let reads = Router::new()
         .route(
             "/api/v1/export",
             get(export::json_lines).post(export::json_lines),
@@ -78,11 +83,21 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/topics", get(mqtt_api::topics))
         .route("/api/v1/messages", get(mqtt_api::messages))
         .route("/api/v1/live", get(mqtt_api::live))
-        .route("/api/v1/publish", post(mqtt_api::publish))
-        .merge(cameras_api::routes(state.clone()))
         .merge(search_api::routes())
         .merge(prom_api::routes())
         .merge(influx_api::routes())
+        .merge(dashboards_api::reader_routes())
+        .route_layer(axum::middleware::from_fn(auth::readers));
+    let admin = Router::new()
+        .merge(accounts_api::admin_routes())
+        .merge(dashboards_api::admin_routes())
+        .route_layer(axum::middleware::from_fn(auth::admins));
+    let api = Router::new()
+        .merge(writes)
+        .merge(reads)
+        .merge(admin)
+        // Cameras sort watching from managing per request.
+        .merge(cameras_api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -93,6 +108,8 @@ pub fn router(state: SharedState) -> Router {
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()
         .route("/healthz", get(status::healthz))
+        .merge(accounts_api::public_routes())
+        .merge(web::routes())
         .merge(api)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

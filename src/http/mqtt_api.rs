@@ -145,11 +145,8 @@ pub async fn publish(
             return ApiError::bad_data("give payload or payload_base64, not both").into_response()
         }
     };
-    // Until sign-in is mandatory, requests without credentials act as admin.
-    let (access, source) = match &principal {
-        Principal::User(u) => (Access::for_user(u), format!("http:{}", u.name)),
-        Principal::Anonymous => (Access::Everything, "http".to_string()),
-    };
+    let access = Access::for_user(&principal.user);
+    let source = format!("http:{}", principal.user.name);
     match b
         .publish(&req.topic, payload, req.qos, req.retain, &access, &source)
         .await

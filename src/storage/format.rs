@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use super::StorageError;
 
 pub const FORMAT_VERSION: u32 = 1;
-const FORMAT_FILE: &str = "FORMAT";
+pub(super) const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "perch data directory format ";
 
 /// `UPGRADES[i]` turns a version `i + 1` directory into version `i + 2`.

@@ -10,6 +10,7 @@
 //! the window is closed and derives its 1 h rollups. Reads merge blocks, frozen
 //! heads and the live head, later writes winning on equal timestamps.
 
+pub mod backup;
 pub mod block;
 pub mod check;
 pub mod codec;

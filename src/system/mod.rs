@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod disk;
+pub mod events;
 pub mod host;
 pub mod metrics;
 pub mod service;

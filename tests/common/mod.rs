@@ -2,6 +2,8 @@
 //! directory, and talks to it over HTTP like a user would.
 #![allow(dead_code)]
 
+pub mod camera;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,20 @@ pub struct Perch {
     pub ws_port: u16,
     child: Option<Child>,
     log_path: PathBuf,
+    /// The Authorization header sent by `get`, `post` and `request`: the
+    /// admin created at start, or none for [`Perch::start_bare`].
+    pub auth: Option<String>,
+}
+
+/// The admin every [`Perch::start_with`] creates before perch starts.
+pub const ADMIN: &str = "test-admin";
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64_lite::encode(&format!("{user}:{password}"))
+    )
 }
 
 pub struct Resp {
@@ -50,6 +66,9 @@ impl Resp {
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // Redirects (pages → /login) are asserted, not followed.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into()
@@ -77,8 +96,19 @@ fn to_resp(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
 }
 
 impl Perch {
-    /// Starts perch with extra TOML appended to its config file.
+    /// Starts perch with extra TOML appended to its config file, with an
+    /// admin account ([`ADMIN`]) whose Basic auth the request helpers send.
     pub fn start_with(extra_toml: &str) -> Perch {
+        Perch::start_inner(extra_toml, true)
+    }
+
+    /// Starts perch with no accounts at all (a freshly flashed box); the
+    /// request helpers send no credentials.
+    pub fn start_bare(extra_toml: &str) -> Perch {
+        Perch::start_inner(extra_toml, false)
+    }
+
+    fn start_inner(extra_toml: &str, with_admin: bool) -> Perch {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let config_path = dir.path().join("perch.toml");
@@ -92,7 +122,24 @@ impl Perch {
             mqtt_port: free_port(),
             ws_port: free_port(),
             child: None,
+            auth: None,
         };
+        if with_admin {
+            let (code, _, err) = p.cli(
+                &[
+                    "user",
+                    "add",
+                    ADMIN,
+                    "--role",
+                    "admin",
+                    "--password",
+                    ADMIN_PASSWORD,
+                ],
+                None,
+            );
+            assert_eq!(code, 0, "cannot create the test admin: {err}");
+            p.auth = Some(basic(ADMIN, ADMIN_PASSWORD));
+        }
         // free_port() releases its port before perch binds it, so a test
         // running alongside may take it first: then try other ports.
         for _ in 0..5 {
@@ -177,58 +224,97 @@ impl Perch {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        to_resp(agent().get(&self.url(path)).call())
+        self.request_as(self.auth.as_deref(), "GET", path, &[], None::<&[u8]>)
+    }
+
+    /// A GET without credentials.
+    pub fn get_anon(&self, path: &str) -> Resp {
+        self.request_as(None, "GET", path, &[], None::<&[u8]>)
+    }
+
+    /// A URL carrying the admin's credentials, for players (ffprobe).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{ADMIN}:{ADMIN_PASSWORD}@127.0.0.1:{}{path}",
+            self.http_port
+        )
+    }
+
+    /// A new API token with `role`, created by the admin.
+    pub fn api_token(&self, role: &str) -> String {
+        let r = self.request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&format!(r#"{{"name":"test-{role}","role":"{role}"}}"#)),
+        );
+        assert_eq!(r.status, 201, "token: {}", r.body);
+        r.json()["token"].as_str().unwrap().to_string()
     }
 
     pub fn get_auth(&self, path: &str, user: &str, password: &str) -> Resp {
-        use base64_lite::encode;
-        to_resp(
-            agent()
-                .get(&self.url(path))
-                .header(
-                    "Authorization",
-                    &format!("Basic {}", encode(&format!("{user}:{password}"))),
-                )
-                .call(),
+        self.request_as(
+            Some(&basic(user, password)),
+            "GET",
+            path,
+            &[],
+            None::<&[u8]>,
         )
     }
 
     pub fn post(&self, path: &str, content_type: &str, body: impl AsRef<[u8]>) -> Resp {
-        to_resp(
-            agent()
-                .post(&self.url(path))
-                .header("Content-Type", content_type)
-                .send(body.as_ref()),
+        self.request_as(
+            self.auth.as_deref(),
+            "POST",
+            path,
+            &[("Content-Type", content_type)],
+            Some(body),
         )
     }
 
+    /// A POST with these headers; an Authorization among them replaces the
+    /// admin's.
     pub fn post_with_headers(
         &self,
         path: &str,
         headers: &[(&str, &str)],
         body: impl AsRef<[u8]>,
     ) -> Resp {
-        let mut req = agent().post(&self.url(path));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        to_resp(req.send(body.as_ref()))
+        self.request_as(self.auth.as_deref(), "POST", path, headers, Some(body))
     }
 
     /// Any method with an optional JSON body.
     pub fn request(&self, method: &str, path: &str, json: Option<&str>) -> Resp {
-        let builder = ureq::http::Request::builder()
+        let headers: &[(&str, &str)] = if json.is_some() {
+            &[("Content-Type", "application/json")]
+        } else {
+            &[]
+        };
+        self.request_as(self.auth.as_deref(), method, path, headers, json)
+    }
+
+    /// Any request, with `auth` as the Authorization header (none: none).
+    pub fn request_as(
+        &self,
+        auth: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<impl AsRef<[u8]>>,
+    ) -> Resp {
+        let mut builder = ureq::http::Request::builder()
             .method(method)
             .uri(self.url(path));
-        match json {
-            Some(body) => to_resp(
-                agent().run(
-                    builder
-                        .header("Content-Type", "application/json")
-                        .body(body.to_string())
-                        .unwrap(),
-                ),
-            ),
+        let explicit = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(a), false) = (auth, explicit) {
+            builder = builder.header("Authorization", a);
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        match body {
+            Some(b) => to_resp(agent().run(builder.body(b.as_ref().to_vec()).unwrap())),
             None => to_resp(agent().run(builder.body(()).unwrap())),
         }
     }

@@ -1,0 +1,140 @@
+//! The web dashboard in real Chromium: `tests/browser/dashboard.mjs`
+//! (playwright-core driving Debian's /usr/bin/chromium) against the real
+//! perch binary with a GStreamer test camera and a written series. The
+//! script onboards the first admin, signs in and out, visits every page,
+//! draws a chart, saves a dashboard, watches the camera and checks that a
+//! viewer cannot reach Settings; screenshots land in
+//! `test-artifacts/dashboard/`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::camera::{have_gstreamer, TestCamera};
+use common::{basic, free_port, Perch};
+
+/// Every step the script reports, in order.
+const STEPS: &[&str] = &[
+    "onboarding",
+    "sign out",
+    "wrong password refused",
+    "sign in",
+    "page Overview",
+    "page Explorer",
+    "page Metrics",
+    "page Cameras",
+    "page Search",
+    "page Settings",
+    "overview shows host health",
+    "metrics chart of env_temp",
+    "metrics zoom by dragging",
+    "dashboard saved and found after reload",
+    "camera yard plays live",
+    "camera yard page",
+    "viewer created in Settings",
+    "API token shown once",
+    "backup download",
+    "viewer may not see Settings",
+    "no page errors",
+];
+
+#[test]
+fn the_dashboard_works_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/browser/dashboard.mjs");
+    if !Path::new("/usr/bin/chromium").exists()
+        || !root
+            .join("tests/browser/node_modules/playwright-core")
+            .exists()
+        || !have_gstreamer()
+    {
+        eprintln!(
+            "SKIP: needs chromium, GStreamer and `npm ci --prefix tests/browser` (scripts/test does all three)"
+        );
+        return;
+    }
+    let cam = TestCamera::start(free_port(), "640x360", None);
+    let p = Perch::start_bare(&format!(
+        "[[cameras]]\nname = \"yard\"\nurl = \"{}\"\nsnapshot_schedule = \"*/5 * * * * *\"\n",
+        cam.url()
+    ));
+    // A device writes a series before anyone has signed in (devices are no
+    // people: onboarding is still due).
+    let (code, _, err) = p.cli(
+        &[
+            "user",
+            "add",
+            "sensor",
+            "--role",
+            "device",
+            "--password",
+            "sensor-pass",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let now = common::now_ms();
+    let mut lines = String::new();
+    for i in 0..120 {
+        let v = 20.0 + (i as f64 / 10.0).sin();
+        lines.push_str(&format!(
+            "env_temp,room=lab value={v:.3} {}\n",
+            (now - (120 - i) * 30_000) * 1_000_000
+        ));
+    }
+    let r = p.post_with_headers(
+        "/write",
+        &[("Authorization", &basic("sensor", "sensor-pass"))],
+        lines,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let shots = root.join("test-artifacts/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut child = Command::new("node")
+        .arg(&script)
+        .env("PERCH_URL", p.url(""))
+        .env("PERCH_CAMERA", "yard")
+        .env("PERCH_SERIES", "env_temp")
+        .env("SCREENSHOT_DIR", &shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    // A hung page must fail the test, not the CI run.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser script failed:\n{stdout}\n{stderr}\n--- perch log ---\n{}",
+        p.log()
+    );
+    for step in STEPS {
+        assert!(
+            stdout.lines().any(|l| l == format!("ok {step}")),
+            "step {step:?} not reported:\n{stdout}"
+        );
+    }
+    for page in [
+        "overview", "explorer", "metrics", "cameras", "search", "settings",
+    ] {
+        let shot = shots.join(format!("{page}.png"));
+        let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
+        assert!(
+            size > 10_000,
+            "screenshot {} is {size} bytes",
+            shot.display()
+        );
+    }
+}

@@ -1,0 +1,168 @@
+// Explorer: the broker's topic tree with last values and rates
+// (/api/v1/topics, every 3 s), a live tail over server-sent events
+// (/api/v1/live?topic=FILTER), and a publish form (POST /api/v1/publish).
+
+import { api, h, field, notify, every, fmtNum, fmtTime, showError, isAdmin } from '../lib.js';
+
+const TAIL_MAX = 200;
+
+function preview(last) {
+  if (!last) return '';
+  const p = last.encoding === 'base64' ? `(binary, ${last.bytes} B)` : last.payload;
+  return p.length > 80 ? p.slice(0, 80) + '…' : p;
+}
+
+export default async function (view, ctx) {
+  // ---- topic tree ----
+  const filterInput = h('input', { id: 'tree-filter', value: '#', spellcheck: 'false' });
+  const treeBox = h('ul', { class: 'tree', 'aria-label': 'Topics' });
+  const treeStatus = h('p', { class: 'muted' });
+  const detail = h('div', { 'aria-live': 'polite' });
+  const open = new Set();
+  let root = null;
+  let selected = null;
+
+  function nodeEl(node) {
+    const label = [
+      h('span', { class: 'name' }, node.name || '(empty)'),
+      node.last ? h('span', { class: 'val' }, preview(node.last)) : null,
+      h('span', { class: 'rate' }, `${fmtNum(node.rate_per_sec)}/s · ${node.messages}`),
+      node.retained ? h('span', { class: 'rate' }, 'retained') : null,
+    ];
+    if (!node.children.length) {
+      return h('li', null, h('button', {
+        type: 'button', class: 'leaf', style: { border: 0, background: 'none', padding: 0, textAlign: 'left' },
+        'aria-pressed': String(selected === node.topic),
+        onclick: () => select(node),
+      }, label));
+    }
+    const d = h('details', { open: open.has(node.topic) },
+      h('summary', null, label, node.last ? h('button', { type: 'button', class: 'rate', onclick: e => { e.preventDefault(); select(node); } }, 'show') : null));
+    const kids = h('ul');
+    if (open.has(node.topic)) kids.append(...node.children.map(nodeEl));
+    d.append(kids);
+    d.addEventListener('toggle', () => {
+      if (d.open) { open.add(node.topic); if (!kids.childElementCount) kids.append(...node.children.map(nodeEl)); }
+      else open.delete(node.topic);
+    });
+    return h('li', null, d);
+  }
+
+  function select(node) {
+    selected = node.topic;
+    const l = node.last;
+    detail.replaceChildren(h('h3', { class: 'mono' }, node.topic),
+      l ? h('dl', { class: 'kv' },
+        h('dt', null, 'time'), h('dd', null, fmtTime(l.time_ms)),
+        h('dt', null, 'client'), h('dd', { class: 'mono' }, l.client_id),
+        h('dt', null, 'qos / retain'), h('dd', null, `${l.qos} / ${l.retain}`),
+        h('dt', null, 'size'), h('dd', null, `${l.bytes} B${l.truncated ? ' (truncated)' : ''} ${l.encoding === 'base64' ? 'base64' : ''}`),
+        h('dt', null, 'payload'), h('dd', null, h('pre', null, l.payload))) : h('p', { class: 'muted' }, 'No message on this topic itself.'),
+      h('p', { class: 'row' },
+        h('button', { type: 'button', onclick: () => { tailInput.value = node.children.length ? `${node.topic}/#` : node.topic; startTail(); } }, 'Tail this topic'),
+        pubTopic ? h('button', { type: 'button', onclick: () => { pubTopic.value = node.topic; pubPayload.focus(); } }, 'Publish to it') : null));
+  }
+
+  async function loadTree() {
+    const filter = filterInput.value.trim() || '#';
+    try {
+      root = await api('/api/v1/topics?filter=' + encodeURIComponent(filter), { signal: ctx.signal });
+    } catch (e) {
+      if (e.name !== 'AbortError') showError(treeStatus, e);
+      return;
+    }
+    const top = root.topic === '' && !root.last ? root.children : [root];
+    treeStatus.textContent = top.length ? `${root.messages} messages, ${fmtNum(root.rate_per_sec)}/s` : 'No topics yet.';
+    // Keep the tree still while someone is moving through it with the keyboard.
+    if (!treeBox.contains(document.activeElement)) treeBox.replaceChildren(...top.map(nodeEl));
+  }
+
+  const treeForm = h('form', { class: 'row', onsubmit: e => { e.preventDefault(); loadTree(); } },
+    field('Topic filter', filterInput, { class: 'grow' }), h('button', { type: 'submit' }, 'Apply'));
+
+  // ---- live tail ----
+  const tailInput = h('input', { id: 'tail-filter', value: '#', spellcheck: 'false' });
+  const pauseButton = h('button', { type: 'button', 'aria-pressed': 'false' }, 'Pause');
+  const tailBody = h('tbody');
+  const tailStatus = h('p', { class: 'muted', 'aria-live': 'polite' });
+  let source = null, paused = false, pending = [], flushTimer = null, received = 0, lagged = 0;
+
+  function flush() {
+    flushTimer = null;
+    if (paused || !pending.length) return;
+    const rows = pending.splice(0).slice(-TAIL_MAX).reverse().map(m => h('tr', null,
+      h('td', null, new Date(m.time_ms).toLocaleTimeString()),
+      h('td', { class: 'mono' }, m.topic),
+      h('td', { class: 'mono' }, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 300 ? m.payload.slice(0, 300) + '…' : m.payload))));
+    tailBody.prepend(...rows);
+    while (tailBody.childElementCount > TAIL_MAX) tailBody.lastElementChild.remove();
+    tailStatus.textContent = `${received} received${lagged ? `, ${lagged} missed (too fast to show)` : ''}`;
+  }
+
+  function startTail() {
+    if (source) source.close();
+    received = 0; lagged = 0; pending = [];
+    tailBody.replaceChildren();
+    const filter = tailInput.value.trim() || '#';
+    source = new EventSource('/api/v1/live?topic=' + encodeURIComponent(filter));
+    tailStatus.textContent = `Listening on ${filter}…`;
+    source.addEventListener('message', e => {
+      received++;
+      try { pending.push(JSON.parse(e.data)); } catch { return; }
+      if (pending.length > TAIL_MAX) pending.splice(0, pending.length - TAIL_MAX);
+      if (!flushTimer) flushTimer = setTimeout(flush, 250);
+    });
+    source.addEventListener('lagged', e => { lagged += Number(e.data) || 0; });
+    source.addEventListener('error', () => {
+      if (source.readyState === EventSource.CLOSED) tailStatus.textContent = 'The live feed closed (bad filter or signed out?).';
+      else tailStatus.textContent = 'Reconnecting…';
+    });
+  }
+  pauseButton.addEventListener('click', () => {
+    paused = !paused;
+    pauseButton.textContent = paused ? 'Resume' : 'Pause';
+    pauseButton.setAttribute('aria-pressed', String(paused));
+    if (!paused) flush();
+  });
+  ctx.cleanup(() => { if (source) source.close(); clearTimeout(flushTimer); });
+
+  const tailForm = h('form', { class: 'row', onsubmit: e => { e.preventDefault(); startTail(); } },
+    field('Live filter', tailInput, { class: 'grow' }), h('button', { type: 'submit' }, 'Apply'), pauseButton,
+    h('button', { type: 'button', onclick: () => tailBody.replaceChildren() }, 'Clear'));
+
+  // ---- publish (admins; viewers may not publish) ----
+  let pubTopic = null, pubPayload = null, publishCard = null;
+  if (isAdmin()) {
+    pubTopic = h('input', { id: 'pub-topic', required: true, spellcheck: 'false', placeholder: 'home/lamp/set' });
+    pubPayload = h('textarea', { id: 'pub-payload', rows: 3, spellcheck: 'false' });
+    const qos = h('select', { id: 'pub-qos' }, [0, 1, 2].map(q => h('option', { value: q }, String(q))));
+    const retain = h('input', { type: 'checkbox', id: 'pub-retain' });
+    const result = h('div', { 'aria-live': 'polite' });
+    publishCard = h('section', { class: 'card' }, h('h2', null, 'Publish'),
+      h('form', { class: 'stack', onsubmit: async e => {
+        e.preventDefault();
+        try {
+          await api('/api/v1/publish', { method: 'POST', body: { topic: pubTopic.value.trim(), payload: pubPayload.value, qos: Number(qos.value), retain: retain.checked } });
+          result.replaceChildren(h('p', { class: 'notice ok' }, `Published to ${pubTopic.value.trim()}.`));
+        } catch (err) { showError(result, err); }
+      } },
+      field('Topic', pubTopic), field('Payload', pubPayload),
+      h('div', { class: 'row center' }, field('QoS', qos), h('label', { class: 'inline' }, retain, 'Retain'),
+        h('button', { type: 'submit', class: 'primary' }, 'Publish')),
+      result));
+  }
+
+  view.append(h('h1', null, 'Explorer'),
+    h('div', { class: 'explorer' },
+      h('div', null,
+        h('section', { class: 'card' }, h('h2', null, 'Topics'), treeForm, treeStatus, treeBox),
+        h('section', { class: 'card' }, h('h2', null, 'Selected topic'), detail)),
+      h('div', null,
+        h('section', { class: 'card' }, h('h2', null, 'Live messages'), tailForm, tailStatus,
+          h('div', { class: 'tail' }, h('table', null,
+            h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'topic'), h('th', null, 'payload'))), tailBody))),
+        publishCard)));
+  detail.append(h('p', { class: 'muted' }, 'Choose a topic in the tree.'));
+  startTail();
+  ctx.cleanup(every(3000, loadTree));
+}

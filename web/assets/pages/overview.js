@@ -1,0 +1,114 @@
+// Overview: host health from perch's self-metrics (PromQL instant queries),
+// the cameras' latest snapshots, and recent warnings and errors.
+
+import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, showError } from '../lib.js';
+
+const Q = {
+  cpu: 'perch_host_cpu_usage_ratio',
+  memUsed: 'perch_host_memory_used_bytes',
+  memTotal: 'perch_host_memory_total_bytes',
+  diskUsed: 'perch_host_disk_used_bytes',
+  diskTotal: 'perch_host_disk_total_bytes',
+  temp: 'max(perch_host_cpu_temperature_celsius)',
+  msgs: 'sum(rate(perch_mqtt_messages_received_total[1m]))',
+  samples: 'sum(rate(perch_ingest_samples_total[1m]))',
+  storeUsed: 'perch_storage_disk_usage_bytes',
+  storeBudget: 'perch_storage_disk_budget_bytes',
+};
+
+function tile(id, title) {
+  const value = h('div', { class: 'value', id: `ov-${id}` }, '…');
+  const sub = h('div', { class: 'sub' });
+  const meter = h('meter', { min: 0, max: 1, low: 0.7, high: 0.9, optimum: 0, value: 0, hidden: true, 'aria-label': title });
+  return { el: h('section', { class: 'card stat', 'aria-labelledby': `ov-${id}-t` }, h('h2', { id: `ov-${id}-t` }, title), value, meter, sub), value, sub, meter };
+}
+
+export default async function (view, ctx) {
+  const t = {
+    cpu: tile('cpu', 'CPU'), mem: tile('mem', 'Memory'), disk: tile('disk', 'Disk'),
+    temp: tile('temp', 'Temperature'), msgs: tile('msgs', 'MQTT messages/s'),
+    samples: tile('samples', 'Samples/s'), store: tile('store', 'Storage'),
+  };
+  const health = h('div', { class: 'grid' }, Object.values(t).map(x => x.el));
+  const healthError = h('div');
+  const camGrid = h('div', { class: 'grid wide' });
+  const events = h('div', { class: 'scroll' });
+  view.append(h('h1', null, 'Overview'), healthError, health,
+    h('h2', null, 'Cameras'), camGrid,
+    h('h2', null, 'Recent warnings and errors'), events);
+
+  const ratio = (tl, used, total, fmt) => {
+    if (used === undefined || total === undefined || !total) {
+      tl.value.textContent = used === undefined ? 'n/a' : fmt(used);
+      tl.meter.hidden = true;
+      tl.sub.textContent = total === 0 ? 'no budget set' : '';
+      return;
+    }
+    tl.value.textContent = `${Math.round((used / total) * 100)} %`;
+    tl.meter.hidden = false;
+    tl.meter.value = Math.min(used / total, 1);
+    tl.sub.textContent = `${fmt(used)} of ${fmt(total)}`;
+  };
+
+  async function health_() {
+    const names = Object.keys(Q);
+    const results = await Promise.allSettled(names.map(n => instant(Q[n], ctx.signal)));
+    if (ctx.signal.aborted) return;
+    const v = {};
+    let firstError = null;
+    names.forEach((n, i) => {
+      const r = results[i];
+      if (r.status === 'fulfilled') { if (r.value.length) v[n] = r.value[0].value; }
+      else if (!firstError) firstError = r.reason;
+    });
+    if (firstError && firstError.name !== 'AbortError') showError(healthError, firstError);
+    else healthError.replaceChildren();
+    t.cpu.value.textContent = v.cpu === undefined ? 'n/a' : `${fmtNum(v.cpu * 100)} %`;
+    t.cpu.meter.hidden = v.cpu === undefined;
+    t.cpu.meter.value = v.cpu || 0;
+    ratio(t.mem, v.memUsed, v.memTotal, fmtBytes);
+    ratio(t.disk, v.diskUsed, v.diskTotal, fmtBytes);
+    t.temp.value.textContent = v.temp === undefined ? 'n/a' : `${fmtNum(v.temp)} °C`;
+    t.temp.sub.textContent = v.temp === undefined ? 'no sensor' : '';
+    t.msgs.value.textContent = v.msgs === undefined ? 'n/a' : fmtNum(v.msgs);
+    t.samples.value.textContent = v.samples === undefined ? 'n/a' : fmtNum(v.samples);
+    ratio(t.store, v.storeUsed, v.storeBudget, fmtBytes);
+    if (v.storeBudget) t.store.sub.textContent += ' (disk budget)';
+  }
+
+  async function cameras() {
+    let list;
+    try { list = await api('/api/v1/cameras', { signal: ctx.signal }); }
+    catch (e) { if (e.name !== 'AbortError') camGrid.replaceChildren(h('p', { class: 'muted' }, `Cameras: ${e.message}`)); return; }
+    if (!list.length) { camGrid.replaceChildren(h('p', { class: 'muted' }, 'No cameras. Add one in Settings.')); return; }
+    const now = Date.now();
+    camGrid.replaceChildren(...list.map(c => {
+      const href = `/cameras/${encodeURIComponent(c.name)}`;
+      return h('section', { class: 'card' },
+        h('div', { class: 'panel-head' }, h('h3', null, h('a', { href }, c.name)),
+          h('span', { class: `badge ${c.status}` }, c.status)),
+        c.latest_snapshot
+          ? h('a', { href, 'aria-label': `Open ${c.name}` }, h('img', { class: 'thumb', alt: `Latest snapshot of ${c.name}`, src: `/api/v1/cameras/${encodeURIComponent(c.name)}/latest.jpg?t=${now}` }))
+          : h('p', { class: 'muted' }, 'No snapshot yet.'),
+        c.last_error && c.status !== 'online' ? h('p', { class: 'bad' }, c.last_error) : null);
+    }));
+  }
+
+  async function events_() {
+    let list;
+    try { list = await api('/api/v1/events', { signal: ctx.signal }); }
+    catch (e) { if (e.name !== 'AbortError') showError(events, e); return; }
+    if (!list || !list.length) { events.replaceChildren(h('p', { class: 'muted' }, 'Nothing to report.')); return; }
+    events.replaceChildren(h('table', null,
+      h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'level'), h('th', null, 'where'), h('th', null, 'message'))),
+      h('tbody', null, list.slice(0, 50).map(e => h('tr', null,
+        h('td', null, fmtTime(e.time_ms)),
+        h('td', { class: e.level === 'ERROR' ? 'bad' : 'warn' }, e.level),
+        h('td', { class: 'mono' }, e.target),
+        h('td', null, e.message))))));
+  }
+
+  ctx.cleanup(every(5000, health_));
+  ctx.cleanup(every(15000, cameras));
+  ctx.cleanup(every(10000, events_));
+}

@@ -1,0 +1,294 @@
+// Settings (admins only): users, API tokens, cameras, storage settings
+// (read-only), backup download, and how to restore.
+
+import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes } from '../lib.js';
+
+const ROLES = ['admin', 'viewer', 'device'];
+
+export default async function (view, ctx) {
+  if (!isAdmin()) { notAllowed(view); return; }
+  view.append(h('h1', null, 'Settings'),
+    h('nav', { class: 'row', 'aria-label': 'Settings sections' },
+      ['Users', 'API tokens', 'Cameras', 'Storage', 'Backup'].map(s => h('a', { href: '#' + slug(s), onclick: e => {
+        e.preventDefault(); document.getElementById(slug(s))?.scrollIntoView();
+      } }, s))));
+  const sections = [users(ctx), tokens(ctx), cameras(ctx), storage(ctx), backup(ctx)];
+  view.append(...sections);
+}
+
+function slug(s) { return 'settings-' + s.toLowerCase().replace(/\W+/g, '-'); }
+
+function section(title, ...children) {
+  return h('section', { class: 'card', id: slug(title), 'aria-labelledby': slug(title) + '-h' },
+    h('h2', { id: slug(title) + '-h' }, title), ...children);
+}
+
+// ---- users ----
+function users(ctx) {
+  const table = h('div', { class: 'scroll' });
+  const msg = h('div', { 'aria-live': 'polite' });
+  const name = h('input', { id: 'user-name', required: true, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false' });
+  const role = h('select', { id: 'user-role' }, ROLES.map(r => h('option', { value: r, selected: r === 'viewer' }, r)));
+  const password = h('input', { id: 'user-password', type: 'password', required: true, minLength: 8, autocomplete: 'new-password' });
+  const topics = h('textarea', { id: 'user-topics', rows: 2, spellcheck: 'false', placeholder: 'sensors/kitchen/#' });
+  const topicsField = field('Topics (one MQTT filter per line; a device may publish and subscribe only there)', topics, { class: 'grow' });
+  const showTopics = () => { topicsField.hidden = role.value !== 'device'; };
+  role.addEventListener('change', showTopics);
+  showTopics();
+
+  async function load() {
+    try {
+      const list = await api('/api/v1/users', { signal: ctx.signal });
+      table.replaceChildren(h('table', null,
+        h('thead', null, h('tr', null, ['name', 'role', 'topics', 'created', ''].map(t => h('th', null, t)))),
+        h('tbody', null, list.map(u => h('tr', null,
+          h('td', null, u.name), h('td', null, u.role),
+          h('td', { class: 'mono' }, (u.topics || []).join(' ') || (u.role === 'device' ? 'none' : '—')),
+          h('td', null, fmtTime(u.created_ms)),
+          h('td', null, h('button', { type: 'button', class: 'danger', 'aria-label': `Delete user ${u.name}`, onclick: async () => {
+            if (!window.confirm(`Delete the user ${u.name}?`)) return;
+            try { await api('/api/v1/users/' + encodeURIComponent(u.name), { method: 'DELETE' }); notify(`User ${u.name} deleted.`); load(); }
+            catch (e) { showError(msg, e); }
+          } }, 'Delete')))))));
+    } catch (e) { if (e.name !== 'AbortError') showError(table, e); }
+  }
+
+  const form = h('form', { class: 'row', onsubmit: async e => {
+    e.preventDefault();
+    const body = {
+      name: name.value.trim(), role: role.value, password: password.value,
+      topics: role.value === 'device' ? topics.value.split(/\n+/).map(s => s.trim()).filter(Boolean) : [],
+    };
+    try {
+      await api('/api/v1/users', { method: 'POST', body });
+      msg.replaceChildren(h('p', { class: 'notice ok' }, `User ${body.name} (${body.role}) added.`));
+      name.value = ''; password.value = ''; topics.value = '';
+      load();
+    } catch (err) { showError(msg, err); }
+  } },
+  field('Name', name), field('Role', role), field('Password', password), topicsField,
+  h('button', { type: 'submit', class: 'primary' }, 'Add user'));
+  load();
+  return section('Users', table, h('h3', null, 'Add a user'), form, msg);
+}
+
+// ---- API tokens ----
+function tokens(ctx) {
+  const table = h('div', { class: 'scroll' });
+  const msg = h('div', { 'aria-live': 'polite' });
+  const name = h('input', { id: 'token-name', required: true, autocomplete: 'off', placeholder: 'e.g. grafana' });
+  const role = h('select', { id: 'token-role' }, ROLES.map(r => h('option', { value: r, selected: r === 'viewer' }, r)));
+
+  async function load() {
+    try {
+      const list = await api('/api/v1/tokens', { signal: ctx.signal });
+      table.replaceChildren(list.length ? h('table', null,
+        h('thead', null, h('tr', null, ['name', 'role', 'created', 'by', 'last used', ''].map(t => h('th', null, t)))),
+        h('tbody', null, list.map(t => h('tr', null,
+          h('td', null, t.name), h('td', null, t.role), h('td', null, fmtTime(t.created_ms)), h('td', null, t.created_by || '—'),
+          h('td', null, fmtAgo(t.last_used_ms)),
+          h('td', null, h('button', { type: 'button', class: 'danger', 'aria-label': `Delete token ${t.name}`, onclick: async () => {
+            if (!window.confirm(`Delete the token ${t.name}? Programs using it stop working.`)) return;
+            try { await api('/api/v1/tokens/' + encodeURIComponent(t.id), { method: 'DELETE' }); notify(`Token ${t.name} deleted.`); load(); }
+            catch (e) { showError(msg, e); }
+          } }, 'Delete')))))) : h('p', { class: 'muted' }, 'No tokens.'));
+    } catch (e) { if (e.name !== 'AbortError') showError(table, e); }
+  }
+
+  const form = h('form', { class: 'row', onsubmit: async e => {
+    e.preventDefault();
+    try {
+      const t = await api('/api/v1/tokens', { method: 'POST', body: { name: name.value.trim(), role: role.value } });
+      const secret = h('output', { class: 'secret', id: 'token-secret' }, t.token);
+      msg.replaceChildren(h('div', { class: 'notice ok', role: 'status' },
+        h('p', null, `Token ${t.name} (${t.role}) created. Copy it now: it is shown only this once.`),
+        h('p', null, secret, ' ', h('button', { type: 'button', onclick: async () => {
+          try { await navigator.clipboard.writeText(t.token); notify('Token copied.'); }
+          catch { window.getSelection().selectAllChildren(secret); }
+        } }, 'Copy')),
+        h('p', { class: 'muted' }, 'Use it as ', h('code', null, 'Authorization: Bearer …'), '.')));
+      name.value = '';
+      load();
+    } catch (err) { showError(msg, err); }
+  } },
+  field('Token name', name), field('Role', role), h('button', { type: 'submit', class: 'primary' }, 'Create token'));
+  load();
+  return section('API tokens', table, h('h3', null, 'Create a token'), form, msg);
+}
+
+// ---- cameras ----
+function cameras(ctx) {
+  const table = h('div', { class: 'scroll' });
+  const msg = h('div', { 'aria-live': 'polite' });
+  const testBox = h('div', { 'aria-live': 'polite' });
+  const f = {
+    name: h('input', { id: 'cam-name', required: true, pattern: '[A-Za-z0-9_\\-]{1,64}', spellcheck: 'false', placeholder: 'yard' }),
+    url: h('input', { id: 'cam-url', required: true, type: 'url', spellcheck: 'false', placeholder: 'rtsp://192.168.1.40:554/stream1', size: 36 }),
+    username: h('input', { id: 'cam-username', autocomplete: 'off' }),
+    password: h('input', { id: 'cam-password', type: 'password', autocomplete: 'new-password' }),
+    transport: h('select', { id: 'cam-transport' }, h('option', { value: 'tcp' }, 'tcp'), h('option', { value: 'udp' }, 'udp')),
+    snapshot_schedule: h('input', { id: 'cam-schedule', placeholder: '0 */5 * * * *', spellcheck: 'false' }),
+    snapshot_retention: h('input', { id: 'cam-retention', placeholder: '30d' }),
+    snapshot_max_bytes: h('input', { id: 'cam-max-bytes', placeholder: '2GiB' }),
+  };
+  let editing = null;
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add camera');
+  const cancel = h('button', { type: 'button', hidden: true }, 'Cancel edit');
+  const heading = h('h3', null, 'Add a camera');
+
+  function edit(c) {
+    editing = c ? c.name : null;
+    heading.textContent = c ? `Edit ${c.name}` : 'Add a camera';
+    submit.textContent = c ? 'Save camera' : 'Add camera';
+    cancel.hidden = !c;
+    f.name.disabled = !!c;
+    f.name.value = c ? c.name : '';
+    f.url.value = c ? c.url : '';
+    f.username.value = (c && c.username) || '';
+    f.password.value = '';
+    f.password.placeholder = c && c.has_password ? 'unchanged' : '';
+    f.transport.value = (c && c.transport) || 'tcp';
+    f.snapshot_schedule.value = (c && c.snapshot_schedule) || '';
+    f.snapshot_retention.value = c ? String(c.snapshot_retention ?? '') : '';
+    f.snapshot_max_bytes.value = c ? String(c.snapshot_max_bytes ?? '') : '';
+    if (c) f.url.focus();
+  }
+  cancel.addEventListener('click', () => edit(null));
+
+  async function test(c) {
+    testBox.replaceChildren(h('p', { class: 'muted' }, `Testing ${c.name}: waiting for a keyframe…`));
+    const base = `/api/v1/cameras/${encodeURIComponent(c.name)}`;
+    try {
+      const s = await api(`${base}/snapshot`, { method: 'POST' });
+      testBox.replaceChildren(h('div', { class: 'notice ok' }, `${c.name} works: snapshot ${s.width}×${s.height} at ${fmtTime(s.id)}.`),
+        h('img', { class: 'thumb', style: { maxWidth: '420px' }, src: `${base}/snapshots/${s.id}.jpg`, alt: `Test snapshot of ${c.name}` }));
+    } catch (e) {
+      let status = '';
+      try { const cur = await api(base); status = ` Status: ${cur.status}${cur.last_error ? ` (${cur.last_error})` : ''}.`; } catch { /* shown below */ }
+      testBox.replaceChildren(h('div', { class: 'notice error', role: 'alert' }, `${c.name}: ${e.message}.${status}`));
+    }
+  }
+
+  async function load() {
+    try {
+      const list = await api('/api/v1/cameras', { signal: ctx.signal });
+      table.replaceChildren(list.length ? h('table', null,
+        h('thead', null, h('tr', null, ['name', 'URL', 'status', 'snapshots', ''].map(t => h('th', null, t)))),
+        h('tbody', null, list.map(c => h('tr', null,
+          h('td', null, h('a', { href: `/cameras/${encodeURIComponent(c.name)}` }, c.name)),
+          h('td', { class: 'mono' }, c.url),
+          h('td', null, h('span', { class: `badge ${c.status}` }, c.status), c.last_error ? h('div', { class: 'bad' }, c.last_error) : null),
+          h('td', null, `${c.snapshot_schedule || 'on demand'} · ${fmtBytes(c.snapshot_bytes)}`),
+          h('td', { class: 'row' },
+            h('button', { type: 'button', 'aria-label': `Test camera ${c.name}`, onclick: () => test(c) }, 'Test'),
+            c.source === 'config' ? h('span', { class: 'muted' }, 'config file') : [
+              h('button', { type: 'button', 'aria-label': `Edit camera ${c.name}`, onclick: () => edit(c) }, 'Edit'),
+              h('button', { type: 'button', class: 'danger', 'aria-label': `Delete camera ${c.name}`, onclick: async () => {
+                if (!window.confirm(`Delete the camera ${c.name} and its snapshots?`)) return;
+                try { await api(`/api/v1/cameras/${encodeURIComponent(c.name)}`, { method: 'DELETE' }); notify(`Camera ${c.name} deleted.`); if (editing === c.name) edit(null); load(); }
+                catch (e) { showError(msg, e); }
+              } }, 'Delete')])))))
+        : h('p', { class: 'muted' }, 'No cameras.'));
+    } catch (e) { if (e.name !== 'AbortError') showError(table, e); }
+  }
+
+  const form = h('form', { class: 'row', onsubmit: async e => {
+    e.preventDefault();
+    const body = { url: f.url.value.trim(), transport: f.transport.value };
+    if (!editing) body.name = f.name.value.trim();
+    for (const k of ['username', 'password', 'snapshot_schedule', 'snapshot_retention', 'snapshot_max_bytes']) {
+      const v = k === 'password' ? f[k].value : f[k].value.trim();
+      if (v) body[k] = v;
+    }
+    try {
+      const path = editing ? `/api/v1/cameras/${encodeURIComponent(editing)}` : '/api/v1/cameras';
+      const c = await api(path, { method: editing ? 'PUT' : 'POST', body });
+      msg.replaceChildren(h('p', { class: 'notice ok' }, `Camera ${c.name} ${editing ? 'saved' : 'added'}; it connects in the background (Test shows whether it works).`));
+      edit(null);
+      load();
+    } catch (err) { showError(msg, err); }
+  } },
+  field('Name', f.name), field('RTSP URL', f.url, { class: 'grow' }), field('Camera username', f.username), field('Camera password', f.password),
+  field('Transport', f.transport), field('Snapshot schedule (cron, with seconds)', f.snapshot_schedule),
+  field('Keep snapshots for', f.snapshot_retention), field('Snapshot space', f.snapshot_max_bytes),
+  submit, cancel);
+  load();
+  return section('Cameras', table, testBox, heading, form, msg);
+}
+
+// ---- storage (read-only) ----
+function storage(ctx) {
+  const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  api('/api/v1/settings', { signal: ctx.signal }).then(s => {
+    const groups = Object.entries(s || {}).map(([group, values]) => h('div', null,
+      h('h3', null, group),
+      values && typeof values === 'object' ? h('dl', { class: 'kv' }, Object.entries(values).flatMap(([k, v]) =>
+        [h('dt', null, k), h('dd', { class: 'mono' }, typeof v === 'object' ? JSON.stringify(v) : String(v))]))
+        : h('p', { class: 'mono' }, String(values))));
+    box.replaceChildren(h('div', { class: 'grid wide' }, groups),
+      h('p', { class: 'muted' }, 'Change these in perch\'s config file and restart (docs/configuration.md).'));
+  }).catch(e => { if (e.name !== 'AbortError') showError(box, e); });
+  return section('Storage', h('p', null, 'Retention, disk budget and the other settings in force.'), box);
+}
+
+// ---- backup ----
+function backup(ctx) {
+  const progress = h('progress', { id: 'backup-progress', max: 1, value: 0, hidden: true, 'aria-label': 'Backup download' });
+  const status = h('div', { class: 'muted', 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', class: 'primary' }, 'Download backup');
+  let ac = null;
+  ctx.cleanup(() => ac && ac.abort());
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    ac = new AbortController();
+    status.textContent = 'Starting…';
+    try {
+      const r = await api('/api/v1/backup', { raw: true, signal: ac.signal });
+      const total = Number(r.headers.get('Content-Length')) || 0;
+      progress.hidden = false;
+      if (total) progress.max = total; else progress.removeAttribute('value');
+      const reader = r.body.getReader();
+      const chunks = [];
+      let got = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        got += value.length;
+        if (total) progress.value = got;
+        status.textContent = `${fmtBytes(got)}${total ? ` of ${fmtBytes(total)}` : ''}`;
+      }
+      const blob = new Blob(chunks, { type: 'application/x-tar' });
+      const disposition = r.headers.get('Content-Disposition') || '';
+      const m = /filename="?([^";]+)"?/.exec(disposition);
+      const name = m ? m[1] : `perch-backup-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-')}.tar`;
+      const url = URL.createObjectURL(blob);
+      const a = h('a', { href: url, download: name, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      progress.max = 1; progress.value = 1;
+      status.textContent = `Saved ${name} (${fmtBytes(got)}).`;
+    } catch (e) {
+      if (e.name !== 'AbortError') { status.textContent = ''; showError(status, e); }
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return section('Backup',
+    h('p', null, 'A consistent copy of the data directory (series, users, tokens, cameras, dashboards, snapshots) as one tar file, taken while perch runs.'),
+    h('p', { class: 'row center' }, button, progress), status,
+    h('h3', null, 'Restore'),
+    h('p', null, 'There is no upload here: a restore replaces everything, so it runs on the box while perch is stopped, into a new, empty directory that then takes the old one\'s place:'),
+    h('pre', { class: 'card' }, [
+      'sudo systemctl stop perch',
+      'sudo perch restore perch-backup-….tar --data-dir /var/lib/perch.new',
+      'sudo perch check --data-dir /var/lib/perch.new',
+      'sudo mv /var/lib/perch /var/lib/perch.old',
+      'sudo mv /var/lib/perch.new /var/lib/perch',
+      'sudo chown -R perch:perch /var/lib/perch',
+      'sudo systemctl start perch',
+    ].join('\n')),
+    h('p', { class: 'muted' }, 'In general: ', h('code', null, 'perch restore FILE --data-dir DIR'), ' while perch is stopped. The search index is not in the backup; it starts empty.'));
+}
