@@ -557,7 +557,9 @@ fn a_backup_downloaded_while_running_restores_into_a_working_perch() {
     assert_eq!(tar.len(), length);
     // The staging links go once the last byte is out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while p.data_dir.join("backup-staging").exists() {
+    let staged =
+        |p: &Perch| std::fs::read_dir(p.data_dir.join("backup-staging")).map_or(0, |d| d.count());
+    while staged(&p) > 0 {
         assert!(std::time::Instant::now() < deadline, "staging left behind");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -602,4 +604,119 @@ fn a_backup_downloaded_while_running_restores_into_a_working_perch() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("cannot restore"), "{err}");
+}
+
+#[test]
+fn other_sites_cannot_ride_on_a_browsers_credentials() {
+    let p = Perch::start_bare("");
+    let json = ("Content-Type", "application/json");
+    // A page elsewhere cannot claim a fresh box...
+    let r = p.request_as(
+        None,
+        "POST",
+        "/api/v1/auth/onboard",
+        &[json, ("Sec-Fetch-Site", "cross-site")],
+        Some(br#"{"username":"mallory","password":"mallory-pw"}"#),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(p.get_anon("/api/v1/auth/state").json()["onboarding"], true);
+    // ...nor use Basic credentials the browser cached.
+    let (code, _, err) = p.cli(
+        &[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--password",
+            "root-pass-1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let root = basic("root", "root-pass-1");
+    let new_user = br#"{"name":"x","role":"admin","password":"pass-word-1"}"#;
+    let r = p.request_as(
+        Some(&root),
+        "POST",
+        "/api/v1/users",
+        &[json, ("Origin", "http://evil.example")],
+        Some(new_user),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Same origin behind a TLS proxy (Host is the upstream address): fine,
+    // and the cookie is marked Secure.
+    let r = p.request_as(
+        None,
+        "POST",
+        "/api/v1/auth/login",
+        &[
+            json,
+            ("Origin", "https://perch.example"),
+            ("X-Forwarded-Host", "perch.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        Some(br#"{"username":"root","password":"root-pass-1"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("set-cookie").unwrap().contains("Secure"));
+    let cookie = cookie_of(&r);
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    let r = p.request_as(
+        None,
+        "POST",
+        "/api/v1/users",
+        &[
+            json,
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", "https://perch.example:443"),
+            ("X-Forwarded-Host", "perch.example"),
+        ],
+        Some(new_user),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn guesses_are_counted_per_user_and_a_valid_sign_in_does_not_reset_them() {
+    let p = Perch::start();
+    let r = p.request(
+        "POST",
+        "/api/v1/users",
+        Some(r#"{"name":"vera","role":"viewer","password":"pass-word-1"}"#),
+    );
+    assert_eq!(r.status, 201);
+    // Valid Basic requests, Grafana's way, are never held back.
+    for _ in 0..20 {
+        let vera = basic("vera", "pass-word-1");
+        assert_eq!(send(&p, Some(&vera), "GET", "/api/v1/labels").status, 200);
+    }
+    let guess = |i: usize| {
+        send(
+            &p,
+            Some(&basic(common::ADMIN, &format!("guess-{i}"))),
+            "GET",
+            "/api/v1/labels",
+        )
+        .status
+    };
+    for i in 0..4 {
+        assert_eq!(guess(i), 401);
+    }
+    // The guesser signs in with their own account in between...
+    let r = p.request_as(
+        None,
+        "POST",
+        "/api/v1/auth/login",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"username":"vera","password":"pass-word-1"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ...which does not give them fresh guesses.
+    assert_eq!(guess(4), 401);
+    assert_eq!(guess(5), 429);
+    // The address is held back for every account meanwhile.
+    let vera = basic("vera", "pass-word-1");
+    assert_eq!(send(&p, Some(&vera), "GET", "/api/v1/labels").status, 429);
 }

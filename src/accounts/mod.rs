@@ -112,6 +112,10 @@ impl StoredUser {
     }
 }
 
+/// Argon2 verifications running at once: each takes ~19 MiB and a core, so
+/// a flood of guesses must queue rather than exhaust a Pi's memory.
+pub const CONCURRENT_VERIFICATIONS: usize = 2;
+
 /// Successful verifications are remembered for a while, keyed by a salted
 /// hash of the credentials, so a client sending Basic auth on every request
 /// (Grafana does) does not cost an argon2 hash each time.
@@ -126,6 +130,12 @@ pub struct Accounts {
     pub limiter: LoginLimiter,
     cache: Mutex<HashMap<[u8; 32], (UserInfo, Instant)>>,
     cache_salt: [u8; 16],
+    /// Bumped by every deletion: a verification that started before one
+    /// does not cache its (possibly deleted) user.
+    generation: std::sync::atomic::AtomicU64,
+    /// Verified against for unknown names, so that they take as long as
+    /// known ones and do not reveal which names exist.
+    dummy_hash: std::sync::OnceLock<String>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -157,6 +167,8 @@ impl Accounts {
             tokens: db.open_tree("tokens")?,
             limiter: LoginLimiter::default(),
             cache: Mutex::new(HashMap::new()),
+            generation: Default::default(),
+            dummy_hash: Default::default(),
             cache_salt,
         })
     }
@@ -212,6 +224,8 @@ impl Accounts {
         let existed = self.users.remove(name)?.is_some();
         self.end_sessions_of(name)?;
         self.users.flush()?;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.lock().clear();
         Ok(existed)
     }
@@ -233,6 +247,12 @@ impl Accounts {
         let v = self.users.get(name).ok()??;
         let stored: StoredUser = serde_json::from_slice(&v).ok()?;
         Some(stored.info(name))
+    }
+
+    /// Whether `name` could be a user name at all (the rate limiter keys
+    /// only such names, bounding its memory).
+    pub fn plausible_name(name: &str) -> bool {
+        valid_name(name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,14 +288,35 @@ impl Accounts {
                 }
             }
         }
-        let v = self.users.get(name).ok()??;
-        let stored: StoredUser = serde_json::from_slice(&v).ok()?;
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let stored = self
+            .users
+            .get(name)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice::<StoredUser>(&v).ok());
+        let Some(stored) = stored else {
+            let dummy = self.dummy_hash.get_or_init(|| {
+                let salt = SaltString::generate(&mut OsRng);
+                Argon2::default()
+                    .hash_password(b"no such user", &salt)
+                    .map(|h| h.to_string())
+                    .unwrap_or_default()
+            });
+            if let Ok(parsed) = PasswordHash::new(dummy) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &parsed);
+            }
+            return None;
+        };
         let parsed = PasswordHash::new(&stored.password_hash).ok()?;
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .ok()?;
         let info = stored.info(name);
         let mut cache = self.cache.lock();
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return Some(info);
+        }
         if cache.len() >= VERIFY_CACHE_MAX {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFY_CACHE_TTL);
             if cache.len() >= VERIFY_CACHE_MAX {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::auth::{self, cookie, Principal, SESSION_COOKIE};
 use super::{ApiError, SharedState};
-use crate::accounts::{AccountError, Role, UserInfo, SESSION_TTL_MS};
+use crate::accounts::{AccountError, Accounts, Role, UserInfo, SESSION_TTL_MS};
 
 /// `/api/v1/auth/*`: reachable without credentials.
 pub fn public_routes() -> Router<SharedState> {
@@ -104,6 +104,10 @@ fn signed_in(app: &SharedState, headers: &HeaderMap, user: &UserInfo) -> Respons
 async fn onboard(State(app): State<SharedState>, req: Request) -> Response {
     static ONBOARDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let headers = req.headers().clone();
+    // Another site's page must not claim a fresh box.
+    if auth::cross_site(&headers) {
+        return auth::forbidden("cross-site onboarding refused");
+    }
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_data(e.to_string()).into_response(),
@@ -141,6 +145,9 @@ async fn onboard(State(app): State<SharedState>, req: Request) -> Response {
 async fn login(State(app): State<SharedState>, req: Request) -> Response {
     let ip = auth::client_key(req.extensions());
     let headers = req.headers().clone();
+    if auth::cross_site(&headers) {
+        return auth::forbidden("cross-site sign-in refused");
+    }
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_data(e.to_string()).into_response(),
@@ -150,26 +157,26 @@ async fn login(State(app): State<SharedState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let now = app.storage.now_ms();
-    let keys = vec![ip, format!("user:{}", c.username)];
-    if let Err(wait) = app.accounts.limiter.check(&keys, now) {
+    let mut keys = vec![ip];
+    if Accounts::plausible_name(&c.username) {
+        keys.push(format!("user:{}", c.username));
+    }
+    if let Err(wait) = app.accounts.limiter.attempt(&keys, now) {
         return auth::too_many(wait);
     }
-    let accounts = Arc::clone(&app.accounts);
     let username = c.username.clone();
-    let verified = tokio::task::spawn_blocking(move || accounts.verify(&username, &c.password))
-        .await
-        .ok()
-        .flatten();
-    match verified {
+    match auth::verify_password(&app, username, c.password).await {
         Some(user) if user.role != Role::Device => {
             app.accounts.limiter.succeeded(&keys);
             tracing::info!(user = %user.name, "signed in");
             signed_in(&app, &headers, &user)
         }
-        Some(_) => auth::forbidden("device accounts cannot sign in to the dashboard"),
+        Some(_) => {
+            app.accounts.limiter.succeeded(&keys);
+            auth::forbidden("device accounts cannot sign in to the dashboard")
+        }
         None => {
-            app.accounts.limiter.failed(&keys, now);
-            tracing::warn!(user = %c.username, "failed sign-in");
+            tracing::warn!(user = %c.username.chars().take(64).collect::<String>(), "failed sign-in");
             auth::unauthorized_quietly("wrong user name or password")
         }
     }
@@ -237,6 +244,9 @@ async fn delete_user(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
+    // Two deletions at once must not remove the last two admins.
+    static DELETING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = DELETING.lock().await;
     let users = match app.accounts.list() {
         Ok(u) => u,
         Err(e) => return account_error(e),

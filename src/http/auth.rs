@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::SharedState;
-use crate::accounts::{constant_time_eq, Role, UserInfo};
+use crate::accounts::{constant_time_eq, Accounts, Role, UserInfo, CONCURRENT_VERIFICATIONS};
 
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "perch_session";
@@ -166,18 +166,39 @@ fn credential(req: &Request) -> Result<Option<Credential>, &'static str> {
     Ok(None)
 }
 
-/// A request made with the session cookie from another site's page: its
-/// `Origin` names a different host than the one it was sent to.
-fn cross_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+/// `host[:port]` without the scheme's default port, lowercased.
+fn normal_host(host: &str, https: bool) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    let default = if https { ":443" } else { ":80" };
+    host.strip_suffix(default)
+        .map_or(host.clone(), str::to_string)
+}
+
+/// A request sent by another site's page, which the browser would send
+/// with the user's cookie or cached Basic credentials (CSRF): it says so in
+/// `Sec-Fetch-Site`, or its `Origin` names another host than the one it was
+/// sent to (`Host`, or `X-Forwarded-Host` behind a reverse proxy). Clients
+/// that are not browsers send neither header.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if text("sec-fetch-site") == Some("cross-site") {
+        return true;
+    }
+    let Some(origin) = text("origin") else {
         return false;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    origin_host != host
+    if origin == "null" {
+        return true;
+    }
+    let (scheme, origin_host) = origin.split_once("://").unwrap_or(("http", origin));
+    let https = scheme.eq_ignore_ascii_case("https");
+    let origin_host = normal_host(origin_host, https);
+    let candidates = [text("x-forwarded-host"), text("host")];
+    !candidates
+        .into_iter()
+        .flatten()
+        .flat_map(|h| h.split(','))
+        .any(|h| normal_host(h, https) == origin_host)
 }
 
 pub async fn authenticate(
@@ -202,8 +223,8 @@ pub async fn authenticate(
                 return unauthorized_for(req.headers(), "the session has ended; sign in again");
             };
             let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            if cross_origin(req.headers()) {
-                return forbidden("cross-origin request with the session cookie refused");
+            if cross_site(req.headers()) {
+                return forbidden("cross-site request with the session cookie refused");
             }
             if !safe {
                 let given = req
@@ -221,44 +242,63 @@ pub async fn authenticate(
             }
         }
         Credential::Password(name, password) => {
-            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
+            // Browsers replay cached Basic credentials to other sites' forms.
+            if cross_site(req.headers()) {
+                return forbidden("cross-site request with Basic credentials refused");
+            }
+            let mut keys = ip_key;
+            if Accounts::plausible_name(&name) {
+                keys.push(format!("user:{name}"));
+            }
+            if let Err(wait) = app.accounts.limiter.attempt(&keys, now_ms) {
                 return too_many(wait);
             }
-            let accounts = app.accounts.clone();
-            // argon2 is deliberately slow: keep it off the async workers.
-            let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
-                .await
-                .ok()
-                .flatten();
-            match verified {
-                Some(user) => Principal {
-                    user,
-                    via: Via::Password,
-                },
-                None => {
-                    app.accounts.limiter.failed(&ip_key, now_ms);
-                    return unauthorized_for(req.headers(), "invalid user name or password");
+            match verify_password(&app, name, password).await {
+                Some(user) => {
+                    app.accounts.limiter.succeeded(&keys);
+                    Principal {
+                        user,
+                        via: Via::Password,
+                    }
                 }
+                None => return unauthorized_for(req.headers(), "invalid user name or password"),
             }
         }
         Credential::Token(secret) => {
-            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
+            if let Err(wait) = app.accounts.limiter.attempt(&ip_key, now_ms) {
                 return too_many(wait);
             }
             match app.accounts.verify_token(&secret, now_ms) {
-                Some(user) => Principal {
-                    user,
-                    via: Via::Token,
-                },
-                None => {
-                    app.accounts.limiter.failed(&ip_key, now_ms);
-                    return unauthorized_for(req.headers(), "invalid or deleted API token");
+                Some(user) => {
+                    app.accounts.limiter.succeeded(&ip_key);
+                    Principal {
+                        user,
+                        via: Via::Token,
+                    }
                 }
+                None => return unauthorized_for(req.headers(), "invalid or deleted API token"),
             }
         }
     };
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Checks a password off the async workers (argon2 is deliberately slow),
+/// at most [`CONCURRENT_VERIFICATIONS`] at once.
+pub async fn verify_password(
+    app: &SharedState,
+    name: String,
+    password: String,
+) -> Option<UserInfo> {
+    static PERMITS: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(CONCURRENT_VERIFICATIONS);
+    let _permit = PERMITS.acquire().await.ok()?;
+    let accounts = app.accounts.clone();
+    tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
+        .await
+        .ok()
+        .flatten()
 }
 
 fn role_of(req: &Request) -> Option<Role> {

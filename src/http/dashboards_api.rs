@@ -116,8 +116,13 @@ async fn backup(State(app): State<SharedState>) -> Response {
     };
     let total = plan.total_bytes();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        let writer = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        let out = std::io::BufWriter::with_capacity(256 * 1024, writer);
         if let Err(e) = plan.write_tar(out) {
             tracing::warn!(error = %e, "backup download ended early");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -147,16 +152,34 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// A blocking writer into the response body; a client that went away
-/// ends the backup with an error instead of staging bytes nobody reads.
-struct ChannelWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
+/// A client that has read nothing for this long is given up on: its
+/// staged links would otherwise pin deleted block files on disk.
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A blocking writer into the response body; a client that went away or
+/// stopped reading ends the backup with an error.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
+}
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
-        Ok(buf.len())
+        let chunk = Ok(bytes::Bytes::copy_from_slice(buf));
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout(STALLED_CLIENT, self.tx.send(chunk)));
+        match sent {
+            Ok(Ok(())) => Ok(buf.len()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading",
+            )),
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())

@@ -61,10 +61,19 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> io::Result<(
     Ok(())
 }
 
+/// Removes what backups interrupted by a crash left behind; called when the
+/// store opens, when no backup can be running.
+pub fn remove_stale_staging(data_dir: &Path) {
+    let _ = fs::remove_dir_all(data_dir.join(STAGING_DIR));
+}
+
 impl Storage {
-    /// Stages a consistent backup (see the module comment).
+    /// Stages a consistent backup (see the module comment). Backups running
+    /// at once each have their own staging directory.
     pub fn prepare_backup(&self) -> Result<BackupPlan, StorageError> {
-        let staging = self.data_dir.join(STAGING_DIR);
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staging = self.data_dir.join(STAGING_DIR).join(n.to_string());
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging)?;
         let mut plan = BackupPlan {
@@ -93,23 +102,25 @@ impl Storage {
                 let len = fs::metadata(&link)?.len();
                 plan.files.push((name, link, len));
             }
+            // Still under the lock: the block index in sled must describe
+            // exactly the block files just linked.
+            let export = staging.join(EXPORT_FILE);
+            let mut w = BufWriter::new(fs::File::create(&export)?);
+            for name in self.db.tree_names() {
+                let tree = self.db.open_tree(&name)?;
+                w.write_all(&[1])?;
+                write_chunk(&mut w, &name)?;
+                for item in tree.iter() {
+                    let (k, v) = item?;
+                    w.write_all(&[2])?;
+                    write_chunk(&mut w, &k)?;
+                    write_chunk(&mut w, &v)?;
+                }
+            }
+            w.write_all(&[0])?;
+            w.into_inner().map_err(|e| e.into_error())?;
         }
         let export = staging.join(EXPORT_FILE);
-        let mut w = BufWriter::new(fs::File::create(&export)?);
-        self.db.flush()?;
-        for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name)?;
-            w.write_all(&[1])?;
-            write_chunk(&mut w, &name)?;
-            for item in tree.iter() {
-                let (k, v) = item?;
-                w.write_all(&[2])?;
-                write_chunk(&mut w, &k)?;
-                write_chunk(&mut w, &v)?;
-            }
-        }
-        w.write_all(&[0])?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         let len = fs::metadata(&export)?.len();
         plan.files.push((EXPORT_FILE.to_string(), export, len));
         Ok(plan)
@@ -121,10 +132,19 @@ fn write_chunk(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     w.write_all(bytes)
 }
 
+/// No sled key or value perch writes comes near this.
+const MAX_CHUNK: usize = 64 << 20;
+
 fn read_chunk(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_CHUNK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{EXPORT_FILE}: a record of {len} bytes: the export is damaged"),
+        ));
+    }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Ok(buf)
@@ -149,7 +169,10 @@ impl BackupPlan {
                     .map_or(0, |d| d.as_secs()),
             );
             header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, name, fs::File::open(path)?.take(*len))?;
+            // A file cut shorter after it was linked (a rolled-back append)
+            // is padded: the tar keeps the length it announced.
+            let data = fs::File::open(path)?.chain(io::repeat(0)).take(*len);
+            tar.append_data(&mut header, name, data)?;
         }
         tar.into_inner()?.flush()?;
         Ok(())

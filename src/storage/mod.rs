@@ -235,6 +235,8 @@ impl Storage {
             Err(e) => return Err(e),
         };
         report.repaired_bytes = repair.truncated_bytes;
+        // The database is ours (sled's lock): no backup can be running.
+        backup::remove_stale_staging(data_dir);
         let partition = crate::system::disk::partition_usage(data_dir)
             .map(|p| p.total_bytes)
             .unwrap_or(u64::MAX);
