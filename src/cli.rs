@@ -41,6 +41,24 @@ pub enum Command {
     },
     /// Measure ingestion speed and compression on generated or given data
     Bench(crate::bench::BenchArgs),
+    /// Store and forward: re-send stored history to a target
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ForwardCommand {
+    /// Queue the stored samples of the last `--since` for a remote_write
+    /// target again (through the running server)
+    Replay {
+        /// The target's `name` in `[[forward]]`
+        name: String,
+        /// How far back, e.g. 24h, 7d
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[command(flatten)]
+        location: Location,
+    },
 }
 
 /// Where the data directory is: `--data-dir`, else the config file's
@@ -323,6 +341,45 @@ fn utf8_percent(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Runs a `perch forward` command through the running server's control
+/// socket: forwarding happens in the server, which holds the queues.
+pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
+    match cmd {
+        ForwardCommand::Replay {
+            name,
+            since,
+            location,
+        } => {
+            let since = crate::config::units::parse_duration(&since)
+                .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+            let config = location.load()?;
+            if !config.forward.iter().any(|f| f.name == name) {
+                bail!("no [[forward]] target named {name:?} in the configuration");
+            }
+            let socket = config.data_dir.join(crate::server::CONTROL_SOCKET);
+            if !socket.exists() {
+                bail!(
+                    "perch is not running on {}: start it, then replay (the server holds the queues)",
+                    config.data_dir.display()
+                );
+            }
+            let since_ms = chrono::Utc::now().timestamp_millis() - since.as_millis() as i64;
+            let body = serde_json::json!({ "since_ms": since_ms }).to_string();
+            let path = format!("/forward/{}/replay", utf8_percent(&name));
+            let (status, resp) = control_request(&socket, "POST", &path, Some(body))?;
+            if status != 200 {
+                bail!("{}", remote_error(&resp));
+            }
+            let r: crate::forward::ReplayReport = serde_json::from_str(&resp)?;
+            println!(
+                "queued {} samples of {} series for {name} ({} queue items)",
+                r.samples, r.series, r.items_queued
+            );
+            Ok(())
+        }
+    }
 }
 
 pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cameras;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod mqtt;

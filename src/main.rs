@@ -51,6 +51,10 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             cli::check(&location, json)
         }
+        Command::Forward(cmd) => {
+            init_logging("warn");
+            cli::forward(cmd).map(|_| 0)
+        }
         Command::Bench(args) => {
             init_logging("warn");
             perch::bench::run(args).map(|_| 0)

@@ -50,6 +50,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.register(s.clone());
         sinks.push(Arc::new(SearchSink(s.clone())));
     }
+    let forwarder =
+        crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())
+            .context("cannot open the forwarding queues")?;
+    if !forwarder.is_empty() {
+        metrics.register(forwarder.clone());
+        if forwarder.wants_samples() {
+            storage.observe(forwarder.clone());
+        }
+        if forwarder.wants_messages() {
+            sinks.push(Arc::new(ForwardSink(forwarder.clone())));
+        }
+        forwarder.start_senders();
+    }
 
     let broker = Arc::new(
         Broker::start(
@@ -106,7 +119,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
 
     let control_task = {
-        let router = http::control::router(state.clone());
+        let router = http::control::router(state.clone()).layer(axum::Extension(forwarder.clone()));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(control, router)
@@ -135,7 +148,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let mut stop = shutdown.clone();
-    let app = http::router(state.clone()).layer(axum::Extension(metrics.clone()));
+    let app = http::router(state.clone())
+        .layer(axum::Extension(metrics.clone()))
+        .layer(axum::Extension(forwarder.clone()));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -148,6 +163,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: closing MQTT connections and camera sessions");
     broker.stop().await;
     cameras.stop().await;
+    // After the collector: every message and sample it stored is queued.
+    tracing::info!("stopping: writing out the forwarding queues");
+    forwarder.stop().await;
     if let Some(s) = search {
         tracing::info!("stopping: committing the search index");
         tokio::task::spawn_blocking(move || s.close()).await?;
@@ -200,6 +218,16 @@ impl MessageSink for SearchSink {
             qos: m.qos,
             retain: m.retain,
         });
+    }
+}
+
+/// Hands the collector's messages to the MQTT forwarding targets.
+struct ForwardSink(Arc<crate::forward::Forwarder>);
+
+impl MessageSink for ForwardSink {
+    fn accept(&self, m: &Arc<Inbound>) {
+        self.0
+            .offer_message(&m.topic, &m.payload, m.qos, m.retain, m.time_ms);
     }
 }
 

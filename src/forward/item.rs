@@ -1,0 +1,178 @@
+//! What a queue item holds, encoded compactly (all integers little-endian):
+//!
+//! ```text
+//! samples: 1, u16 label count, (u16 len, name, u32 len, value)*, u32 n, (i64 ts, f64 v)*
+//! message: 2, u16 topic len, topic, u8 qos, u8 retain, i64 time ms, payload (rest)
+//! ```
+
+use super::ForwardError;
+
+const SAMPLES: u8 = 1;
+const MESSAGE: u8 = 2;
+
+/// Appends a samples item with `label_count` labels to `out`; returns the
+/// number of samples written.
+pub fn encode_samples<'a>(
+    label_count: usize,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    samples: impl Iterator<Item = (i64, f64)>,
+    out: &mut Vec<u8>,
+) -> u32 {
+    out.push(SAMPLES);
+    out.extend_from_slice(&(label_count as u16).to_le_bytes());
+    for (n, v) in labels {
+        out.extend_from_slice(&(n.len() as u16).to_le_bytes());
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut n = 0u32;
+    for (t, v) in samples {
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+        n += 1;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&n.to_le_bytes());
+    n
+}
+
+pub fn encode_message(topic: &str, qos: u8, retain: bool, time_ms: i64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(topic.len() + payload.len() + 16);
+    out.push(MESSAGE);
+    out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.push(qos);
+    out.push(retain as u8);
+    out.extend_from_slice(&time_ms.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A decoded samples item.
+#[derive(Debug, PartialEq)]
+pub struct Samples {
+    /// Sorted by name (as storage keeps them).
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A decoded message item.
+#[derive(Debug, PartialEq)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub qos: u8,
+    pub retain: bool,
+    pub time_ms: i64,
+    pub payload: &'a [u8],
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ForwardError> {
+        if self.0.len() < n {
+            return Err(ForwardError::Corrupt("truncated queue item".into()));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, ForwardError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ForwardError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, ForwardError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, ForwardError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn str(&mut self, n: usize) -> Result<&'a str, ForwardError> {
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| ForwardError::Corrupt("queue item with invalid UTF-8".into()))
+    }
+}
+
+pub fn decode_samples(data: &[u8]) -> Result<Samples, ForwardError> {
+    let mut r = Reader(data);
+    if r.u8()? != SAMPLES {
+        return Err(ForwardError::Corrupt("not a samples item".into()));
+    }
+    let n = r.u16()? as usize;
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u16()? as usize;
+        let name = r.str(len)?.to_string();
+        let len = r.u32()? as usize;
+        labels.push((name, r.str(len)?.to_string()));
+    }
+    let n = r.u32()? as usize;
+    if r.0.len() != n * 16 {
+        return Err(ForwardError::Corrupt(
+            "samples item of the wrong length".into(),
+        ));
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = r.u64()? as i64;
+        samples.push((t, f64::from_bits(r.u64()?)));
+    }
+    Ok(Samples { labels, samples })
+}
+
+pub fn decode_message(data: &[u8]) -> Result<Message<'_>, ForwardError> {
+    let mut r = Reader(data);
+    if r.u8()? != MESSAGE {
+        return Err(ForwardError::Corrupt("not a message item".into()));
+    }
+    let n = r.u16()? as usize;
+    let topic = r.str(n)?;
+    let qos = r.u8()?;
+    let retain = r.u8()? != 0;
+    let time_ms = r.u64()? as i64;
+    Ok(Message {
+        topic,
+        qos,
+        retain,
+        time_ms,
+        payload: r.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_roundtrip() {
+        let mut b = Vec::new();
+        encode_samples(
+            2,
+            [("__name__", "t"), ("site", "é")].into_iter(),
+            [(1, 2.5), (-3, f64::NAN)].into_iter(),
+            &mut b,
+        );
+        let s = decode_samples(&b).unwrap();
+        assert_eq!(s.labels[1], ("site".into(), "é".into()));
+        assert_eq!(s.samples[0], (1, 2.5));
+        assert!(s.samples[1].1.is_nan());
+        let m = encode_message("a/b", 1, true, 7, b"xyz");
+        let d = decode_message(&m).unwrap();
+        assert_eq!(
+            d,
+            Message {
+                topic: "a/b",
+                qos: 1,
+                retain: true,
+                time_ms: 7,
+                payload: b"xyz"
+            }
+        );
+        assert!(decode_samples(&m).is_err());
+        assert!(decode_message(&m[..3]).is_err());
+    }
+}
