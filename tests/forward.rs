@@ -592,9 +592,11 @@ fn remote_write_to_prometheus_and_victoria_metrics_through_an_outage() {
             assert_eq!(target_status(&p, "prom")["connected"], true);
             vm.restart();
         }
+        // Two forwarded series per write: one queue item holds both.
         let body = format!(
-            "{}{}",
+            "{}{}{}",
             import_line("env_temp", "a", start + i * 100, i as f64),
+            import_line("env_temp", "b", start + i * 100, -(i as f64)),
             import_line("other_temp", "a", start + i * 100, i as f64)
         );
         let r = p.post("/api/v1/import", "application/json", body);
@@ -602,17 +604,18 @@ fn remote_write_to_prometheus_and_victoria_metrics_through_an_outage() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let want: Vec<(i64, f64)> = (0..n).map(|i| (start + i * 100, i as f64)).collect();
+    let want_b: Vec<(i64, f64)> = (0..n).map(|i| (start + i * 100, -(i as f64))).collect();
     wait_until(
         "every sample in VictoriaMetrics",
         Duration::from_secs(60),
         || {
-            let got = vm_samples(vm_port, "env_temp");
+            let got = vm_samples(vm_port, "env_temp{site=\"a\"}");
             let mut uniq = got.clone();
             uniq.dedup();
             uniq == want
         },
     );
-    let got = vm_samples(vm_port, "env_temp");
+    let got = vm_samples(vm_port, "env_temp{site=\"a\"}");
     let mut uniq = got.clone();
     uniq.dedup();
     eprintln!(
@@ -624,8 +627,12 @@ fn remote_write_to_prometheus_and_victoria_metrics_through_an_outage() {
     wait_until(
         "every sample in Prometheus",
         Duration::from_secs(30),
-        || prom_samples(prom_port, "env_temp") == want,
+        || prom_samples(prom_port, "env_temp{site=\"a\"}") == want,
     );
+    assert_eq!(prom_samples(prom_port, "env_temp{site=\"b\"}"), want_b);
+    let mut b = vm_samples(vm_port, "env_temp{site=\"b\"}");
+    b.dedup();
+    assert_eq!(b, want_b);
     assert!(
         prom_samples(prom_port, "other_temp").is_empty(),
         "the match selector keeps other_temp out"
@@ -639,7 +646,7 @@ fn remote_write_to_prometheus_and_victoria_metrics_through_an_outage() {
         assert_eq!(st["connected"], true, "{st}");
         assert_eq!(st["rejected_total"], 0, "{st}");
         assert_eq!(st["dropped_total"], 0, "{st}");
-        assert!(st["sent_total"].as_u64().unwrap() >= n as u64, "{st}");
+        assert!(st["sent_total"].as_u64().unwrap() >= 2 * n as u64, "{st}");
     }
     assert!(target_status(&p, "vm")["errors_total"].as_u64().unwrap() > 0);
 }

@@ -1,7 +1,8 @@
 //! What a queue item holds, encoded compactly (all integers little-endian):
 //!
 //! ```text
-//! samples: 1, u16 label count, (u16 len, name, u32 len, value)*, u32 n, (i64 ts, f64 v)*
+//! samples: 1, u32 series count, series*
+//!   series: u16 label count, (u16 len, name, u32 len, value)*, u32 n, (i64 ts, f64 v)*
 //! message: 2, u16 topic len, topic, u8 qos, u8 retain, i64 time ms, payload (rest)
 //! ```
 
@@ -10,15 +11,65 @@ use super::ForwardError;
 const SAMPLES: u8 = 1;
 const MESSAGE: u8 = 2;
 
-/// Appends a samples item with `label_count` labels to `out`; returns the
-/// number of samples written.
-pub fn encode_samples<'a>(
+/// Builds one samples item out of several series (those of one append).
+pub struct SamplesWriter {
+    buf: Vec<u8>,
+    series: u32,
+    samples: u64,
+}
+
+impl Default for SamplesWriter {
+    fn default() -> Self {
+        let mut buf = Vec::with_capacity(4096);
+        buf.push(SAMPLES);
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        SamplesWriter {
+            buf,
+            series: 0,
+            samples: 0,
+        }
+    }
+}
+
+impl SamplesWriter {
+    /// Adds a series unless it has no samples.
+    pub fn add<'a>(
+        &mut self,
+        label_count: usize,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+        samples: impl Iterator<Item = (i64, f64)>,
+    ) {
+        let mark = self.buf.len();
+        let n = encode_series(label_count, labels, samples, &mut self.buf);
+        if n == 0 {
+            self.buf.truncate(mark);
+        } else {
+            self.series += 1;
+            self.samples += n as u64;
+        }
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The item, or None when no series had samples.
+    pub fn finish(mut self) -> Option<Vec<u8>> {
+        if self.series == 0 {
+            return None;
+        }
+        self.buf[1..5].copy_from_slice(&self.series.to_le_bytes());
+        Some(self.buf)
+    }
+}
+
+/// Appends one series to `out`; returns the number of samples written.
+fn encode_series<'a>(
     label_count: usize,
     labels: impl Iterator<Item = (&'a str, &'a str)>,
     samples: impl Iterator<Item = (i64, f64)>,
     out: &mut Vec<u8>,
 ) -> u32 {
-    out.push(SAMPLES);
     out.extend_from_slice(&(label_count as u16).to_le_bytes());
     for (n, v) in labels {
         out.extend_from_slice(&(n.len() as u16).to_le_bytes());
@@ -97,11 +148,46 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn decode_samples(data: &[u8]) -> Result<Samples, ForwardError> {
+pub fn decode_samples(data: &[u8]) -> Result<Vec<Samples>, ForwardError> {
     let mut r = Reader(data);
     if r.u8()? != SAMPLES {
         return Err(ForwardError::Corrupt("not a samples item".into()));
     }
+    let count = r.u32()? as usize;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        out.push(decode_series(&mut r)?);
+    }
+    if !r.0.is_empty() {
+        return Err(ForwardError::Corrupt(
+            "samples item of the wrong length".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Samples in an item, skipping over labels and values.
+pub fn count_samples(data: &[u8]) -> Result<u64, ForwardError> {
+    let mut r = Reader(data);
+    if r.u8()? != SAMPLES {
+        return Err(ForwardError::Corrupt("not a samples item".into()));
+    }
+    let mut total = 0u64;
+    for _ in 0..r.u32()? {
+        for _ in 0..r.u16()? {
+            let n = r.u16()? as usize;
+            r.take(n)?;
+            let n = r.u32()? as usize;
+            r.take(n)?;
+        }
+        let n = r.u32()? as usize;
+        r.take(n.saturating_mul(16))?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+fn decode_series(r: &mut Reader<'_>) -> Result<Samples, ForwardError> {
     let n = r.u16()? as usize;
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
@@ -111,10 +197,8 @@ pub fn decode_samples(data: &[u8]) -> Result<Samples, ForwardError> {
         labels.push((name, r.str(len)?.to_string()));
     }
     let n = r.u32()? as usize;
-    if r.0.len() != n * 16 {
-        return Err(ForwardError::Corrupt(
-            "samples item of the wrong length".into(),
-        ));
+    if r.0.len() < n.saturating_mul(16) {
+        return Err(ForwardError::Corrupt("truncated samples item".into()));
     }
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -149,17 +233,30 @@ mod tests {
 
     #[test]
     fn items_roundtrip() {
-        let mut b = Vec::new();
-        encode_samples(
+        let mut w = SamplesWriter::default();
+        w.add(
             2,
             [("__name__", "t"), ("site", "é")].into_iter(),
             [(1, 2.5), (-3, f64::NAN)].into_iter(),
-            &mut b,
         );
-        let s = decode_samples(&b).unwrap();
+        w.add(1, [("__name__", "empty")].into_iter(), std::iter::empty());
+        w.add(
+            1,
+            [("__name__", "u")].into_iter(),
+            std::iter::once((9, 1.0)),
+        );
+        assert_eq!(w.samples(), 3);
+        let b = w.finish().unwrap();
+        let v = decode_samples(&b).unwrap();
+        assert_eq!(v.len(), 2, "the series without samples is left out");
+        let s = &v[0];
         assert_eq!(s.labels[1], ("site".into(), "é".into()));
         assert_eq!(s.samples[0], (1, 2.5));
         assert!(s.samples[1].1.is_nan());
+        assert_eq!(v[1].samples, vec![(9, 1.0)]);
+        assert_eq!(count_samples(&b).unwrap(), 3);
+        assert!(decode_samples(&b[..b.len() - 1]).is_err());
+        assert!(SamplesWriter::default().finish().is_none());
         let m = encode_message("a/b", 1, true, 7, b"xyz");
         let d = decode_message(&m).unwrap();
         assert_eq!(

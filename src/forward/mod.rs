@@ -415,15 +415,14 @@ impl Forwarder {
                 let pairs: Vec<(i64, f64)> =
                     s.ts.iter().copied().zip(s.values.iter().copied()).collect();
                 for part in pairs.chunks(t.config.batch_max.max(1)) {
-                    let mut buf = Vec::new();
-                    let n = item::encode_samples(
+                    let mut w = item::SamplesWriter::default();
+                    w.add(
                         s.labels.len(),
                         s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
                         part.iter().copied(),
-                        &mut buf,
                     );
-                    report.samples += n as u64;
-                    items.push(buf);
+                    report.samples += w.samples();
+                    items.extend(w.finish());
                 }
             }
             report.items_queued += t.queue.push(&items, t.clock.now_ms())? as u64;
@@ -482,20 +481,20 @@ impl AppendObserver for Forwarder {
             if t.config.kind != ForwardKind::RemoteWrite {
                 continue;
             }
+            // One item per append: one hand-over and one queue entry for
+            // the whole batch, not one per series.
+            let mut w = item::SamplesWriter::default();
             for (labels, samples) in a.series() {
-                if !t.matches(labels) {
-                    continue;
+                if t.matches(labels) {
+                    w.add(
+                        labels.len(),
+                        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                        samples,
+                    );
                 }
-                let mut buf = Vec::with_capacity(64 + labels.len() * 24);
-                let n = item::encode_samples(
-                    labels.len(),
-                    labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
-                    samples,
-                    &mut buf,
-                );
-                if n > 0 {
-                    t.offer(buf);
-                }
+            }
+            if let Some(item) = w.finish() {
+                t.offer(item);
             }
         }
     }

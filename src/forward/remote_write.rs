@@ -66,12 +66,13 @@ fn merge(items: &[super::queue::Entry]) -> Result<Vec<item::Samples>, super::For
     let mut out: Vec<item::Samples> = Vec::new();
     let mut at: FxHashMap<Vec<(String, String)>, usize> = FxHashMap::default();
     for e in items {
-        let s = item::decode_samples(e.payload())?;
-        match at.get(&s.labels) {
-            Some(&i) => out[i].samples.extend(s.samples),
-            None => {
-                at.insert(s.labels.clone(), out.len());
-                out.push(s);
+        for s in item::decode_samples(e.payload())? {
+            match at.get(&s.labels) {
+                Some(&i) => out[i].samples.extend(s.samples),
+                None => {
+                    at.insert(s.labels.clone(), out.len());
+                    out.push(s);
+                }
             }
         }
     }
@@ -112,7 +113,7 @@ pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut samples = 0usize;
         for e in &batch {
             take += 1;
-            samples += item::decode_samples(e.payload()).map_or(0, |s| s.samples.len());
+            samples += item::count_samples(e.payload()).unwrap_or(0) as usize;
             if samples >= c.batch_max {
                 break;
             }
