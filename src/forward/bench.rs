@@ -36,6 +36,11 @@ pub struct ForwardBenchArgs {
     /// Samples per remote-write request; MQTT messages in flight
     #[arg(long, default_value_t = 5000)]
     pub batch_max: usize,
+    /// Only queue: measure the hook and the durable queues without senders
+    /// (whose work, and the receivers' on the same machine, then does not
+    /// compete with ingestion for the CPU)
+    #[arg(long)]
+    pub queue_only: bool,
 }
 
 fn batches(args: &ForwardBenchArgs, now: i64) -> Vec<Vec<SeriesSamples>> {
@@ -133,16 +138,32 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
     let fwd = super::Forwarder::open(&config.forward, &storage.database(), clock.clone())
         .context("cannot open the forwarding queues")?;
     storage.observe(fwd.clone());
-    fwd.start_senders();
+    if !args.queue_only {
+        fwd.start_senders();
+    }
     let started = Instant::now();
     let (n, took) = ingest(&storage, &data)?;
     let with = n as f64 / took.as_secs_f64();
     println!(
-        "ingest with {} remote-write and {} mqtt targets: {n} samples in {took:.2?}: {with:.0} samples/s ({:+.1}%)",
+        "ingest with {} remote-write and {} mqtt targets{}: {n} samples in {took:.2?}: {with:.0} samples/s ({:+.1}%)",
         args.remote_write.len(),
         args.mqtt.len(),
+        if args.queue_only { " (queue only)" } else { "" },
         (with / base - 1.0) * 100.0
     );
+    if args.queue_only {
+        rt.block_on(fwd.stop());
+        for s in fwd.status() {
+            println!(
+                "{}: {} bytes in {} items queued, {} dropped",
+                s.name, s.queue_bytes, s.queue_items, s.dropped_total
+            );
+        }
+        storage.close()?;
+        drop(storage);
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(());
+    }
     let msg_started = Instant::now();
     if !args.mqtt.is_empty() {
         let now = clock.now_ms();
