@@ -889,3 +889,82 @@ fn mqtt_bridge_over_tls_with_credentials() {
     let _ = sub.kill();
     let _ = sub.wait();
 }
+
+/// A batch the receiver refuses as invalid (Prometheus: a sample older than
+/// its head takes, HTTP 400) is given up and counted, not retried forever:
+/// what follows still arrives.
+#[test]
+fn remote_write_gives_up_a_refused_batch_and_goes_on() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _prom = prometheus(dir.path(), port);
+    let p = Perch::start_with(&rw_target(
+        "prom",
+        &format!("http://127.0.0.1:{port}/api/v1/write"),
+        "",
+    ));
+    let now = now_ms();
+    let post = |body: String| {
+        let r = p.post("/api/v1/import", "application/json", body);
+        assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    };
+    post(import_line("env_x", "a", now - 1000, 1.0));
+    wait_until(
+        "the first sample in Prometheus",
+        Duration::from_secs(20),
+        || prom_samples(port, "env_x") == vec![(now - 1000, 1.0)],
+    );
+    // Two hours older than what Prometheus holds: out of bounds.
+    post(import_line("env_y", "a", now - 2 * 3600 * 1000, 2.0));
+    wait_until("the refusal", Duration::from_secs(20), || {
+        target_status(&p, "prom")["rejected_total"] == 1
+    });
+    post(import_line("env_x", "a", now, 3.0));
+    wait_until(
+        "the next sample in Prometheus",
+        Duration::from_secs(20),
+        || prom_samples(port, "env_x") == vec![(now - 1000, 1.0), (now, 3.0)],
+    );
+    let st = target_status(&p, "prom");
+    assert_eq!(st["queue_items"], 0, "{st}");
+    assert_eq!(st["connected"], true, "{st}");
+    assert!(st["last_error"].as_str().unwrap().contains("400"), "{st}");
+}
+
+/// `max_bandwidth` paces sending: 50 messages of ~1 kB in batches of 10 at
+/// 80 kbit/s (10 kB/s) take at least 4 s (a pause after each batch).
+#[test]
+fn max_bandwidth_paces_the_sender() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, "site/#");
+    std::thread::sleep(Duration::from_millis(500));
+    let p = Perch::start_with(&mqtt_target(
+        "slow",
+        port,
+        "max_bandwidth = \"80kbit\"\nbatch_max = 10",
+    ));
+    wait_until("connected", Duration::from_secs(20), || {
+        target_status(&p, "slow")["connected"] == true
+    });
+    let t = Instant::now();
+    let mut pubr = Publisher::start(&p, "sensors/bw");
+    for i in 0..50u64 {
+        pubr.send(&format!("{i:0>1000}"));
+    }
+    pubr.finish();
+    wait_until("50 upstream", Duration::from_secs(30), || {
+        sub.lines().len() >= 50
+    });
+    let took = t.elapsed();
+    eprintln!("50 kB at 80 kbit/s: {took:.2?}");
+    assert!(took >= Duration::from_millis(3900), "{took:?}: not paced");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
