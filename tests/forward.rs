@@ -968,3 +968,44 @@ fn max_bandwidth_paces_the_sender() {
     assert!(took >= Duration::from_millis(3900), "{took:?}: not paced");
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
+
+/// With perch stopped, `perch forward replay` queues on the data directory;
+/// the next start sends it.
+#[test]
+fn replay_while_perch_is_stopped_is_sent_at_the_next_start() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let _vm = victoria(dir.path(), vm_port);
+    let mut p = Perch::start();
+    let start = now_ms() - 2 * 3600 * 1000;
+    let body: String = (0..100)
+        .map(|i| import_line("env_off", "d", start + i * 60_000, i as f64))
+        .collect();
+    assert_eq!(
+        p.post("/api/v1/import", "application/json", body).status,
+        204
+    );
+    p.stop();
+    std::fs::write(
+        &p.config_path,
+        rw_target(
+            "vm",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+            "",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = p.cli(&["forward", "replay", "vm", "--since", "24h"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued 100 samples of 1 series"), "{out}");
+    p.restart();
+    let all: Vec<(i64, f64)> = (0..100).map(|i| (start + i * 60_000, i as f64)).collect();
+    wait_until(
+        "the replay in VictoriaMetrics",
+        Duration::from_secs(30),
+        || vm_samples(vm_port, "env_off") == all,
+    );
+}

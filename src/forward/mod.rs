@@ -444,16 +444,28 @@ impl Forwarder {
         for s in senders {
             let _ = s.await;
         }
-        for t in &self.targets {
-            t.tx.lock().take();
-        }
-        let writers = std::mem::take(&mut *self.writers.lock());
-        let _ = tokio::task::spawn_blocking(move || {
-            for w in writers {
-                let _ = w.join();
-            }
+        let _ = tokio::task::spawn_blocking({
+            let targets = self.targets.clone();
+            let writers = std::mem::take(&mut *self.writers.lock());
+            move || close_writers(&targets, writers)
         })
         .await;
+    }
+
+    /// Stops the writer threads of a forwarder whose senders never ran
+    /// (an offline replay).
+    pub fn close_queues(&self) {
+        let writers = std::mem::take(&mut *self.writers.lock());
+        close_writers(&self.targets, writers);
+    }
+}
+
+fn close_writers(targets: &[Arc<Target>], writers: Vec<std::thread::JoinHandle<()>>) {
+    for t in targets {
+        t.tx.lock().take();
+    }
+    for w in writers {
+        let _ = w.join();
     }
 }
 
