@@ -196,7 +196,7 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
             } else {
                 args.messages as u64
             };
-            if done[i].is_none() && s.sent_total >= want && s.queue_items == 0 {
+            if done[i].is_none() && s.sent_total + s.dropped_total >= want && s.queue_items == 0 {
                 let from = if s.name.starts_with("rw") {
                     started
                 } else {
@@ -215,13 +215,15 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
         };
         match done[i] {
             Some(d) => println!(
-                "{} ({:?} {}): {count} {what} acknowledged in {d:.2?}: {:.0} {what}/s; peak queue {} bytes; {} errors",
+                "{} ({:?} {}): {} {what} acknowledged in {d:.2?}: {:.0} {what}/s; peak queue {} bytes; {} errors; {} dropped",
                 s.name,
                 s.kind,
                 s.url,
-                count as f64 / d.as_secs_f64(),
+                s.sent_total,
+                s.sent_total as f64 / d.as_secs_f64(),
                 peak[i],
-                s.errors_total
+                s.errors_total,
+                s.dropped_total
             ),
             None => println!(
                 "{} ({:?} {}): unfinished after 10 min: {} of {count} sent, last error {:?}",

@@ -10,8 +10,9 @@
 //!
 //! Path of an item: the hook (on the appending thread or the collector
 //! thread) encodes what matches a target and hands it to that target's
-//! bounded in-memory channel — never waiting: a full channel counts the item
-//! as dropped. The target's writer thread appends what arrived to its queue
+//! bounded in-memory channel; only when a burst outruns the local disk does
+//! it wait for room (at most 2 s, then the item is dropped and counted) —
+//! never for the target. The target's writer thread appends what arrived to its queue
 //! in one sled batch. The sender task reads a batch from the front, sends it
 //! and removes it only when the target acknowledged it (HTTP 2xx, MQTT PUBACK
 //! or PUBCOMP): delivery is at-least-once, and after a restart sending
@@ -46,6 +47,8 @@ pub use remote_write::encode_write_request;
 
 /// Items waiting in memory for a target's writer thread, at most.
 const CHANNEL_ITEMS: usize = 65_536;
+/// How long a hook waits for room in a full hand-over before dropping.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 /// Items the writer thread appends to the queue in one sled batch, at most.
 const WRITE_BATCH: usize = 4096;
 /// Bytes read from a queue for one send, at most.
@@ -95,11 +98,30 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// Hands an item to the writer thread. When the hand-over is full (a
+    /// burst faster than the local disk), waits up to `HANDOVER_WAIT` for
+    /// room — the writer never waits on the target, so this is backpressure
+    /// from the disk only, like the collector's own channel — then drops and
+    /// counts it.
     fn offer(&self, item: Vec<u8>) {
-        let tx = self.tx.lock();
-        let Some(tx) = tx.as_ref() else { return };
-        if let Err(TrySendError::Full(_)) = tx.try_send(item) {
-            self.counters.busy_dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(tx) = self.tx.lock().clone() else {
+            return;
+        };
+        let mut item = item;
+        let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            match tx.try_send(item) {
+                Ok(()) => return,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    if std::time::Instant::now() >= deadline {
+                        self.counters.busy_dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
     }
 
