@@ -45,6 +45,8 @@ pub enum BenchWhat {
     /// Index generated MQTT messages; query latency, bytes per message,
     /// series autocomplete
     Search(crate::search::bench::SearchBenchArgs),
+    /// Ingestion with and without forwarding targets; how fast each drains
+    Forward(crate::forward::bench::ForwardBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -72,6 +74,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Mqtt(args) => bench_mqtt(args),
         BenchWhat::Cameras(args) => crate::cameras::bench::run(args),
         BenchWhat::Search(args) => crate::search::bench::run(args),
+        BenchWhat::Forward(args) => crate::forward::bench::run(args),
     }
 }
 

@@ -49,6 +49,25 @@ pub enum Command {
     },
     /// Measure ingestion speed and compression on generated or given data
     Bench(crate::bench::BenchArgs),
+    /// Store and forward: re-send stored history to a target
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ForwardCommand {
+    /// Queue the stored samples of the last `--since` for a remote_write
+    /// target again (through the running server, or on the data directory
+    /// when perch is stopped: the next start sends them)
+    Replay {
+        /// The target's `name` in `[[forward]]`
+        name: String,
+        /// How far back, e.g. 24h, 7d
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[command(flatten)]
+        location: Location,
+    },
 }
 
 /// `perch restore`.
@@ -357,6 +376,62 @@ fn utf8_percent(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Runs a `perch forward` command through the running server's control
+/// socket: forwarding happens in the server, which holds the queues.
+pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
+    match cmd {
+        ForwardCommand::Replay {
+            name,
+            since,
+            location,
+        } => {
+            let since = crate::config::units::parse_duration(&since)
+                .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+            let config = location.load()?;
+            if !config.forward.iter().any(|f| f.name == name) {
+                bail!("no [[forward]] target named {name:?} in the configuration");
+            }
+            let socket = config.data_dir.join(crate::server::CONTROL_SOCKET);
+            let since_ms = chrono::Utc::now().timestamp_millis() - since.as_millis() as i64;
+            let r = if UnixStream::connect(&socket).is_ok() {
+                let body = serde_json::json!({ "since_ms": since_ms }).to_string();
+                let path = format!("/forward/{}/replay", utf8_percent(&name));
+                let (status, resp) = control_request(&socket, "POST", &path, Some(body))?;
+                if status != 200 {
+                    bail!("{}", remote_error(&resp));
+                }
+                serde_json::from_str::<crate::forward::ReplayReport>(&resp)?
+            } else {
+                // perch is stopped: queue on the data directory directly;
+                // the next start sends it.
+                replay_offline(&config, &name, since_ms)?
+            };
+            println!(
+                "queued {} samples of {} series for {name} ({} queue items)",
+                r.samples, r.series, r.items_queued
+            );
+            Ok(())
+        }
+    }
+}
+
+fn replay_offline(
+    config: &Config,
+    name: &str,
+    since_ms: i64,
+) -> anyhow::Result<crate::forward::ReplayReport> {
+    let clock: std::sync::Arc<dyn crate::system::Clock> =
+        std::sync::Arc::new(crate::system::SystemClock);
+    let (storage, _) =
+        crate::storage::Storage::open(&config.storage, &config.data_dir, clock.clone())
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let fwd = crate::forward::Forwarder::open(&config.forward, &storage.database(), clock)?;
+    let r = fwd.replay(name, &storage, since_ms);
+    fwd.close_queues();
+    storage.close()?;
+    Ok(r?)
 }
 
 pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {

@@ -6,6 +6,7 @@ pub mod cameras;
 pub mod cli;
 pub mod config;
 pub mod dashboards;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod mqtt;

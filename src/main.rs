@@ -59,6 +59,10 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             cli::restore(&file, &location).map(|_| 0)
         }
+        Command::Forward(cmd) => {
+            init_logging("warn");
+            cli::forward(cmd).map(|_| 0)
+        }
         Command::Bench(args) => {
             init_logging("warn");
             perch::bench::run(args).map(|_| 0)

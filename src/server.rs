@@ -50,6 +50,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.register(s.clone());
         sinks.push(Arc::new(SearchSink(s.clone())));
     }
+    let forwarder =
+        crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())
+            .context("cannot open the forwarding queues")?;
+    if !forwarder.is_empty() {
+        metrics.register(forwarder.clone());
+        if forwarder.wants_samples() {
+            storage.observe(forwarder.clone());
+        }
+        if forwarder.wants_messages() {
+            sinks.push(Arc::new(ForwardSink(forwarder.clone())));
+        }
+        forwarder.start_senders();
+    }
 
     let broker = Arc::new(
         Broker::start(
@@ -110,7 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
 
     let control_task = {
-        let router = http::control::router(state.clone());
+        let router = http::control::router(state.clone()).layer(axum::Extension(forwarder.clone()));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(control, router)
@@ -139,7 +152,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let mut stop = shutdown.clone();
-    let app = http::router(state.clone()).layer(axum::Extension(metrics.clone()));
+    let app = http::router(state.clone())
+        .layer(axum::Extension(metrics.clone()))
+        .layer(axum::Extension(forwarder.clone()));
     // Client addresses key the sign-in rate limiter.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
@@ -154,6 +169,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: closing MQTT connections and camera sessions");
     broker.stop().await;
     cameras.stop().await;
+    // After the collector: every message and sample it stored is queued.
+    tracing::info!("stopping: writing out the forwarding queues");
+    forwarder.stop().await;
     if let Some(s) = search {
         tracing::info!("stopping: committing the search index");
         tokio::task::spawn_blocking(move || s.close()).await?;
@@ -206,6 +224,16 @@ impl MessageSink for SearchSink {
             qos: m.qos,
             retain: m.retain,
         });
+    }
+}
+
+/// Hands the collector's messages to the MQTT forwarding targets.
+struct ForwardSink(Arc<crate::forward::Forwarder>);
+
+impl MessageSink for ForwardSink {
+    fn accept(&self, m: &Arc<Inbound>) {
+        self.0
+            .offer_message(&m.topic, &m.payload, m.qos, m.retain, m.time_ms);
     }
 }
 

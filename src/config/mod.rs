@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use units::{ByteSize, DiskBudget, Duration};
+pub use units::{BitRate, ByteSize, DiskBudget, Duration};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -40,6 +40,8 @@ pub struct Config {
     pub query: QueryConfig,
     pub search: SearchConfig,
     pub cameras: Vec<CameraConfig>,
+    /// Systems perch forwards samples or messages to (`[[forward]]`).
+    pub forward: Vec<ForwardConfig>,
     pub log: LogConfig,
 }
 
@@ -53,6 +55,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             search: SearchConfig::default(),
             cameras: Vec::new(),
+            forward: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -358,6 +361,232 @@ pub enum CameraTransport {
     Udp,
 }
 
+/// What a forwarding target speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardKind {
+    /// Prometheus remote write 1.0 (protobuf + snappy) of stored samples.
+    RemoteWrite,
+    /// MQTT messages bridged to an upstream broker.
+    Mqtt,
+    /// Produce to Kafka: accepted by the parser, refused by validation
+    /// until it is built.
+    Kafka,
+}
+
+/// What a full forwarding queue does with more data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Delete the oldest queued data to make room.
+    #[default]
+    DropOldest,
+    /// Keep the queue and drop what arrives.
+    RejectNew,
+}
+
+/// One forwarding target (`[[forward]]`); see docs/forward.md.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Letters, digits, `-` and `_`; names the queue, the status and the series.
+    pub name: String,
+    pub kind: ForwardKind,
+    /// remote_write: `http(s)://host/path`; mqtt: `mqtt(s)://host:port`.
+    #[serde(default)]
+    pub url: String,
+    /// remote_write: series selectors; a series matching any is forwarded.
+    /// Empty: every series.
+    #[serde(default, rename = "match")]
+    pub selectors: Vec<String>,
+    /// remote_write: file holding a bearer token (re-read on every connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// remote_write: basic auth; mqtt: the upstream user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Never returned by the API nor logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM certificates to trust besides the system's (https, mqtts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// mqtt: topic filters forwarded.
+    #[serde(default = "default_forward_topics")]
+    pub topics: Vec<String>,
+    /// mqtt: prepended to every topic upstream; `{hostname}` is replaced.
+    #[serde(default)]
+    pub remote_prefix: String,
+    /// mqtt: QoS used upstream (0, 1 or 2); 0 gives up the acknowledgement.
+    #[serde(default = "default_forward_qos")]
+    pub qos: u8,
+    /// mqtt: client id upstream; default `perch-<hostname>-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// kafka (not built yet).
+    #[serde(default)]
+    pub brokers: Vec<String>,
+    #[serde(default)]
+    pub topic: String,
+    #[serde(default)]
+    pub format: String,
+    /// The durable queue's cap on disk.
+    #[serde(default = "default_forward_queue")]
+    pub queue_max_bytes: ByteSize,
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// Shown in the status; targets are independent, so it orders nothing yet.
+    #[serde(default = "default_forward_priority")]
+    pub priority: u8,
+    /// Upper bound on the bytes sent per second (after compression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<BitRate>,
+    /// remote_write: samples per request; mqtt: messages in flight.
+    #[serde(default = "default_forward_batch")]
+    pub batch_max: usize,
+    /// One request (or one batch's acknowledgements) may take this long.
+    #[serde(default = "default_forward_timeout")]
+    pub timeout: Duration,
+    /// Retries wait 0.5 s, doubling up to this, with ±50% jitter.
+    #[serde(default = "default_forward_backoff")]
+    pub max_backoff: Duration,
+}
+
+fn default_forward_topics() -> Vec<String> {
+    vec!["#".into()]
+}
+
+fn default_forward_qos() -> u8 {
+    1
+}
+
+fn default_forward_queue() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_forward_priority() -> u8 {
+    1
+}
+
+fn default_forward_batch() -> usize {
+    5000
+}
+
+fn default_forward_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_forward_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl ForwardConfig {
+    /// Checks one target; returns the offending field and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 64
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return err(
+                "name",
+                format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"),
+            );
+        }
+        let schemes: &[&str] = match self.kind {
+            ForwardKind::Kafka => {
+                return err(
+                    "kind",
+                    "kafka targets are not built yet; use remote_write or mqtt".into(),
+                )
+            }
+            ForwardKind::RemoteWrite => &["http", "https"],
+            ForwardKind::Mqtt => &["mqtt", "mqtts", "tcp", "ssl"],
+        };
+        match url::Url::parse(&self.url) {
+            Ok(u) if schemes.contains(&u.scheme()) => {
+                if u.host_str().is_none_or(str::is_empty) {
+                    return err("url", "the URL has no host".into());
+                }
+            }
+            Ok(u) => {
+                return err(
+                    "url",
+                    format!(
+                        "scheme {:?} is not one of {}",
+                        u.scheme(),
+                        schemes.join(", ")
+                    ),
+                )
+            }
+            Err(e) => return err("url", format!("not a URL: {e}")),
+        }
+        match self.kind {
+            ForwardKind::RemoteWrite => {
+                for (i, sel) in self.selectors.iter().enumerate() {
+                    if let Err(e) = crate::query::selector::parse_selector(sel) {
+                        return err(&format!("match[{i}]"), e.to_string());
+                    }
+                }
+            }
+            ForwardKind::Mqtt => {
+                if self.qos > 2 {
+                    return err("qos", "must be 0, 1 or 2".into());
+                }
+                if self.topics.is_empty() {
+                    return err(
+                        "topics",
+                        "name at least one topic filter, e.g. \"#\"".into(),
+                    );
+                }
+                for (i, t) in self.topics.iter().enumerate() {
+                    let levels: Vec<&str> = t.split('/').collect();
+                    let bad = t.is_empty()
+                        || levels.iter().enumerate().any(|(j, l)| {
+                            (l.contains('#') && (*l != "#" || j + 1 != levels.len()))
+                                || (l.contains('+') && *l != "+")
+                        });
+                    if bad {
+                        return err(
+                            &format!("topics[{i}]"),
+                            format!("{t:?} is not an MQTT topic filter"),
+                        );
+                    }
+                }
+                if self.remote_prefix.contains(['+', '#']) {
+                    return err("remote_prefix", "must not contain MQTT wildcards".into());
+                }
+            }
+            ForwardKind::Kafka => {}
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return err("password", "set username too".into());
+        }
+        if self.queue_max_bytes.0 < 64 << 10 {
+            return err("queue_max_bytes", "must be at least 64KiB".into());
+        }
+        if self.batch_max == 0 || self.batch_max > 1_000_000 {
+            return err("batch_max", "must be between 1 and 1000000".into());
+        }
+        if self.kind == ForwardKind::Mqtt && self.batch_max > 65535 {
+            return err(
+                "batch_max",
+                "mqtt targets allow at most 65535 messages in flight".into(),
+            );
+        }
+        if self.timeout.0.is_zero() || self.max_backoff.0 < std::time::Duration::from_millis(500) {
+            return err(
+                "timeout",
+                "timeout must be greater than 0 and max_backoff at least 500ms".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -516,6 +745,17 @@ impl Config {
                 ));
             }
         }
+        for (i, f) in self.forward.iter().enumerate() {
+            if let Err((k, r)) = f.validate() {
+                return Err((format!("forward[{i}].{k}"), r));
+            }
+            if self.forward[..i].iter().any(|o| o.name == f.name) {
+                return Err((
+                    format!("forward[{i}].name"),
+                    format!("{:?} is used twice", f.name),
+                ));
+            }
+        }
         let m = &self.mqtt;
         if m.max_payload_bytes.0 == 0 || m.max_payload_bytes.0 > 256 << 20 {
             return err(
@@ -579,6 +819,52 @@ mod tests {
         assert!(e.to_string().contains("retenshun"), "{e}");
         let e = Config::parse("[http]\nlisten = \"nope\"\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn forward_targets_parse_and_validate() {
+        let text = r#"
+[[forward]]
+name = "central-vm"
+kind = "remote_write"
+url = "https://vm.example/api/v1/write"
+match = ['{__name__=~"env_.*"}']
+queue_max_bytes = "1MiB"
+overflow = "reject_new"
+max_bandwidth = "1Mbit"
+
+[[forward]]
+name = "cloud"
+kind = "mqtt"
+url = "mqtts://emqx.example:8883"
+topics = ["sensors/#"]
+remote_prefix = "site/{hostname}/"
+"#;
+        let c = Config::parse(text, "p.toml").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.forward[0].overflow, Overflow::RejectNew);
+        assert_eq!(c.forward[0].max_bandwidth, Some(BitRate(1_000_000)));
+        assert_eq!(c.forward[1].qos, 1);
+        assert_eq!(c.forward[1].queue_max_bytes, ByteSize(256 << 20));
+        let bad = |t: &str| {
+            let c = Config::parse(t, "p.toml").unwrap();
+            c.validate().unwrap_err()
+        };
+        let (k, r) = bad("[[forward]]\nname = \"k\"\nkind = \"kafka\"\n");
+        assert_eq!(k, "forward[0].kind");
+        assert!(r.contains("not built yet"), "{r}");
+        let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"remote_write\"\nurl = \"http://h/w\"\nmatch = [\"{a=\"]\n");
+        assert_eq!(k, "forward[0].match[0]");
+        let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"http://h\"\n");
+        assert_eq!(k, "forward[0].url");
+        let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://h\"\ntopics = [\"a/#/b\"]\n");
+        assert_eq!(k, "forward[0].topics[0]");
+        let e = Config::parse(
+            "[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nmax_bandwidth = \"3furlongs\"\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("forward[0].max_bandwidth"), "{e}");
     }
 
     #[test]

@@ -209,6 +209,72 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A bandwidth in bits per second: `1Mbit`, `500kbit`, `2Mbps`, `64000`
+/// (decimal multiples, as network links are sold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BitRate(pub u64);
+
+pub fn parse_bitrate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid bandwidth {s:?}: expected a number such as 1Mbit"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("bit/s")
+        .or_else(|| unit.strip_suffix("bps"))
+        .or_else(|| unit.strip_suffix("bit"))
+        .unwrap_or(&unit);
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        other => {
+            return Err(format!(
+                "invalid bandwidth {s:?}: unknown unit {other:?} (use bit, kbit, Mbit or Gbit)"
+            ))
+        }
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
+        return Err(format!("invalid bandwidth {s:?}: out of range"));
+    }
+    Ok(v as u64)
+}
+
+impl<'de> Deserialize<'de> for BitRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_bitrate(&s).map(BitRate).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for BitRate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for BitRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, n) in [
+            ("Gbit", 1_000_000_000u64),
+            ("Mbit", 1_000_000),
+            ("kbit", 1000),
+        ] {
+            if self.0 >= n && self.0.is_multiple_of(n) {
+                return write!(f, "{}{unit}", self.0 / n);
+            }
+        }
+        write!(f, "{}bit", self.0)
+    }
+}
+
 /// A disk budget: an absolute size or a percentage of the data partition.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DiskBudget {

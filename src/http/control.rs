@@ -24,6 +24,7 @@ pub struct NewUser {
 
 pub fn router(state: SharedState) -> Router {
     Router::new()
+        .route("/forward/{name}/replay", axum::routing::post(replay))
         .route("/users", get(list).post(add))
         .route("/users/{name}", delete(remove))
         .with_state(state)
@@ -70,5 +71,39 @@ async fn remove(State(app): State<SharedState>, Path(name): Path<String>) -> Res
         )
             .into_response(),
         Err(e) => account_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Replay {
+    pub since_ms: i64,
+}
+
+/// `perch forward replay`: queues stored samples for a target again.
+async fn replay(
+    State(app): State<SharedState>,
+    f: Option<axum::Extension<std::sync::Arc<crate::forward::Forwarder>>>,
+    Path(name): Path<String>,
+    Json(r): Json<Replay>,
+) -> Response {
+    let Some(axum::Extension(f)) = f else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "forwarding is not running"})),
+        )
+            .into_response();
+    };
+    let storage = app.storage.clone();
+    match tokio::task::spawn_blocking(move || f.replay(&name, &storage, r.since_ms)).await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                crate::forward::ForwardError::NoTarget(_) => StatusCode::NOT_FOUND,
+                crate::forward::ForwardError::Unsupported(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

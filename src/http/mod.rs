@@ -9,6 +9,7 @@ pub mod control;
 mod dashboards_api;
 mod error;
 mod export;
+mod forward_api;
 mod influx_api;
 mod metrics;
 mod mqtt_api;
@@ -79,6 +80,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/v1/export/csv", get(export::csv).post(export::csv))
         .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/forward", get(forward_api::status))
         .route("/metrics", get(metrics::prometheus))
         .route("/api/v1/topics", get(mqtt_api::topics))
         .route("/api/v1/messages", get(mqtt_api::messages))

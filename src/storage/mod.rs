@@ -133,6 +133,42 @@ pub struct AppendResult {
     pub wal_position: u64,
 }
 
+/// Something that wants to see every sample the store accepted (the
+/// forwarding queues). Called on the appending thread after the samples are
+/// in the head and the WAL buffer: it must copy what it needs and return at
+/// once, never wait.
+pub trait AppendObserver: Send + Sync {
+    fn appended(&self, batch: &Appended<'_>);
+}
+
+/// The accepted part of one [`Storage::append`] batch.
+pub struct Appended<'a> {
+    batch: &'a [SeriesSamples],
+    stored: &'a [bool],
+    floor: i64,
+}
+
+impl<'a> Appended<'a> {
+    /// Each accepted series with its accepted samples, in batch order.
+    pub fn series(
+        &self,
+    ) -> impl Iterator<Item = (&'a Labels, impl Iterator<Item = (i64, f64)> + 'a)> + '_ {
+        let floor = self.floor;
+        self.batch
+            .iter()
+            .zip(self.stored)
+            .filter(|(_, ok)| **ok)
+            .map(move |(s, _)| {
+                (
+                    &s.labels,
+                    s.samples.iter().copied().filter(move |&(t, _)| {
+                        t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64
+                    }),
+                )
+            })
+    }
+}
+
 /// Facts for `GET /api/v1/status/tsdb` and the status page.
 #[derive(Clone, Debug, Serialize)]
 pub struct TsdbStatus {
@@ -197,6 +233,7 @@ pub struct Storage {
     /// See [`Storage::write_floor`]; persisted in the sled tree `meta`.
     raw_floor: std::sync::atomic::AtomicI64,
     pub counters: StorageCounters,
+    observers: RwLock<Vec<Arc<dyn AppendObserver>>>,
 }
 
 impl Storage {
@@ -264,6 +301,7 @@ impl Storage {
             space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
             raw_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
             counters: StorageCounters::default(),
+            observers: RwLock::new(Vec::new()),
         };
         if let Some(v) = storage.db.open_tree("meta")?.get("raw_floor")? {
             if let Ok(b) = <[u8; 8]>::try_from(v.as_ref()) {
@@ -329,6 +367,11 @@ impl Storage {
             total.torn_bytes += stats.torn_bytes;
         }
         Ok(total)
+    }
+
+    /// Registers an observer of every accepted sample from now on.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers.write().push(observer);
     }
 
     /// The sled database, for modules that keep their own trees in it
@@ -445,6 +488,18 @@ impl Storage {
             self.counters
                 .samples_rejected
                 .fetch_add((total - result.samples) as u64, Ordering::Relaxed);
+            let observers = self.observers.read();
+            if !observers.is_empty() && result.samples > 0 {
+                let stored: Vec<bool> = ids.iter().map(Option::is_some).collect();
+                let appended = Appended {
+                    batch,
+                    stored: &stored,
+                    floor,
+                };
+                for o in observers.iter() {
+                    o.appended(&appended);
+                }
+            }
             return Ok(result);
         }
     }

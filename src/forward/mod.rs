@@ -1,0 +1,623 @@
+//! Store and forward: feeds samples and MQTT messages to systems that already
+//! scale (a Prometheus-compatible remote-write receiver, an upstream MQTT
+//! broker), durably, through outages. Owns the per-target queues (sled trees
+//! `forward.<name>` in the one database), one writer thread and one sender
+//! task per target, and the targets' status. It may call `config`, `system`,
+//! `storage` (its public read API and the [`AppendObserver`] hook), `query`
+//! (selector parsing) and `ingest` (MQTT topic matching); the server hands it
+//! samples (storage's append hook) and messages (the collector's
+//! `MessageSink`), http reads its status; nothing reaches inside.
+//!
+//! Path of an item: the hook (on the appending thread or the collector
+//! thread) encodes what matches a target and hands it to that target's
+//! bounded in-memory channel; only when a burst outruns the local disk does
+//! it wait for room (at most 2 s, then the item is dropped and counted) —
+//! never for the target. The target's writer thread appends what arrived to its queue
+//! in one sled batch. The sender task reads a batch from the front, sends it
+//! and removes it only when the target acknowledged it (HTTP 2xx, MQTT PUBACK
+//! or PUBCOMP): delivery is at-least-once, and after a restart sending
+//! resumes at the first unacknowledged item. Failures are retried with capped
+//! exponential backoff and jitter; a target refusing a batch as invalid
+//! (HTTP 4xx other than 429) has it dropped and counted as `rejected`.
+//! Each target has its own queue, thread and task: a dead target only fills
+//! its own queue, up to `queue_max_bytes`, where `overflow` decides.
+
+pub mod bench;
+mod item;
+mod mqtt;
+mod queue;
+mod remote_write;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use thiserror::Error;
+use tracing::Instrument;
+
+use crate::config::{ForwardConfig, ForwardKind};
+use crate::storage::{AppendObserver, Appended, Matcher, Storage};
+use crate::system::metrics::{MetricPoint, MetricSource};
+use crate::system::Clock;
+
+pub use remote_write::encode_write_request;
+
+/// Items waiting in memory for a target's writer thread, at most.
+const CHANNEL_ITEMS: usize = 65_536;
+/// How long a hook waits for room in a full hand-over before dropping.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// Items the writer thread appends to the queue in one sled batch, at most.
+const WRITE_BATCH: usize = 4096;
+/// Bytes read from a queue for one send, at most.
+const SEND_BATCH_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("damaged forwarding queue: {0}")]
+    Corrupt(String),
+    #[error("no forwarding target {0:?}")]
+    NoTarget(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Counters and state of one target, shared by its hook, writer and sender.
+#[derive(Default)]
+struct Counters {
+    connected: AtomicBool,
+    /// Samples or messages acknowledged by the target.
+    sent: AtomicU64,
+    /// Failed attempts (connection, timeout, HTTP errors).
+    errors: AtomicU64,
+    /// Items the target refused as invalid and that were given up.
+    rejected: AtomicU64,
+    /// Items lost because the in-memory hand-over was full.
+    busy_dropped: AtomicU64,
+    /// Sent per second over the last few seconds (f64 bits).
+    rate: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+pub(crate) struct Target {
+    config: ForwardConfig,
+    queue: queue::Queue,
+    /// remote_write: a series is forwarded when it matches one set; none: all.
+    selectors: Vec<Vec<Matcher>>,
+    counters: Counters,
+    tx: Mutex<Option<SyncSender<Vec<u8>>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Target {
+    /// Hands an item to the writer thread. When the hand-over is full (a
+    /// burst faster than the local disk), waits up to `HANDOVER_WAIT` for
+    /// room — the writer never waits on the target, so this is backpressure
+    /// from the disk only, like the collector's own channel — then drops and
+    /// counts it.
+    fn offer(&self, item: Vec<u8>) {
+        let Some(tx) = self.tx.lock().clone() else {
+            return;
+        };
+        let mut item = item;
+        let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            match tx.try_send(item) {
+                Ok(()) => return,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    if std::time::Instant::now() >= deadline {
+                        self.counters.busy_dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    fn matches(&self, labels: &crate::storage::Labels) -> bool {
+        self.selectors.is_empty()
+            || self
+                .selectors
+                .iter()
+                .any(|set| set.iter().all(|m| m.matches_labels(labels)))
+    }
+
+    fn error(&self, e: impl std::fmt::Display) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let msg = e.to_string();
+        tracing::warn!(error = %msg, "forwarding failed; will retry");
+        *self.counters.last_error.lock() = Some(msg);
+    }
+
+    fn set_connected(&self, up: bool) {
+        if self.counters.connected.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("connected");
+            } else {
+                tracing::info!("disconnected");
+            }
+        }
+    }
+
+    fn status(&self) -> TargetStatus {
+        let c = &self.counters;
+        let now = self.clock.now_ms();
+        TargetStatus {
+            name: self.config.name.clone(),
+            kind: self.config.kind,
+            url: redact(&self.config.url),
+            priority: self.config.priority,
+            connected: c.connected.load(Ordering::Relaxed),
+            queue_bytes: self.queue.bytes.load(Ordering::Relaxed),
+            queue_items: self.queue.items.load(Ordering::Relaxed),
+            queue_max_bytes: self.config.queue_max_bytes.0,
+            oldest_age_seconds: self
+                .queue
+                .oldest_ms()
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+            sent_total: c.sent.load(Ordering::Relaxed),
+            sent_per_second: f64::from_bits(c.rate.load(Ordering::Relaxed)),
+            errors_total: c.errors.load(Ordering::Relaxed),
+            rejected_total: c.rejected.load(Ordering::Relaxed),
+            dropped_total: self.queue.dropped.load(Ordering::Relaxed)
+                + c.busy_dropped.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().clone(),
+        }
+    }
+
+    /// Waits until items arrive, `max` passes or perch stops.
+    async fn idle(&self, max: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.queue.notify.notified() => {}
+            _ = tokio::time::sleep(max) => {}
+            _ = crate::system::stopping(stop) => {}
+        }
+    }
+}
+
+/// Removes a password from a URL before it is shown.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("xxxxx"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// What `GET /api/v1/forward` shows for each target.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub kind: ForwardKind,
+    pub url: String,
+    pub priority: u8,
+    pub connected: bool,
+    pub queue_bytes: u64,
+    pub queue_items: u64,
+    pub queue_max_bytes: u64,
+    pub oldest_age_seconds: f64,
+    pub sent_total: u64,
+    pub sent_per_second: f64,
+    pub errors_total: u64,
+    pub rejected_total: u64,
+    pub dropped_total: u64,
+    pub last_error: Option<String>,
+}
+
+/// What a replay queued.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct ReplayReport {
+    pub series: usize,
+    pub samples: u64,
+    pub items_queued: u64,
+}
+
+/// Capped exponential backoff with ±50% jitter, from 0.5 s.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The next wait, and doubles the one after.
+    pub(crate) fn step(&mut self) -> Duration {
+        use rand::Rng;
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+            .min(self.max)
+    }
+}
+
+/// Sleeps `d` unless perch stops first; false when stopping.
+pub(crate) async fn pause(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => !*stop.borrow(),
+        _ = crate::system::stopping(stop) => false,
+    }
+}
+
+/// Keeps `sent_per_second` current and paces to `max_bandwidth`.
+pub(crate) struct Pace {
+    since: std::time::Instant,
+    sent_at_start: u64,
+    bits_per_s: Option<u64>,
+}
+
+impl Pace {
+    fn new(t: &Target) -> Pace {
+        Pace {
+            since: std::time::Instant::now(),
+            sent_at_start: t.counters.sent.load(Ordering::Relaxed),
+            bits_per_s: t.config.max_bandwidth.map(|b| b.0),
+        }
+    }
+
+    fn update_rate(&mut self, t: &Target) {
+        let el = self.since.elapsed();
+        if el >= Duration::from_secs(2) {
+            let sent = t.counters.sent.load(Ordering::Relaxed);
+            let rate = (sent - self.sent_at_start) as f64 / el.as_secs_f64();
+            t.counters.rate.store(rate.to_bits(), Ordering::Relaxed);
+            self.since = std::time::Instant::now();
+            self.sent_at_start = sent;
+        }
+    }
+
+    /// After sending `bytes`: how long to wait to stay within the bandwidth.
+    fn delay_for(&self, bytes: usize) -> Duration {
+        match self.bits_per_s {
+            Some(b) => Duration::from_secs_f64(bytes as f64 * 8.0 / b as f64),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// Every forwarding target, their threads and tasks.
+pub struct Forwarder {
+    targets: Vec<Arc<Target>>,
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Forwarder {
+    /// Opens every target's queue (in `db`) and starts its writer thread.
+    /// Senders start with [`Forwarder::start_senders`].
+    pub fn open(
+        configs: &[ForwardConfig],
+        db: &sled::Db,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Forwarder>, ForwardError> {
+        let mut targets = Vec::new();
+        let mut writers = Vec::new();
+        for c in configs {
+            let queue = queue::Queue::open(db, &c.name, c.queue_max_bytes.0, c.overflow)?;
+            let mut selectors = Vec::new();
+            for s in &c.selectors {
+                selectors.extend(
+                    crate::query::selector::parse_selector(s)
+                        .map_err(|e| ForwardError::Setup(format!("{}: {e}", c.name)))?,
+                );
+            }
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_ITEMS);
+            let t = Arc::new(Target {
+                config: c.clone(),
+                queue,
+                selectors,
+                counters: Counters::default(),
+                tx: Mutex::new(Some(tx)),
+                clock: clock.clone(),
+            });
+            let tw = t.clone();
+            writers.push(
+                std::thread::Builder::new()
+                    .name(format!("perch-fwd-{}", c.name))
+                    .spawn(move || write_loop(&tw, rx))
+                    .map_err(|e| ForwardError::Setup(format!("cannot start a thread: {e}")))?,
+            );
+            targets.push(t);
+        }
+        Ok(Arc::new(Forwarder {
+            targets,
+            writers: Mutex::new(writers),
+            senders: Mutex::new(Vec::new()),
+            stop_tx: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Whether some target wants MQTT messages.
+    pub fn wants_messages(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.config.kind == ForwardKind::Mqtt)
+    }
+
+    /// Whether some target wants samples.
+    pub fn wants_samples(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.config.kind == ForwardKind::RemoteWrite)
+    }
+
+    /// Starts one sender task per target on the current runtime.
+    pub fn start_senders(&self) {
+        let mut senders = self.senders.lock();
+        for t in &self.targets {
+            let span =
+                tracing::info_span!("forward", target = %t.config.name, kind = ?t.config.kind);
+            let stop = self.stop_tx.subscribe();
+            let t = t.clone();
+            senders.push(match t.config.kind {
+                ForwardKind::RemoteWrite => {
+                    tokio::spawn(remote_write::run(t, stop).instrument(span))
+                }
+                ForwardKind::Mqtt => tokio::spawn(mqtt::run(t, stop).instrument(span)),
+                ForwardKind::Kafka => continue,
+            });
+        }
+    }
+
+    pub fn status(&self) -> Vec<TargetStatus> {
+        self.targets.iter().map(|t| t.status()).collect()
+    }
+
+    /// Queues the stored samples of `[since_ms, now]` that match the
+    /// target's selectors again (`perch forward replay`). Runs on the
+    /// calling (blocking) thread.
+    pub fn replay(
+        &self,
+        name: &str,
+        storage: &Storage,
+        since_ms: i64,
+    ) -> Result<ReplayReport, ForwardError> {
+        let t = self
+            .targets
+            .iter()
+            .find(|t| t.config.name == name)
+            .ok_or_else(|| ForwardError::NoTarget(name.to_string()))?;
+        if t.config.kind != ForwardKind::RemoteWrite {
+            return Err(ForwardError::Unsupported(format!(
+                "{name} is a {:?} target; replay re-sends stored samples, which only remote_write targets take",
+                t.config.kind
+            )));
+        }
+        let end = storage.now_ms();
+        let sets = if t.selectors.is_empty() {
+            crate::query::selector::parse_selector(r#"{__name__=~".+"}"#)
+                .map_err(|e| ForwardError::Setup(e.to_string()))?
+        } else {
+            t.selectors.clone()
+        };
+        let mut ids = Vec::new();
+        for set in &sets {
+            for (id, _) in storage.select(set, since_ms, end) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut report = ReplayReport::default();
+        // A few series at a time keeps memory bounded.
+        for chunk in ids.chunks(64) {
+            let data = storage.read(chunk, since_ms, end, 50_000_000)?;
+            let mut items = Vec::new();
+            for s in data {
+                report.series += 1;
+                let pairs: Vec<(i64, f64)> =
+                    s.ts.iter().copied().zip(s.values.iter().copied()).collect();
+                for part in pairs.chunks(t.config.batch_max.max(1)) {
+                    let mut w = item::SamplesWriter::default();
+                    w.add(
+                        s.labels.len(),
+                        s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                        part.iter().copied(),
+                    );
+                    report.samples += w.samples();
+                    items.extend(w.finish());
+                }
+            }
+            report.items_queued += t.queue.push(&items, t.clock.now_ms())? as u64;
+        }
+        tracing::info!(
+            target = name,
+            series = report.series,
+            samples = report.samples,
+            "replay queued"
+        );
+        Ok(report)
+    }
+
+    /// Stops the senders (what is in flight is resent next start) and lets
+    /// the writer threads store what the hooks handed over.
+    pub async fn stop(&self) {
+        let _ = self.stop_tx.send(true);
+        let senders = std::mem::take(&mut *self.senders.lock());
+        for s in senders {
+            let _ = s.await;
+        }
+        let _ = tokio::task::spawn_blocking({
+            let targets = self.targets.clone();
+            let writers = std::mem::take(&mut *self.writers.lock());
+            move || close_writers(&targets, writers)
+        })
+        .await;
+    }
+
+    /// Stops the writer threads of a forwarder whose senders never ran
+    /// (an offline replay).
+    pub fn close_queues(&self) {
+        let writers = std::mem::take(&mut *self.writers.lock());
+        close_writers(&self.targets, writers);
+    }
+}
+
+fn close_writers(targets: &[Arc<Target>], writers: Vec<std::thread::JoinHandle<()>>) {
+    for t in targets {
+        t.tx.lock().take();
+    }
+    for w in writers {
+        let _ = w.join();
+    }
+}
+
+fn write_loop(t: &Target, rx: mpsc::Receiver<Vec<u8>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = t.queue.push(&batch, t.clock.now_ms()) {
+            t.counters
+                .busy_dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            t.error(format!("cannot queue: {e}"));
+        }
+    }
+}
+
+impl AppendObserver for Forwarder {
+    fn appended(&self, a: &Appended<'_>) {
+        for t in &self.targets {
+            if t.config.kind != ForwardKind::RemoteWrite {
+                continue;
+            }
+            // One item per append: one hand-over and one queue entry for
+            // the whole batch, not one per series.
+            let mut w = item::SamplesWriter::default();
+            for (labels, samples) in a.series() {
+                if t.matches(labels) {
+                    w.add(
+                        labels.len(),
+                        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                        samples,
+                    );
+                }
+            }
+            if let Some(item) = w.finish() {
+                t.offer(item);
+            }
+        }
+    }
+}
+
+impl Forwarder {
+    /// Hands an MQTT message to the targets whose topic filters match.
+    pub fn offer_message(&self, topic: &str, payload: &[u8], qos: u8, retain: bool, time_ms: i64) {
+        for t in &self.targets {
+            if t.config.kind == ForwardKind::Mqtt
+                && t.config
+                    .topics
+                    .iter()
+                    .any(|f| crate::ingest::rules::topic_matches(f, topic))
+            {
+                t.offer(item::encode_message(topic, qos, retain, time_ms, payload));
+            }
+        }
+    }
+}
+
+impl MetricSource for Forwarder {
+    fn collect(&self, out: &mut Vec<MetricPoint>) {
+        for s in self.status() {
+            let n = s.name.as_str();
+            out.push(
+                MetricPoint::gauge(
+                    "perch_forward_up",
+                    "1 when the forwarding target answered the last attempt",
+                    if s.connected { 1.0 } else { 0.0 },
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::gauge(
+                    "perch_forward_queue_bytes",
+                    "Bytes waiting in the target's durable queue",
+                    s.queue_bytes as f64,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::gauge(
+                    "perch_forward_queue_items",
+                    "Items waiting in the target's durable queue",
+                    s.queue_items as f64,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::gauge(
+                    "perch_forward_oldest_age_seconds",
+                    "Age of the oldest item waiting for the target",
+                    s.oldest_age_seconds,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::counter(
+                    "perch_forward_sent_total",
+                    "Samples or messages the target acknowledged",
+                    s.sent_total as f64,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::counter(
+                    "perch_forward_errors_total",
+                    "Failed attempts to send to the target",
+                    s.errors_total as f64,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::counter(
+                    "perch_forward_rejected_total",
+                    "Queue items the target refused as invalid and that were given up",
+                    s.rejected_total as f64,
+                )
+                .with_label("target", n),
+            );
+            out.push(
+                MetricPoint::counter(
+                    "perch_forward_dropped_total",
+                    "Queue items dropped because the queue was full (the overflow policy)",
+                    s.dropped_total as f64,
+                )
+                .with_label("target", n),
+            );
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Prometheus remote write 1.0: a `WriteRequest` protobuf, hand-encoded
+//! (four small messages), snappy block-compressed, POSTed with the protocol's
+//! headers. 2xx commits the batch; 4xx other than 429 means the receiver
+//! will never take it (out of order, too old, invalid): it is given up and
+//! counted as rejected; anything else is retried.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use super::{item, pause, Backoff, Pace, Target};
+
+// WriteRequest { repeated TimeSeries timeseries = 1; }
+// TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2; }
+// Label        { string name = 1; string value = 2; }
+// Sample       { double value = 1; int64 timestamp = 2; }
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn len_field(tag: u8, body: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// Encodes series (labels sorted by name, `__name__` among them) as an
+/// uncompressed `WriteRequest`.
+pub fn encode_write_request<'a>(
+    series: impl Iterator<Item = (&'a [(String, String)], &'a [(i64, f64)])>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ts = Vec::new();
+    let mut tmp = Vec::new();
+    for (labels, samples) in series {
+        ts.clear();
+        for (n, v) in labels {
+            tmp.clear();
+            len_field(0x0a, n.as_bytes(), &mut tmp);
+            len_field(0x12, v.as_bytes(), &mut tmp);
+            len_field(0x0a, &tmp, &mut ts);
+        }
+        for &(t, v) in samples {
+            tmp.clear();
+            tmp.push(0x09);
+            tmp.extend_from_slice(&v.to_le_bytes());
+            tmp.push(0x10);
+            varint(t as u64, &mut tmp);
+            len_field(0x12, &tmp, &mut ts);
+        }
+        len_field(0x0a, &ts, &mut out);
+    }
+    out
+}
+
+/// Decoded queue items, samples of the same series brought together in
+/// queue order.
+fn merge(items: &[super::queue::Entry]) -> Result<Vec<item::Samples>, super::ForwardError> {
+    let mut out: Vec<item::Samples> = Vec::new();
+    let mut at: FxHashMap<Vec<(String, String)>, usize> = FxHashMap::default();
+    for e in items {
+        for s in item::decode_samples(e.payload())? {
+            match at.get(&s.labels) {
+                Some(&i) => out[i].samples.extend(s.samples),
+                None => {
+                    at.insert(s.labels.clone(), out.len());
+                    out.push(s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum Outcome {
+    Sent,
+    /// The receiver will not take this batch, ever.
+    Refused(String),
+    Retry(String),
+}
+
+pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let c = &t.config;
+    let client = match build_client(&t) {
+        Ok(cl) => cl,
+        Err(e) => {
+            t.error(format!("cannot set up HTTP: {e}"));
+            return;
+        }
+    };
+    let mut backoff = Backoff::new(c.max_backoff.0);
+    let mut pace = Pace::new(&t);
+    tracing::info!(url = %super::redact(&c.url), "forwarding samples");
+    while !*stop.borrow() {
+        pace.update_rate(&t);
+        let batch = match t.queue.peek(c.batch_max, super::SEND_BATCH_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                t.error(e);
+                pause(Duration::from_secs(5), &mut stop).await;
+                continue;
+            }
+        };
+        // Items carry many samples each: keep a request near batch_max samples.
+        let mut take = 0;
+        let mut samples = 0usize;
+        for e in &batch {
+            take += 1;
+            samples += item::count_samples(e.payload()).unwrap_or(0) as usize;
+            if samples >= c.batch_max {
+                break;
+            }
+        }
+        let batch = &batch[..take];
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            t.idle(Duration::from_secs(1), &mut stop).await;
+            continue;
+        };
+        let series = match merge(batch) {
+            Ok(s) => s,
+            Err(e) => {
+                // A damaged item can never be sent: skip past it.
+                t.error(e);
+                t.counters
+                    .rejected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let _ = t.queue.commit(last);
+                continue;
+            }
+        };
+        let raw = encode_write_request(
+            series
+                .iter()
+                .map(|s| (s.labels.as_slice(), s.samples.as_slice())),
+        );
+        let body = match snap::raw::Encoder::new().compress_vec(&raw) {
+            Ok(b) => b,
+            Err(e) => {
+                t.error(format!("snappy: {e}"));
+                pause(Duration::from_secs(5), &mut stop).await;
+                continue;
+            }
+        };
+        let size = body.len();
+        match send(&t, &client, body).await {
+            Outcome::Sent => {
+                if let Err(e) = t.queue.commit(last) {
+                    t.error(e);
+                }
+                t.counters.sent.fetch_add(samples as u64, Ordering::Relaxed);
+                t.set_connected(true);
+                backoff.reset();
+                let wait = pace.delay_for(size);
+                if !wait.is_zero() && !pause(wait, &mut stop).await {
+                    break;
+                }
+            }
+            Outcome::Refused(e) => {
+                t.set_connected(true);
+                t.counters
+                    .rejected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                t.error(format!("the target refused {samples} samples: {e}"));
+                if let Err(e) = t.queue.commit(last) {
+                    t.error(e);
+                }
+            }
+            Outcome::Retry(e) => {
+                t.set_connected(false);
+                t.error(e);
+                if !pause(backoff.step(), &mut stop).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn build_client(t: &Target) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(t.config.timeout.0)
+        .connect_timeout(t.config.timeout.0.min(Duration::from_secs(10)))
+        .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")));
+    if let Some(f) = &t.config.ca_file {
+        let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", f.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+async fn send(t: &Target, client: &reqwest::Client, body: Vec<u8>) -> Outcome {
+    let c = &t.config;
+    let mut req = client
+        .post(&c.url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(f) = &c.bearer_token_file {
+        match tokio::fs::read_to_string(f).await {
+            Ok(tok) => req = req.bearer_auth(tok.trim()),
+            Err(e) => return Outcome::Retry(format!("bearer_token_file {}: {e}", f.display())),
+        }
+    } else if let Some(u) = &c.username {
+        req = req.basic_auth(u, c.password.as_ref());
+    }
+    match req.body(body).send().await {
+        Ok(r) if r.status().is_success() => Outcome::Sent,
+        Ok(r) => {
+            let status = r.status();
+            let text: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            let msg = format!("HTTP {status}: {}", text.trim());
+            if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+                // Credentials may be fixed without a restart: keep trying.
+                if status.as_u16() == 401 || status.as_u16() == 403 || status.as_u16() == 404 {
+                    Outcome::Retry(msg)
+                } else {
+                    Outcome::Refused(msg)
+                }
+            } else {
+                Outcome::Retry(msg)
+            }
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            Outcome::Retry(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_request_bytes_match_protobuf() {
+        // timeseries { labels { name: "__name__" value: "up" } samples { value: 1 timestamp: 1000 } }
+        // worked out by hand from the protobuf encoding rules; the
+        // integration tests check real receivers decode it.
+        let labels = vec![("__name__".to_string(), "up".to_string())];
+        let samples = vec![(1000i64, 1.0f64)];
+        let b = encode_write_request(std::iter::once((labels.as_slice(), samples.as_slice())));
+        let expected: Vec<u8> = vec![
+            0x0a, 0x1e, // timeseries, 30 bytes
+            0x0a, 0x0e, 0x0a, 0x08, b'_', b'_', b'n', b'a', b'm', b'e', b'_', b'_', 0x12, 0x02,
+            b'u', b'p', // label
+            0x12, 0x0c, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0xe8, 0x07, // sample
+        ];
+        assert_eq!(b, expected);
+        // Negative timestamps are 10-byte two's complement varints.
+        let neg = vec![(-1i64, 0.0)];
+        let b = encode_write_request(std::iter::once((&labels[..0], neg.as_slice())));
+        assert_eq!(
+            &b[b.len() - 10..],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
+    }
+}

@@ -1,0 +1,1011 @@
+//! Issue 9, store and forward, end to end against real peers on loopback:
+//! Debian's mosquitto as the upstream broker (checked with mosquitto_sub),
+//! Debian's prometheus (with --web.enable-remote-write-receiver) and
+//! victoria-metrics as remote-write targets, checked by querying them.
+//! Outages are real: the peer process is stopped during steady ingest and
+//! started again; perch is restarted mid-outage; queues are filled past
+//! their cap. Every test counts what arrived: nothing missing, in order,
+//! duplicates counted (at-least-once allows some).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, now_ms, urlencode, Perch};
+
+fn have(cmd: &str) -> bool {
+    let ok = Command::new(cmd)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!("skipped: {cmd} is not installed (apt-get install mosquitto mosquitto-clients prometheus victoria-metrics)");
+    }
+    ok
+}
+
+/// A peer process that is killed when the test ends.
+struct Daemon {
+    child: Option<Child>,
+    args: Vec<String>,
+    program: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(program: &str, args: &[String], log: &Path) -> Daemon {
+        let mut d = Daemon {
+            child: None,
+            args: args.to_vec(),
+            program: program.into(),
+            log: log.to_path_buf(),
+        };
+        d.spawn();
+        d
+    }
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program));
+        self.child = Some(child);
+    }
+    /// SIGTERM and wait: a clean stop, like `systemctl stop`.
+    fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.wait();
+    }
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ---\n{}",
+                self.program,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// mosquitto started as root drops to its own user: let it write its
+/// persistence file and read its certificates in the test's directory.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+fn mosquitto(dir: &Path, port: u16) -> Daemon {
+    open_up(dir);
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        "mosquitto",
+        &["-c".into(), conf.display().to_string()],
+        &dir.join(format!("mosquitto-{port}.log")),
+    );
+    wait_port(port);
+    d
+}
+
+/// A durable subscriber (persistent session, QoS 1) writing `topic payload`
+/// lines to a file; mosquitto_sub reconnects by itself when the broker
+/// comes back.
+struct Sub {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Sub {
+    fn start(dir: &Path, port: u16, filter: &str) -> Sub {
+        let out = dir.join(format!("sub-{port}.txt"));
+        let child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", "1", "-c", "-i", &format!("fwdtest-{port}")])
+            .args(["-t", filter, "-v"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Sub { child, out }
+    }
+    fn lines(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mosquitto_pub -l` into perch: one message per line written.
+struct Publisher {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Publisher {
+    fn start(perch: &Perch, topic: &str) -> Publisher {
+        let mut child = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+            .args(["-q", "1", "-t", topic, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        Publisher { child, stdin }
+    }
+    fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().unwrap();
+        writeln!(s, "{line}").unwrap();
+        s.flush().unwrap();
+    }
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "mosquitto_pub failed");
+    }
+}
+
+/// Sequence numbers seen, in order of arrival: (missing, duplicates,
+/// first-arrivals in order?).
+fn tally(seqs: &[u64], expected: std::ops::Range<u64>) -> (Vec<u64>, usize, bool) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut dups = 0;
+    let mut firsts = Vec::new();
+    for &s in seqs {
+        if seen.insert(s) {
+            firsts.push(s);
+        } else {
+            dups += 1;
+        }
+    }
+    let missing = expected.filter(|s| !seen.contains(s)).collect();
+    let ordered = firsts.windows(2).all(|w| w[0] < w[1]);
+    (missing, dups, ordered)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn target_status(p: &Perch, name: &str) -> serde_json::Value {
+    let r = p.get("/api/v1/forward");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no target {name} in {}", r.body))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn mqtt_target(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[mqtt]\nallow_anonymous = true\n\n[[forward]]\nname = \"{name}\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"sensors/#\"]\nremote_prefix = \"site/{{hostname}}/\"\nqos = 1\nmax_backoff = \"1s\"\ntimeout = \"5s\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn mqtt_bridge_survives_an_upstream_outage() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, "site/#");
+    std::thread::sleep(Duration::from_millis(500));
+    let p = Perch::start_with(&mqtt_target("up", port, ""));
+    wait_until("the bridge to connect", Duration::from_secs(20), || {
+        target_status(&p, "up")["connected"] == true
+    });
+    // Not forwarded: outside the topic filter.
+    let mut other = Publisher::start(&p, "other/x");
+    other.send("nope");
+    other.finish();
+    // Steady ingest, 25 messages/s for 8 s; the upstream broker is down
+    // from 2 s to 5 s.
+    let n = 200u64;
+    let mut pubr = Publisher::start(&p, "sensors/t1");
+    let mut stopped_at = None;
+    for i in 0..n {
+        if i == 50 {
+            broker.stop();
+            stopped_at = Some(i);
+        }
+        if i == 125 {
+            let st = target_status(&p, "up");
+            assert_eq!(st["connected"], false, "{st}");
+            assert!(st["queue_items"].as_u64().unwrap() > 0, "{st}");
+            assert!(st["errors_total"].as_u64().unwrap() > 0, "{st}");
+            assert!(st["last_error"].is_string(), "{st}");
+            broker.restart();
+        }
+        pubr.send(&format!("{i}"));
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert!(stopped_at.is_some());
+    pubr.finish();
+    let topic = format!("site/{}/sensors/t1", hostname());
+    wait_until("every message upstream", Duration::from_secs(60), || {
+        let seqs: Vec<u64> = sub
+            .lines()
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect();
+        tally(&seqs, 0..n).0.is_empty()
+    });
+    let lines = sub.lines();
+    assert!(
+        lines.iter().all(|(t, _)| t == &topic),
+        "only the filtered topic, with the prefix: {:?}",
+        lines.iter().find(|(t, _)| t != &topic)
+    );
+    let seqs: Vec<u64> = lines.iter().map(|(_, v)| v.parse().unwrap()).collect();
+    let (missing, dups, ordered) = tally(&seqs, 0..n);
+    eprintln!(
+        "mqtt outage: {n} published, {} received, {dups} duplicates",
+        seqs.len()
+    );
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert!(ordered, "out of order: {seqs:?}");
+    // At-least-once: only a batch in flight when the broker went can repeat.
+    assert!(dups <= 100, "{dups} duplicates");
+    wait_until("the queue to drain", Duration::from_secs(10), || {
+        target_status(&p, "up")["queue_items"] == 0
+    });
+    let st = target_status(&p, "up");
+    assert_eq!(st["connected"], true, "{st}");
+    assert_eq!(st["dropped_total"], 0, "{st}");
+    assert!(st["sent_total"].as_u64().unwrap() >= n, "{st}");
+    let metrics = p.get("/metrics").body;
+    for name in [
+        "perch_forward_queue_bytes{target=\"up\"} 0",
+        "perch_forward_up{target=\"up\"} 1",
+        "perch_forward_dropped_total{target=\"up\"} 0",
+    ] {
+        assert!(metrics.contains(name), "{name} not in /metrics");
+    }
+    assert!(metrics.contains("perch_forward_errors_total{target=\"up\"}"));
+    assert!(metrics.contains("perch_forward_sent_total{target=\"up\"}"));
+}
+
+#[test]
+fn mqtt_queue_survives_a_perch_restart_mid_outage() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, "site/#");
+    std::thread::sleep(Duration::from_millis(500));
+    broker.stop();
+    let mut p = Perch::start_with(&mqtt_target("up", port, ""));
+    let mut pubr = Publisher::start(&p, "sensors/a");
+    for i in 0..100 {
+        pubr.send(&i.to_string());
+    }
+    pubr.finish();
+    wait_until("100 queued", Duration::from_secs(10), || {
+        target_status(&p, "up")["queue_items"] == 100
+    });
+    p.stop();
+    p.restart();
+    assert_eq!(
+        target_status(&p, "up")["queue_items"],
+        100,
+        "the queue is on disk"
+    );
+    let mut pubr = Publisher::start(&p, "sensors/a");
+    for i in 100..150 {
+        pubr.send(&i.to_string());
+    }
+    pubr.finish();
+    broker.restart();
+    let seqs = || -> Vec<u64> {
+        sub.lines()
+            .iter()
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect()
+    };
+    wait_until("all 150 upstream", Duration::from_secs(60), || {
+        tally(&seqs(), 0..150).0.is_empty()
+    });
+    let s = seqs();
+    let (missing, dups, ordered) = tally(&s, 0..150);
+    eprintln!(
+        "perch restart: 150 published, {} received, {dups} duplicates",
+        s.len()
+    );
+    assert!(missing.is_empty() && ordered, "{s:?}");
+    assert_eq!(dups, 0, "nothing was in flight: no duplicates");
+}
+
+/// Fills a queue past its cap while the upstream broker is down, then
+/// brings it up: exactly the oldest (drop_oldest) or the newest
+/// (reject_new) messages are gone.
+#[test]
+fn overflow_policies_drop_exactly_what_they_say() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    for (policy, expected) in [("drop_oldest", 37..100u64), ("reject_new", 0..63u64)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut broker = mosquitto(dir.path(), port);
+        let sub = Sub::start(dir.path(), port, "site/#");
+        std::thread::sleep(Duration::from_millis(500));
+        broker.stop();
+        let p = Perch::start_with(&mqtt_target(
+            "cap",
+            port,
+            &format!("queue_max_bytes = \"64KiB\"\noverflow = \"{policy}\""),
+        ));
+        // Item = 1 kind + 2 + topic (9) + qos + retain + 8 time + 1000
+        // payload = 1022 bytes, + 16 in the queue = 1038: 63 fit in 64 KiB.
+        let mut pubr = Publisher::start(&p, "sensors/x");
+        for i in 0..100u64 {
+            pubr.send(&format!("{i:0>1000}"));
+        }
+        pubr.finish();
+        wait_until("all 100 handled", Duration::from_secs(10), || {
+            let st = target_status(&p, "cap");
+            st["queue_items"].as_u64().unwrap() + st["dropped_total"].as_u64().unwrap() == 100
+        });
+        let st = target_status(&p, "cap");
+        assert_eq!(st["queue_items"], 63, "{policy}: {st}");
+        assert_eq!(st["dropped_total"], 37, "{policy}: {st}");
+        assert_eq!(st["queue_bytes"], 63 * 1038, "{policy}: {st}");
+        broker.restart();
+        wait_until("63 upstream", Duration::from_secs(30), || {
+            sub.lines().len() >= 63
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let got: Vec<u64> = sub
+            .lines()
+            .iter()
+            .map(|(_, v)| v.parse().unwrap())
+            .collect();
+        assert_eq!(got, expected.clone().collect::<Vec<_>>(), "{policy}");
+    }
+}
+
+// ---- remote write ----------------------------------------------------------
+
+fn prometheus(dir: &Path, port: u16) -> Daemon {
+    let conf = dir.join("prometheus.yml");
+    std::fs::write(&conf, "global:\n  scrape_interval: 1h\n").unwrap();
+    let d = Daemon::start(
+        "prometheus",
+        &[
+            format!("--config.file={}", conf.display()),
+            format!("--storage.tsdb.path={}", dir.join("prom").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+        ],
+        &dir.join("prometheus.log"),
+    );
+    wait_port(port);
+    d
+}
+
+fn victoria(dir: &Path, port: u16) -> Daemon {
+    let d = Daemon::start(
+        "victoria-metrics",
+        &[
+            format!("-storageDataPath={}", dir.join("vm").display()),
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-retentionPeriod=100y".into(),
+            "-search.disableCache".into(),
+        ],
+        &dir.join("vm.log"),
+    );
+    wait_port(port);
+    d
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Raw samples of `selector` in VictoriaMetrics, duplicates included.
+fn vm_samples(port: u16, selector: &str) -> Vec<(i64, f64)> {
+    let _ = http_get(&format!("http://127.0.0.1:{port}/internal/force_flush"));
+    let (status, body) = http_get(&format!(
+        "http://127.0.0.1:{port}/api/v1/export?match[]={}",
+        urlencode(selector)
+    ));
+    if status != 200 {
+        // Still starting after a restart: nothing to see yet.
+        eprintln!("VictoriaMetrics export: {status} {body}");
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["timestamps"].as_array().unwrap();
+        let vals = v["values"].as_array().unwrap();
+        for (t, x) in ts.iter().zip(vals) {
+            out.push((t.as_i64().unwrap(), x.as_f64().unwrap()));
+        }
+    }
+    out.sort_by_key(|s| s.0);
+    out
+}
+
+/// Samples of `selector` in Prometheus over the last hour.
+fn prom_samples(port: u16, selector: &str) -> Vec<(i64, f64)> {
+    let q = format!("{selector}[1h]");
+    let (status, body) = http_get(&format!(
+        "http://127.0.0.1:{port}/api/v1/query?query={}",
+        urlencode(&q)
+    ));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut out = Vec::new();
+    for series in v["data"]["result"].as_array().unwrap() {
+        for p in series["values"].as_array().unwrap() {
+            let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+            out.push((t, p[1].as_str().unwrap().parse().unwrap()));
+        }
+    }
+    out.sort_by_key(|s| s.0);
+    out
+}
+
+fn import_line(name: &str, site: &str, t: i64, v: f64) -> String {
+    format!(
+        "{{\"metric\":{{\"__name__\":\"{name}\",\"site\":\"{site}\"}},\"values\":[{v}],\"timestamps\":[{t}]}}\n"
+    )
+}
+
+fn rw_target(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "\n[[forward]]\nname = \"{name}\"\nkind = \"remote_write\"\nurl = \"{url}\"\nmatch = ['{{__name__=~\"env_.*\"}}']\nmax_backoff = \"1s\"\ntimeout = \"5s\"\n{extra}\n"
+    )
+}
+
+/// Two remote-write targets at once — Prometheus and VictoriaMetrics — fed
+/// by steady writes; VictoriaMetrics goes down for a while and comes back.
+/// Both end with every sample, in order; only `env_*` series are forwarded.
+#[test]
+fn remote_write_to_prometheus_and_victoria_metrics_through_an_outage() {
+    if !have("prometheus") || !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (prom_port, vm_port) = (free_port(), free_port());
+    let _prom = prometheus(dir.path(), prom_port);
+    let mut vm = victoria(dir.path(), vm_port);
+    let token = dir.path().join("vm.token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let p = Perch::start_with(&format!(
+        "{}{}",
+        rw_target(
+            "prom",
+            &format!("http://127.0.0.1:{prom_port}/api/v1/write"),
+            ""
+        ),
+        rw_target(
+            "vm",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+            &format!("bearer_token_file = \"{}\"", token.display())
+        )
+    ));
+    let start = now_ms() - 60_000;
+    let n = 300i64;
+    for i in 0..n {
+        if i == 60 {
+            vm.stop();
+        }
+        if i == 200 {
+            let st = target_status(&p, "vm");
+            assert_eq!(st["connected"], false, "{st}");
+            assert!(st["queue_items"].as_u64().unwrap() > 0, "{st}");
+            assert!(st["oldest_age_seconds"].as_f64().unwrap() > 0.5, "{st}");
+            assert_eq!(target_status(&p, "prom")["connected"], true);
+            vm.restart();
+        }
+        // Two forwarded series per write: one queue item holds both.
+        let body = format!(
+            "{}{}{}",
+            import_line("env_temp", "a", start + i * 100, i as f64),
+            import_line("env_temp", "b", start + i * 100, -(i as f64)),
+            import_line("other_temp", "a", start + i * 100, i as f64)
+        );
+        let r = p.post("/api/v1/import", "application/json", body);
+        assert!(r.status == 204 || r.status == 200, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want: Vec<(i64, f64)> = (0..n).map(|i| (start + i * 100, i as f64)).collect();
+    let want_b: Vec<(i64, f64)> = (0..n).map(|i| (start + i * 100, -(i as f64))).collect();
+    wait_until(
+        "every sample in VictoriaMetrics",
+        Duration::from_secs(60),
+        || {
+            let got = vm_samples(vm_port, "env_temp{site=\"a\"}");
+            let mut uniq = got.clone();
+            uniq.dedup();
+            uniq == want
+        },
+    );
+    let got = vm_samples(vm_port, "env_temp{site=\"a\"}");
+    let mut uniq = got.clone();
+    uniq.dedup();
+    eprintln!(
+        "remote write outage: {n} written, {} in VictoriaMetrics, {} duplicates",
+        got.len(),
+        got.len() - uniq.len()
+    );
+    assert_eq!(uniq, want);
+    wait_until(
+        "every sample in Prometheus",
+        Duration::from_secs(30),
+        || prom_samples(prom_port, "env_temp{site=\"a\"}") == want,
+    );
+    assert_eq!(prom_samples(prom_port, "env_temp{site=\"b\"}"), want_b);
+    let mut b = vm_samples(vm_port, "env_temp{site=\"b\"}");
+    b.dedup();
+    assert_eq!(b, want_b);
+    assert!(
+        prom_samples(prom_port, "other_temp").is_empty(),
+        "the match selector keeps other_temp out"
+    );
+    assert!(vm_samples(vm_port, "other_temp").is_empty());
+    for t in ["vm", "prom"] {
+        wait_until("the queue to drain", Duration::from_secs(10), || {
+            target_status(&p, t)["queue_items"] == 0
+        });
+        let st = target_status(&p, t);
+        assert_eq!(st["connected"], true, "{st}");
+        assert_eq!(st["rejected_total"], 0, "{st}");
+        assert_eq!(st["dropped_total"], 0, "{st}");
+        assert!(st["sent_total"].as_u64().unwrap() >= 2 * n as u64, "{st}");
+    }
+    assert!(target_status(&p, "vm")["errors_total"].as_u64().unwrap() > 0);
+}
+
+/// VictoriaMetrics is down; perch is stopped mid-outage and started again;
+/// everything written before and after arrives once VictoriaMetrics is back.
+#[test]
+fn remote_write_queue_survives_a_perch_restart_mid_outage() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let mut vm = victoria(dir.path(), vm_port);
+    vm.stop();
+    let mut p = Perch::start_with(&rw_target(
+        "vm",
+        &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+        "",
+    ));
+    let start = now_ms() - 60_000;
+    let write = |p: &Perch, r: std::ops::Range<i64>| {
+        let body: String = r
+            .map(|i| import_line("env_hum", "b", start + i * 100, i as f64 * 0.5))
+            .collect();
+        let resp = p.post("/api/v1/import", "application/json", body);
+        assert!(resp.status == 204 || resp.status == 200, "{}", resp.body);
+    };
+    write(&p, 0..100);
+    wait_until("queued", Duration::from_secs(10), || {
+        target_status(&p, "vm")["queue_bytes"].as_u64().unwrap() > 0
+    });
+    p.stop();
+    p.restart();
+    assert!(target_status(&p, "vm")["queue_bytes"].as_u64().unwrap() > 0);
+    write(&p, 100..200);
+    vm.restart();
+    let want: Vec<(i64, f64)> = (0..200)
+        .map(|i| (start + i * 100, i as f64 * 0.5))
+        .collect();
+    wait_until(
+        "every sample in VictoriaMetrics",
+        Duration::from_secs(60),
+        || {
+            let mut got = vm_samples(vm_port, "env_hum");
+            got.dedup();
+            got == want
+        },
+    );
+    let got = vm_samples(vm_port, "env_hum");
+    assert_eq!(got.len(), 200, "nothing was in flight: no duplicates");
+}
+
+/// `perch forward replay NAME --since`: history stored before the target
+/// existed is sent when asked.
+#[test]
+fn replay_resends_stored_history() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let _vm = victoria(dir.path(), vm_port);
+    let mut p = Perch::start();
+    let start = now_ms() - 3 * 3600 * 1000;
+    let body: String = (0..500)
+        .map(|i| import_line("env_old", "c", start + i * 10_000, i as f64))
+        .collect();
+    assert_eq!(
+        p.post("/api/v1/import", "application/json", body).status,
+        204
+    );
+    p.stop();
+    std::fs::write(
+        &p.config_path,
+        rw_target(
+            "vm",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+            "",
+        ),
+    )
+    .unwrap();
+    p.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        vm_samples(vm_port, "env_old").is_empty(),
+        "not sent by itself"
+    );
+    // Older than --since stays home: samples 0..=138 are more than 157
+    // minutes old by the time the command runs.
+    let (code, out, err) = p.cli(&["forward", "replay", "vm", "--since", "157m"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("samples of 1 series"), "{out}");
+    let all: Vec<(i64, f64)> = (0..500).map(|i| (start + i * 10_000, i as f64)).collect();
+    wait_until(
+        "the replay in VictoriaMetrics",
+        Duration::from_secs(30),
+        || vm_samples(vm_port, "env_old").last() == all.last(),
+    );
+    let got = vm_samples(vm_port, "env_old");
+    let skipped = all.len() - got.len();
+    assert_eq!(got, all[skipped..], "a contiguous, complete suffix");
+    // 138 plus one per 10 s the test took between writing and replaying.
+    assert!((139..=145).contains(&skipped), "{skipped} skipped");
+    let (code, _, err) = p.cli(&["forward", "replay", "nope", "--since", "1h"], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no [[forward]] target named \"nope\""),
+        "{err}"
+    );
+}
+
+/// mqtts with a private CA (`ca_file`) and user name/password upstream:
+/// mosquitto with a TLS listener and a password file.
+#[test]
+fn mqtt_bridge_over_tls_with_credentials() {
+    if !have("mosquitto") || !have("mosquitto_sub") || !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=perch test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    run(&[
+        "mosquitto_passwd",
+        "-b",
+        "-c",
+        "passwd",
+        "site1",
+        "pw-site1",
+    ]);
+    let port = free_port();
+    let conf = d.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nallow_anonymous false\npassword_file {0}/passwd\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    open_up(d);
+    let _broker = Daemon::start(
+        "mosquitto",
+        &["-c".into(), conf.display().to_string()],
+        &d.join("tls.log"),
+    );
+    wait_port(port);
+    let out = d.join("tls-sub.txt");
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+        .arg(d.join("ca.pem"))
+        .args([
+            "-u", "site1", "-P", "pw-site1", "-q", "1", "-t", "up/#", "-v",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let p = Perch::start_with(&format!(
+        "[mqtt]\nallow_anonymous = true\n\n[[forward]]\nname = \"tls\"\nkind = \"mqtt\"\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{}\"\nusername = \"site1\"\npassword = \"pw-site1\"\ntopics = [\"sensors/#\"]\nremote_prefix = \"up/\"\nqos = 2\nmax_backoff = \"1s\"\n",
+        d.join("ca.pem").display()
+    ));
+    let mut pubr = Publisher::start(&p, "sensors/tls");
+    for i in 0..20 {
+        pubr.send(&i.to_string());
+    }
+    pubr.finish();
+    let want: String = (0..20).map(|i| format!("up/sensors/tls {i}\n")).collect();
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until("20 messages over TLS", Duration::from_secs(30), || {
+        read() == want
+    });
+    let st = target_status(&p, "tls");
+    assert_eq!(st["connected"], true, "{st}");
+    assert_eq!(st["sent_total"], 20, "{st}");
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+/// A batch the receiver refuses as invalid (Prometheus: a sample older than
+/// its head takes, HTTP 400) is given up and counted, not retried forever:
+/// what follows still arrives.
+#[test]
+fn remote_write_gives_up_a_refused_batch_and_goes_on() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _prom = prometheus(dir.path(), port);
+    let p = Perch::start_with(&rw_target(
+        "prom",
+        &format!("http://127.0.0.1:{port}/api/v1/write"),
+        "",
+    ));
+    let now = now_ms();
+    let post = |body: String| {
+        let r = p.post("/api/v1/import", "application/json", body);
+        assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    };
+    post(import_line("env_x", "a", now - 1000, 1.0));
+    wait_until(
+        "the first sample in Prometheus",
+        Duration::from_secs(20),
+        || prom_samples(port, "env_x") == vec![(now - 1000, 1.0)],
+    );
+    // Two hours older than what Prometheus holds: out of bounds.
+    post(import_line("env_y", "a", now - 2 * 3600 * 1000, 2.0));
+    wait_until("the refusal", Duration::from_secs(20), || {
+        target_status(&p, "prom")["rejected_total"] == 1
+    });
+    post(import_line("env_x", "a", now, 3.0));
+    wait_until(
+        "the next sample in Prometheus",
+        Duration::from_secs(20),
+        || prom_samples(port, "env_x") == vec![(now - 1000, 1.0), (now, 3.0)],
+    );
+    let st = target_status(&p, "prom");
+    assert_eq!(st["queue_items"], 0, "{st}");
+    assert_eq!(st["connected"], true, "{st}");
+    assert!(st["last_error"].as_str().unwrap().contains("400"), "{st}");
+}
+
+/// `max_bandwidth` paces sending: 50 messages of ~1 kB in batches of 10 at
+/// 80 kbit/s (10 kB/s) take at least 4 s (a pause after each batch).
+#[test]
+fn max_bandwidth_paces_the_sender() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, "site/#");
+    std::thread::sleep(Duration::from_millis(500));
+    let p = Perch::start_with(&mqtt_target(
+        "slow",
+        port,
+        "max_bandwidth = \"80kbit\"\nbatch_max = 10",
+    ));
+    wait_until("connected", Duration::from_secs(20), || {
+        target_status(&p, "slow")["connected"] == true
+    });
+    let t = Instant::now();
+    let mut pubr = Publisher::start(&p, "sensors/bw");
+    for i in 0..50u64 {
+        pubr.send(&format!("{i:0>1000}"));
+    }
+    pubr.finish();
+    wait_until("50 upstream", Duration::from_secs(30), || {
+        sub.lines().len() >= 50
+    });
+    let took = t.elapsed();
+    eprintln!("50 kB at 80 kbit/s: {took:.2?}");
+    assert!(took >= Duration::from_millis(3900), "{took:?}: not paced");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// With perch stopped, `perch forward replay` queues on the data directory;
+/// the next start sends it.
+#[test]
+fn replay_while_perch_is_stopped_is_sent_at_the_next_start() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let _vm = victoria(dir.path(), vm_port);
+    let mut p = Perch::start();
+    let start = now_ms() - 2 * 3600 * 1000;
+    let body: String = (0..100)
+        .map(|i| import_line("env_off", "d", start + i * 60_000, i as f64))
+        .collect();
+    assert_eq!(
+        p.post("/api/v1/import", "application/json", body).status,
+        204
+    );
+    p.stop();
+    std::fs::write(
+        &p.config_path,
+        rw_target(
+            "vm",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+            "",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = p.cli(&["forward", "replay", "vm", "--since", "24h"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued 100 samples of 1 series"), "{out}");
+    p.restart();
+    let all: Vec<(i64, f64)> = (0..100).map(|i| (start + i * 60_000, i as f64)).collect();
+    wait_until(
+        "the replay in VictoriaMetrics",
+        Duration::from_secs(30),
+        || vm_samples(vm_port, "env_off") == all,
+    );
+}
