@@ -35,6 +35,7 @@ const STEPS: &[&str] = &[
     "camera yard page",
     "viewer created in Settings",
     "API token shown once",
+    "forwarding status shown",
     "backup download",
     "viewer may not see Settings",
     "no page errors",
@@ -56,9 +57,12 @@ fn the_dashboard_works_in_chromium() {
         return;
     }
     let cam = TestCamera::start(free_port(), "640x360", None);
+    // A forwarding target whose upstream is down: Settings shows it so.
     let p = Perch::start_bare(&format!(
-        "[[cameras]]\nname = \"yard\"\nurl = \"{}\"\nsnapshot_schedule = \"*/5 * * * * *\"\n",
-        cam.url()
+        "[[cameras]]\nname = \"yard\"\nurl = \"{}\"\nsnapshot_schedule = \"*/5 * * * * *\"\n\
+         [[forward]]\nname = \"central\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopics = [\"#\"]\n",
+        cam.url(),
+        free_port()
     ));
     // A device writes a series before anyone has signed in (devices are no
     // people: onboarding is still due).
@@ -98,6 +102,7 @@ fn the_dashboard_works_in_chromium() {
         .env("PERCH_URL", p.url(""))
         .env("PERCH_CAMERA", "yard")
         .env("PERCH_SERIES", "env_temp")
+        .env("PERCH_FORWARD", "central")
         .env("SCREENSHOT_DIR", &shots)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -262,6 +262,15 @@ async function main() {
     await shot(page, 'settings');
   });
 
+  if (process.env.PERCH_FORWARD) {
+    await run('forwarding status shown', async () => {
+      const row = page.locator('#forward-targets tbody tr', { hasText: process.env.PERCH_FORWARD });
+      await row.waitFor();
+      const text = await row.textContent();
+      if (!/disconnected/.test(text)) throw new Error(`the target's row says ${JSON.stringify(text)}`);
+    });
+  }
+
   await run('backup download', async () => {
     const backup = page.locator('#settings-backup');
     const downloaded = page.waitForEvent('download', { timeout: 120000 });

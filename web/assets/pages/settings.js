@@ -1,7 +1,7 @@
-// Settings (admins only): users, API tokens, cameras, storage settings
-// (read-only), backup download, and how to restore.
+// Settings (admins only): users, API tokens, cameras, forwarding status,
+// storage settings (read-only), backup download, and how to restore.
 
-import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes } from '../lib.js';
+import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes, fmtNum, every } from '../lib.js';
 
 const ROLES = ['admin', 'viewer', 'device'];
 
@@ -9,10 +9,10 @@ export default async function (view, ctx) {
   if (!isAdmin()) { notAllowed(view); return; }
   view.append(h('h1', null, 'Settings'),
     h('nav', { class: 'row', 'aria-label': 'Settings sections' },
-      ['Users', 'API tokens', 'Cameras', 'Storage', 'Backup'].map(s => h('a', { href: '#' + slug(s), onclick: e => {
+      ['Users', 'API tokens', 'Cameras', 'Forwarding', 'Storage', 'Backup'].map(s => h('a', { href: '#' + slug(s), onclick: e => {
         e.preventDefault(); document.getElementById(slug(s))?.scrollIntoView();
       } }, s))));
-  const sections = [users(ctx), tokens(ctx), cameras(ctx), storage(ctx), backup(ctx)];
+  const sections = [users(ctx), tokens(ctx), cameras(ctx), forwarding(ctx), storage(ctx), backup(ctx)];
   view.append(...sections);
 }
 
@@ -214,6 +214,27 @@ function cameras(ctx) {
   submit, cancel);
   load();
   return section('Cameras', table, testBox, heading, form, msg);
+}
+
+// ---- forwarding (status; targets are configured in the config file) ----
+function forwarding(ctx) {
+  const box = h('div', { class: 'scroll' }, h('p', { class: 'muted' }, 'Loading…'));
+  ctx.cleanup(every(5000, async () => {
+    const list = await api('/api/v1/forward', { signal: ctx.signal });
+    box.replaceChildren(list.length ? h('table', { id: 'forward-targets' },
+      h('thead', null, h('tr', null, ['target', 'kind', 'state', 'queue', 'oldest', 'sent/s', 'sent', 'errors', 'dropped', 'last error']
+        .map(t => h('th', null, t)))),
+      h('tbody', null, list.map(t => h('tr', null,
+        h('td', null, t.name), h('td', null, t.kind),
+        h('td', null, h('span', { class: 'badge ' + (t.connected ? 'online' : 'offline') }, t.connected ? 'connected' : 'disconnected')),
+        h('td', null, `${fmtBytes(t.queue_bytes)} of ${fmtBytes(t.queue_max_bytes)} (${t.queue_items} items)`),
+        h('td', null, t.queue_items ? `${fmtNum(t.oldest_age_seconds)} s` : '—'),
+        h('td', null, fmtNum(t.sent_per_second)), h('td', null, String(t.sent_total)),
+        h('td', null, String(t.errors_total + t.rejected_total)), h('td', null, String(t.dropped_total)),
+        h('td', { class: 'mono' }, t.last_error || '—'))))) :
+      h('p', { class: 'muted' }, 'No forwarding targets. Add [[forward]] targets to the config file (docs/forward.md).'));
+  }));
+  return section('Forwarding', h('p', null, 'Store and forward to central systems: each target\'s durable queue and delivery.'), box);
 }
 
 // ---- storage (read-only) ----
