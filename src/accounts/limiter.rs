@@ -1,9 +1,10 @@
 //! Failed sign-ins slow an attacker down: after [`MAX_FAILURES`] failures
 //! within [`WINDOW_MS`] for one key (a client address or a user name), that
-//! key is refused until the oldest of them leaves the window. An attempt is
-//! counted when it starts ([`LoginLimiter::attempt`]) and taken back when it
-//! succeeds, so a burst of parallel guesses cannot all slip past the check.
-//! Memory is bounded: at most [`MAX_KEYS`] keys, the stalest evicted first.
+//! key is refused until the oldest of them leaves the window. Successes
+//! erase nothing (a guesser's own valid sign-in must not reset their
+//! count). Parallel bursts are held by the HTTP layer, which checks again
+//! when a verification's turn comes. Memory is bounded: at most
+//! [`MAX_KEYS`] keys, the stalest evicted first.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -19,15 +20,6 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// Starts an attempt: `Err(seconds)` to wait when any of `keys` is
-    /// blocked; otherwise the attempt counts as a failure until
-    /// [`LoginLimiter::succeeded`] takes it back.
-    pub fn attempt(&self, keys: &[String], now_ms: i64) -> Result<(), u64> {
-        self.check(keys, now_ms)?;
-        self.failed(keys, now_ms);
-        Ok(())
-    }
-
     /// `Err(seconds)` to wait when any of `keys` is blocked.
     pub fn check(&self, keys: &[String], now_ms: i64) -> Result<(), u64> {
         let mut map = self.failures.lock();
@@ -74,21 +66,6 @@ impl LoginLimiter {
             }
         }
     }
-
-    /// Takes back the attempt counted by [`LoginLimiter::attempt`]: a
-    /// success is not a failure, but it does not erase earlier failures
-    /// (an attacker's own valid sign-in must not reset their guesses).
-    pub fn succeeded(&self, keys: &[String]) {
-        let mut map = self.failures.lock();
-        for key in keys {
-            if let Some(times) = map.get_mut(key) {
-                times.pop_back();
-                if times.is_empty() {
-                    map.remove(key);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -106,22 +83,6 @@ mod tests {
         assert_eq!(l.check(&keys, 5000), Err(55));
         assert!(l.check(&["ip:2".to_string()], 5000).is_ok());
         assert!(l.check(&keys, WINDOW_MS + 1).is_ok());
-    }
-
-    #[test]
-    fn attempts_count_until_they_succeed() {
-        let l = LoginLimiter::default();
-        let keys = vec!["user:a".to_string()];
-        // Successes are taken back: any number of them passes.
-        for i in 0..20 {
-            assert!(l.attempt(&keys, i).is_ok());
-            l.succeeded(&keys);
-        }
-        // Parallel guesses are counted as they start.
-        for i in 0..MAX_FAILURES as i64 {
-            assert!(l.attempt(&keys, 100 + i).is_ok());
-        }
-        assert!(l.attempt(&keys, 200).is_err());
     }
 
     #[test]

@@ -276,18 +276,24 @@ impl Accounts {
         h.finalize().into()
     }
 
+    /// The user, if this name and password were verified recently; no
+    /// argon2 run.
+    pub fn verify_cached(&self, name: &str, password: &str) -> Option<UserInfo> {
+        let key = self.cache_key(name, password);
+        let cache = self.cache.lock();
+        cache
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < VERIFY_CACHE_TTL)
+            .map(|(info, _)| info.clone())
+    }
+
     /// Checks a name and password; `None` for an unknown user or a wrong
     /// password (deliberately indistinguishable).
     pub fn verify(&self, name: &str, password: &str) -> Option<UserInfo> {
-        let key = self.cache_key(name, password);
-        {
-            let cache = self.cache.lock();
-            if let Some((info, at)) = cache.get(&key) {
-                if at.elapsed() < VERIFY_CACHE_TTL {
-                    return Some(info.clone());
-                }
-            }
+        if let Some(info) = self.verify_cached(name, password) {
+            return Some(info);
         }
+        let key = self.cache_key(name, password);
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored = self
             .users

@@ -11,7 +11,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{self, cookie, Principal, SESSION_COOKIE};
+use super::auth::{self, cookie, Principal, Verdict, SESSION_COOKIE};
 use super::{ApiError, SharedState};
 use crate::accounts::{AccountError, Accounts, Role, UserInfo, SESSION_TTL_MS};
 
@@ -161,24 +161,18 @@ async fn login(State(app): State<SharedState>, req: Request) -> Response {
     if Accounts::plausible_name(&c.username) {
         keys.push(format!("user:{}", c.username));
     }
-    if let Err(wait) = app.accounts.limiter.attempt(&keys, now) {
-        return auth::too_many(wait);
-    }
     let username = c.username.clone();
-    match auth::verify_password(&app, username, c.password).await {
-        Some(user) if user.role != Role::Device => {
-            app.accounts.limiter.succeeded(&keys);
+    match auth::verify_password(&app, &keys, now, username, c.password).await {
+        Verdict::Valid(user) if user.role != Role::Device => {
             tracing::info!(user = %user.name, "signed in");
             signed_in(&app, &headers, &user)
         }
-        Some(_) => {
-            app.accounts.limiter.succeeded(&keys);
-            auth::forbidden("device accounts cannot sign in to the dashboard")
-        }
-        None => {
+        Verdict::Valid(_) => auth::forbidden("device accounts cannot sign in to the dashboard"),
+        Verdict::Wrong => {
             tracing::warn!(user = %c.username.chars().take(64).collect::<String>(), "failed sign-in");
             auth::unauthorized_quietly("wrong user name or password")
         }
+        Verdict::Blocked(wait) => auth::too_many(wait),
     }
 }
 

@@ -250,33 +250,31 @@ pub async fn authenticate(
             if Accounts::plausible_name(&name) {
                 keys.push(format!("user:{name}"));
             }
-            if let Err(wait) = app.accounts.limiter.attempt(&keys, now_ms) {
-                return too_many(wait);
-            }
-            match verify_password(&app, name, password).await {
-                Some(user) => {
-                    app.accounts.limiter.succeeded(&keys);
-                    Principal {
-                        user,
-                        via: Via::Password,
-                    }
+            match verify_password(&app, &keys, now_ms, name, password).await {
+                Verdict::Valid(user) => Principal {
+                    user,
+                    via: Via::Password,
+                },
+                Verdict::Wrong => {
+                    return unauthorized_for(req.headers(), "invalid user name or password")
                 }
-                None => return unauthorized_for(req.headers(), "invalid user name or password"),
+                Verdict::Blocked(wait) => return too_many(wait),
             }
         }
         Credential::Token(secret) => {
-            if let Err(wait) = app.accounts.limiter.attempt(&ip_key, now_ms) {
+            // A token check is a hash lookup: no queue, no pre-counting.
+            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
                 return too_many(wait);
             }
             match app.accounts.verify_token(&secret, now_ms) {
-                Some(user) => {
-                    app.accounts.limiter.succeeded(&ip_key);
-                    Principal {
-                        user,
-                        via: Via::Token,
-                    }
+                Some(user) => Principal {
+                    user,
+                    via: Via::Token,
+                },
+                None => {
+                    app.accounts.limiter.failed(&ip_key, now_ms);
+                    return unauthorized_for(req.headers(), "invalid or deleted API token");
                 }
-                None => return unauthorized_for(req.headers(), "invalid or deleted API token"),
             }
         }
     };
@@ -284,21 +282,54 @@ pub async fn authenticate(
     next.run(req).await
 }
 
-/// Checks a password off the async workers (argon2 is deliberately slow),
-/// at most [`CONCURRENT_VERIFICATIONS`] at once.
+/// What a password check decided.
+pub enum Verdict {
+    Valid(UserInfo),
+    Wrong,
+    /// The rate limiter holds these keys back for this many seconds.
+    Blocked(u64),
+}
+
+/// Checks a password against the rate limiter's `keys`. Credentials
+/// verified recently pass at once (Grafana's parallel panels send Basic
+/// on every request); others take an argon2 run off the async workers, at
+/// most [`CONCURRENT_VERIFICATIONS`] at once, and are checked against the
+/// limiter again once their turn comes — so a burst of parallel guesses
+/// queues and is cut off after the limit, not verified in full.
 pub async fn verify_password(
     app: &SharedState,
+    keys: &[String],
+    now_ms: i64,
     name: String,
     password: String,
-) -> Option<UserInfo> {
+) -> Verdict {
     static PERMITS: tokio::sync::Semaphore =
         tokio::sync::Semaphore::const_new(CONCURRENT_VERIFICATIONS);
-    let _permit = PERMITS.acquire().await.ok()?;
+    let limiter = &app.accounts.limiter;
+    if let Err(wait) = limiter.check(keys, now_ms) {
+        return Verdict::Blocked(wait);
+    }
+    if let Some(user) = app.accounts.verify_cached(&name, &password) {
+        return Verdict::Valid(user);
+    }
+    let Ok(_permit) = PERMITS.acquire().await else {
+        return Verdict::Wrong;
+    };
+    if let Err(wait) = limiter.check(keys, now_ms) {
+        return Verdict::Blocked(wait);
+    }
     let accounts = app.accounts.clone();
-    tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
+    let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
         .await
         .ok()
-        .flatten()
+        .flatten();
+    match verified {
+        Some(user) => Verdict::Valid(user),
+        None => {
+            limiter.failed(keys, now_ms);
+            Verdict::Wrong
+        }
+    }
 }
 
 fn role_of(req: &Request) -> Option<Role> {
