@@ -230,7 +230,6 @@ fn metric(p: &Perch, name: &str, camera: &str) -> f64 {
 #[test]
 fn relays_h264_over_websocket_and_hls_and_takes_scheduled_snapshots() {
     if !have_gstreamer() {
-        eprintln!("SKIP: no GStreamer RTSP server (scripts/test installs it)");
         return;
     }
     let cam = TestCamera::start(free_port(), "640x360", None);
@@ -664,8 +663,11 @@ fn percent_decode(s: &str) -> String {
 
 #[test]
 fn chromium_plays_the_live_view_through_media_source_extensions() {
-    if !have_gstreamer() || !Path::new("/usr/bin/chromium").exists() {
-        eprintln!("SKIP: needs GStreamer and chromium (scripts/test installs them)");
+    if !have_gstreamer() {
+        return;
+    }
+    if !Path::new("/usr/bin/chromium").exists() {
+        common::missing_peer("/usr/bin/chromium");
         return;
     }
     let cam = TestCamera::start(free_port(), "640x360", None);

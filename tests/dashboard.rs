@@ -45,15 +45,18 @@ const STEPS: &[&str] = &[
 fn the_dashboard_works_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/browser/dashboard.mjs");
-    if !Path::new("/usr/bin/chromium").exists()
-        || !root
-            .join("tests/browser/node_modules/playwright-core")
-            .exists()
-        || !have_gstreamer()
+    if !Path::new("/usr/bin/chromium").exists() {
+        common::missing_peer("/usr/bin/chromium");
+        return;
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
     {
-        eprintln!(
-            "SKIP: needs chromium, GStreamer and `npm ci --prefix tests/browser` (scripts/test does all three)"
-        );
+        common::missing_peer("playwright-core (npm ci --prefix tests/browser)");
+        return;
+    }
+    if !have_gstreamer() {
         return;
     }
     let cam = TestCamera::start(free_port(), "640x360", None);

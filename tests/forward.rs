@@ -17,16 +17,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, now_ms, urlencode, Perch};
 
 fn have(cmd: &str) -> bool {
-    let ok = Command::new(cmd)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!("skipped: {cmd} is not installed (apt-get install mosquitto mosquitto-clients prometheus victoria-metrics)");
-    }
-    ok
+    common::have_command(cmd)
 }
 
 /// A peer process that is killed when the test ends.

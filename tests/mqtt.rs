@@ -30,13 +30,7 @@ timestamp_field = "time"
 topic = "sites/{site}/{device}/#"
 "#;
 
-fn have_mosquitto() -> bool {
-    let ok = Command::new("mosquitto_pub").arg("--help").output().is_ok();
-    if !ok {
-        eprintln!("skipped: mosquitto-clients is not installed (scripts/test installs it)");
-    }
-    ok
-}
+use common::have_mosquitto;
 
 fn start() -> Perch {
     let p = Perch::start_with(CONFIG);

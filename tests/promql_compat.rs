@@ -46,12 +46,13 @@ fn which(bin: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
-fn generator() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PERCH_GEN_SENSORS") {
-        return Some(PathBuf::from(p));
+/// The sensor data generator, kept in the repository (a copy of the
+/// workplace's `shared/bench/gen_sensors.py`) so that CI always has it.
+fn generator() -> PathBuf {
+    match std::env::var_os("PERCH_GEN_SENSORS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen_sensors.py"),
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen_sensors.py");
-    p.is_file().then_some(p)
 }
 
 /// One sample of the fixture.
@@ -410,14 +411,11 @@ fn compare(kind: &str, a: &Value, b: &Value) -> Option<String> {
 fn promql_matches_prometheus() {
     for bin in ["prometheus", "promtool"] {
         if !which(bin) {
-            eprintln!("SKIPPED: `{bin}` is not installed (scripts/test installs Debian's prometheus package)");
+            common::missing_peer(bin);
             return;
         }
     }
-    let Some(gen) = generator() else {
-        eprintln!("SKIPPED: gen_sensors.py not found at ../shared/bench (set PERCH_GEN_SENSORS)");
-        return;
-    };
+    let gen = generator();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("python3")
         .arg(&gen)

@@ -23,13 +23,7 @@ commit_interval = "1s"
 
 const COMMIT: Duration = Duration::from_secs(1);
 
-fn have_mosquitto() -> bool {
-    let ok = Command::new("mosquitto_pub").arg("--help").output().is_ok();
-    if !ok {
-        eprintln!("skipped: mosquitto-clients is not installed (scripts/test installs it)");
-    }
-    ok
-}
+use common::have_mosquitto;
 
 fn start(config: &str) -> Perch {
     let p = Perch::start_with(config);

@@ -6,13 +6,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub fn have_gstreamer() -> bool {
-    Command::new("/usr/bin/python3")
+    let ok = Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
         ])
+        .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !ok {
+        super::missing_peer("GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)");
+    }
+    ok
 }
 
 /// A GStreamer RTSP camera at `rtsp://127.0.0.1:PORT/cam`.

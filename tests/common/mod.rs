@@ -34,6 +34,35 @@ pub struct Perch {
     pub auth: Option<String>,
 }
 
+/// A test peer (a program from Debian) is missing. `scripts/test` installs
+/// them all and sets `PERCH_REQUIRE_PEERS`, so there this fails the test
+/// instead of letting it pass without having run; elsewhere it skips,
+/// loudly.
+pub fn missing_peer(what: &str) {
+    if std::env::var_os("PERCH_REQUIRE_PEERS").is_some() {
+        panic!("{what} is missing, and PERCH_REQUIRE_PEERS is set (scripts/test installs it)");
+    }
+    eprintln!("SKIP: {what} is missing (scripts/test installs it)");
+}
+
+/// Whether `cmd` runs; reports it missing otherwise.
+pub fn have_command(cmd: &str) -> bool {
+    let ok = Command::new(cmd)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        missing_peer(cmd);
+    }
+    ok
+}
+
+pub fn have_mosquitto() -> bool {
+    have_command("mosquitto_pub")
+}
+
 /// The admin every [`Perch::start_with`] creates before perch starts.
 pub const ADMIN: &str = "test-admin";
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
