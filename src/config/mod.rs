@@ -291,22 +291,25 @@ pub struct CameraConfig {
     pub snapshot_max_width: u32,
 }
 
+/// Names of cameras and forwarding targets: they become file names, sled
+/// tree names and URL path segments.
+fn check_name(n: &str) -> Result<(), String> {
+    if n.is_empty()
+        || n.len() > 64
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"));
+    }
+    Ok(())
+}
+
 impl CameraConfig {
     /// Checks one camera; returns the offending field and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
-        let n = &self.name;
-        if n.is_empty()
-            || n.len() > 64
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return err(
-                "name",
-                format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"),
-            );
-        }
+        check_name(&self.name).map_err(|r| ("name".to_string(), r))?;
         match url::Url::parse(&self.url) {
             Ok(u) if u.scheme() == "rtsp" || u.scheme() == "rtsps" => {
                 if u.host_str().is_none() {
@@ -484,18 +487,7 @@ impl ForwardConfig {
     /// Checks one target; returns the offending field and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
-        let n = &self.name;
-        if n.is_empty()
-            || n.len() > 64
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return err(
-                "name",
-                format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"),
-            );
-        }
+        check_name(&self.name).map_err(|r| ("name".to_string(), r))?;
         let schemes: &[&str] = match self.kind {
             ForwardKind::Kafka => {
                 return err(

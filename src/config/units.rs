@@ -134,12 +134,17 @@ impl Serialize for Duration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+/// `"32 MiB"` → `("32", " MiB")`: the leading number and the rest.
+fn number_and_unit(s: &str) -> (&str, &str) {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    t.split_at(split)
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, unit) = number_and_unit(s);
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid size {s:?}: expected a number such as 32MiB"))?;
@@ -215,11 +220,7 @@ impl fmt::Display for ByteSize {
 pub struct BitRate(pub u64);
 
 pub fn parse_bitrate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = number_and_unit(s);
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid bandwidth {s:?}: expected a number such as 1Mbit"))?;

@@ -35,12 +35,7 @@ pub fn admin_routes() -> Router<SharedState> {
 
 fn account_error(e: AccountError) -> Response {
     match e {
-        AccountError::Exists(_) => ApiError {
-            status: StatusCode::CONFLICT,
-            error_type: "conflict",
-            message: e.to_string(),
-        }
-        .into_response(),
+        AccountError::Exists(_) => ApiError::conflict(e.to_string()).into_response(),
         AccountError::Db(_) | AccountError::Corrupt(_) | AccountError::Hash(_) => {
             ApiError::internal(e.to_string()).into_response()
         }
@@ -77,6 +72,14 @@ struct Credentials {
     password: String,
 }
 
+/// The `{"username", "password"}` body of onboarding and sign-in.
+async fn credentials(req: Request) -> Result<Credentials, ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| ApiError::bad_data(e.to_string()))?;
+    parse_json(&body, "{\"username\": …, \"password\": …}")
+}
+
 fn signed_in(app: &SharedState, headers: &HeaderMap, user: &UserInfo) -> Response {
     let now = app.storage.now_ms();
     let (value, session) = match app.accounts.create_session(&user.name, now) {
@@ -108,23 +111,14 @@ async fn onboard(State(app): State<SharedState>, req: Request) -> Response {
     if auth::cross_site(&headers) {
         return auth::forbidden("cross-site onboarding refused");
     }
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::bad_data(e.to_string()).into_response(),
-    };
-    let c: Credentials = match parse_json(&body, "{\"username\": …, \"password\": …}") {
+    let c = match credentials(req).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     // Two browsers onboarding at once must not both become admin.
     let _one_at_a_time = ONBOARDING.lock().await;
     if app.accounts.has_people() {
-        return ApiError {
-            status: StatusCode::CONFLICT,
-            error_type: "conflict",
-            message: "this perch already has users; sign in instead".into(),
-        }
-        .into_response();
+        return ApiError::conflict("this perch already has users; sign in instead").into_response();
     }
     let accounts = Arc::clone(&app.accounts);
     let now = app.storage.now_ms();
@@ -148,11 +142,7 @@ async fn login(State(app): State<SharedState>, req: Request) -> Response {
     if auth::cross_site(&headers) {
         return auth::forbidden("cross-site sign-in refused");
     }
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return ApiError::bad_data(e.to_string()).into_response(),
-    };
-    let c: Credentials = match parse_json(&body, "{\"username\": …, \"password\": …}") {
+    let c = match credentials(req).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -250,11 +240,9 @@ async fn delete_user(
         .iter()
         .any(|u| u.name == name && u.role == Role::Admin);
     if target_is_admin && admins == 1 {
-        return ApiError {
-            status: StatusCode::CONFLICT,
-            error_type: "conflict",
-            message: format!("{name:?} is the last admin; add another admin first"),
-        }
+        return ApiError::conflict(format!(
+            "{name:?} is the last admin; add another admin first"
+        ))
         .into_response();
     }
     match app.accounts.delete(&name) {
@@ -262,12 +250,7 @@ async fn delete_user(
             tracing::info!(user = %name, by = %who.user.name, "user deleted");
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => ApiError {
-            status: StatusCode::NOT_FOUND,
-            error_type: "not_found",
-            message: format!("no user {name:?}"),
-        }
-        .into_response(),
+        Ok(false) => ApiError::not_found(format!("no user {name:?}")).into_response(),
         Err(e) => account_error(e),
     }
 }
@@ -317,12 +300,7 @@ async fn add_token(
 async fn delete_token(State(app): State<SharedState>, Path(id): Path<String>) -> Response {
     match app.accounts.delete_token(&id) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => ApiError {
-            status: StatusCode::NOT_FOUND,
-            error_type: "not_found",
-            message: format!("no token {id:?}"),
-        }
-        .into_response(),
+        Ok(false) => ApiError::not_found(format!("no token {id:?}")).into_response(),
         Err(e) => account_error(e),
     }
 }

@@ -255,12 +255,7 @@ fn no_store(body: impl IntoResponse, content_type: &'static str) -> Response {
 }
 
 fn not_found(what: &str) -> Response {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error_type: "not_found",
-        message: what.to_string(),
-    }
-    .into_response()
+    ApiError::not_found(what).into_response()
 }
 
 /// `index.m3u8`, `init.mp4` and `segment-N.m4s` under `/hls/`.

@@ -36,12 +36,7 @@ fn dashboard_error(e: DashboardError) -> Response {
 }
 
 fn not_found(name: &str) -> Response {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error_type: "not_found",
-        message: format!("no dashboard {name:?}"),
-    }
-    .into_response()
+    ApiError::not_found(format!("no dashboard {name:?}")).into_response()
 }
 
 async fn list(State(app): State<SharedState>) -> Response {

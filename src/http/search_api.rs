@@ -17,7 +17,6 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -52,11 +51,9 @@ impl From<SearchError> for ApiError {
 }
 
 fn index(app: &SharedState) -> Result<Arc<Search>, ApiError> {
-    app.search.clone().ok_or_else(|| ApiError {
-        status: StatusCode::NOT_FOUND,
-        error_type: "not_found",
-        message: "search is disabled (search.enabled = false)".into(),
-    })
+    app.search
+        .clone()
+        .ok_or_else(|| ApiError::not_found("search is disabled (search.enabled = false)"))
 }
 
 fn success(data: impl serde::Serialize) -> Response {
