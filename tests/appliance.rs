@@ -141,21 +141,7 @@ impl Supervised {
         let data_dir = dir.path().join("data");
         let log = dir.path().join("perch.log");
         // Writes need an account, as for any client.
-        let (code, _, err) = common::run_cli(
-            &[
-                "user",
-                "add",
-                common::ADMIN,
-                "--role",
-                "admin",
-                "--password",
-                common::ADMIN_PASSWORD,
-            ],
-            &data_dir,
-            &config,
-            None,
-        );
-        assert_eq!(code, 0, "{err}");
+        common::add_test_admin(&data_dir, &config);
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&config)

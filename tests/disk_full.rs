@@ -48,19 +48,7 @@ fn a_full_partition_is_survived() {
     // The harness passes --data-dir; keep both pointing at the tmpfs.
     assert!(p.stop().success());
     p.data_dir = data.clone();
-    let (code, _, err) = p.cli(
-        &[
-            "user",
-            "add",
-            common::ADMIN,
-            "--role",
-            "admin",
-            "--password",
-            common::ADMIN_PASSWORD,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    common::add_test_admin(&p.data_dir, &p.config_path);
     p.restart();
 
     // Noisy values over many 2 h windows, written as fast as perch takes

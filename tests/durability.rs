@@ -185,19 +185,7 @@ fn damaged_database_is_moved_aside_and_perch_still_boots() {
     // The accounts went with the database: the box is back to onboarding,
     // and an admin is made again from the shell.
     assert_eq!(p.get_anon("/api/v1/auth/state").json()["onboarding"], true);
-    let (code, _, err) = p.cli(
-        &[
-            "user",
-            "add",
-            common::ADMIN,
-            "--role",
-            "admin",
-            "--password",
-            common::ADMIN_PASSWORD,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    common::add_test_admin(&p.data_dir, &p.config_path);
     let status = p.get("/api/v1/status/tsdb").json();
     let problems = status["data"]["problems"].as_array().unwrap();
     assert!(

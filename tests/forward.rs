@@ -691,20 +691,19 @@ fn remote_write_queue_survives_a_perch_restart_mid_outage() {
     assert_eq!(got.len(), 200, "nothing was in flight: no duplicates");
 }
 
-/// `perch forward replay NAME --since`: history stored before the target
-/// existed is sent when asked.
-#[test]
-fn replay_resends_stored_history() {
-    if !have("victoria-metrics") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vm_port = free_port();
-    let _vm = victoria(dir.path(), vm_port);
+/// A stopped perch holding `n` samples of `metric` from `start`, every
+/// `step_ms`, stored before its config gained the target `vm`.
+fn stopped_with_history(
+    vm_port: u16,
+    metric: &str,
+    label: &str,
+    start: i64,
+    n: i64,
+    step_ms: i64,
+) -> Perch {
     let mut p = Perch::start();
-    let start = now_ms() - 3 * 3600 * 1000;
-    let body: String = (0..500)
-        .map(|i| import_line("env_old", "c", start + i * 10_000, i as f64))
+    let body: String = (0..n)
+        .map(|i| import_line(metric, label, start + i * step_ms, i as f64))
         .collect();
     assert_eq!(
         p.post("/api/v1/import", "application/json", body).status,
@@ -720,6 +719,21 @@ fn replay_resends_stored_history() {
         ),
     )
     .unwrap();
+    p
+}
+
+/// `perch forward replay NAME --since`: history stored before the target
+/// existed is sent when asked.
+#[test]
+fn replay_resends_stored_history() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let _vm = victoria(dir.path(), vm_port);
+    let start = now_ms() - 3 * 3600 * 1000;
+    let mut p = stopped_with_history(vm_port, "env_old", "c", start, 500, 10_000);
     p.restart();
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -970,25 +984,8 @@ fn replay_while_perch_is_stopped_is_sent_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let vm_port = free_port();
     let _vm = victoria(dir.path(), vm_port);
-    let mut p = Perch::start();
     let start = now_ms() - 2 * 3600 * 1000;
-    let body: String = (0..100)
-        .map(|i| import_line("env_off", "d", start + i * 60_000, i as f64))
-        .collect();
-    assert_eq!(
-        p.post("/api/v1/import", "application/json", body).status,
-        204
-    );
-    p.stop();
-    std::fs::write(
-        &p.config_path,
-        rw_target(
-            "vm",
-            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
-            "",
-        ),
-    )
-    .unwrap();
+    let mut p = stopped_with_history(vm_port, "env_off", "d", start, 100, 60_000);
     let (code, out, err) = p.cli(&["forward", "replay", "vm", "--since", "24h"], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("queued 100 samples of 1 series"), "{out}");

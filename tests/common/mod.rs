@@ -67,6 +67,25 @@ pub fn have_mosquitto() -> bool {
 pub const ADMIN: &str = "test-admin";
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
+/// Creates [`ADMIN`] in a data directory, whether perch runs on it or not.
+pub fn add_test_admin(data_dir: &Path, config: &Path) {
+    let (code, _, err) = run_cli(
+        &[
+            "user",
+            "add",
+            ADMIN,
+            "--role",
+            "admin",
+            "--password",
+            ADMIN_PASSWORD,
+        ],
+        data_dir,
+        config,
+        None,
+    );
+    assert_eq!(code, 0, "cannot create the test admin: {err}");
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -154,19 +173,7 @@ impl Perch {
             auth: None,
         };
         if with_admin {
-            let (code, _, err) = p.cli(
-                &[
-                    "user",
-                    "add",
-                    ADMIN,
-                    "--role",
-                    "admin",
-                    "--password",
-                    ADMIN_PASSWORD,
-                ],
-                None,
-            );
-            assert_eq!(code, 0, "cannot create the test admin: {err}");
+            add_test_admin(&p.data_dir, &p.config_path);
             p.auth = Some(basic(ADMIN, ADMIN_PASSWORD));
         }
         // free_port() releases its port before perch binds it, so a test
