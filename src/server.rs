@@ -53,16 +53,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let forwarder =
         crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())
             .context("cannot open the forwarding queues")?;
-    if !forwarder.is_empty() {
-        metrics.register(forwarder.clone());
-        if forwarder.wants_samples() {
-            storage.observe(forwarder.clone());
-        }
-        if forwarder.wants_messages() {
-            sinks.push(Arc::new(ForwardSink(forwarder.clone())));
-        }
-        forwarder.start_senders();
-    }
+    // Always hooked: targets may be added at runtime (Settings); with none
+    // the hooks return at once.
+    metrics.register(forwarder.clone());
+    storage.observe(forwarder.clone());
+    sinks.push(Arc::new(ForwardSink(forwarder.clone())));
+    forwarder.start_senders();
 
     let broker = Arc::new(
         Broker::start(

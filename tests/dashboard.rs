@@ -36,6 +36,7 @@ const STEPS: &[&str] = &[
     "viewer created in Settings",
     "API token shown once",
     "forwarding status shown",
+    "forwarding target added, changed and deleted in Settings",
     "backup download",
     "viewer may not see Settings",
     "no page errors",

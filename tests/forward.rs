@@ -997,3 +997,434 @@ fn replay_while_perch_is_stopped_is_sent_at_the_next_start() {
         || vm_samples(vm_port, "env_off") == all,
     );
 }
+
+/// A Kafka-protocol broker: tansu (`cargo install tansu --features
+/// dynostore`), keeping topics in memory.
+fn tansu(dir: &Path, port: u16) -> Daemon {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let d = Daemon::start(
+        &tansu_program(),
+        &[
+            "broker".into(),
+            format!("--listener-url={url}"),
+            format!("--advertised-listener-url={url}"),
+            "--storage-engine=memory://tansu/".into(),
+        ],
+        &dir.join(format!("tansu-{port}.log")),
+    );
+    wait_port(port);
+    d
+}
+
+fn tansu_program() -> String {
+    std::env::var("PERCH_TANSU").unwrap_or_else(|_| "tansu".into())
+}
+
+/// Runs tests/fixtures/kafka_consume.py (Debian's python3-kafka, a client
+/// independent of perch's) and returns its lines.
+fn kafka_client(port: u16, arg: &str) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kafka_consume.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(arg)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka_consume.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Records of `topic` from the beginning: (key, value) in partition order.
+fn kafka_records(port: u16, topic: &str) -> Vec<(String, String)> {
+    kafka_client(port, topic)
+        .iter()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn have_python_kafka() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import kafka, snappy"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn kafka_target(name: &str, port: u16, topic: &str, format: &str) -> String {
+    format!(
+        "\n[[forward]]\nname = \"{name}\"\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\ntopic = \"{topic}\"\nformat = \"{format}\"\nmatch = ['{{__name__=~\"env_.*\"}}']\nmax_backoff = \"1s\"\ntimeout = \"5s\"\n"
+    )
+}
+
+/// Three Kafka targets (one per record format) on a real Kafka-protocol
+/// broker (tansu), read back with python3-kafka. The broker goes down during steady writes;
+/// perch is restarted mid-outage; once the broker is back every sample
+/// written during the outage arrives, in order per series, duplicates
+/// counted. (tansu keeps topics in memory: what it held before the outage
+/// is checked before stopping it.)
+#[test]
+fn kafka_targets_through_an_outage_and_a_perch_restart() {
+    if !have(&tansu_program()) || !have_python_kafka() {
+        common::missing_peer("tansu and python3-kafka");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = tansu(dir.path(), port);
+    let mut p = Perch::start_with(&format!(
+        "{}{}{}",
+        kafka_target("json", port, "site_{site}_{__name__}", "json"),
+        kafka_target("lines", port, "lines.{__name__}", "influx-line"),
+        kafka_target("tsdb", port, "tsdb", "opentsdb-json"),
+    ));
+    let start = now_ms() - 60_000;
+    let write = |p: &Perch, r: std::ops::Range<i64>| {
+        for i in r {
+            let body = format!(
+                "{}{}{}",
+                import_line("env_temp", "a", start + i * 100, i as f64),
+                import_line("env_temp", "b", start + i * 100, -(i as f64)),
+                import_line("other_temp", "a", start + i * 100, i as f64)
+            );
+            let resp = p.post("/api/v1/import", "application/json", body);
+            assert!(resp.status == 204 || resp.status == 200, "{}", resp.body);
+        }
+    };
+    // (timestamp, value) of the json records of site a, in arrival order.
+    let json_a = || -> Vec<(i64, f64)> {
+        kafka_records(port, "site_a_env_temp")
+            .iter()
+            .map(|(k, v)| {
+                assert_eq!(k, r#"env_temp{site="a"}"#);
+                let v: serde_json::Value = serde_json::from_str(v).unwrap();
+                assert_eq!(v["name"], "env_temp");
+                assert_eq!(v["labels"], serde_json::json!({"site": "a"}));
+                (
+                    v["timestamp"].as_i64().unwrap(),
+                    v["value"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want = |r: std::ops::Range<i64>| -> Vec<(i64, f64)> {
+        r.map(|i| (start + i * 100, i as f64)).collect()
+    };
+    write(&p, 0..60);
+    wait_until("the first 60 in Kafka", Duration::from_secs(60), || {
+        json_a() == want(0..60)
+    });
+    let lines: Vec<String> = kafka_records(port, "lines.env_temp")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(lines.len() >= 120, "{lines:?}");
+    assert_eq!(
+        lines.iter().find(|l| l.contains("site=b")).unwrap(),
+        &format!("env_temp,site=b value=-0.0 {}", start * 1_000_000)
+    );
+    let tsdb = kafka_records(port, "tsdb");
+    let first: serde_json::Value = serde_json::from_str(&tsdb[0].1).unwrap();
+    assert_eq!(first["metric"], "env_temp");
+    assert!(first["tags"]["site"].is_string(), "{first}");
+    assert_eq!(first["timestamp"], start);
+    for t in ["json", "lines", "tsdb"] {
+        wait_until("sent", Duration::from_secs(20), || {
+            target_status(&p, t)["queue_items"] == 0
+        });
+    }
+
+    broker.stop();
+    write(&p, 60..130);
+    wait_until("the outage noticed", Duration::from_secs(30), || {
+        target_status(&p, "json")["connected"] == false
+    });
+    p.stop();
+    p.restart();
+    let st = target_status(&p, "json");
+    assert!(st["queue_items"].as_u64().unwrap() > 0, "{st}");
+    write(&p, 130..200);
+    broker.restart();
+    wait_port(port);
+    wait_until(
+        "the outage's samples in Kafka",
+        Duration::from_secs(90),
+        || {
+            let got = json_a();
+            let (missing, _, _) = tally_ts(&got, start, 60..200);
+            missing.is_empty()
+        },
+    );
+    let got = json_a();
+    let (missing, dups, ordered) = tally_ts(&got, start, 60..200);
+    eprintln!(
+        "kafka outage: 140 written, {} records, {dups} duplicates",
+        got.len()
+    );
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert!(ordered, "out of order: {got:?}");
+    assert!(got.iter().all(|&(t, v)| v == ((t - start) / 100) as f64));
+    let b: Vec<String> = kafka_records(port, "site_b_env_temp")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(b.len() >= 140, "{}", b.len());
+    let topics = kafka_client(port, "--list");
+    assert!(
+        topics.contains(&"site_a_env_temp".to_string()),
+        "{topics:?}"
+    );
+    assert!(
+        !topics.iter().any(|t| t.contains("other_temp")),
+        "match keeps other_temp out: {topics:?}"
+    );
+    for t in ["json", "lines", "tsdb"] {
+        wait_until("drained", Duration::from_secs(30), || {
+            target_status(&p, t)["queue_items"] == 0
+        });
+        let st = target_status(&p, t);
+        assert_eq!(st["connected"], true, "{st}");
+        assert_eq!(st["dropped_total"], 0, "{st}");
+        assert_eq!(st["rejected_total"], 0, "{st}");
+    }
+}
+
+/// Sample numbers (from timestamps) seen in `got`, against those expected.
+fn tally_ts(
+    got: &[(i64, f64)],
+    start: i64,
+    expected: std::ops::Range<i64>,
+) -> (Vec<u64>, usize, bool) {
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|&(t, _)| ((t - start) / 100) as u64)
+        .filter(|&s| s >= expected.start as u64)
+        .collect();
+    tally(&seqs, expected.start as u64..expected.end as u64)
+}
+
+/// `priority`: after an outage of both targets, the target of priority 1
+/// (VictoriaMetrics, slowed by `max_bandwidth`) drains its backlog before
+/// the target of priority 2 (Prometheus) sends anything; then the second
+/// gets everything too.
+#[test]
+fn higher_priority_target_catches_up_first() {
+    if !have("victoria-metrics") || !have("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (vm_port, prom_port) = (free_port(), free_port());
+    let mut p = Perch::start_with(&format!(
+        "{}{}",
+        rw_target(
+            "first",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+            "priority = 1\nbatch_max = 100\nmax_bandwidth = \"24kbit\""
+        ),
+        rw_target(
+            "second",
+            &format!("http://127.0.0.1:{prom_port}/api/v1/write"),
+            "priority = 2\nbatch_max = 100"
+        ),
+    ));
+    let start = now_ms() - 30 * 60_000;
+    for chunk in 0..20i64 {
+        let body: String = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| import_line("env_prio", "x", start + i * 500, i as f64))
+            .collect();
+        let r = p.post("/api/v1/import", "application/json", body);
+        assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    }
+    wait_until("both queues hold 20 items", Duration::from_secs(20), || {
+        target_status(&p, "first")["queue_items"] == 20
+            && target_status(&p, "second")["queue_items"] == 20
+    });
+    p.stop();
+    let _vm = victoria(dir.path(), vm_port);
+    let _prom = prometheus(dir.path(), prom_port);
+    p.restart();
+    let mut held_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = p.get("/api/v1/forward");
+        let all = r.json();
+        let find = |n: &str| {
+            all.as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == n)
+                .cloned()
+                .unwrap()
+        };
+        let (first, second) = (find("first"), find("second"));
+        let first_sent = first["sent_total"].as_u64().unwrap();
+        held_seen |= second["held_by_priority"] == true;
+        if first_sent < 1900 {
+            assert_eq!(
+                second["sent_total"], 0,
+                "the second target sent while the first caught up: {first} {second}"
+            );
+        }
+        if first["queue_items"] == 0 && second["queue_items"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained: {first} {second}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held_seen, "the second target was never shown as held back");
+    let all: Vec<(i64, f64)> = (0..2000).map(|i| (start + i * 500, i as f64)).collect();
+    wait_until("everything in Prometheus", Duration::from_secs(30), || {
+        prom_samples(prom_port, "env_prio") == all
+    });
+    let mut got = vm_samples(vm_port, "env_prio");
+    got.dedup();
+    assert_eq!(got, all);
+}
+
+/// Targets added through the API (what Settings does): validated with the
+/// field named, admins only, forwarding at once, kept across a restart,
+/// changed (password kept when left out) and deleted; the config file's
+/// targets are read-only here.
+#[test]
+fn targets_added_through_the_api_forward_and_survive_a_restart() {
+    if !have("victoria-metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let _vm = victoria(dir.path(), vm_port);
+    let mut p = Perch::start_with(&rw_target("filed", "http://127.0.0.1:9/api/v1/write", ""));
+    let target = |extra: &str| {
+        format!(
+            r#"{{"name":"api-vm","kind":"remote_write","url":"http://127.0.0.1:{vm_port}/api/v1/write","match":["{{__name__=\"env_api\"}}"],"max_backoff":"1s"{extra}}}"#
+        )
+    };
+    let r = p.request(
+        "POST",
+        "/api/v1/forward/targets",
+        Some(r#"{"name":"k","kind":"kafka","brokers":["nohost"]}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("brokers[0]") && r.body.contains("host:port"),
+        "{}",
+        r.body
+    );
+    let r = p.request(
+        "POST",
+        "/api/v1/forward/targets",
+        Some(r#"{"name":"x","kind":"ftp"}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let viewer = format!("Bearer {}", p.api_token("viewer"));
+    let r = p.request_as(
+        Some(&viewer),
+        "POST",
+        "/api/v1/forward/targets",
+        &[("Content-Type", "application/json")],
+        Some(target("").as_bytes()),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = p.request("POST", "/api/v1/forward/targets", Some(&target("")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = p.request("POST", "/api/v1/forward/targets", Some(&target("")));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let start = now_ms() - 60_000;
+    let write = |p: &Perch, r: std::ops::Range<i64>| {
+        let body: String = r
+            .map(|i| import_line("env_api", "s", start + i * 100, i as f64))
+            .collect();
+        let resp = p.post("/api/v1/import", "application/json", body);
+        assert!(resp.status == 204 || resp.status == 200, "{}", resp.body);
+    };
+    let want =
+        |n: i64| -> Vec<(i64, f64)> { (0..n).map(|i| (start + i * 100, i as f64)).collect() };
+    write(&p, 0..50);
+    wait_until("forwarded at once", Duration::from_secs(30), || {
+        let mut got = vm_samples(vm_port, "env_api");
+        got.dedup();
+        got == want(50)
+    });
+    let defs = p.get("/api/v1/forward/targets").json();
+    let by_name = |n: &str| {
+        defs.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("api-vm")["source"], "api");
+    assert_eq!(by_name("filed")["source"], "config");
+    assert_eq!(by_name("api-vm")["has_password"], false);
+
+    p.stop();
+    p.restart();
+    assert_eq!(target_status(&p, "api-vm")["kind"], "remote_write");
+    write(&p, 50..100);
+    wait_until("forwarded after a restart", Duration::from_secs(30), || {
+        let mut got = vm_samples(vm_port, "env_api");
+        got.dedup();
+        got == want(100)
+    });
+
+    // A password set once stays when an edit leaves it out.
+    let r = p.request(
+        "PUT",
+        "/api/v1/forward/targets/api-vm",
+        Some(&target(r#","username":"u","password":"pw","priority":3"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = p.request(
+        "PUT",
+        "/api/v1/forward/targets/api-vm",
+        Some(&target(r#","username":"u","priority":4"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let defs = p.get("/api/v1/forward/targets");
+    assert!(!defs.body.contains("pw"), "a password shown: {}", defs.body);
+    let t = defs
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "api-vm")
+        .cloned()
+        .unwrap();
+    assert_eq!(t["has_password"], true, "{t}");
+    assert_eq!(t["priority"], 4, "{t}");
+    assert_eq!(target_status(&p, "api-vm")["priority"], 4);
+    let r = p.request(
+        "PUT",
+        "/api/v1/forward/targets/api-vm",
+        Some(&target(r#","queue_max_bytes":"1KiB""#)),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("queue_max_bytes"), "{}", r.body);
+
+    let r = p.request("DELETE", "/api/v1/forward/targets/filed", None);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("config file"), "{}", r.body);
+    let r = p.request("DELETE", "/api/v1/forward/targets/api-vm", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = p.request("DELETE", "/api/v1/forward/targets/api-vm", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let all = p.get("/api/v1/forward").json();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "api-vm"),
+        "{all}"
+    );
+    p.stop();
+    p.restart();
+    let all = p.get("/api/v1/forward").json();
+    assert_eq!(all.as_array().unwrap().len(), 1, "deleted for good: {all}");
+}

@@ -372,9 +372,28 @@ pub enum ForwardKind {
     RemoteWrite,
     /// MQTT messages bridged to an upstream broker.
     Mqtt,
-    /// Produce to Kafka: accepted by the parser, refused by validation
-    /// until it is built.
+    /// Samples produced to Kafka as records (rskafka: pure Rust).
     Kafka,
+}
+
+impl ForwardKind {
+    /// Whether the target is fed stored samples (else MQTT messages).
+    pub fn takes_samples(self) -> bool {
+        matches!(self, ForwardKind::RemoteWrite | ForwardKind::Kafka)
+    }
+}
+
+/// How a sample is written into a Kafka record's value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaFormat {
+    /// `{"name":…,"labels":{…},"timestamp":ms,"value":v}`
+    #[default]
+    Json,
+    /// InfluxDB line protocol, nanosecond timestamps.
+    InfluxLine,
+    /// OpenTSDB's put JSON, millisecond timestamps.
+    OpentsdbJson,
 }
 
 /// What a full forwarding queue does with more data.
@@ -426,19 +445,30 @@ pub struct ForwardConfig {
     /// mqtt: client id upstream; default `perch-<hostname>-<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// kafka (not built yet).
+    /// kafka: bootstrap brokers, `host:port`.
     #[serde(default)]
     pub brokers: Vec<String>,
-    #[serde(default)]
+    /// kafka: topic template; `{label}` is a label's value, `{topic.N}` the
+    /// N-th level (from 0) of the MQTT topic a sample came from.
+    #[serde(default = "default_kafka_topic")]
     pub topic: String,
+    /// kafka: the records' value.
     #[serde(default)]
-    pub format: String,
+    pub format: KafkaFormat,
+    /// kafka: connect with TLS (trusting the system's roots and `ca_file`).
+    #[serde(default)]
+    pub tls: bool,
+    /// kafka: replication factor of topics perch creates.
+    #[serde(default = "default_kafka_replication")]
+    pub replication_factor: i16,
     /// The durable queue's cap on disk.
     #[serde(default = "default_forward_queue")]
     pub queue_max_bytes: ByteSize,
     #[serde(default)]
     pub overflow: Overflow,
-    /// Shown in the status; targets are independent, so it orders nothing yet.
+    /// 1 is the highest. While a target of higher priority is catching up
+    /// (more queued than one batch) and reachable, lower ones wait: after a
+    /// shared uplink comes back, what matters most goes first.
     #[serde(default = "default_forward_priority")]
     pub priority: u8,
     /// Upper bound on the bytes sent per second (after compression).
@@ -467,6 +497,14 @@ fn default_forward_queue() -> ByteSize {
     ByteSize(256 << 20)
 }
 
+fn default_kafka_topic() -> String {
+    "perch".into()
+}
+
+fn default_kafka_replication() -> i16 {
+    1
+}
+
 fn default_forward_priority() -> u8 {
     1
 }
@@ -489,16 +527,16 @@ impl ForwardConfig {
         let err = |k: &str, r: String| Err((k.to_string(), r));
         check_name(&self.name).map_err(|r| ("name".to_string(), r))?;
         let schemes: &[&str] = match self.kind {
-            ForwardKind::Kafka => {
-                return err(
-                    "kind",
-                    "kafka targets are not built yet; use remote_write or mqtt".into(),
-                )
-            }
+            ForwardKind::Kafka => &[],
             ForwardKind::RemoteWrite => &["http", "https"],
             ForwardKind::Mqtt => &["mqtt", "mqtts", "tcp", "ssl"],
         };
         match url::Url::parse(&self.url) {
+            _ if self.kind == ForwardKind::Kafka => {
+                if !self.url.is_empty() {
+                    return err("url", "kafka targets name their `brokers` instead".into());
+                }
+            }
             Ok(u) if schemes.contains(&u.scheme()) => {
                 if u.host_str().is_none_or(str::is_empty) {
                     return err("url", "the URL has no host".into());
@@ -516,14 +554,15 @@ impl ForwardConfig {
             }
             Err(e) => return err("url", format!("not a URL: {e}")),
         }
-        match self.kind {
-            ForwardKind::RemoteWrite => {
-                for (i, sel) in self.selectors.iter().enumerate() {
-                    if let Err(e) = crate::query::selector::parse_selector(sel) {
-                        return err(&format!("match[{i}]"), e.to_string());
-                    }
+        if self.kind.takes_samples() {
+            for (i, sel) in self.selectors.iter().enumerate() {
+                if let Err(e) = crate::query::selector::parse_selector(sel) {
+                    return err(&format!("match[{i}]"), e.to_string());
                 }
             }
+        }
+        match self.kind {
+            ForwardKind::RemoteWrite => {}
             ForwardKind::Mqtt => {
                 if self.qos > 2 {
                     return err("qos", "must be 0, 1 or 2".into());
@@ -552,7 +591,25 @@ impl ForwardConfig {
                     return err("remote_prefix", "must not contain MQTT wildcards".into());
                 }
             }
-            ForwardKind::Kafka => {}
+            ForwardKind::Kafka => {
+                if self.brokers.is_empty() {
+                    return err("brokers", "name at least one broker, host:port".into());
+                }
+                for (i, b) in self.brokers.iter().enumerate() {
+                    let ok = b.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok {
+                        return err(&format!("brokers[{i}]"), format!("{b:?} is not host:port"));
+                    }
+                }
+                if let Err(e) = crate::forward::TopicTemplate::parse(&self.topic) {
+                    return err("topic", e);
+                }
+                if !(1..=32).contains(&self.replication_factor) {
+                    return err("replication_factor", "must be between 1 and 32".into());
+                }
+            }
         }
         if self.password.is_some() && self.username.is_none() {
             return err("password", "set username too".into());
@@ -842,9 +899,21 @@ remote_prefix = "site/{hostname}/"
             let c = Config::parse(t, "p.toml").unwrap();
             c.validate().unwrap_err()
         };
-        let (k, r) = bad("[[forward]]\nname = \"k\"\nkind = \"kafka\"\n");
-        assert_eq!(k, "forward[0].kind");
-        assert!(r.contains("not built yet"), "{r}");
+        let (k, _) = bad("[[forward]]\nname = \"k\"\nkind = \"kafka\"\n");
+        assert_eq!(k, "forward[0].brokers");
+        let (k, r) = bad("[[forward]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = [\"kafka-1\"]\n");
+        assert_eq!(k, "forward[0].brokers[0]");
+        assert!(r.contains("host:port"), "{r}");
+        let (k, r) = bad("[[forward]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = [\"k:9092\"]\ntopic = \"{site\"\n");
+        assert_eq!(k, "forward[0].topic");
+        assert!(r.contains("unclosed"), "{r}");
+        let kafka = Config::parse(
+            "[[forward]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = [\"kafka-1:9092\"]\ntopic = \"{site}_{index}_{type}\"\nformat = \"influx-line\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        kafka.validate().unwrap();
+        assert_eq!(kafka.forward[0].format, KafkaFormat::InfluxLine);
         let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"remote_write\"\nurl = \"http://h/w\"\nmatch = [\"{a=\"]\n");
         assert_eq!(k, "forward[0].match[0]");
         let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"http://h\"\n");

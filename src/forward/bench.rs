@@ -24,6 +24,10 @@ pub struct ForwardBenchArgs {
     /// An MQTT broker URL to bridge to (repeat for more targets)
     #[arg(long = "mqtt", value_name = "URL")]
     pub mqtt: Vec<String>,
+    /// A Kafka bootstrap broker (host:port) to produce to (repeat for more
+    /// targets); records in JSON, one topic per sensor label's site
+    #[arg(long = "kafka", value_name = "HOST:PORT")]
+    pub kafka: Vec<String>,
     /// Series written
     #[arg(long, default_value_t = 1000)]
     pub series: usize,
@@ -121,13 +125,19 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
             args.batch_max.min(1000)
         ));
     }
+    for (i, b) in args.kafka.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[forward]]\nname = \"kf{i}\"\nkind = \"kafka\"\nbrokers = [\"{b}\"]\ntopic = \"bench_{{site}}\"\nbatch_max = {}\nqueue_max_bytes = \"4GiB\"\n",
+            args.batch_max
+        ));
+    }
     let config = Config::parse(&toml, "bench")?;
     config
         .validate()
         .map_err(|(k, r)| anyhow::anyhow!("{k}: {r}"))?;
     if config.forward.is_empty() {
         let _ = std::fs::remove_dir_all(&root);
-        println!("no targets given (--remote-write URL, --mqtt URL): nothing more to measure");
+        println!("no targets given (--remote-write URL, --mqtt URL, --kafka HOST:PORT): nothing more to measure");
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -145,9 +155,10 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
     let (n, took) = ingest(&storage, &data)?;
     let with = n as f64 / took.as_secs_f64();
     println!(
-        "ingest with {} remote-write and {} mqtt targets{}: {n} samples in {took:.2?}: {with:.0} samples/s ({:+.1}%)",
+        "ingest with {} remote-write, {} mqtt and {} kafka targets{}: {n} samples in {took:.2?}: {with:.0} samples/s ({:+.1}%)",
         args.remote_write.len(),
         args.mqtt.len(),
+        args.kafka.len(),
         if args.queue_only { " (queue only)" } else { "" },
         (with / base - 1.0) * 100.0
     );
@@ -232,7 +243,7 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
         }
     }
     let sent: u64 = fwd
-        .targets
+        .targets()
         .iter()
         .map(|t| t.counters.sent.load(Ordering::Relaxed))
         .sum();

@@ -208,6 +208,25 @@ fn decode_series(r: &mut Reader<'_>) -> Result<Samples, ForwardError> {
     Ok(Samples { labels, samples })
 }
 
+/// Decoded queue items, samples of the same series brought together in
+/// queue order.
+pub fn merge_samples(entries: &[super::queue::Entry]) -> Result<Vec<Samples>, ForwardError> {
+    let mut out: Vec<Samples> = Vec::new();
+    let mut at: rustc_hash::FxHashMap<Vec<(String, String)>, usize> = Default::default();
+    for e in entries {
+        for s in decode_samples(e.payload())? {
+            match at.get(&s.labels) {
+                Some(&i) => out[i].samples.extend(s.samples),
+                None => {
+                    at.insert(s.labels.clone(), out.len());
+                    out.push(s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn decode_message(data: &[u8]) -> Result<Message<'_>, ForwardError> {
     let mut r = Reader(data);
     if r.u8()? != MESSAGE {

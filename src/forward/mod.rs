@@ -24,9 +24,11 @@
 
 pub mod bench;
 mod item;
+mod kafka;
 mod mqtt;
 mod queue;
 mod remote_write;
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -43,6 +45,7 @@ use crate::storage::{AppendObserver, Appended, Matcher, Storage};
 use crate::system::metrics::{MetricPoint, MetricSource};
 use crate::system::Clock;
 
+pub use kafka::TopicTemplate;
 pub use remote_write::encode_write_request;
 
 /// Items waiting in memory for a target's writer thread, at most.
@@ -51,6 +54,8 @@ const CHANNEL_ITEMS: usize = 65_536;
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 /// Items the writer thread appends to the queue in one sled batch, at most.
 const WRITE_BATCH: usize = 4096;
+/// The sled tree of the targets added through the API (JSON each).
+pub const DEFINITIONS_TREE: &str = "forward_targets";
 /// Bytes read from a queue for one send, at most.
 const SEND_BATCH_BYTES: usize = 8 << 20;
 
@@ -68,6 +73,12 @@ pub enum ForwardError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Setup(String),
+    #[error("invalid forwarding target: {0}")]
+    Invalid(String),
+    #[error("a forwarding target named {0:?} exists")]
+    Exists(String),
+    #[error("{0:?} comes from the config file; change it there")]
+    FromConfig(String),
 }
 
 /// Counters and state of one target, shared by its hook, writer and sender.
@@ -95,6 +106,17 @@ pub(crate) struct Target {
     counters: Counters,
     tx: Mutex<Option<SyncSender<Vec<u8>>>>,
     clock: Arc<dyn Clock>,
+    board: Arc<PriorityBoard>,
+    /// This target's flag on the board: it has more than a batch queued
+    /// and its last attempt went through.
+    catching_up: Arc<AtomicBool>,
+    /// Waiting for a target of higher priority.
+    held: AtomicBool,
+    from_config: bool,
+    /// Stops this target's sender.
+    stop: tokio::sync::watch::Sender<bool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Target {
@@ -156,8 +178,12 @@ impl Target {
         TargetStatus {
             name: self.config.name.clone(),
             kind: self.config.kind,
-            url: redact(&self.config.url),
+            url: match self.config.kind {
+                ForwardKind::Kafka => self.config.brokers.join(","),
+                _ => redact(&self.config.url),
+            },
             priority: self.config.priority,
+            held_by_priority: self.held.load(Ordering::Relaxed),
             connected: c.connected.load(Ordering::Relaxed),
             queue_bytes: self.queue.bytes.load(Ordering::Relaxed),
             queue_items: self.queue.items.load(Ordering::Relaxed),
@@ -174,6 +200,29 @@ impl Target {
                 + c.busy_dropped.load(Ordering::Relaxed),
             last_error: c.last_error.lock().clone(),
         }
+    }
+
+    fn set_catching_up(&self, yes: bool) {
+        self.catching_up.store(yes, Ordering::Relaxed);
+    }
+
+    /// Waits while a target of higher priority catches up; false when
+    /// perch stops.
+    async fn wait_for_priority(&self, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        if !self.board.held_back(self.config.priority) {
+            return true;
+        }
+        self.held.store(true, Ordering::Relaxed);
+        tracing::debug!("held back by a target of higher priority");
+        let mut go_on = true;
+        while self.board.held_back(self.config.priority) {
+            if !pause(Duration::from_millis(50), stop).await {
+                go_on = false;
+                break;
+            }
+        }
+        self.held.store(false, Ordering::Relaxed);
+        go_on
     }
 
     /// Waits until items arrive, `max` passes or perch stops.
@@ -204,6 +253,8 @@ pub struct TargetStatus {
     pub kind: ForwardKind,
     pub url: String,
     pub priority: u8,
+    /// Waiting while a target of higher priority catches up.
+    pub held_by_priority: bool,
     pub connected: bool,
     pub queue_bytes: u64,
     pub queue_items: u64,
@@ -223,6 +274,150 @@ pub struct ReplayReport {
     pub series: usize,
     pub samples: u64,
     pub items_queued: u64,
+}
+
+/// What one attempt at sending a batch came to.
+pub(crate) enum Outcome {
+    /// Acknowledged; `bytes` went over the wire (for `max_bandwidth`).
+    Sent { bytes: usize },
+    /// The target will never take this batch (invalid, too large, too old).
+    Refused(String),
+    /// Worth trying again later (unreachable, overloaded, unauthorized).
+    Retry(String),
+}
+
+/// Where a samples target sends a batch.
+pub(crate) trait SamplesSink: Send {
+    fn send(
+        &mut self,
+        series: &[item::Samples],
+    ) -> impl std::future::Future<Output = Outcome> + Send;
+}
+
+/// The sender loop of the targets fed samples (remote_write, kafka): reads
+/// up to `batch_max` samples from the front of the queue, merged per series,
+/// hands them to `send` and settles the outcome — commit on `Sent` and
+/// `Refused` (counted), back off on `Retry` — until perch stops.
+pub(crate) async fn send_samples(
+    t: &Target,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut sink: impl SamplesSink,
+) {
+    let c = &t.config;
+    let mut backoff = Backoff::new(c.max_backoff.0);
+    let mut pace = Pace::new(t);
+    while !*stop.borrow() {
+        pace.update_rate(t);
+        if !t.wait_for_priority(&mut stop).await {
+            break;
+        }
+        let batch = match t.queue.peek(c.batch_max, SEND_BATCH_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                t.error(e);
+                pause(Duration::from_secs(5), &mut stop).await;
+                continue;
+            }
+        };
+        // Items carry many samples each: keep a send near batch_max samples.
+        let mut take = 0;
+        let mut samples = 0usize;
+        for e in &batch {
+            take += 1;
+            samples += item::count_samples(e.payload()).unwrap_or(0) as usize;
+            if samples >= c.batch_max {
+                break;
+            }
+        }
+        let full = samples >= c.batch_max || take == c.batch_max;
+        let batch = &batch[..take];
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            t.set_catching_up(false);
+            t.idle(Duration::from_secs(1), &mut stop).await;
+            continue;
+        };
+        let series = match item::merge_samples(batch) {
+            Ok(s) => s,
+            Err(e) => {
+                // A damaged item can never be sent: skip past it.
+                t.error(e);
+                t.counters
+                    .rejected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let _ = t.queue.commit(last);
+                continue;
+            }
+        };
+        // Stopping abandons a send in flight: it is resent next start.
+        let outcome = tokio::select! {
+            o = sink.send(&series) => o,
+            _ = crate::system::stopping(&mut stop) => break,
+        };
+        match outcome {
+            Outcome::Sent { bytes } => {
+                if let Err(e) = t.queue.commit(last) {
+                    t.error(e);
+                }
+                t.counters.sent.fetch_add(samples as u64, Ordering::Relaxed);
+                t.set_connected(true);
+                t.set_catching_up(full);
+                backoff.reset();
+                let wait = pace.delay_for(bytes);
+                if !wait.is_zero() && !pause(wait, &mut stop).await {
+                    break;
+                }
+            }
+            Outcome::Refused(e) => {
+                t.set_connected(true);
+                t.counters
+                    .rejected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                t.error(format!("the target refused {samples} samples: {e}"));
+                if let Err(e) = t.queue.commit(last) {
+                    t.error(e);
+                }
+            }
+            Outcome::Retry(e) => {
+                t.set_connected(false);
+                t.set_catching_up(false);
+                t.error(e);
+                if !pause(backoff.step(), &mut stop).await {
+                    break;
+                }
+            }
+        }
+    }
+    t.set_catching_up(false);
+}
+
+/// Which targets are catching up, by priority: lower priorities wait for
+/// higher ones (1 is the highest) that have a backlog and are reachable, as
+/// Greengrass' stream manager exports higher-priority streams first.
+#[derive(Default)]
+pub(crate) struct PriorityBoard {
+    catching_up: Mutex<Vec<(u8, Arc<AtomicBool>)>>,
+}
+
+impl PriorityBoard {
+    fn join(&self, priority: u8, initially: bool) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(initially));
+        self.catching_up.lock().push((priority, flag.clone()));
+        flag
+    }
+
+    fn leave(&self, flag: &Arc<AtomicBool>) {
+        self.catching_up
+            .lock()
+            .retain(|(_, f)| !Arc::ptr_eq(f, flag));
+    }
+
+    /// Whether a target of higher priority than `priority` is catching up.
+    fn held_back(&self, priority: u8) -> bool {
+        self.catching_up
+            .lock()
+            .iter()
+            .any(|(p, f)| *p < priority && f.load(Ordering::Relaxed))
+    }
 }
 
 /// Capped exponential backoff with ±50% jitter, from 0.5 s.
@@ -299,97 +494,243 @@ impl Pace {
     }
 }
 
-/// Every forwarding target, their threads and tasks.
+/// Every forwarding target, their threads and tasks. Targets come from the
+/// config file (read-only here) and from the API (kept in the sled tree
+/// `forward_targets`, started and stopped at runtime).
 pub struct Forwarder {
-    targets: Vec<Arc<Target>>,
-    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    senders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    stop_tx: tokio::sync::watch::Sender<bool>,
+    db: sled::Db,
+    definitions: sled::Tree,
+    clock: Arc<dyn Clock>,
+    board: Arc<PriorityBoard>,
+    /// Read on every append and message: swapped whole when targets change.
+    targets: parking_lot::RwLock<Arc<Vec<Arc<Target>>>>,
+    /// Serializes creating, changing and deleting targets.
+    changes: tokio::sync::Mutex<()>,
+    /// Set once senders run: targets added later start theirs at once.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
+}
+
+/// A target's definition as the API shows it: the password withheld.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetDefinition {
+    #[serde(flatten)]
+    pub config: ForwardConfig,
+    pub has_password: bool,
+    /// `config` (read-only here) or `api`.
+    pub source: &'static str,
 }
 
 impl Forwarder {
-    /// Opens every target's queue (in `db`) and starts its writer thread.
-    /// Senders start with [`Forwarder::start_senders`].
+    /// Opens every target's queue (in `db`) — the config file's and those
+    /// added through the API — and starts its writer thread. Senders start
+    /// with [`Forwarder::start_senders`].
     pub fn open(
         configs: &[ForwardConfig],
         db: &sled::Db,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Forwarder>, ForwardError> {
+        let f = Arc::new(Forwarder {
+            db: db.clone(),
+            definitions: db.open_tree(DEFINITIONS_TREE)?,
+            clock,
+            board: Arc::new(PriorityBoard::default()),
+            targets: parking_lot::RwLock::new(Arc::new(Vec::new())),
+            changes: tokio::sync::Mutex::new(()),
+            runtime: Mutex::new(None),
+        });
         let mut targets = Vec::new();
-        let mut writers = Vec::new();
         for c in configs {
-            let queue = queue::Queue::open(db, &c.name, c.queue_max_bytes.0, c.overflow)?;
-            let mut selectors = Vec::new();
-            for s in &c.selectors {
-                selectors.extend(
-                    crate::query::selector::parse_selector(s)
-                        .map_err(|e| ForwardError::Setup(format!("{}: {e}", c.name)))?,
-                );
-            }
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_ITEMS);
-            let t = Arc::new(Target {
-                config: c.clone(),
-                queue,
-                selectors,
-                counters: Counters::default(),
-                tx: Mutex::new(Some(tx)),
-                clock: clock.clone(),
-            });
-            let tw = t.clone();
-            writers.push(
-                std::thread::Builder::new()
-                    .name(format!("perch-fwd-{}", c.name))
-                    .spawn(move || write_loop(&tw, rx))
-                    .map_err(|e| ForwardError::Setup(format!("cannot start a thread: {e}")))?,
-            );
-            targets.push(t);
+            targets.push(f.launch(c.clone(), true)?);
         }
-        Ok(Arc::new(Forwarder {
-            targets,
-            writers: Mutex::new(writers),
-            senders: Mutex::new(Vec::new()),
-            stop_tx: tokio::sync::watch::channel(false).0,
-        }))
+        for kv in f.definitions.iter() {
+            let (_, v) = kv?;
+            match serde_json::from_slice::<ForwardConfig>(&v) {
+                Ok(c) if targets.iter().any(|t| t.config.name == c.name) => tracing::warn!(
+                    target = c.name,
+                    "forwarding target in the database shadowed by the config file"
+                ),
+                Ok(c) => match c.validate() {
+                    Ok(()) => targets.push(f.launch(c, false)?),
+                    Err((k, why)) => {
+                        tracing::error!(
+                            target = c.name,
+                            "stored forwarding target skipped: {k}: {why}"
+                        )
+                    }
+                },
+                Err(e) => tracing::error!(error = %e, "unreadable forwarding target skipped"),
+            }
+        }
+        *f.targets.write() = Arc::new(targets);
+        Ok(f)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+    fn targets(&self) -> Arc<Vec<Arc<Target>>> {
+        self.targets.read().clone()
     }
 
-    /// Whether some target wants MQTT messages.
-    pub fn wants_messages(&self) -> bool {
-        self.targets
+    fn find(&self, name: &str) -> Result<Arc<Target>, ForwardError> {
+        self.targets()
             .iter()
-            .any(|t| t.config.kind == ForwardKind::Mqtt)
+            .find(|t| t.config.name == name)
+            .cloned()
+            .ok_or_else(|| ForwardError::NoTarget(name.to_string()))
     }
 
-    /// Whether some target wants samples.
-    pub fn wants_samples(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|t| t.config.kind == ForwardKind::RemoteWrite)
+    /// Opens a target's queue and starts its writer thread, and its sender
+    /// when senders run.
+    fn launch(&self, c: ForwardConfig, from_config: bool) -> Result<Arc<Target>, ForwardError> {
+        let queue = queue::Queue::open(&self.db, &c.name, c.queue_max_bytes.0, c.overflow)?;
+        let mut selectors = Vec::new();
+        for s in &c.selectors {
+            selectors.extend(
+                crate::query::selector::parse_selector(s)
+                    .map_err(|e| ForwardError::Setup(format!("{}: {e}", c.name)))?,
+            );
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_ITEMS);
+        // A backlog from the last run counts until the first attempt tells
+        // whether the target is reachable.
+        let catching_up = self
+            .board
+            .join(c.priority, queue.items.load(Ordering::Relaxed) > 0);
+        let t = Arc::new(Target {
+            config: c,
+            queue,
+            selectors,
+            counters: Counters::default(),
+            tx: Mutex::new(Some(tx)),
+            clock: self.clock.clone(),
+            board: self.board.clone(),
+            catching_up,
+            held: AtomicBool::new(false),
+            from_config,
+            stop: tokio::sync::watch::channel(false).0,
+            writer: Mutex::new(None),
+            sender: Mutex::new(None),
+        });
+        let tw = t.clone();
+        *t.writer.lock() = Some(
+            std::thread::Builder::new()
+                .name(format!("perch-fwd-{}", t.config.name))
+                .spawn(move || write_loop(&tw, rx))
+                .map_err(|e| ForwardError::Setup(format!("cannot start a thread: {e}")))?,
+        );
+        if let Some(rt) = self.runtime.lock().clone() {
+            start_sender(&t, &rt);
+        }
+        Ok(t)
     }
 
     /// Starts one sender task per target on the current runtime.
     pub fn start_senders(&self) {
-        let mut senders = self.senders.lock();
-        for t in &self.targets {
-            let span =
-                tracing::info_span!("forward", target = %t.config.name, kind = ?t.config.kind);
-            let stop = self.stop_tx.subscribe();
-            let t = t.clone();
-            senders.push(match t.config.kind {
-                ForwardKind::RemoteWrite => {
-                    tokio::spawn(remote_write::run(t, stop).instrument(span))
-                }
-                ForwardKind::Mqtt => tokio::spawn(mqtt::run(t, stop).instrument(span)),
-                ForwardKind::Kafka => continue,
-            });
+        let rt = tokio::runtime::Handle::current();
+        *self.runtime.lock() = Some(rt.clone());
+        for t in self.targets().iter() {
+            start_sender(t, &rt);
         }
     }
 
     pub fn status(&self) -> Vec<TargetStatus> {
-        self.targets.iter().map(|t| t.status()).collect()
+        self.targets().iter().map(|t| t.status()).collect()
+    }
+
+    /// Every target's definition, passwords withheld.
+    pub fn definitions(&self) -> Vec<TargetDefinition> {
+        self.targets()
+            .iter()
+            .map(|t| {
+                let mut config = t.config.clone();
+                let has_password = config.password.take().is_some();
+                TargetDefinition {
+                    config,
+                    has_password,
+                    source: if t.from_config { "config" } else { "api" },
+                }
+            })
+            .collect()
+    }
+
+    /// Adds a target through the API; it is kept in the database.
+    pub async fn create(&self, config: ForwardConfig) -> Result<(), ForwardError> {
+        config
+            .validate()
+            .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))?;
+        let _one = self.changes.lock().await;
+        if self.find(&config.name).is_ok() {
+            return Err(ForwardError::Exists(config.name));
+        }
+        self.store(&config)?;
+        let t = self.launch(config, false)?;
+        tracing::info!(target = %t.config.name, "forwarding target added");
+        self.swap(|v| v.push(t));
+        Ok(())
+    }
+
+    /// Changes a target added through the API, keeping its queue. A
+    /// password left out keeps the stored one.
+    pub async fn update(&self, mut config: ForwardConfig) -> Result<(), ForwardError> {
+        let _one = self.changes.lock().await;
+        let old = self.find(&config.name)?;
+        if old.from_config {
+            return Err(ForwardError::FromConfig(config.name));
+        }
+        if config.password.is_none() && config.username == old.config.username {
+            config.password = old.config.password.clone();
+        }
+        config
+            .validate()
+            .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))?;
+        self.swap(|v| v.retain(|t| !Arc::ptr_eq(t, &old)));
+        self.halt(&old).await;
+        self.store(&config)?;
+        let t = self.launch(config, false)?;
+        tracing::info!(target = %t.config.name, "forwarding target changed");
+        self.swap(|v| v.push(t));
+        Ok(())
+    }
+
+    /// Deletes a target added through the API, and what its queue held.
+    pub async fn delete(&self, name: &str) -> Result<(), ForwardError> {
+        let _one = self.changes.lock().await;
+        let old = self.find(name)?;
+        if old.from_config {
+            return Err(ForwardError::FromConfig(name.to_string()));
+        }
+        self.swap(|v| v.retain(|t| !Arc::ptr_eq(t, &old)));
+        self.halt(&old).await;
+        self.definitions.remove(name.as_bytes())?;
+        self.db.drop_tree(queue::tree_name(name))?;
+        self.definitions.flush_async().await?;
+        tracing::info!(target = name, "forwarding target deleted with its queue");
+        Ok(())
+    }
+
+    fn store(&self, c: &ForwardConfig) -> Result<(), ForwardError> {
+        let json = serde_json::to_vec(c).map_err(|e| ForwardError::Setup(e.to_string()))?;
+        self.definitions.insert(c.name.as_bytes(), json)?;
+        self.definitions.flush()?;
+        Ok(())
+    }
+
+    fn swap(&self, change: impl FnOnce(&mut Vec<Arc<Target>>)) {
+        let mut w = self.targets.write();
+        let mut v = (**w).clone();
+        change(&mut v);
+        *w = Arc::new(v);
+    }
+
+    /// Stops a target's sender (what is in flight is resent by whoever
+    /// opens the queue next) and writer (what was handed over is stored).
+    async fn halt(&self, t: &Arc<Target>) {
+        let _ = t.stop.send(true);
+        let sender = t.sender.lock().take();
+        if let Some(s) = sender {
+            let _ = s.await;
+        }
+        let t2 = t.clone();
+        let _ = tokio::task::spawn_blocking(move || close_writer(&t2)).await;
+        self.board.leave(&t.catching_up);
     }
 
     /// Queues the stored samples of `[since_ms, now]` that match the
@@ -401,14 +742,10 @@ impl Forwarder {
         storage: &Storage,
         since_ms: i64,
     ) -> Result<ReplayReport, ForwardError> {
-        let t = self
-            .targets
-            .iter()
-            .find(|t| t.config.name == name)
-            .ok_or_else(|| ForwardError::NoTarget(name.to_string()))?;
-        if t.config.kind != ForwardKind::RemoteWrite {
+        let t = self.find(name)?;
+        if !t.config.kind.takes_samples() {
             return Err(ForwardError::Unsupported(format!(
-                "{name} is a {:?} target; replay re-sends stored samples, which only remote_write targets take",
+                "{name} is a {:?} target; replay re-sends stored samples, which only remote_write and kafka targets take",
                 t.config.kind
             )));
         }
@@ -461,32 +798,43 @@ impl Forwarder {
     /// Stops the senders (what is in flight is resent next start) and lets
     /// the writer threads store what the hooks handed over.
     pub async fn stop(&self) {
-        let _ = self.stop_tx.send(true);
-        let senders = std::mem::take(&mut *self.senders.lock());
-        for s in senders {
-            let _ = s.await;
+        let targets = self.targets();
+        for t in targets.iter() {
+            let _ = t.stop.send(true);
         }
-        let _ = tokio::task::spawn_blocking({
-            let targets = self.targets.clone();
-            let writers = std::mem::take(&mut *self.writers.lock());
-            move || close_writers(&targets, writers)
-        })
-        .await;
+        for t in targets.iter() {
+            let sender = t.sender.lock().take();
+            if let Some(s) = sender {
+                let _ = s.await;
+            }
+        }
+        let _ =
+            tokio::task::spawn_blocking(move || targets.iter().for_each(|t| close_writer(t))).await;
     }
 
     /// Stops the writer threads of a forwarder whose senders never ran
     /// (an offline replay).
     pub fn close_queues(&self) {
-        let writers = std::mem::take(&mut *self.writers.lock());
-        close_writers(&self.targets, writers);
+        self.targets().iter().for_each(|t| close_writer(t));
     }
 }
 
-fn close_writers(targets: &[Arc<Target>], writers: Vec<std::thread::JoinHandle<()>>) {
-    for t in targets {
-        t.tx.lock().take();
-    }
-    for w in writers {
+fn start_sender(t: &Arc<Target>, rt: &tokio::runtime::Handle) {
+    let span = tracing::info_span!("forward", target = %t.config.name, kind = ?t.config.kind);
+    let stop = t.stop.subscribe();
+    let tc = t.clone();
+    let task = match t.config.kind {
+        ForwardKind::RemoteWrite => rt.spawn(remote_write::run(tc, stop).instrument(span)),
+        ForwardKind::Mqtt => rt.spawn(mqtt::run(tc, stop).instrument(span)),
+        ForwardKind::Kafka => rt.spawn(kafka::run(tc, stop).instrument(span)),
+    };
+    *t.sender.lock() = Some(task);
+}
+
+fn close_writer(t: &Target) {
+    t.tx.lock().take();
+    let writer = t.writer.lock().take();
+    if let Some(w) = writer {
         let _ = w.join();
     }
 }
@@ -511,8 +859,8 @@ fn write_loop(t: &Target, rx: mpsc::Receiver<Vec<u8>>) {
 
 impl AppendObserver for Forwarder {
     fn appended(&self, a: &Appended<'_>) {
-        for t in &self.targets {
-            if t.config.kind != ForwardKind::RemoteWrite {
+        for t in self.targets().iter() {
+            if !t.config.kind.takes_samples() {
                 continue;
             }
             // One item per append: one hand-over and one queue entry for
@@ -537,7 +885,7 @@ impl AppendObserver for Forwarder {
 impl Forwarder {
     /// Hands an MQTT message to the targets whose topic filters match.
     pub fn offer_message(&self, topic: &str, payload: &[u8], qos: u8, retain: bool, time_ms: i64) {
-        for t in &self.targets {
+        for t in self.targets().iter() {
             if t.config.kind == ForwardKind::Mqtt
                 && t.config
                     .topics

@@ -82,6 +82,7 @@ pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let _ = client.try_disconnect();
         poller.abort();
         t.set_connected(false);
+        t.set_catching_up(false);
         match result {
             Ok(()) => break,
             Err(e) => {
@@ -113,37 +114,11 @@ fn options(t: &Target, hostname: &str) -> Result<MqttOptions, String> {
         o.set_credentials(u, c.password.clone().unwrap_or_default());
     }
     if tls {
-        o.set_transport(Transport::tls_with_config(tls_config(
-            c.ca_file.as_deref(),
-        )?));
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(super::tls::client_config(c.ca_file.as_deref())?),
+        ));
     }
     Ok(o)
-}
-
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rumqttc::TlsConfiguration, String> {
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(f) = ca_file {
-        let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("{}: {e}", f.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", f.display()))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
 }
 
 /// One connection: waits for CONNACK, then sends batches until the
@@ -173,6 +148,9 @@ async fn session(
             return Ok(());
         }
         pace.update_rate(t);
+        if !t.wait_for_priority(stop).await {
+            return Ok(());
+        }
         // Anything but acknowledgements between batches: the connection went.
         while let Ok(e) = ev.try_recv() {
             if let Ev::Lost(e) = e {
@@ -184,6 +162,7 @@ async fn session(
             .peek(c.batch_max, super::SEND_BATCH_BYTES)
             .map_err(|e| e.to_string())?;
         let Some(last) = batch.last().map(|e| e.seq) else {
+            t.set_catching_up(false);
             tokio::select! {
                 _ = t.queue.notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -234,6 +213,7 @@ async fn session(
             }
         }
         t.queue.commit(last).map_err(|e| e.to_string())?;
+        t.set_catching_up(batch.len() >= c.batch_max);
         t.counters
             .sent
             .fetch_add(expected as u64, Ordering::Relaxed);

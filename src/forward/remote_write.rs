@@ -4,13 +4,10 @@
 //! will never take it (out of order, too old, invalid): it is given up and
 //! counted as rejected; anything else is retried.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-
-use super::{item, pause, Backoff, Pace, Target};
+use super::{item, Outcome, Target};
 
 // WriteRequest { repeated TimeSeries timeseries = 1; }
 // TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2; }
@@ -60,34 +57,7 @@ pub fn encode_write_request<'a>(
     out
 }
 
-/// Decoded queue items, samples of the same series brought together in
-/// queue order.
-fn merge(items: &[super::queue::Entry]) -> Result<Vec<item::Samples>, super::ForwardError> {
-    let mut out: Vec<item::Samples> = Vec::new();
-    let mut at: FxHashMap<Vec<(String, String)>, usize> = FxHashMap::default();
-    for e in items {
-        for s in item::decode_samples(e.payload())? {
-            match at.get(&s.labels) {
-                Some(&i) => out[i].samples.extend(s.samples),
-                None => {
-                    at.insert(s.labels.clone(), out.len());
-                    out.push(s);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-enum Outcome {
-    Sent,
-    /// The receiver will not take this batch, ever.
-    Refused(String),
-    Retry(String),
-}
-
-pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let c = &t.config;
+pub async fn run(t: Arc<Target>, stop: tokio::sync::watch::Receiver<bool>) {
     let client = match build_client(&t) {
         Ok(cl) => cl,
         Err(e) => {
@@ -95,90 +65,29 @@ pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
             return;
         }
     };
-    let mut backoff = Backoff::new(c.max_backoff.0);
-    let mut pace = Pace::new(&t);
-    tracing::info!(url = %super::redact(&c.url), "forwarding samples");
-    while !*stop.borrow() {
-        pace.update_rate(&t);
-        let batch = match t.queue.peek(c.batch_max, super::SEND_BATCH_BYTES) {
-            Ok(b) => b,
-            Err(e) => {
-                t.error(e);
-                pause(Duration::from_secs(5), &mut stop).await;
-                continue;
-            }
-        };
-        // Items carry many samples each: keep a request near batch_max samples.
-        let mut take = 0;
-        let mut samples = 0usize;
-        for e in &batch {
-            take += 1;
-            samples += item::count_samples(e.payload()).unwrap_or(0) as usize;
-            if samples >= c.batch_max {
-                break;
-            }
-        }
-        let batch = &batch[..take];
-        let Some(last) = batch.last().map(|e| e.seq) else {
-            t.idle(Duration::from_secs(1), &mut stop).await;
-            continue;
-        };
-        let series = match merge(batch) {
-            Ok(s) => s,
-            Err(e) => {
-                // A damaged item can never be sent: skip past it.
-                t.error(e);
-                t.counters
-                    .rejected
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let _ = t.queue.commit(last);
-                continue;
-            }
-        };
+    tracing::info!(url = %super::redact(&t.config.url), "forwarding samples");
+    let sink = Sink {
+        t: t.clone(),
+        client,
+    };
+    super::send_samples(&t, stop, sink).await
+}
+
+struct Sink {
+    t: Arc<Target>,
+    client: reqwest::Client,
+}
+
+impl super::SamplesSink for Sink {
+    async fn send(&mut self, series: &[item::Samples]) -> Outcome {
         let raw = encode_write_request(
             series
                 .iter()
                 .map(|s| (s.labels.as_slice(), s.samples.as_slice())),
         );
-        let body = match snap::raw::Encoder::new().compress_vec(&raw) {
-            Ok(b) => b,
-            Err(e) => {
-                t.error(format!("snappy: {e}"));
-                pause(Duration::from_secs(5), &mut stop).await;
-                continue;
-            }
-        };
-        let size = body.len();
-        match send(&t, &client, body).await {
-            Outcome::Sent => {
-                if let Err(e) = t.queue.commit(last) {
-                    t.error(e);
-                }
-                t.counters.sent.fetch_add(samples as u64, Ordering::Relaxed);
-                t.set_connected(true);
-                backoff.reset();
-                let wait = pace.delay_for(size);
-                if !wait.is_zero() && !pause(wait, &mut stop).await {
-                    break;
-                }
-            }
-            Outcome::Refused(e) => {
-                t.set_connected(true);
-                t.counters
-                    .rejected
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                t.error(format!("the target refused {samples} samples: {e}"));
-                if let Err(e) = t.queue.commit(last) {
-                    t.error(e);
-                }
-            }
-            Outcome::Retry(e) => {
-                t.set_connected(false);
-                t.error(e);
-                if !pause(backoff.step(), &mut stop).await {
-                    break;
-                }
-            }
+        match snap::raw::Encoder::new().compress_vec(&raw) {
+            Ok(body) => send(&self.t, &self.client, body).await,
+            Err(e) => Outcome::Retry(format!("snappy: {e}")),
         }
     }
 }
@@ -201,6 +110,7 @@ fn build_client(t: &Target) -> Result<reqwest::Client, String> {
 
 async fn send(t: &Target, client: &reqwest::Client, body: Vec<u8>) -> Outcome {
     let c = &t.config;
+    let bytes = body.len();
     let mut req = client
         .post(&c.url)
         .header("Content-Encoding", "snappy")
@@ -215,7 +125,7 @@ async fn send(t: &Target, client: &reqwest::Client, body: Vec<u8>) -> Outcome {
         req = req.basic_auth(u, c.password.as_ref());
     }
     match req.body(body).send().await {
-        Ok(r) if r.status().is_success() => Outcome::Sent,
+        Ok(r) if r.status().is_success() => Outcome::Sent { bytes },
         Ok(r) => {
             let status = r.status();
             let text: String = r

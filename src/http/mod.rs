@@ -93,6 +93,7 @@ pub fn router(state: SharedState) -> Router {
     let admin = Router::new()
         .merge(accounts_api::admin_routes())
         .merge(dashboards_api::admin_routes())
+        .merge(forward_api::admin_routes())
         .route_layer(axum::middleware::from_fn(auth::admins));
     let api = Router::new()
         .merge(writes)

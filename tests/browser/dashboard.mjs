@@ -271,6 +271,37 @@ async function main() {
     });
   }
 
+  await run('forwarding target added, changed and deleted in Settings', async () => {
+    const sec = page.locator('#settings-forwarding');
+    await sec.getByLabel('Kind').selectOption('kafka');
+    if (await sec.getByLabel('URL', { exact: true }).isVisible()) throw new Error('a kafka target asks for a URL');
+    await sec.getByLabel('Kind').selectOption('remote_write');
+    await sec.getByLabel('Name', { exact: true }).fill('lab-vm');
+    // Nothing listens on the discard port: the target is down.
+    await sec.getByLabel('URL', { exact: true }).fill('http://127.0.0.1:9/api/v1/write');
+    await sec.getByLabel('Series selectors (one per line; empty: all)').fill('{__name__=~"env_.*"}');
+    await sec.getByLabel('Priority (1 = first)').fill('2');
+    await sec.getByRole('button', { name: 'Add target' }).click();
+    await sec.locator('.notice.ok', { hasText: 'Target lab-vm added' }).waitFor();
+    const def = sec.locator('#forward-definitions tbody tr', { hasText: 'lab-vm' });
+    await def.waitFor();
+    const status = sec.locator('#forward-targets tbody tr', { hasText: 'lab-vm' });
+    await status.waitFor({ timeout: 15000 });
+    await status.filter({ hasText: 'disconnected' }).waitFor({ timeout: 15000 });
+    await sec.getByRole('button', { name: 'Edit target lab-vm' }).click();
+    if (await sec.getByLabel('URL', { exact: true }).inputValue() !== 'http://127.0.0.1:9/api/v1/write') throw new Error('the edit form lost the URL');
+    await sec.getByLabel('Priority (1 = first)').fill('5');
+    await sec.getByRole('button', { name: 'Save target' }).click();
+    await sec.locator('.notice.ok', { hasText: 'Target lab-vm saved' }).waitFor();
+    await def.locator('td', { hasText: /^5$/ }).waitFor();
+    const fromApi = await page.evaluate(async () => (await (await fetch('/api/v1/forward/targets')).json()).find(t => t.name === 'lab-vm'));
+    if (!fromApi || fromApi.priority !== 5 || fromApi.source !== 'api') throw new Error(`the API says ${JSON.stringify(fromApi)}`);
+    await shot(page, 'settings-forwarding');
+    page.once('dialog', d => d.accept());
+    await sec.getByRole('button', { name: 'Delete target lab-vm' }).click();
+    await def.waitFor({ state: 'detached' });
+  });
+
   await run('backup download', async () => {
     const backup = page.locator('#settings-backup');
     const downloaded = page.waitForEvent('download', { timeout: 120000 });

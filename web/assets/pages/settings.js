@@ -1,4 +1,4 @@
-// Settings (admins only): users, API tokens, cameras, forwarding status,
+// Settings (admins only): users, API tokens, cameras, forwarding targets,
 // storage settings (read-only), backup download, and how to restore.
 
 import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes, fmtNum, every } from '../lib.js';
@@ -216,9 +216,138 @@ function cameras(ctx) {
   return section('Cameras', table, testBox, heading, form, msg);
 }
 
-// ---- forwarding (status; targets are configured in the config file) ----
+// ---- forwarding: status of every target; targets added here are kept in
+// the database (those of the config file are shown read-only) ----
+const KIND_FIELDS = {
+  remote_write: ['url', 'match', 'username', 'password'],
+  mqtt: ['url', 'topics', 'remote_prefix', 'qos', 'username', 'password'],
+  kafka: ['brokers', 'topic', 'format', 'match', 'username', 'password'],
+};
+
 function forwarding(ctx) {
   const box = h('div', { class: 'scroll' }, h('p', { class: 'muted' }, 'Loading…'));
+  const defs = h('div', { class: 'scroll' });
+  const msg = h('div', { 'aria-live': 'polite' });
+  const opt = (v, label = v) => h('option', { value: v }, label);
+  const f = {
+    name: h('input', { id: 'fwd-name', required: true, pattern: '[A-Za-z0-9_\\-]{1,64}', spellcheck: 'false', placeholder: 'central-vm' }),
+    kind: h('select', { id: 'fwd-kind' }, opt('remote_write', 'Prometheus remote write'), opt('mqtt', 'MQTT bridge'), opt('kafka', 'Kafka')),
+    url: h('input', { id: 'fwd-url', spellcheck: 'false', size: 36, placeholder: 'https://vm.example/api/v1/write' }),
+    brokers: h('input', { id: 'fwd-brokers', spellcheck: 'false', placeholder: 'kafka-1:9092, kafka-2:9092' }),
+    topic: h('input', { id: 'fwd-topic', spellcheck: 'false', placeholder: '{site}_{index}_{type}' }),
+    format: h('select', { id: 'fwd-format' }, opt('json'), opt('influx-line'), opt('opentsdb-json')),
+    match: h('textarea', { id: 'fwd-match', rows: 2, spellcheck: 'false', placeholder: '{__name__=~"env_.*"}' }),
+    topics: h('input', { id: 'fwd-topics', spellcheck: 'false', placeholder: 'sensors/#' }),
+    remote_prefix: h('input', { id: 'fwd-prefix', spellcheck: 'false', placeholder: 'site/{hostname}/' }),
+    qos: h('select', { id: 'fwd-qos' }, opt('1'), opt('0'), opt('2')),
+    username: h('input', { id: 'fwd-username', autocomplete: 'off' }),
+    password: h('input', { id: 'fwd-password', type: 'password', autocomplete: 'new-password' }),
+    queue_max_bytes: h('input', { id: 'fwd-queue', placeholder: '256MiB' }),
+    overflow: h('select', { id: 'fwd-overflow' }, opt('drop_oldest', 'drop the oldest'), opt('reject_new', 'reject new data')),
+    priority: h('input', { id: 'fwd-priority', type: 'number', min: 0, max: 255, placeholder: '1' }),
+    max_bandwidth: h('input', { id: 'fwd-bandwidth', placeholder: '1Mbit' }),
+  };
+  const labels = {
+    name: 'Name', kind: 'Kind', url: 'URL', brokers: 'Brokers (host:port, comma-separated)', topic: 'Kafka topic template',
+    format: 'Record format', match: 'Series selectors (one per line; empty: all)', topics: 'MQTT topic filters (comma-separated)',
+    remote_prefix: 'Upstream topic prefix', qos: 'QoS upstream', username: 'Username', password: 'Password',
+    queue_max_bytes: 'Queue cap on disk', overflow: 'When the queue is full', priority: 'Priority (1 = first)', max_bandwidth: 'Bandwidth limit',
+  };
+  const fields = Object.fromEntries(Object.entries(f).map(([k, c]) =>
+    [k, field(labels[k], c, k === 'match' || k === 'url' ? { class: 'grow' } : {})]));
+  const showKind = () => {
+    const own = KIND_FIELDS[f.kind.value];
+    for (const k of ['url', 'brokers', 'topic', 'format', 'match', 'topics', 'remote_prefix', 'qos', 'username', 'password']) {
+      fields[k].hidden = !own.includes(k);
+    }
+  };
+  f.kind.addEventListener('change', showKind);
+  let editing = null;
+  const heading = h('h3', null, 'Add a forwarding target');
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add target');
+  const cancel = h('button', { type: 'button', hidden: true }, 'Cancel edit');
+  const list = v => (v || []).join(', ');
+
+  function edit(t) {
+    editing = t ? t.name : null;
+    heading.textContent = t ? `Edit ${t.name}` : 'Add a forwarding target';
+    submit.textContent = t ? 'Save target' : 'Add target';
+    cancel.hidden = !t;
+    f.name.disabled = f.kind.disabled = !!t;
+    f.name.value = t ? t.name : '';
+    f.kind.value = t ? t.kind : 'remote_write';
+    f.url.value = (t && t.url) || '';
+    f.brokers.value = t ? list(t.brokers) : '';
+    f.topic.value = t && t.kind === 'kafka' ? t.topic : '';
+    f.format.value = (t && t.format) || 'json';
+    f.match.value = t ? (t.match || []).join('\n') : '';
+    f.topics.value = t && t.kind === 'mqtt' ? list(t.topics) : '';
+    f.remote_prefix.value = (t && t.remote_prefix) || '';
+    f.qos.value = String(t ? t.qos : 1);
+    f.username.value = (t && t.username) || '';
+    f.password.value = '';
+    f.password.placeholder = t && t.has_password ? 'unchanged' : '';
+    f.queue_max_bytes.value = t ? t.queue_max_bytes : '';
+    f.overflow.value = (t && t.overflow) || 'drop_oldest';
+    f.priority.value = t ? String(t.priority) : '';
+    f.max_bandwidth.value = (t && t.max_bandwidth) || '';
+    showKind();
+    if (t) f.url.focus();
+  }
+  cancel.addEventListener('click', () => edit(null));
+
+  async function loadDefs() {
+    try {
+      const all = await api('/api/v1/forward/targets', { signal: ctx.signal });
+      defs.replaceChildren(all.length ? h('table', { id: 'forward-definitions' },
+        h('thead', null, h('tr', null, ['target', 'kind', 'sends to', 'what', 'priority', ''].map(t => h('th', null, t)))),
+        h('tbody', null, all.map(t => h('tr', null,
+          h('td', null, t.name), h('td', null, t.kind),
+          h('td', { class: 'mono' }, t.kind === 'kafka' ? `${list(t.brokers)} → ${t.topic}` : t.url),
+          h('td', { class: 'mono' }, t.kind === 'mqtt' ? list(t.topics) : (t.match || []).join(' ') || 'all series'),
+          h('td', null, String(t.priority)),
+          h('td', { class: 'row' }, t.source === 'config' ? h('span', { class: 'muted' }, 'config file') : [
+            h('button', { type: 'button', 'aria-label': `Edit target ${t.name}`, onclick: () => edit(t) }, 'Edit'),
+            h('button', { type: 'button', class: 'danger', 'aria-label': `Delete target ${t.name}`, onclick: async () => {
+              if (!window.confirm(`Delete the target ${t.name}? What its queue holds is discarded.`)) return;
+              try { await api(`/api/v1/forward/targets/${encodeURIComponent(t.name)}`, { method: 'DELETE' }); notify(`Target ${t.name} deleted.`); if (editing === t.name) edit(null); loadDefs(); }
+              catch (e) { showError(msg, e); }
+            } }, 'Delete')])))))
+        : h('p', { class: 'muted' }, 'No forwarding targets yet.'));
+    } catch (e) { if (e.name !== 'AbortError') showError(defs, e); }
+  }
+
+  const form = h('form', { class: 'row', id: 'forward-form', onsubmit: async e => {
+    e.preventDefault();
+    const kind = f.kind.value;
+    const own = KIND_FIELDS[kind];
+    const body = { name: editing || f.name.value.trim(), kind };
+    const split = v => v.split(',').map(s => s.trim()).filter(Boolean);
+    if (own.includes('url')) body.url = f.url.value.trim();
+    if (own.includes('brokers')) body.brokers = split(f.brokers.value);
+    if (own.includes('topic') && f.topic.value.trim()) body.topic = f.topic.value.trim();
+    if (own.includes('format')) body.format = f.format.value;
+    if (own.includes('match')) body.match = f.match.value.split(/\n+/).map(s => s.trim()).filter(Boolean);
+    if (own.includes('topics') && f.topics.value.trim()) body.topics = split(f.topics.value);
+    if (own.includes('remote_prefix')) body.remote_prefix = f.remote_prefix.value.trim();
+    if (own.includes('qos')) body.qos = Number(f.qos.value);
+    if (f.username.value.trim()) body.username = f.username.value.trim();
+    if (f.password.value) body.password = f.password.value;
+    for (const k of ['queue_max_bytes', 'max_bandwidth']) if (f[k].value.trim()) body[k] = f[k].value.trim();
+    body.overflow = f.overflow.value;
+    if (f.priority.value !== '') body.priority = Number(f.priority.value);
+    try {
+      await api(editing ? `/api/v1/forward/targets/${encodeURIComponent(editing)}` : '/api/v1/forward/targets',
+        { method: editing ? 'PUT' : 'POST', body });
+      msg.replaceChildren(h('p', { class: 'notice ok' }, `Target ${body.name} ${editing ? 'saved' : 'added'}; its status shows above within seconds.`));
+      edit(null);
+      loadDefs();
+    } catch (err) { showError(msg, err); }
+  } },
+  ...Object.values(fields), submit, cancel);
+  edit(null);
+  loadDefs();
+
   ctx.cleanup(every(5000, async () => {
     const list = await api('/api/v1/forward', { signal: ctx.signal });
     box.replaceChildren(list.length ? h('table', { id: 'forward-targets' },
@@ -226,15 +355,18 @@ function forwarding(ctx) {
         .map(t => h('th', null, t)))),
       h('tbody', null, list.map(t => h('tr', null,
         h('td', null, t.name), h('td', null, t.kind),
-        h('td', null, h('span', { class: 'badge ' + (t.connected ? 'online' : 'offline') }, t.connected ? 'connected' : 'disconnected')),
+        h('td', null, h('span', { class: 'badge ' + (t.connected ? 'online' : 'offline') }, t.connected ? 'connected' : 'disconnected'),
+          t.held_by_priority ? h('div', { class: 'muted' }, 'waiting for a higher priority') : null),
         h('td', null, `${fmtBytes(t.queue_bytes)} of ${fmtBytes(t.queue_max_bytes)} (${t.queue_items} items)`),
         h('td', null, t.queue_items ? `${fmtNum(t.oldest_age_seconds)} s` : '—'),
         h('td', null, fmtNum(t.sent_per_second)), h('td', null, String(t.sent_total)),
         h('td', null, String(t.errors_total + t.rejected_total)), h('td', null, String(t.dropped_total)),
         h('td', { class: 'mono' }, t.last_error || '—'))))) :
-      h('p', { class: 'muted' }, 'No forwarding targets. Add [[forward]] targets to the config file (docs/forward.md).'));
+      h('p', { class: 'muted' }, 'No forwarding targets.'));
   }));
-  return section('Forwarding', h('p', null, 'Store and forward to central systems: each target\'s durable queue and delivery.'), box);
+  return section('Forwarding',
+    h('p', null, 'Store and forward to central systems (docs/forward.md): each target has its own durable queue; delivery is at-least-once, through outages and restarts.'),
+    box, h('h3', null, 'Targets'), defs, heading, form, msg);
 }
 
 // ---- storage (read-only) ----
