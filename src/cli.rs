@@ -390,9 +390,6 @@ pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
             let since = crate::config::units::parse_duration(&since)
                 .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
             let config = location.load()?;
-            if !config.forward.iter().any(|f| f.name == name) {
-                bail!("no [[forward]] target named {name:?} in the configuration");
-            }
             let socket = config.data_dir.join(crate::server::CONTROL_SOCKET);
             let since_ms = chrono::Utc::now().timestamp_millis() - since.as_millis() as i64;
             let r = if UnixStream::connect(&socket).is_ok() {
@@ -408,10 +405,17 @@ pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
                 // the next start sends it.
                 replay_offline(&config, &name, since_ms)?
             };
-            println!(
-                "queued {} samples of {} series for {name} ({} queue items)",
-                r.samples, r.series, r.items_queued
-            );
+            if let Some(messages) = r.messages {
+                println!(
+                    "queued {messages} messages for {name} ({} queue items)",
+                    r.items_queued
+                );
+            } else {
+                println!(
+                    "queued {} samples of {} series for {name} ({} queue items)",
+                    r.samples, r.series, r.items_queued
+                );
+            }
             Ok(())
         }
     }
@@ -427,8 +431,20 @@ fn replay_offline(
     let (storage, _) =
         crate::storage::Storage::open(&config.storage, &config.data_dir, clock.clone())
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let fwd = crate::forward::Forwarder::open(&config.forward, &storage.database(), clock)?;
-    let r = fwd.replay(name, &storage, since_ms);
+    let fwd = crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())?;
+    // MQTT targets replay the message history of the search index.
+    let search = if config.search.enabled {
+        Some(
+            crate::search::Search::open(&config.search, &config.data_dir, clock)
+                .context("cannot open the search index")?,
+        )
+    } else {
+        None
+    };
+    let r = fwd.replay(name, &storage, search.as_deref(), since_ms);
+    if let Some(s) = search {
+        s.close();
+    }
     fwd.close_queues();
     storage.close()?;
     Ok(r?)

@@ -1428,3 +1428,55 @@ fn targets_added_through_the_api_forward_and_survive_a_restart() {
     let all = p.get("/api/v1/forward").json();
     assert_eq!(all.as_array().unwrap().len(), 1, "deleted for good: {all}");
 }
+
+/// `perch forward replay` of an MQTT target re-publishes the message
+/// history the search index kept (messages from before the target
+/// existed), oldest first, only the target's topics.
+#[test]
+fn replay_republishes_stored_mqtt_messages() {
+    if !have("mosquitto") || !have("mosquitto_sub") || !have("mosquitto_pub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, "site/#");
+    let mut p = Perch::start_with("[mqtt]\nallow_anonymous = true\n");
+    let mut old = Publisher::start(&p, "sensors/old/x");
+    for i in 0..30 {
+        old.send(&format!("{{\"seq\":{i},\"note\":\"before the target\"}}"));
+    }
+    old.finish();
+    let mut other = Publisher::start(&p, "other/x");
+    other.send("not for this target");
+    other.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    p.stop();
+    std::fs::write(&p.config_path, mqtt_target("up", port, "")).unwrap();
+    p.restart();
+    wait_until("connected", Duration::from_secs(20), || {
+        target_status(&p, "up")["connected"] == true
+    });
+    assert!(
+        sub.lines().is_empty(),
+        "nothing live yet: {:?}",
+        sub.lines()
+    );
+    let (code, out, err) = p.cli(&["forward", "replay", "up", "--since", "1h"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued 30 messages for up"), "{out}");
+    let prefix = format!("site/{}/", hostname());
+    wait_until("30 replayed upstream", Duration::from_secs(30), || {
+        sub.lines().len() >= 30
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = sub.lines();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    for (i, (topic, payload)) in lines.iter().enumerate() {
+        assert_eq!(topic, &format!("{prefix}sensors/old/x"));
+        assert_eq!(
+            payload,
+            &format!("{{\"seq\":{i},\"note\":\"before the target\"}}")
+        );
+    }
+}

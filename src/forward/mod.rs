@@ -1,12 +1,15 @@
 //! Store and forward: feeds samples and MQTT messages to systems that already
 //! scale (a Prometheus-compatible remote-write receiver, an upstream MQTT
-//! broker), durably, through outages. Owns the per-target queues (sled trees
-//! `forward.<name>` in the one database), one writer thread and one sender
-//! task per target, and the targets' status. It may call `config`, `system`,
-//! `storage` (its public read API and the [`AppendObserver`] hook), `query`
-//! (selector parsing) and `ingest` (MQTT topic matching); the server hands it
-//! samples (storage's append hook) and messages (the collector's
-//! `MessageSink`), http reads its status; nothing reaches inside.
+//! broker, a Kafka cluster), durably, through outages. Owns the per-target
+//! queues (sled trees `forward.<name>` in the one database), the targets
+//! added at runtime (tree `forward_targets`), one writer thread and one
+//! sender task per target, priorities between them, and their status. It may
+//! call `config`, `system`, `storage` (its public read API and the
+//! [`AppendObserver`] hook), `search` (the message history, to replay MQTT
+//! targets), `query` (selector parsing) and `ingest` (MQTT topic matching);
+//! the server hands it samples (storage's append hook) and messages (the
+//! collector's `MessageSink`), http reads its status and changes targets
+//! through its methods; nothing reaches inside.
 //!
 //! Path of an item: the hook (on the appending thread or the collector
 //! thread) encodes what matches a target and hands it to that target's
@@ -273,6 +276,9 @@ pub struct TargetStatus {
 pub struct ReplayReport {
     pub series: usize,
     pub samples: u64,
+    /// MQTT targets: messages of the search index (samples targets: None).
+    #[serde(default)]
+    pub messages: Option<u64>,
     pub items_queued: u64,
 }
 
@@ -733,21 +739,25 @@ impl Forwarder {
         self.board.leave(&t.catching_up);
     }
 
-    /// Queues the stored samples of `[since_ms, now]` that match the
-    /// target's selectors again (`perch forward replay`). Runs on the
-    /// calling (blocking) thread.
+    /// Queues stored history of `[since_ms, now]` for a target again
+    /// (`perch forward replay`): the samples matching a samples target's
+    /// selectors, or the messages of the search index whose topics match an
+    /// MQTT target's filters. Runs on the calling (blocking) thread.
     pub fn replay(
         &self,
         name: &str,
         storage: &Storage,
+        history: Option<&crate::search::Search>,
         since_ms: i64,
     ) -> Result<ReplayReport, ForwardError> {
         let t = self.find(name)?;
-        if !t.config.kind.takes_samples() {
-            return Err(ForwardError::Unsupported(format!(
-                "{name} is a {:?} target; replay re-sends stored samples, which only remote_write and kafka targets take",
-                t.config.kind
-            )));
+        if t.config.kind == ForwardKind::Mqtt {
+            let Some(history) = history else {
+                return Err(ForwardError::Unsupported(format!(
+                    "{name} is an mqtt target: it replays the message history of the search index, which is disabled"
+                )));
+            };
+            return replay_messages(&t, history, since_ms, storage.now_ms());
         }
         let end = storage.now_ms();
         let sets = if t.selectors.is_empty() {
@@ -817,6 +827,67 @@ impl Forwarder {
     pub fn close_queues(&self) {
         self.targets().iter().for_each(|t| close_writer(t));
     }
+}
+
+/// Queues the stored messages of `[since_ms, end]` whose topics match the
+/// target's filters, oldest first.
+fn replay_messages(
+    t: &Target,
+    history: &crate::search::Search,
+    since_ms: i64,
+    end: i64,
+) -> Result<ReplayReport, ForwardError> {
+    // What arrived in the last seconds may not be committed yet.
+    history
+        .flush()
+        .map_err(|e| ForwardError::Setup(format!("search index: {e}")))?;
+    let mut report = ReplayReport::default();
+    let mut messages = 0u64;
+    let mut items = Vec::new();
+    let mut failed = None;
+    let mut visit = |m: crate::search::StoredMessage| {
+        if !t
+            .config
+            .topics
+            .iter()
+            .any(|f| crate::ingest::rules::topic_matches(f, &m.topic))
+        {
+            return true;
+        }
+        messages += 1;
+        items.push(item::encode_message(
+            &m.topic,
+            m.qos,
+            m.retain,
+            m.time_ms,
+            m.payload.as_bytes(),
+        ));
+        if items.len() >= WRITE_BATCH {
+            match t.queue.push(&items, t.clock.now_ms()) {
+                Ok(n) => report.items_queued += n as u64,
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            items.clear();
+        }
+        true
+    };
+    history
+        .history(since_ms, end, &mut visit)
+        .map_err(|e| ForwardError::Setup(format!("search index: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    report.items_queued += t.queue.push(&items, t.clock.now_ms())? as u64;
+    report.messages = Some(messages);
+    tracing::info!(
+        target = %t.config.name,
+        messages,
+        "replay queued"
+    );
+    Ok(report)
 }
 
 fn start_sender(t: &Arc<Target>, rt: &tokio::runtime::Handle) {

@@ -79,7 +79,8 @@ pub struct Replay {
     pub since_ms: i64,
 }
 
-/// `perch forward replay`: queues stored samples for a target again.
+/// `perch forward replay`: queues stored samples (or messages) for a
+/// target again.
 async fn replay(
     State(app): State<SharedState>,
     f: Option<axum::Extension<std::sync::Arc<crate::forward::Forwarder>>>,
@@ -93,8 +94,12 @@ async fn replay(
         )
             .into_response();
     };
-    let storage = app.storage.clone();
-    match tokio::task::spawn_blocking(move || f.replay(&name, &storage, r.since_ms)).await {
+    let (storage, search) = (app.storage.clone(), app.search.clone());
+    match tokio::task::spawn_blocking(move || {
+        f.replay(&name, &storage, search.as_deref(), r.since_ms)
+    })
+    .await
+    {
         Ok(Ok(report)) => Json(report).into_response(),
         Ok(Err(e)) => {
             let status = match e {

@@ -18,6 +18,7 @@
 //! the oldest while `search/` is over `search.max_disk_bytes`.
 
 pub mod bench;
+mod history;
 mod period;
 mod query;
 pub mod schema;
@@ -38,6 +39,7 @@ use thiserror::Error;
 use crate::config::SearchConfig;
 use crate::system::Clock;
 
+pub use history::StoredMessage;
 pub use period::{day_name, day_of};
 pub use query::{Histogram, Hit, SearchRequest, SearchResult, Sort};
 pub use schema::Message;
@@ -237,6 +239,17 @@ impl Search {
         self.tx
             .send(Job::Message(m))
             .map_err(|_| SearchError::Stopped)
+    }
+
+    /// Every stored message of `[start, end]`, oldest first, to `visit`
+    /// until it returns false (see [`StoredMessage`] for what is kept).
+    pub fn history(
+        &self,
+        start: i64,
+        end: i64,
+        visit: &mut dyn FnMut(StoredMessage) -> bool,
+    ) -> Result<u64, SearchError> {
+        history::history(&self.shared, start, end, visit)
     }
 
     /// Commits what is queued and waits until it is searchable.
