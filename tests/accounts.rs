@@ -21,6 +21,10 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/export/csv"),
     ("GET", "/api/v1/status/tsdb"),
     ("GET", "/api/v1/forward"),
+    ("GET", "/api/v1/forward/targets"),
+    ("POST", "/api/v1/forward/targets"),
+    ("PUT", "/api/v1/forward/targets/central"),
+    ("DELETE", "/api/v1/forward/targets/central"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/topics"),
     ("GET", "/api/v1/messages"),
@@ -75,6 +79,9 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/backup"),
     ("PUT", "/api/v1/dashboards/home"),
     ("POST", "/api/v1/cameras"),
+    ("GET", "/api/v1/forward/targets"),
+    ("POST", "/api/v1/forward/targets"),
+    ("DELETE", "/api/v1/forward/targets/central"),
 ];
 
 fn send(p: &Perch, auth: Option<&str>, method: &str, path: &str) -> Resp {

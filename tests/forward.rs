@@ -758,10 +758,7 @@ fn replay_resends_stored_history() {
     assert!((139..=145).contains(&skipped), "{skipped} skipped");
     let (code, _, err) = p.cli(&["forward", "replay", "nope", "--since", "1h"], None);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("no [[forward]] target named \"nope\""),
-        "{err}"
-    );
+    assert!(err.contains("no forwarding target \"nope\""), "{err}");
 }
 
 /// mqtts with a private CA (`ca_file`) and user name/password upstream:
@@ -1400,10 +1397,78 @@ fn targets_added_through_the_api_forward_and_survive_a_restart() {
     assert_eq!(t["has_password"], true, "{t}");
     assert_eq!(t["priority"], 4, "{t}");
     assert_eq!(target_status(&p, "api-vm")["priority"], 4);
+    assert!(
+        target_status(&p, "api-vm")["sent_total"].as_u64().unwrap() >= 50,
+        "the counters (since the restart) carry on across an edit"
+    );
+    // Edits while samples stream in lose none of them: the queue carries on.
+    let writer = {
+        let url = p.url("/api/v1/import");
+        let auth = common::basic(common::ADMIN, common::ADMIN_PASSWORD);
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            for i in 100..300i64 {
+                let body = import_line("env_api", "s", start + i * 100, i as f64);
+                let r = agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(body.as_bytes())
+                    .expect("import");
+                assert!(r.status().is_success(), "{}", r.status());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    for prio in [5, 6, 7] {
+        let r = p.request(
+            "PUT",
+            "/api/v1/forward/targets/api-vm",
+            Some(&target(&format!(r#","username":"u","priority":{prio}"#))),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    writer.join().unwrap();
+    wait_until(
+        "every sample through the edits",
+        Duration::from_secs(30),
+        || {
+            let mut got = vm_samples(vm_port, "env_api");
+            got.dedup();
+            got == want(300)
+        },
+    );
+    let moved = target(r#","username":"u""#).replace(
+        &format!("127.0.0.1:{vm_port}/api/v1/write"),
+        "elsewhere.example:1/w",
+    );
+    let r = p.request("PUT", "/api/v1/forward/targets/api-vm", Some(&moved));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("give it again"), "{}", r.body);
     let r = p.request(
         "PUT",
         "/api/v1/forward/targets/api-vm",
-        Some(&target(r#","queue_max_bytes":"1KiB""#)),
+        Some(&target(
+            r#","username":"u","bearer_token_file":"/etc/shadow""#,
+        )),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("config file"), "{}", r.body);
+    let r = p.request(
+        "PUT",
+        "/api/v1/forward/targets/api-vm",
+        Some(&target(r#","username":"u""#).replace("remote_write", "mqtt")),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("kind"), "{}", r.body);
+    let r = p.request(
+        "PUT",
+        "/api/v1/forward/targets/api-vm",
+        Some(&target(r#","username":"u","queue_max_bytes":"1KiB""#)),
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("queue_max_bytes"), "{}", r.body);

@@ -606,6 +606,12 @@ impl ForwardConfig {
                 if let Err(e) = crate::forward::TopicTemplate::parse(&self.topic) {
                     return err("topic", e);
                 }
+                if self.username.is_some() && !self.tls {
+                    return err(
+                        "tls",
+                        "SASL PLAIN would send the password in clear: set tls = true".into(),
+                    );
+                }
                 if !(1..=32).contains(&self.replication_factor) {
                     return err("replication_factor", "must be between 1 and 32".into());
                 }

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,7 +325,8 @@ impl Conn {
     }
 }
 
-/// Whether the cluster will never take these records.
+/// Whether the cluster will never take these records (retrying would only
+/// hold up the queue behind them). `CorruptMessage` is retriable in Kafka.
 fn refused(e: &KafkaError) -> bool {
     matches!(
         e,
@@ -334,20 +334,50 @@ fn refused(e: &KafkaError) -> bool {
             protocol_error: ProtocolError::MessageTooLarge
                 | ProtocolError::RecordListTooLarge
                 | ProtocolError::InvalidRecord
-                | ProtocolError::CorruptMessage
-                | ProtocolError::InvalidTopicException,
+                | ProtocolError::InvalidTopicException
+                | ProtocolError::InvalidTimestamp
+                | ProtocolError::PolicyViolation
+                | ProtocolError::UnsupportedForMessageFormat,
             ..
         }
     )
 }
 
-fn partition_for(key: &str, partitions: i32) -> i32 {
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(key.as_bytes());
-    (h.finish() % partitions.max(1) as u64) as i32
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`), so a series lands
+/// in the partition Kafka's own producers would pick for its key, on every
+/// platform and version.
+fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate() {
+            h ^= (*b as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
 }
 
-/// Produces one batch; the records of each partition in order.
+/// The Java client's default partitioner for a keyed record.
+fn partition_for(key: &str, partitions: i32) -> i32 {
+    (murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Produces one batch; the records of each partition in order. A topic or
+/// partition the cluster refuses is given up (counted as rejected) without
+/// the rest of the batch; any other error fails the whole batch (resent).
 async fn produce(
     t: &Target,
     template: &TopicTemplate,
@@ -356,9 +386,28 @@ async fn produce(
 ) -> Result<usize, KafkaError> {
     let format = t.config.format;
     let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+    let mut refused_topics: Vec<String> = Vec::new();
     for s in series {
         let topic = template.render(&s.labels);
-        let n = conn.partitions_of(t, &topic).await?;
+        let reject = |n: usize| {
+            t.counters
+                .rejected
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
+        };
+        if refused_topics.contains(&topic) {
+            reject(s.samples.len());
+            continue;
+        }
+        let n = match conn.partitions_of(t, &topic).await {
+            Ok(n) => n,
+            Err(e) if refused(&e) => {
+                reject(s.samples.len());
+                give_up(t, &topic, &e);
+                refused_topics.push(topic);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let key = series_key(&s.labels);
         let p = partition_for(&key, n);
         let records = groups.entry((topic, p)).or_default();
@@ -384,14 +433,31 @@ async fn produce(
             size += r.approximate_size();
             chunk.push(r);
             if size >= PRODUCE_BYTES || rest.peek().is_none() {
-                pc.produce(std::mem::take(&mut chunk), Compression::Snappy)
-                    .await?;
-                bytes += size;
+                let n = chunk.len();
+                match pc
+                    .produce(std::mem::take(&mut chunk), Compression::Snappy)
+                    .await
+                {
+                    Ok(_) => bytes += size,
+                    Err(e) if refused(&e) => {
+                        t.counters
+                            .rejected
+                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        give_up(t, &format!("{topic}[{p}]"), &e);
+                    }
+                    Err(e) => return Err(e),
+                }
                 size = 0;
             }
         }
     }
     Ok(bytes)
+}
+
+fn give_up(t: &Target, what: &str, e: &KafkaError) {
+    t.error(format!(
+        "the cluster refused the records for {what}; given up: {e}"
+    ));
 }
 
 pub async fn run(t: Arc<Target>, stop: tokio::sync::watch::Receiver<bool>) {
@@ -432,7 +498,6 @@ impl super::SamplesSink for Sink {
             .await
         {
             Ok(Ok(bytes)) => return Outcome::Sent { bytes },
-            Ok(Err(e)) if refused(&e) => return Outcome::Refused(e.to_string()),
             Ok(Err(e)) => Outcome::Retry(e.to_string()),
             Err(_) => Outcome::Retry(format!("no acknowledgement within {}s", deadline.as_secs())),
         };
@@ -501,5 +566,15 @@ mod tests {
         assert_eq!(v["timestamp"], 1500);
         assert_eq!(series_key(&l), r#"cpu{host="a b",k="x=y,z"}"#);
         assert_eq!(partition_for("a", 1), 0);
+        // Kafka's own test vectors for Utils.murmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
     }
 }

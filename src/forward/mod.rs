@@ -57,6 +57,8 @@ const CHANNEL_ITEMS: usize = 65_536;
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 /// Items the writer thread appends to the queue in one sled batch, at most.
 const WRITE_BATCH: usize = 4096;
+/// A lower-priority target sends at least one batch this often.
+const MAX_HOLD: Duration = Duration::from_secs(60);
 /// The sled tree of the targets added through the API (JSON each).
 pub const DEFINITIONS_TREE: &str = "forward_targets";
 /// Bytes read from a queue for one send, at most.
@@ -86,7 +88,7 @@ pub enum ForwardError {
 
 /// Counters and state of one target, shared by its hook, writer and sender.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     connected: AtomicBool,
     /// Samples or messages acknowledged by the target.
     sent: AtomicU64,
@@ -101,13 +103,27 @@ struct Counters {
     last_error: Mutex<Option<String>>,
 }
 
+/// One target as defined now. What outlives a change of the definition —
+/// the queue, the hand-over to the writer thread, the writer and the
+/// counters — is shared (`Arc`) with the target's next definition, so the
+/// hooks never lose a thing while a target is edited.
+impl Counters {
+    fn error(&self, e: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let msg = e.to_string();
+        tracing::warn!(error = %msg, "forwarding failed; will retry");
+        *self.last_error.lock() = Some(msg);
+    }
+}
+
 pub(crate) struct Target {
     config: ForwardConfig,
-    queue: queue::Queue,
+    queue: Arc<queue::Queue>,
     /// remote_write: a series is forwarded when it matches one set; none: all.
     selectors: Vec<Vec<Matcher>>,
-    counters: Counters,
-    tx: Mutex<Option<SyncSender<Vec<u8>>>>,
+    counters: Arc<Counters>,
+    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     clock: Arc<dyn Clock>,
     board: Arc<PriorityBoard>,
     /// This target's flag on the board: it has more than a batch queued
@@ -118,7 +134,6 @@ pub(crate) struct Target {
     from_config: bool,
     /// Stops this target's sender.
     stop: tokio::sync::watch::Sender<bool>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -159,10 +174,7 @@ impl Target {
     }
 
     fn error(&self, e: impl std::fmt::Display) {
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        let msg = e.to_string();
-        tracing::warn!(error = %msg, "forwarding failed; will retry");
-        *self.counters.last_error.lock() = Some(msg);
+        self.counters.error(e);
     }
 
     fn set_connected(&self, up: bool) {
@@ -218,7 +230,10 @@ impl Target {
         self.held.store(true, Ordering::Relaxed);
         tracing::debug!("held back by a target of higher priority");
         let mut go_on = true;
-        while self.board.held_back(self.config.priority) {
+        // A higher target that never stops catching up (input above its
+        // bandwidth) must not starve this one: one batch per MAX_HOLD.
+        let until = tokio::time::Instant::now() + MAX_HOLD;
+        while self.board.held_back(self.config.priority) && tokio::time::Instant::now() < until {
             if !pause(Duration::from_millis(50), stop).await {
                 go_on = false;
                 break;
@@ -236,6 +251,21 @@ impl Target {
             _ = crate::system::stopping(stop) => {}
         }
     }
+}
+
+/// The URL without its password (user name kept).
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn url_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
 }
 
 /// Removes a password from a URL before it is shown.
@@ -544,9 +574,10 @@ impl Forwarder {
             changes: tokio::sync::Mutex::new(()),
             runtime: Mutex::new(None),
         });
-        let mut targets = Vec::new();
+        let mut targets: Vec<Arc<Target>> = Vec::new();
         for c in configs {
-            targets.push(f.launch(c.clone(), true)?);
+            let lane = f.open_lane(c)?;
+            targets.push(f.attach(c.clone(), lane, true)?);
         }
         for kv in f.definitions.iter() {
             let (_, v) = kv?;
@@ -556,7 +587,10 @@ impl Forwarder {
                     "forwarding target in the database shadowed by the config file"
                 ),
                 Ok(c) => match c.validate() {
-                    Ok(()) => targets.push(f.launch(c, false)?),
+                    Ok(()) => {
+                        let lane = f.open_lane(&c)?;
+                        targets.push(f.attach(c, lane, false)?)
+                    }
                     Err((k, why)) => {
                         tracing::error!(
                             target = c.name,
@@ -583,45 +617,67 @@ impl Forwarder {
             .ok_or_else(|| ForwardError::NoTarget(name.to_string()))
     }
 
-    /// Opens a target's queue and starts its writer thread, and its sender
-    /// when senders run.
-    fn launch(&self, c: ForwardConfig, from_config: bool) -> Result<Arc<Target>, ForwardError> {
-        let queue = queue::Queue::open(&self.db, &c.name, c.queue_max_bytes.0, c.overflow)?;
+    /// Opens a target's queue and starts its writer thread.
+    fn open_lane(&self, c: &ForwardConfig) -> Result<Lane, ForwardError> {
+        let queue = Arc::new(queue::Queue::open(
+            &self.db,
+            &c.name,
+            c.queue_max_bytes.0,
+            c.overflow,
+        )?);
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_ITEMS);
+        let (q, cs, clock) = (queue.clone(), counters.clone(), self.clock.clone());
+        let writer = std::thread::Builder::new()
+            .name(format!("perch-fwd-{}", c.name))
+            .spawn(move || write_loop(&q, &cs, &*clock, rx))
+            .map_err(|e| ForwardError::Setup(format!("cannot start a thread: {e}")))?;
+        Ok(Lane {
+            queue,
+            counters,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    /// A target of definition `c` over `lane`; starts its sender when
+    /// senders run.
+    fn attach(
+        &self,
+        c: ForwardConfig,
+        lane: Lane,
+        from_config: bool,
+    ) -> Result<Arc<Target>, ForwardError> {
         let mut selectors = Vec::new();
         for s in &c.selectors {
-            selectors.extend(
-                crate::query::selector::parse_selector(s)
-                    .map_err(|e| ForwardError::Setup(format!("{}: {e}", c.name)))?,
-            );
+            match crate::query::selector::parse_selector(s) {
+                Ok(sets) => selectors.extend(sets),
+                Err(e) => {
+                    close_lane(&lane);
+                    return Err(ForwardError::Setup(format!("{}: {e}", c.name)));
+                }
+            }
         }
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_ITEMS);
         // A backlog from the last run counts until the first attempt tells
         // whether the target is reachable.
         let catching_up = self
             .board
-            .join(c.priority, queue.items.load(Ordering::Relaxed) > 0);
+            .join(c.priority, lane.queue.items.load(Ordering::Relaxed) > 0);
         let t = Arc::new(Target {
             config: c,
-            queue,
+            queue: lane.queue,
             selectors,
-            counters: Counters::default(),
-            tx: Mutex::new(Some(tx)),
+            counters: lane.counters,
+            tx: lane.tx,
+            writer: lane.writer,
             clock: self.clock.clone(),
             board: self.board.clone(),
             catching_up,
             held: AtomicBool::new(false),
             from_config,
             stop: tokio::sync::watch::channel(false).0,
-            writer: Mutex::new(None),
             sender: Mutex::new(None),
         });
-        let tw = t.clone();
-        *t.writer.lock() = Some(
-            std::thread::Builder::new()
-                .name(format!("perch-fwd-{}", t.config.name))
-                .spawn(move || write_loop(&tw, rx))
-                .map_err(|e| ForwardError::Setup(format!("cannot start a thread: {e}")))?,
-        );
         if let Some(rt) = self.runtime.lock().clone() {
             start_sender(&t, &rt);
         }
@@ -647,7 +703,8 @@ impl Forwarder {
             .iter()
             .map(|t| {
                 let mut config = t.config.clone();
-                let has_password = config.password.take().is_some();
+                let has_password = config.password.take().is_some() || url_password(&config.url);
+                config.url = without_password(&config.url);
                 TargetDefinition {
                     config,
                     has_password,
@@ -657,42 +714,79 @@ impl Forwarder {
             .collect()
     }
 
-    /// Adds a target through the API; it is kept in the database.
+    /// Adds a target through the API; it is kept in the database. A queue
+    /// left behind under that name (by a target since removed from the
+    /// config file) is discarded first.
     pub async fn create(&self, config: ForwardConfig) -> Result<(), ForwardError> {
-        config
-            .validate()
-            .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))?;
+        check_api_definition(&config)?;
         let _one = self.changes.lock().await;
         if self.find(&config.name).is_ok() {
             return Err(ForwardError::Exists(config.name));
         }
-        self.store(&config)?;
-        let t = self.launch(config, false)?;
+        let t = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
+            self.db.drop_tree(queue::tree_name(&config.name))?;
+            self.store(&config)?;
+            let lane = self.open_lane(&config)?;
+            self.attach(config, lane, false)
+        })?;
         tracing::info!(target = %t.config.name, "forwarding target added");
         self.swap(|v| v.push(t));
         Ok(())
     }
 
-    /// Changes a target added through the API, keeping its queue. A
-    /// password left out keeps the stored one.
+    /// Changes a target added through the API. Its queue, writer and
+    /// counters carry on (nothing arriving meanwhile is lost); only its
+    /// sender restarts. The kind cannot change. A password left out is kept
+    /// while the destination stays the same.
     pub async fn update(&self, mut config: ForwardConfig) -> Result<(), ForwardError> {
         let _one = self.changes.lock().await;
         let old = self.find(&config.name)?;
         if old.from_config {
             return Err(ForwardError::FromConfig(config.name));
         }
-        if config.password.is_none() && config.username == old.config.username {
+        if config.kind != old.config.kind {
+            return Err(ForwardError::Invalid(
+                "kind: cannot change; delete the target and add it again".into(),
+            ));
+        }
+        // The definitions shown leave the URL's password out: given back
+        // that way, the URL keeps it.
+        if config.url != old.config.url && config.url == without_password(&old.config.url) {
+            config.url = old.config.url.clone();
+        }
+        let same_place = config.url == old.config.url
+            && config.brokers == old.config.brokers
+            && config.username == old.config.username;
+        if config.password.is_none() && old.config.password.is_some() {
+            if !same_place {
+                return Err(ForwardError::Invalid(
+                    "password: give it again, the destination or user changed".into(),
+                ));
+            }
             config.password = old.config.password.clone();
         }
-        config
-            .validate()
-            .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))?;
-        self.swap(|v| v.retain(|t| !Arc::ptr_eq(t, &old)));
-        self.halt(&old).await;
-        self.store(&config)?;
-        let t = self.launch(config, false)?;
+        check_api_definition(&config)?;
+        self.halt_sender(&old).await;
+        let t = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
+            self.store(&config)?;
+            old.queue
+                .set_limits(config.queue_max_bytes.0, config.overflow);
+            let lane = Lane {
+                queue: old.queue.clone(),
+                counters: old.counters.clone(),
+                tx: old.tx.clone(),
+                writer: old.writer.clone(),
+            };
+            self.attach(config, lane, false)
+        })?;
         tracing::info!(target = %t.config.name, "forwarding target changed");
-        self.swap(|v| v.push(t));
+        self.swap(|v| {
+            for slot in v.iter_mut() {
+                if Arc::ptr_eq(slot, &old) {
+                    *slot = t.clone();
+                }
+            }
+        });
         Ok(())
     }
 
@@ -704,10 +798,15 @@ impl Forwarder {
             return Err(ForwardError::FromConfig(name.to_string()));
         }
         self.swap(|v| v.retain(|t| !Arc::ptr_eq(t, &old)));
-        self.halt(&old).await;
-        self.definitions.remove(name.as_bytes())?;
-        self.db.drop_tree(queue::tree_name(name))?;
-        self.definitions.flush_async().await?;
+        self.halt_sender(&old).await;
+        let t2 = old.clone();
+        let _ = tokio::task::spawn_blocking(move || close_writer(&t2)).await;
+        tokio::task::block_in_place(|| -> Result<(), ForwardError> {
+            self.definitions.remove(name.as_bytes())?;
+            self.db.drop_tree(queue::tree_name(name))?;
+            self.definitions.flush()?;
+            Ok(())
+        })?;
         tracing::info!(target = name, "forwarding target deleted with its queue");
         Ok(())
     }
@@ -726,16 +825,14 @@ impl Forwarder {
         *w = Arc::new(v);
     }
 
-    /// Stops a target's sender (what is in flight is resent by whoever
-    /// opens the queue next) and writer (what was handed over is stored).
-    async fn halt(&self, t: &Arc<Target>) {
+    /// Stops a target's sender (what is in flight is resent by the next
+    /// one) and takes it off the priority board.
+    async fn halt_sender(&self, t: &Arc<Target>) {
         let _ = t.stop.send(true);
         let sender = t.sender.lock().take();
         if let Some(s) = sender {
             let _ = s.await;
         }
-        let t2 = t.clone();
-        let _ = tokio::task::spawn_blocking(move || close_writer(&t2)).await;
         self.board.leave(&t.catching_up);
     }
 
@@ -750,6 +847,8 @@ impl Forwarder {
         history: Option<&crate::search::Search>,
         since_ms: i64,
     ) -> Result<ReplayReport, ForwardError> {
+        // Not while the target is being changed or deleted.
+        let _one = self.changes.blocking_lock();
         let t = self.find(name)?;
         if t.config.kind == ForwardKind::Mqtt {
             let Some(history) = history else {
@@ -808,6 +907,7 @@ impl Forwarder {
     /// Stops the senders (what is in flight is resent next start) and lets
     /// the writer threads store what the hooks handed over.
     pub async fn stop(&self) {
+        let _one = self.changes.lock().await;
         let targets = self.targets();
         for t in targets.iter() {
             let _ = t.stop.send(true);
@@ -890,16 +990,74 @@ fn replay_messages(
     Ok(report)
 }
 
+/// Clears a target's catching-up flag however its sender ends (returned
+/// early, stopped, panicked): a sender that is gone holds nobody back.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 fn start_sender(t: &Arc<Target>, rt: &tokio::runtime::Handle) {
     let span = tracing::info_span!("forward", target = %t.config.name, kind = ?t.config.kind);
     let stop = t.stop.subscribe();
     let tc = t.clone();
+    let clear = ClearOnDrop(t.catching_up.clone());
     let task = match t.config.kind {
-        ForwardKind::RemoteWrite => rt.spawn(remote_write::run(tc, stop).instrument(span)),
-        ForwardKind::Mqtt => rt.spawn(mqtt::run(tc, stop).instrument(span)),
-        ForwardKind::Kafka => rt.spawn(kafka::run(tc, stop).instrument(span)),
+        ForwardKind::RemoteWrite => rt.spawn(
+            async move {
+                let _clear = clear;
+                remote_write::run(tc, stop).await
+            }
+            .instrument(span),
+        ),
+        ForwardKind::Mqtt => rt.spawn(
+            async move {
+                let _clear = clear;
+                mqtt::run(tc, stop).await
+            }
+            .instrument(span),
+        ),
+        ForwardKind::Kafka => rt.spawn(
+            async move {
+                let _clear = clear;
+                kafka::run(tc, stop).await
+            }
+            .instrument(span),
+        ),
     };
     *t.sender.lock() = Some(task);
+}
+
+/// What outlives a change of a target's definition (see [`Target`]).
+struct Lane {
+    queue: Arc<queue::Queue>,
+    counters: Arc<Counters>,
+    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+fn close_lane(lane: &Lane) {
+    lane.tx.lock().take();
+    let writer = lane.writer.lock().take();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+}
+
+/// Fields the API does not take: they name files on the box, whose
+/// contents would be sent to a destination the API chose.
+fn check_api_definition(c: &ForwardConfig) -> Result<(), ForwardError> {
+    if c.bearer_token_file.is_some() || c.ca_file.is_some() {
+        return Err(ForwardError::Invalid(
+            "bearer_token_file and ca_file name files on the box: set them in the config file"
+                .into(),
+        ));
+    }
+    c.validate()
+        .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))
 }
 
 fn close_writer(t: &Target) {
@@ -910,7 +1068,12 @@ fn close_writer(t: &Target) {
     }
 }
 
-fn write_loop(t: &Target, rx: mpsc::Receiver<Vec<u8>>) {
+fn write_loop(
+    queue: &queue::Queue,
+    counters: &Counters,
+    clock: &dyn Clock,
+    rx: mpsc::Receiver<Vec<u8>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
@@ -919,11 +1082,11 @@ fn write_loop(t: &Target, rx: mpsc::Receiver<Vec<u8>>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = t.queue.push(&batch, t.clock.now_ms()) {
-            t.counters
+        if let Err(e) = queue.push(&batch, clock.now_ms()) {
+            counters
                 .busy_dropped
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            t.error(format!("cannot queue: {e}"));
+            counters.error(format!("cannot queue: {e}"));
         }
     }
 }

@@ -21,8 +21,6 @@ const ITEM_OVERHEAD: u64 = 16;
 
 pub struct Queue {
     tree: sled::Tree,
-    max_bytes: u64,
-    overflow: Overflow,
     state: Mutex<State>,
     pub(super) bytes: AtomicU64,
     pub(super) items: AtomicU64,
@@ -33,6 +31,9 @@ pub struct Queue {
 }
 
 struct State {
+    /// The cap and the policy, changeable while the queue is in use.
+    max_bytes: u64,
+    overflow: Overflow,
     next_seq: u64,
     bytes: u64,
     items: u64,
@@ -75,9 +76,9 @@ impl Queue {
         };
         Ok(Queue {
             tree,
-            max_bytes,
-            overflow,
             state: Mutex::new(State {
+                max_bytes,
+                overflow,
                 next_seq,
                 bytes,
                 items,
@@ -87,6 +88,14 @@ impl Queue {
             dropped: AtomicU64::new(0),
             notify: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A new cap and policy (a target's definition changed); applied from
+    /// the next push.
+    pub fn set_limits(&self, max_bytes: u64, overflow: Overflow) {
+        let mut st = self.state.lock();
+        st.max_bytes = max_bytes;
+        st.overflow = overflow;
     }
 
     /// Appends items queued at `now_ms` as one batch, applying the overflow
@@ -101,7 +110,7 @@ impl Queue {
         let mut refused = 0u64;
         for item in items {
             let size = item.len() as u64 + ITEM_OVERHEAD;
-            if self.overflow == Overflow::RejectNew && st.bytes + size > self.max_bytes {
+            if st.overflow == Overflow::RejectNew && st.bytes + size > st.max_bytes {
                 refused += 1;
                 continue;
             }
@@ -117,7 +126,7 @@ impl Queue {
         self.tree.apply_batch(batch)?;
         // drop_oldest: make room from the front (possibly some of this batch,
         // when one batch is larger than the whole cap).
-        while self.overflow == Overflow::DropOldest && st.bytes > self.max_bytes {
+        while st.overflow == Overflow::DropOldest && st.bytes > st.max_bytes {
             match self.tree.pop_min()? {
                 Some((_, v)) => {
                     st.bytes -= v.len() as u64 + 8;

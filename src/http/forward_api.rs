@@ -41,6 +41,13 @@ fn forward_error(e: ForwardError) -> Response {
     .into_response()
 }
 
+async fn finish(
+    task: tokio::task::JoinHandle<Result<(), ForwardError>>,
+) -> Result<(), ForwardError> {
+    task.await
+        .unwrap_or_else(|e| Err(ForwardError::Setup(format!("the change failed: {e}"))))
+}
+
 fn parse(body: &Bytes) -> Result<ForwardConfig, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_data(format!("invalid forwarding target: {e}")))
@@ -59,7 +66,8 @@ async fn create(f: Option<Extension<Arc<Forwarder>>>, body: Bytes) -> Response {
         Err(e) => return e.into_response(),
     };
     let name = config.name.clone();
-    match f.create(config).await {
+    // Spawned: a client going away mid-change must not cut it in half.
+    match finish(tokio::spawn(async move { f.create(config).await })).await {
         Ok(()) => (
             axum::http::StatusCode::CREATED,
             Json(json!({"status": "success", "name": name})),
@@ -85,7 +93,7 @@ async fn update(
         ))
         .into_response();
     }
-    match f.update(config).await {
+    match finish(tokio::spawn(async move { f.update(config).await })).await {
         Ok(()) => Json(json!({"status": "success", "name": name})).into_response(),
         Err(e) => forward_error(e),
     }
@@ -96,7 +104,8 @@ async fn delete(f: Option<Extension<Arc<Forwarder>>>, Path(name): Path<String>) 
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    match f.delete(&name).await {
+    let n = name.clone();
+    match finish(tokio::spawn(async move { f.delete(&n).await })).await {
         Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
         Err(e) => forward_error(e),
     }

@@ -1,7 +1,9 @@
 //! The message history read back in time order, whole: what `perch forward
 //! replay` re-publishes to an MQTT target. Only what the index holds can
 //! come back: text payloads up to `search.max_payload_bytes`, within the
-//! retention (binary payloads are not indexed).
+//! retention (binary and empty payloads are not indexed, nor numbers when
+//! `search.index_numeric` is off). Messages of the same millisecond in
+//! different segments may come back in another order than they arrived.
 
 use tantivy::schema::Value;
 use tantivy::{DocAddress, TantivyDocument};
@@ -51,6 +53,10 @@ pub(super) fn history(
             let to = (from + WINDOW_MS - 1).min(last);
             let mut found: Vec<(i64, u32, u32)> = Vec::new();
             for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+                // Segments hold stretches of arrival time: most miss the window.
+                if times[ord].max_value() < from || times[ord].min_value() > to {
+                    continue;
+                }
                 for doc in 0..seg.max_doc() {
                     if seg.is_deleted(doc) {
                         continue;

@@ -221,7 +221,7 @@ function cameras(ctx) {
 const KIND_FIELDS = {
   remote_write: ['url', 'match', 'username', 'password'],
   mqtt: ['url', 'topics', 'remote_prefix', 'qos', 'username', 'password'],
-  kafka: ['brokers', 'topic', 'format', 'match', 'username', 'password'],
+  kafka: ['brokers', 'topic', 'format', 'tls', 'match', 'username', 'password'],
 };
 
 function forwarding(ctx) {
@@ -236,6 +236,7 @@ function forwarding(ctx) {
     brokers: h('input', { id: 'fwd-brokers', spellcheck: 'false', placeholder: 'kafka-1:9092, kafka-2:9092' }),
     topic: h('input', { id: 'fwd-topic', spellcheck: 'false', placeholder: '{site}_{index}_{type}' }),
     format: h('select', { id: 'fwd-format' }, opt('json'), opt('influx-line'), opt('opentsdb-json')),
+    tls: h('input', { id: 'fwd-tls', type: 'checkbox' }),
     match: h('textarea', { id: 'fwd-match', rows: 2, spellcheck: 'false', placeholder: '{__name__=~"env_.*"}' }),
     topics: h('input', { id: 'fwd-topics', spellcheck: 'false', placeholder: 'sensors/#' }),
     remote_prefix: h('input', { id: 'fwd-prefix', spellcheck: 'false', placeholder: 'site/{hostname}/' }),
@@ -249,7 +250,7 @@ function forwarding(ctx) {
   };
   const labels = {
     name: 'Name', kind: 'Kind', url: 'URL', brokers: 'Brokers (host:port, comma-separated)', topic: 'Kafka topic template',
-    format: 'Record format', match: 'Series selectors (one per line; empty: all)', topics: 'MQTT topic filters (comma-separated)',
+    format: 'Record format', tls: 'TLS', match: 'Series selectors (one per line; empty: all)', topics: 'MQTT topic filters (comma-separated)',
     remote_prefix: 'Upstream topic prefix', qos: 'QoS upstream', username: 'Username', password: 'Password',
     queue_max_bytes: 'Queue cap on disk', overflow: 'When the queue is full', priority: 'Priority (1 = first)', max_bandwidth: 'Bandwidth limit',
   };
@@ -257,12 +258,15 @@ function forwarding(ctx) {
     [k, field(labels[k], c, k === 'match' || k === 'url' ? { class: 'grow' } : {})]));
   const showKind = () => {
     const own = KIND_FIELDS[f.kind.value];
-    for (const k of ['url', 'brokers', 'topic', 'format', 'match', 'topics', 'remote_prefix', 'qos', 'username', 'password']) {
+    for (const k of ['url', 'brokers', 'topic', 'format', 'tls', 'match', 'topics', 'remote_prefix', 'qos', 'username', 'password']) {
       fields[k].hidden = !own.includes(k);
     }
   };
   f.kind.addEventListener('change', showKind);
   let editing = null;
+  // The definition being edited: fields the form does not show are sent
+  // back as they were.
+  let editingDef = null;
   const heading = h('h3', null, 'Add a forwarding target');
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Add target');
   const cancel = h('button', { type: 'button', hidden: true }, 'Cancel edit');
@@ -270,6 +274,7 @@ function forwarding(ctx) {
 
   function edit(t) {
     editing = t ? t.name : null;
+    editingDef = t;
     heading.textContent = t ? `Edit ${t.name}` : 'Add a forwarding target';
     submit.textContent = t ? 'Save target' : 'Add target';
     cancel.hidden = !t;
@@ -280,6 +285,7 @@ function forwarding(ctx) {
     f.brokers.value = t ? list(t.brokers) : '';
     f.topic.value = t && t.kind === 'kafka' ? t.topic : '';
     f.format.value = (t && t.format) || 'json';
+    f.tls.checked = !!(t && t.tls);
     f.match.value = t ? (t.match || []).join('\n') : '';
     f.topics.value = t && t.kind === 'mqtt' ? list(t.topics) : '';
     f.remote_prefix.value = (t && t.remote_prefix) || '';
@@ -321,21 +327,26 @@ function forwarding(ctx) {
     e.preventDefault();
     const kind = f.kind.value;
     const own = KIND_FIELDS[kind];
-    const body = { name: editing || f.name.value.trim(), kind };
+    const body = editingDef ? { ...editingDef } : { name: f.name.value.trim(), kind };
+    delete body.has_password;
+    delete body.source;
     const split = v => v.split(',').map(s => s.trim()).filter(Boolean);
+    // An empty field means the default: the key is left out.
+    const set = (k, v) => { if (v === '' || v === undefined) delete body[k]; else body[k] = v; };
     if (own.includes('url')) body.url = f.url.value.trim();
     if (own.includes('brokers')) body.brokers = split(f.brokers.value);
-    if (own.includes('topic') && f.topic.value.trim()) body.topic = f.topic.value.trim();
+    if (own.includes('topic')) set('topic', f.topic.value.trim());
     if (own.includes('format')) body.format = f.format.value;
+    if (own.includes('tls')) body.tls = f.tls.checked;
     if (own.includes('match')) body.match = f.match.value.split(/\n+/).map(s => s.trim()).filter(Boolean);
-    if (own.includes('topics') && f.topics.value.trim()) body.topics = split(f.topics.value);
+    if (own.includes('topics')) set('topics', f.topics.value.trim() ? split(f.topics.value) : '');
     if (own.includes('remote_prefix')) body.remote_prefix = f.remote_prefix.value.trim();
     if (own.includes('qos')) body.qos = Number(f.qos.value);
-    if (f.username.value.trim()) body.username = f.username.value.trim();
-    if (f.password.value) body.password = f.password.value;
-    for (const k of ['queue_max_bytes', 'max_bandwidth']) if (f[k].value.trim()) body[k] = f[k].value.trim();
+    set('username', f.username.value.trim());
+    set('password', f.password.value);
+    for (const k of ['queue_max_bytes', 'max_bandwidth']) set(k, f[k].value.trim());
     body.overflow = f.overflow.value;
-    if (f.priority.value !== '') body.priority = Number(f.priority.value);
+    set('priority', f.priority.value === '' ? '' : Number(f.priority.value));
     try {
       await api(editing ? `/api/v1/forward/targets/${encodeURIComponent(editing)}` : '/api/v1/forward/targets',
         { method: editing ? 'PUT' : 'POST', body });
