@@ -202,13 +202,13 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
     while done.iter().any(Option::is_none) && Instant::now() < deadline {
         for (i, s) in fwd.status().iter().enumerate() {
             peak[i] = peak[i].max(s.queue_bytes);
-            let want = if s.name.starts_with("rw") {
+            let want = if s.kind.takes_samples() {
                 n as u64
             } else {
                 args.messages as u64
             };
             if done[i].is_none() && s.sent_total + s.dropped_total >= want && s.queue_items == 0 {
-                let from = if s.name.starts_with("rw") {
+                let from = if s.kind.takes_samples() {
                     started
                 } else {
                     msg_started
@@ -219,7 +219,7 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (i, s) in fwd.status().iter().enumerate() {
-        let (what, count) = if s.name.starts_with("rw") {
+        let (what, count) = if s.kind.takes_samples() {
             ("samples", n)
         } else {
             ("messages", args.messages)
