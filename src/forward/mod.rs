@@ -767,18 +767,35 @@ impl Forwarder {
         }
         check_api_definition(&config)?;
         self.halt_sender(&old).await;
-        let t = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
+        let lane_of = |t: &Target| Lane {
+            queue: t.queue.clone(),
+            counters: t.counters.clone(),
+            tx: t.tx.clone(),
+            writer: t.writer.clone(),
+        };
+        let changed = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
             self.store(&config)?;
             old.queue
                 .set_limits(config.queue_max_bytes.0, config.overflow);
-            let lane = Lane {
-                queue: old.queue.clone(),
-                counters: old.counters.clone(),
-                tx: old.tx.clone(),
-                writer: old.writer.clone(),
-            };
-            self.attach(config, lane, false)
-        })?;
+            self.attach(config, lane_of(&old), false)
+        });
+        let t = match changed {
+            Ok(t) => t,
+            Err(e) => {
+                // The old definition goes back to work over the same lane.
+                old.queue
+                    .set_limits(old.config.queue_max_bytes.0, old.config.overflow);
+                let back = self.attach(old.config.clone(), lane_of(&old), false)?;
+                self.swap(|v| {
+                    for slot in v.iter_mut() {
+                        if Arc::ptr_eq(slot, &old) {
+                            *slot = back.clone();
+                        }
+                    }
+                });
+                return Err(e);
+            }
+        };
         tracing::info!(target = %t.config.name, "forwarding target changed");
         self.swap(|v| {
             for slot in v.iter_mut() {
