@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -387,13 +388,9 @@ async fn produce(
     let format = t.config.format;
     let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
     let mut refused_topics: Vec<String> = Vec::new();
+    let reject = |n: usize| t.counters.rejected.fetch_add(n as u64, Ordering::Relaxed);
     for s in series {
         let topic = template.render(&s.labels);
-        let reject = |n: usize| {
-            t.counters
-                .rejected
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
-        };
         if refused_topics.contains(&topic) {
             reject(s.samples.len());
             continue;
@@ -440,9 +437,7 @@ async fn produce(
                 {
                     Ok(_) => bytes += size,
                     Err(e) if refused(&e) => {
-                        t.counters
-                            .rejected
-                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        reject(n);
                         give_up(t, &format!("{topic}[{p}]"), &e);
                     }
                     Err(e) => return Err(e),

@@ -217,6 +217,16 @@ impl Target {
         }
     }
 
+    /// What this target hands on to its next definition.
+    fn lane(&self) -> Lane {
+        Lane {
+            queue: self.queue.clone(),
+            counters: self.counters.clone(),
+            tx: self.tx.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+
     fn set_catching_up(&self, yes: bool) {
         self.catching_up.store(yes, Ordering::Relaxed);
     }
@@ -255,9 +265,14 @@ impl Target {
 
 /// The URL without its password (user name kept).
 fn without_password(url: &str) -> String {
+    replace_password(url, None)
+}
+
+/// The URL with its password, if it has one, replaced by `by`.
+fn replace_password(url: &str, by: Option<&str>) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(None);
+            let _ = u.set_password(by);
             u.to_string()
         }
         _ => url.to_string(),
@@ -270,13 +285,7 @@ fn url_password(url: &str) -> bool {
 
 /// Removes a password from a URL before it is shown.
 fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("xxxxx"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
+    replace_password(url, Some("xxxxx"))
 }
 
 /// What `GET /api/v1/forward` shows for each target.
@@ -576,8 +585,7 @@ impl Forwarder {
         });
         let mut targets: Vec<Arc<Target>> = Vec::new();
         for c in configs {
-            let lane = f.open_lane(c)?;
-            targets.push(f.attach(c.clone(), lane, true)?);
+            targets.push(f.launch(c.clone(), true)?);
         }
         for kv in f.definitions.iter() {
             let (_, v) = kv?;
@@ -587,10 +595,7 @@ impl Forwarder {
                     "forwarding target in the database shadowed by the config file"
                 ),
                 Ok(c) => match c.validate() {
-                    Ok(()) => {
-                        let lane = f.open_lane(&c)?;
-                        targets.push(f.attach(c, lane, false)?)
-                    }
+                    Ok(()) => targets.push(f.launch(c, false)?),
                     Err((k, why)) => {
                         tracing::error!(
                             target = c.name,
@@ -615,6 +620,12 @@ impl Forwarder {
             .find(|t| t.config.name == name)
             .cloned()
             .ok_or_else(|| ForwardError::NoTarget(name.to_string()))
+    }
+
+    /// A target of definition `c` over a queue and writer of its own.
+    fn launch(&self, c: ForwardConfig, from_config: bool) -> Result<Arc<Target>, ForwardError> {
+        let lane = self.open_lane(&c)?;
+        self.attach(c, lane, from_config)
     }
 
     /// Opens a target's queue and starts its writer thread.
@@ -726,8 +737,7 @@ impl Forwarder {
         let t = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
             self.db.drop_tree(queue::tree_name(&config.name))?;
             self.store(&config)?;
-            let lane = self.open_lane(&config)?;
-            self.attach(config, lane, false)
+            self.launch(config, false)
         })?;
         tracing::info!(target = %t.config.name, "forwarding target added");
         self.swap(|v| v.push(t));
@@ -767,17 +777,11 @@ impl Forwarder {
         }
         check_api_definition(&config)?;
         self.halt_sender(&old).await;
-        let lane_of = |t: &Target| Lane {
-            queue: t.queue.clone(),
-            counters: t.counters.clone(),
-            tx: t.tx.clone(),
-            writer: t.writer.clone(),
-        };
         let changed = tokio::task::block_in_place(|| -> Result<_, ForwardError> {
             self.store(&config)?;
             old.queue
                 .set_limits(config.queue_max_bytes.0, config.overflow);
-            self.attach(config, lane_of(&old), false)
+            self.attach(config, old.lane(), false)
         });
         let t = match changed {
             Ok(t) => t,
@@ -785,25 +789,13 @@ impl Forwarder {
                 // The old definition goes back to work over the same lane.
                 old.queue
                     .set_limits(old.config.queue_max_bytes.0, old.config.overflow);
-                let back = self.attach(old.config.clone(), lane_of(&old), false)?;
-                self.swap(|v| {
-                    for slot in v.iter_mut() {
-                        if Arc::ptr_eq(slot, &old) {
-                            *slot = back.clone();
-                        }
-                    }
-                });
+                let back = self.attach(old.config.clone(), old.lane(), false)?;
+                self.replace(&old, back);
                 return Err(e);
             }
         };
         tracing::info!(target = %t.config.name, "forwarding target changed");
-        self.swap(|v| {
-            for slot in v.iter_mut() {
-                if Arc::ptr_eq(slot, &old) {
-                    *slot = t.clone();
-                }
-            }
-        });
+        self.replace(&old, t);
         Ok(())
     }
 
@@ -817,7 +809,7 @@ impl Forwarder {
         self.swap(|v| v.retain(|t| !Arc::ptr_eq(t, &old)));
         self.halt_sender(&old).await;
         let t2 = old.clone();
-        let _ = tokio::task::spawn_blocking(move || close_writer(&t2)).await;
+        let _ = tokio::task::spawn_blocking(move || close_lane(&t2.lane())).await;
         tokio::task::block_in_place(|| -> Result<(), ForwardError> {
             self.definitions.remove(name.as_bytes())?;
             self.db.drop_tree(queue::tree_name(name))?;
@@ -840,6 +832,17 @@ impl Forwarder {
         let mut v = (**w).clone();
         change(&mut v);
         *w = Arc::new(v);
+    }
+
+    /// Puts `new` where `old` is in the list the hooks read.
+    fn replace(&self, old: &Arc<Target>, new: Arc<Target>) {
+        self.swap(|v| {
+            for slot in v.iter_mut() {
+                if Arc::ptr_eq(slot, old) {
+                    *slot = new.clone();
+                }
+            }
+        });
     }
 
     /// Stops a target's sender (what is in flight is resent by the next
@@ -936,13 +939,14 @@ impl Forwarder {
             }
         }
         let _ =
-            tokio::task::spawn_blocking(move || targets.iter().for_each(|t| close_writer(t))).await;
+            tokio::task::spawn_blocking(move || targets.iter().for_each(|t| close_lane(&t.lane())))
+                .await;
     }
 
     /// Stops the writer threads of a forwarder whose senders never ran
     /// (an offline replay).
     pub fn close_queues(&self) {
-        self.targets().iter().for_each(|t| close_writer(t));
+        self.targets().iter().for_each(|t| close_lane(&t.lane()));
     }
 }
 
@@ -1021,30 +1025,19 @@ fn start_sender(t: &Arc<Target>, rt: &tokio::runtime::Handle) {
     let span = tracing::info_span!("forward", target = %t.config.name, kind = ?t.config.kind);
     let stop = t.stop.subscribe();
     let tc = t.clone();
-    let clear = ClearOnDrop(t.catching_up.clone());
-    let task = match t.config.kind {
-        ForwardKind::RemoteWrite => rt.spawn(
-            async move {
-                let _clear = clear;
-                remote_write::run(tc, stop).await
-            }
-            .instrument(span),
-        ),
-        ForwardKind::Mqtt => rt.spawn(
-            async move {
-                let _clear = clear;
-                mqtt::run(tc, stop).await
-            }
-            .instrument(span),
-        ),
-        ForwardKind::Kafka => rt.spawn(
-            async move {
-                let _clear = clear;
-                kafka::run(tc, stop).await
-            }
-            .instrument(span),
-        ),
+    let run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match t.config.kind {
+        ForwardKind::RemoteWrite => Box::pin(remote_write::run(tc, stop)),
+        ForwardKind::Mqtt => Box::pin(mqtt::run(tc, stop)),
+        ForwardKind::Kafka => Box::pin(kafka::run(tc, stop)),
     };
+    let clear = ClearOnDrop(t.catching_up.clone());
+    let task = rt.spawn(
+        async move {
+            let _clear = clear;
+            run.await
+        }
+        .instrument(span),
+    );
     *t.sender.lock() = Some(task);
 }
 
@@ -1056,6 +1049,7 @@ struct Lane {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// Lets the writer thread store what was handed over, and ends it.
 fn close_lane(lane: &Lane) {
     lane.tx.lock().take();
     let writer = lane.writer.lock().take();
@@ -1075,14 +1069,6 @@ fn check_api_definition(c: &ForwardConfig) -> Result<(), ForwardError> {
     }
     c.validate()
         .map_err(|(k, why)| ForwardError::Invalid(format!("{k}: {why}")))
-}
-
-fn close_writer(t: &Target) {
-    t.tx.lock().take();
-    let writer = t.writer.lock().take();
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
 }
 
 fn write_loop(

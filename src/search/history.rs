@@ -5,9 +5,10 @@
 //! `search.index_numeric` is off). Messages of the same millisecond in
 //! different segments may come back in another order than they arrived.
 
-use tantivy::schema::Value;
+use tantivy::schema::{Field, Value};
 use tantivy::{DocAddress, TantivyDocument};
 
+use super::schema::Fields;
 use super::{SearchError, Shared};
 
 /// Messages are gathered and sorted an hour at a time: memory stays
@@ -22,6 +23,29 @@ pub struct StoredMessage {
     pub payload: String,
     pub qos: u8,
     pub retain: bool,
+}
+
+/// Text of a stored field, empty when absent.
+pub(super) fn stored_text(d: &TantivyDocument, field: Field) -> String {
+    d.get_first(field)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl StoredMessage {
+    /// The message a stored document holds.
+    pub(super) fn of(f: &Fields, d: &TantivyDocument) -> StoredMessage {
+        StoredMessage {
+            time_ms: d.get_first(f.time).and_then(|v| v.as_i64()).unwrap_or(0),
+            topic: stored_text(d, f.topic_exact),
+            payload: stored_text(d, f.body),
+            qos: d.get_first(f.qos).and_then(|v| v.as_u64()).unwrap_or(0) as u8,
+            retain: d
+                .get_first(f.retained)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        }
+    }
 }
 
 /// Calls `visit` with every stored message of `[start, end]`, oldest first,
@@ -70,23 +94,9 @@ pub(super) fn history(
             }
             // Within a segment documents are in arrival order.
             found.sort_unstable();
-            for (t, ord, doc) in found {
+            for (_, ord, doc) in found {
                 let d: TantivyDocument = searcher.doc(DocAddress::new(ord, doc))?;
-                let text = |field| {
-                    d.get_first(field)
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                };
-                let m = StoredMessage {
-                    time_ms: t,
-                    topic: text(f.topic_exact),
-                    payload: text(f.body),
-                    qos: d.get_first(f.qos).and_then(|v| v.as_u64()).unwrap_or(0) as u8,
-                    retain: d
-                        .get_first(f.retained)
-                        .and_then(|v| v.as_bool())
-                        .unwrap_or(false),
-                };
+                let m = StoredMessage::of(f, &d);
                 given += 1;
                 if !visit(m) {
                     return Ok(given);

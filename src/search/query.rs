@@ -9,12 +9,12 @@ use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery};
 use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
-use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
     DocAddress, DocId, Order, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
 };
 
+use super::history::{stored_text, StoredMessage};
 use super::period::Period;
 use super::{SearchError, Shared};
 
@@ -222,12 +222,8 @@ pub(super) fn search(shared: &Shared, req: &SearchRequest) -> Result<SearchResul
     let mut hits = Vec::new();
     for &(key, i, addr) in best.iter().skip(req.offset) {
         let doc: TantivyDocument = searchers[i].doc(addr)?;
-        let text = |field| {
-            doc.get_first(field)
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        };
-        let payload = text(f.body);
+        let m = StoredMessage::of(f, &doc);
+        let payload = m.payload;
         if snippets[i].is_none() {
             let mut g = SnippetGenerator::create(&searchers[i], &*query, f.payload)?;
             g.set_max_num_chars(HIGHLIGHT_CHARS);
@@ -239,14 +235,11 @@ pub(super) fn search(shared: &Shared, req: &SearchRequest) -> Result<SearchResul
             _ => escape_html(cut(&payload, HIGHLIGHT_CHARS)),
         };
         hits.push(Hit {
-            time: doc.get_first(f.time).and_then(|v| v.as_i64()).unwrap_or(0),
-            topic: text(f.topic_exact),
-            client_id: text(f.client_id),
-            qos: doc.get_first(f.qos).and_then(|v| v.as_u64()).unwrap_or(0),
-            retained: doc
-                .get_first(f.retained)
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+            time: m.time_ms,
+            topic: m.topic,
+            client_id: stored_text(&doc, f.client_id),
+            qos: m.qos.into(),
+            retained: m.retain,
             payload,
             highlight,
             score: (req.sort == Sort::Relevance).then_some(key as f32),
