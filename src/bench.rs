@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::config::StorageConfig;
-use crate::ingest::line_protocol::{self, Precision};
-use crate::storage::block::{BlockBuilder, BlockKind};
-use crate::storage::codec::{self, ColumnCodec, Decimal, Gorilla, Pco};
-use crate::storage::{SeriesSamples, Storage};
-use crate::system::{Clock, ManualClock};
+use base::{Clock, ManualClock};
+use config::StorageConfig;
+use ingest::line_protocol::{self, Precision};
+use store::block::{BlockBuilder, BlockKind};
+use store::codec::{self, ColumnCodec, Decimal, Gorilla, Pco};
+use store::{SeriesSamples, Storage};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -37,16 +37,16 @@ pub enum BenchWhat {
     /// Compare the column codecs (Gorilla, pco, decimal+pco) on the data
     Codecs(InputArgs),
     /// Latency of PromQL range queries, beside Prometheus and VictoriaMetrics
-    Query(crate::query::bench::QueryBenchArgs),
+    Query(query::bench::QueryBenchArgs),
     /// Publish through the MQTT broker until stored; compare with Mosquitto
-    Mqtt(crate::mqtt::bench::MqttBenchArgs),
+    Mqtt(mqtt::bench::MqttBenchArgs),
     /// CPU and memory of relaying RTSP cameras to viewers; snapshot latency
-    Cameras(crate::cameras::bench::CameraBenchArgs),
+    Cameras(cameras::bench::CameraBenchArgs),
     /// Index generated MQTT messages; query latency, bytes per message,
     /// series autocomplete
-    Search(crate::search::bench::SearchBenchArgs),
+    Search(search::bench::SearchBenchArgs),
     /// Ingestion with and without forwarding targets; how fast each drains
-    Forward(crate::forward::bench::ForwardBenchArgs),
+    Forward(forward::bench::ForwardBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -70,29 +70,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Storage(input) => bench_storage(&input),
         BenchWhat::Http { input, connections } => bench_http(&input, connections),
         BenchWhat::Codecs(input) => bench_codecs(&input),
-        BenchWhat::Query(args) => crate::query::bench::run(args),
+        BenchWhat::Query(args) => query::bench::run(args),
         BenchWhat::Mqtt(args) => bench_mqtt(args),
-        BenchWhat::Cameras(args) => crate::cameras::bench::run(args),
-        BenchWhat::Search(args) => crate::search::bench::run(args),
-        BenchWhat::Forward(args) => crate::forward::bench::run(args),
+        BenchWhat::Cameras(args) => cameras::bench::run(args),
+        BenchWhat::Search(args) => search::bench::run(args),
+        BenchWhat::Forward(args) => forward::bench::run(args),
     }
 }
 
 /// The MQTT benchmark, with the search index attached when asked, to
 /// measure what indexing costs ingestion.
-fn bench_mqtt(args: crate::mqtt::bench::MqttBenchArgs) -> anyhow::Result<()> {
-    use crate::mqtt::MessageSink;
+fn bench_mqtt(args: mqtt::bench::MqttBenchArgs) -> anyhow::Result<()> {
+    use mqtt::MessageSink;
     let with_search = args.search;
-    let opened: parking_lot::Mutex<Option<Arc<crate::search::Search>>> = Default::default();
+    let opened: parking_lot::Mutex<Option<Arc<search::Search>>> = Default::default();
     // Its own directory: the broker benchmark removes its data directory
     // before the index is closed and measured here.
     let search_dir =
         std::env::temp_dir().join(format!("perch-bench-search-{}", std::process::id()));
-    crate::mqtt::bench::run(args, &|_, clock| {
+    mqtt::bench::run(args, &|_, clock| {
         if !with_search {
             return Ok(Vec::new());
         }
-        let search = crate::search::Search::open(&Default::default(), &search_dir, clock)?;
+        let search = search::Search::open(&Default::default(), &search_dir, clock)?;
         *opened.lock() = Some(search.clone());
         Ok(vec![
             Arc::new(crate::server::SearchSink(search)) as Arc<dyn MessageSink>
@@ -241,7 +241,7 @@ fn bench_storage(input: &InputArgs) -> anyhow::Result<()> {
         loop {
             match storage.append(batch) {
                 Ok(_) => break,
-                Err(crate::storage::StorageError::Overloaded { .. }) => {
+                Err(store::StorageError::Overloaded { .. }) => {
                     retries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
@@ -270,11 +270,11 @@ fn bench_storage(input: &InputArgs) -> anyhow::Result<()> {
     );
 
     let sizes = [
-        ("blocks", crate::system::disk::dir_size(&dir.join("blocks"))),
-        ("db (sled)", crate::system::disk::dir_size(&dir.join("db"))),
-        ("wal", crate::system::disk::dir_size(&dir.join("wal"))),
+        ("blocks", base::disk::dir_size(&dir.join("blocks"))),
+        ("db (sled)", base::disk::dir_size(&dir.join("db"))),
+        ("wal", base::disk::dir_size(&dir.join("wal"))),
     ];
-    let total = crate::system::disk::dir_size(&dir);
+    let total = base::disk::dir_size(&dir);
     for (name, bytes) in sizes {
         println!("disk:    {name:<10} {bytes:>12} bytes");
     }
@@ -294,7 +294,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
         .iter()
         .map(|b| line_protocol::parse(b, loaded.precision, 0, &[]).samples)
         .sum();
-    let config = crate::config::Config {
+    let config = config::Config {
         data_dir: dir.clone(),
         ..Default::default()
     };
@@ -306,13 +306,13 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
         let c: Arc<dyn Clock> = clock.clone();
         let (storage, _) = Storage::open(&config.storage, &dir, c)?;
         let background = storage.start_background();
-        let accounts = Arc::new(crate::accounts::Accounts::open(&storage.database())?);
+        let accounts = Arc::new(accounts::Accounts::open(&storage.trees())?);
         // Writes need credentials like any client's: a device token.
-        let (token, _) = accounts.create_token("bench", crate::accounts::Role::Device, "bench", 0)?;
-        let state = Arc::new(crate::http::AppState {
+        let (token, _) = accounts.create_token("bench", accounts::Role::Device, "bench", 0)?;
+        let state = Arc::new(perch_http::AppState {
             config: Arc::new(config),
             storage: storage.clone(),
-            dashboards: Arc::new(crate::dashboards::Dashboards::open(&storage.database())?),
+            dashboards: Arc::new(dashboards::Dashboards::open(&storage.trees())?),
             accounts,
             broker: None,
             cameras: None,
@@ -323,7 +323,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
             listener,
-            crate::http::router(state),
+            perch_http::router(state),
         )));
         let url = format!("http://{addr}/write?precision={}", input.precision);
         let client = reqwest::Client::new();
@@ -385,7 +385,7 @@ fn bench_codecs(input: &InputArgs) -> anyhow::Result<()> {
             e.extend(s.samples);
         }
     }
-    let window = crate::storage::Tier::Raw.window_ms();
+    let window = store::Tier::Raw.window_ms();
     let mut totals = [0usize; 5]; // gorilla ts, gorilla vals, pco ts(per series), pco vals, decimal vals
     let mut block_bytes = 0usize;
     // What 1 min rollup blocks of the same windows would cost.
@@ -439,12 +439,12 @@ fn bench_codecs(input: &InputArgs) -> anyhow::Result<()> {
             }
             let mut rb = BlockBuilder::new(BlockKind::Rollup);
             for (i, ts, vs) in cols {
-                let b = crate::storage::rollup::rollup(ts, vs, 60_000);
+                let b = store::rollup::rollup(ts, vs, 60_000);
                 rb.add(*i as u32, &b.ts, &b.columns());
             }
             minute_rollup_bytes += rb.finish().len();
             let bytes = builder.finish();
-            let parsed = crate::storage::block::Block::parse(&bytes)?;
+            let parsed = store::block::Block::parse(&bytes)?;
             let (t, v) = parsed.byte_breakdown();
             block_bytes += bytes.len();
             block_ts += t;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::accounts::{Accounts, Role};
-use crate::config::{Config, Overrides};
-use crate::storage::{check, format};
+use accounts::{Accounts, Role};
+use config::{Config, Overrides};
+use store::{check, format};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,7 +81,7 @@ pub fn restore(file: &Path, location: &Location) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open the backup {}", file.display()))?,
         )
     };
-    let summary = crate::storage::backup::restore(std::io::BufReader::new(input), &dir)
+    let summary = store::backup::restore(std::io::BufReader::new(input), &dir)
         .with_context(|| format!("cannot restore into {}", dir.display()))?;
     println!(
         "restored {} files and {} database entries in {} trees into {}",
@@ -113,9 +113,14 @@ impl Location {
                 data_dir: self.data_dir.clone(),
                 ..Default::default()
             },
+            CONFIG_CHECKS,
         )?)
     }
 }
+
+/// The checks of what configuration values mean, each by the crate that
+/// owns those values; the config crate checks only the shape.
+pub const CONFIG_CHECKS: &[config::Check] = &[ingest::check_config, forward::check_config];
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -138,7 +143,7 @@ pub enum UserCommand {
     Add {
         name: String,
         /// admin (everything), viewer (read and watch) or device (MQTT and write APIs)
-        #[arg(long)]
+        #[arg(long, value_parser = role_parser())]
         role: Role,
         /// The password (visible in the process list; prefer --password-stdin)
         #[arg(
@@ -170,17 +175,12 @@ pub enum UserCommand {
     },
 }
 
-impl clap::ValueEnum for Role {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Role::Admin, Role::Viewer, Role::Device]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(match self {
-            Role::Admin => "admin",
-            Role::Viewer => "viewer",
-            Role::Device => "device",
-        }))
-    }
+/// `--role`: the names `accounts::Role` parses, offered as clap's
+/// possible values.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["admin", "viewer", "device"])
+        .map(|s| s.parse::<Role>().expect("one of the possible values"))
 }
 
 pub fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -198,6 +198,7 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
                 })?)),
             },
         },
+        CONFIG_CHECKS,
     )?)
 }
 
@@ -237,12 +238,12 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let prepared = format::prepare(&dir)?;
-    match format::open_db(&dir, 8 << 20) {
-        Ok(db) => {
+    match format::open_trees(&dir) {
+        Ok(trees) => {
             // A directory's first use may be `perch user add`: stamp the
             // database as `serve` would, or `serve` takes it for damaged.
-            format::check_db_version(&db, &dir, prepared.new_directory)?;
-            let accounts = Accounts::open(&db)?;
+            format::stamp_or_check(&trees, &dir, prepared.new_directory)?;
+            let accounts = Accounts::open(&trees)?;
             run_local(&accounts, request)
         }
         Err(e) if socket.exists() => {
@@ -259,7 +260,7 @@ enum UserRequest {
     Del(String),
 }
 
-fn print_users(users: &[crate::accounts::UserInfo]) {
+fn print_users(users: &[accounts::UserInfo]) {
     if users.is_empty() {
         println!("no users");
         return;
@@ -270,7 +271,7 @@ fn print_users(users: &[crate::accounts::UserInfo]) {
             .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default();
         let topics = match u.role {
-            crate::accounts::Role::Device => u.topics.join(" "),
+            accounts::Role::Device => u.topics.join(" "),
             _ => "all".into(),
         };
         println!(
@@ -351,7 +352,7 @@ fn run_remote(socket: &Path, request: UserRequest) -> anyhow::Result<()> {
             if status != 200 {
                 bail!("{}", remote_error(&resp));
             }
-            let users: Vec<crate::accounts::UserInfo> = serde_json::from_str(&resp)?;
+            let users: Vec<accounts::UserInfo> = serde_json::from_str(&resp)?;
             print_users(&users);
         }
         UserRequest::Del(name) => {
@@ -387,8 +388,8 @@ pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
             since,
             location,
         } => {
-            let since = crate::config::units::parse_duration(&since)
-                .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+            let since =
+                base::units::parse_duration(&since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
             let config = location.load()?;
             let socket = config.data_dir.join(crate::server::CONTROL_SOCKET);
             let since_ms = chrono::Utc::now().timestamp_millis() - since.as_millis() as i64;
@@ -399,7 +400,7 @@ pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
                 if status != 200 {
                     bail!("{}", remote_error(&resp));
                 }
-                serde_json::from_str::<crate::forward::ReplayReport>(&resp)?
+                serde_json::from_str::<forward::ReplayReport>(&resp)?
             } else {
                 // perch is stopped: queue on the data directory directly;
                 // the next start sends it.
@@ -425,17 +426,15 @@ fn replay_offline(
     config: &Config,
     name: &str,
     since_ms: i64,
-) -> anyhow::Result<crate::forward::ReplayReport> {
-    let clock: std::sync::Arc<dyn crate::system::Clock> =
-        std::sync::Arc::new(crate::system::SystemClock);
-    let (storage, _) =
-        crate::storage::Storage::open(&config.storage, &config.data_dir, clock.clone())
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let fwd = crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())?;
+) -> anyhow::Result<forward::ReplayReport> {
+    let clock: std::sync::Arc<dyn base::Clock> = std::sync::Arc::new(base::SystemClock);
+    let (storage, _) = store::Storage::open(&config.storage, &config.data_dir, clock.clone())
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let fwd = forward::Forwarder::open(&config.forward, &storage.trees(), clock.clone())?;
     // MQTT targets replay the message history of the search index.
     let search = if config.search.enabled {
         Some(
-            crate::search::Search::open(&config.search, &config.data_dir, clock)
+            search::Search::open(&config.search, &config.data_dir, clock)
                 .context("cannot open the search index")?,
         )
     } else {

@@ -1,3 +1,13 @@
+//! The `perch` binary: the command line, `perch serve` (start-up, the
+//! listeners, background work and shutdown), `perch bench`, and running as
+//! a systemd service. Everything else lives in the crates under `crates/`;
+//! see docs/ARCHITECTURE.md.
+
+mod bench;
+mod cli;
+mod server;
+mod service;
+
 use clap::Parser;
 
 // glibc's allocator spent a third of the collector's time consolidating
@@ -5,7 +15,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use perch::cli::{self, Cli, Command};
+use cli::{Cli, Command};
 
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -27,7 +37,7 @@ fn init_logging(level: &str) {
     // The dashboard's "recent errors" see what the log sees.
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(perch::system::events::RecentEventsLayer);
+        .with(base::events::RecentEventsLayer);
     if journal {
         registry.with(fmt.without_time()).init();
     } else {
@@ -44,7 +54,7 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .thread_name("perch")
                 .build()?
-                .block_on(perch::server::serve(config))
+                .block_on(server::serve(config))
                 .map(|_| 0)
         }),
         Command::User(cmd) => {
@@ -65,7 +75,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Bench(args) => {
             init_logging("warn");
-            perch::bench::run(args).map(|_| 0)
+            bench::run(args).map(|_| 0)
         }
     };
     match result {
@@ -87,7 +97,7 @@ fn main() -> std::process::ExitCode {
             // config file (RestartPreventExitStatus=78 in perch.service).
             let config_error = e
                 .chain()
-                .any(|c| c.downcast_ref::<perch::config::ConfigError>().is_some());
+                .any(|c| c.downcast_ref::<config::ConfigError>().is_some());
             std::process::ExitCode::from(if config_error { 78 } else { 2 })
         }
     }

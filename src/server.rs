@@ -8,13 +8,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::accounts::Accounts;
-use crate::config::Config;
-use crate::http::{self, AppState};
-use crate::mqtt::{Broker, Inbound, MessageSink};
-use crate::search::Search;
-use crate::storage::Storage;
-use crate::system::{service, Clock, SystemClock};
+use accounts::Accounts;
+use base::{Clock, SystemClock};
+use config::Config;
+use mqtt::{Broker, Inbound, MessageSink};
+use perch_http::AppState;
+use search::Search;
+use store::Storage;
+
+use crate::service;
 
 pub const CONTROL_SOCKET: &str = "control.sock";
 
@@ -38,11 +40,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(q) = &report.quarantined {
         tracing::error!(moved_to = %q.display(), "the database was damaged and has been moved aside; started fresh");
     }
-    let accounts = Arc::new(Accounts::open(&storage.database()).context("cannot open accounts")?);
+    let accounts = Arc::new(Accounts::open(&storage.trees()).context("cannot open accounts")?);
     let background = storage.start_background();
     let shutdown = shutdown_signal();
-    let metrics = Arc::new(crate::system::metrics::Registry::new());
-    metrics.register(Arc::new(crate::system::host::HostMetrics::new(&data_dir)));
+    let metrics = Arc::new(base::metrics::Registry::new());
+    metrics.register(Arc::new(base::host::HostMetrics::new(&data_dir)));
     metrics.register(storage.clone());
     let search = open_search(&config, clock.clone()).await?;
     let mut sinks: Vec<Arc<dyn MessageSink>> = Vec::new();
@@ -50,9 +52,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.register(s.clone());
         sinks.push(Arc::new(SearchSink(s.clone())));
     }
-    let forwarder =
-        crate::forward::Forwarder::open(&config.forward, &storage.database(), clock.clone())
-            .context("cannot open the forwarding queues")?;
+    let forwarder = forward::Forwarder::open(&config.forward, &storage.trees(), clock.clone())
+        .context("cannot open the forwarding queues")?;
     // Always hooked: targets may be added at runtime (Settings); with none
     // the hooks return at once.
     metrics.register(forwarder.clone());
@@ -76,14 +77,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%addr, "{what} listening");
     }
     metrics.register(broker.clone());
-    let cameras = crate::cameras::Cameras::start(
-        &config.cameras,
-        &storage.database(),
-        &data_dir,
-        clock.clone(),
-    )
-    .await
-    .context("cannot start the cameras")?;
+    let cameras =
+        cameras::Cameras::start(&config.cameras, &storage.trees(), &data_dir, clock.clone())
+            .await
+            .context("cannot start the cameras")?;
     metrics.register(cameras.clone());
     let recorder = record_self_metrics(
         metrics.clone(),
@@ -97,8 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage: storage.clone(),
         accounts,
         dashboards: Arc::new(
-            crate::dashboards::Dashboards::open(&storage.database())
-                .context("cannot open dashboards")?,
+            dashboards::Dashboards::open(&storage.trees()).context("cannot open dashboards")?,
         ),
         broker: Some(broker.clone()),
         cameras: Some(cameras.clone()),
@@ -119,7 +115,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
 
     let control_task = {
-        let router = http::control::router(state.clone()).layer(axum::Extension(forwarder.clone()));
+        let router =
+            perch_http::control::router(state.clone()).layer(axum::Extension(forwarder.clone()));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(control, router)
@@ -148,7 +145,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let mut stop = shutdown.clone();
-    let app = http::router(state.clone())
+    let app = perch_http::router(state.clone())
         .layer(axum::Extension(metrics.clone()))
         .layer(axum::Extension(forwarder.clone()));
     // Client addresses key the sign-in rate limiter.
@@ -212,7 +209,7 @@ pub(crate) struct SearchSink(pub(crate) Arc<Search>);
 
 impl MessageSink for SearchSink {
     fn accept(&self, m: &Arc<Inbound>) {
-        self.0.offer(crate::search::Message {
+        self.0.offer(search::Message {
             time_ms: m.time_ms,
             topic: m.topic.clone(),
             payload: m.payload.clone(),
@@ -224,7 +221,7 @@ impl MessageSink for SearchSink {
 }
 
 /// Hands the collector's messages to the MQTT forwarding targets.
-struct ForwardSink(Arc<crate::forward::Forwarder>);
+struct ForwardSink(Arc<forward::Forwarder>);
 
 impl MessageSink for ForwardSink {
     fn accept(&self, m: &Arc<Inbound>) {
@@ -236,7 +233,7 @@ impl MessageSink for ForwardSink {
 /// Every `storage.self_metrics_interval`, the host's, the store's and the
 /// broker's own measurements go into the store as ordinary series.
 fn record_self_metrics(
-    metrics: Arc<crate::system::metrics::Registry>,
+    metrics: Arc<base::metrics::Registry>,
     storage: Arc<Storage>,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -250,11 +247,10 @@ fn record_self_metrics(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::system::stopping(&mut stop) => break,
+                _ = base::stopping(&mut stop) => break,
             }
             let (m, s) = (metrics.clone(), storage.clone());
-            match tokio::task::spawn_blocking(move || crate::storage::metrics::record(&m, &s)).await
-            {
+            match tokio::task::spawn_blocking(move || store::metrics::record(&m, &s)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot store self-metrics"),
                 Err(e) => tracing::warn!(error = %e, "self-metrics recording failed"),

@@ -402,8 +402,12 @@ fn a_config_error_exits_78_naming_the_key_and_the_fixed_file_starts() {
 #[test]
 fn the_packaged_config_is_valid_and_uses_the_state_directory() {
     let path = repo().join("packaging/perch.toml");
-    let config =
-        perch::config::Config::load(Some(&path), &perch::config::Overrides::default()).unwrap();
+    let config = config::Config::load(
+        Some(&path),
+        &config::Overrides::default(),
+        &[ingest::check_config, forward::check_config],
+    )
+    .unwrap();
     assert_eq!(config.data_dir, Path::new("/var/lib/perch"));
     assert_eq!(
         config.mqtt.tls_cert.as_deref(),

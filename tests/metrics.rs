@@ -8,14 +8,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use perch::config::StorageConfig;
-use perch::storage::metrics::{record, to_series};
-use perch::storage::{Labels, Matcher, SeriesSamples, Storage};
-use perch::system::host::HostMetrics;
-use perch::system::metrics::{
-    render_prometheus_text, MetricKind, MetricPoint, MetricSource, Registry,
-};
-use perch::system::{Clock, SystemClock};
+use base::host::HostMetrics;
+use base::metrics::{render_prometheus_text, MetricKind, MetricPoint, MetricSource, Registry};
+use base::{Clock, SystemClock};
+use config::StorageConfig;
+use store::metrics::{record, to_series};
+use store::{Labels, Matcher, SeriesSamples, Storage};
 
 /// Values and label values the text format has to escape or spell out.
 struct Awkward;

@@ -1,0 +1,111 @@
+//! Series selectors such as `temp{site=~"s[0-9]",dev!="d3"}`, parsed with the
+//! promql-parser crate and turned into matchers.
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{self, Expr, VectorSelector};
+
+use crate::labels::{compile_anchored, MatchOp, Matcher, METRIC_NAME};
+
+/// A selector that cannot be parsed or matches everything; the message says
+/// which and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SelectorError(pub String);
+
+impl crate::HasKind for SelectorError {
+    fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
+/// One selector may be a union (`{a="1" or b="2"}`): a list of matcher sets.
+pub type MatcherSets = Vec<Vec<Matcher>>;
+
+pub fn parse_selector(s: &str) -> Result<MatcherSets, SelectorError> {
+    let expr =
+        parser::parse(s).map_err(|e| SelectorError(format!("invalid selector {s:?}: {e}")))?;
+    match expr {
+        Expr::VectorSelector(vs) => convert_selector(&vs),
+        _ => Err(SelectorError(format!(
+            "{s:?} is not a series selector such as metric{{label=\"value\"}}"
+        ))),
+    }
+}
+
+/// Converts a parsed vector selector; the metric name becomes a `__name__`
+/// matcher like in Prometheus.
+pub fn convert_selector(vs: &VectorSelector) -> Result<MatcherSets, SelectorError> {
+    let mut sets = Vec::new();
+    let base: Vec<&promql_parser::label::Matcher> = vs.matchers.matchers.iter().collect();
+    let mut groups: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        groups.push(base);
+    } else {
+        for alt in &vs.matchers.or_matchers {
+            let mut g = base.clone();
+            g.extend(alt.iter());
+            groups.push(g);
+        }
+    }
+    for g in groups {
+        let mut set = Vec::with_capacity(g.len() + 1);
+        if let Some(name) = &vs.name {
+            set.push(Matcher::equal(METRIC_NAME, name));
+        }
+        for m in g {
+            if vs.name.is_some()
+                && m.name == METRIC_NAME
+                && matches!(m.op, PMatchOp::Equal)
+                && Some(&m.value) == vs.name.as_ref()
+            {
+                continue;
+            }
+            set.push(convert_matcher(m)?);
+        }
+        if set.iter().all(|m| m.matches_empty()) {
+            return Err(SelectorError(
+                "a selector needs at least one matcher that does not match the empty string".into(),
+            ));
+        }
+        sets.push(set);
+    }
+    Ok(sets)
+}
+
+fn convert_matcher(m: &promql_parser::label::Matcher) -> Result<Matcher, SelectorError> {
+    let re = |v: &str| compile_anchored(v).map_err(|e| SelectorError(e.to_string()));
+    let op = match &m.op {
+        PMatchOp::Equal => MatchOp::Equal,
+        PMatchOp::NotEqual => MatchOp::NotEqual,
+        PMatchOp::Re(_) => MatchOp::Regex(re(&m.value)?),
+        PMatchOp::NotRe(_) => MatchOp::NotRegex(re(&m.value)?),
+    };
+    Ok(Matcher {
+        name: m.name.clone(),
+        value: m.value.clone(),
+        op,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Labels;
+
+    #[test]
+    fn selectors_convert() {
+        let sets = parse_selector(r#"temp{site=~"s[01]",dev!="d3"}"#).unwrap();
+        assert_eq!(sets.len(), 1);
+        let l = Labels::from_pairs([("__name__", "temp"), ("site", "s1"), ("dev", "d1")]);
+        assert!(sets[0].iter().all(|m| m.matches_labels(&l)));
+        let l2 = Labels::from_pairs([("__name__", "temp"), ("site", "s10")]);
+        assert!(
+            !sets[0].iter().all(|m| m.matches_labels(&l2)),
+            "regex is anchored"
+        );
+        assert!(parse_selector("{}").is_err());
+        assert!(parse_selector(r#"{a=""}"#).is_err());
+        assert!(parse_selector("rate(x[5m])").is_err());
+        assert!(parse_selector("x{").is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! Cameras: one RTSP session per camera (retina), relayed without
+//! transcoding to browsers (fMP4 over WebSocket for Media Source Extensions)
+//! and to HLS players, and JPEG snapshots on a cron schedule with retention.
+//! Owns the sled trees `cameras` (definitions added through the API) and
+//! `snapshots`, and `snapshots/` in the data directory. May call `config`,
+//! `system`, sled.
+
+pub mod bench;
+pub mod camera;
+mod fmp4;
+mod hls;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use base::Clock;
+use config::CameraConfig;
+
+pub use camera::{Camera, LiveEvent, LiveStart, State, Status, StreamInfo};
+pub use snapshot::{SnapshotError, SnapshotMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    #[error("no camera named {0:?}")]
+    NotFound(String),
+    #[error("a camera named {0:?} exists already")]
+    Exists(String),
+    #[error("camera {0:?} is defined in the config file; change it there")]
+    FromConfig(String),
+    #[error("invalid camera: {0}")]
+    Invalid(String),
+    #[error("no keyframe from camera {0:?} within 10 s (is it online?)")]
+    NoKeyframe(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+}
+
+/// A camera as the API shows it: its settings without the password, where it
+/// is defined, and its status.
+#[derive(Debug, Serialize)]
+pub struct CameraView {
+    pub name: String,
+    pub url: String,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub transport: config::CameraTransport,
+    pub snapshot_schedule: Option<String>,
+    pub snapshot_retention: config::Duration,
+    pub snapshot_max_bytes: config::ByteSize,
+    pub snapshot_quality: u8,
+    pub snapshot_max_width: u32,
+    /// `config` (read-only here) or `api`.
+    pub source: &'static str,
+    #[serde(flatten)]
+    pub status: Status,
+    pub snapshot_bytes: u64,
+    pub latest_snapshot: Option<SnapshotMeta>,
+}
+
+struct Running {
+    camera: Arc<Camera>,
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    job: Option<uuid::Uuid>,
+    from_config: bool,
+}
+
+pub struct Cameras {
+    clock: Arc<dyn Clock>,
+    running: Mutex<BTreeMap<String, Running>>,
+    definitions: sled::Tree,
+    snapshots: snapshot::SnapshotStore,
+    scheduler: JobScheduler,
+    me: Weak<Cameras>,
+    pub snapshots_taken: AtomicU64,
+    pub snapshot_failures: AtomicU64,
+    /// Milliseconds from the last scheduled tick to its file being written.
+    pub last_snapshot_latency_ms: AtomicU64,
+}
+
+impl Cameras {
+    /// Starts every camera of the config file and of the database.
+    pub async fn start(
+        configured: &[CameraConfig],
+        trees: &store::Trees,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Cameras>, CameraError> {
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| CameraError::Scheduler(e.to_string()))?;
+        let cameras = Arc::new_cyclic(|me| Cameras {
+            clock,
+            running: Mutex::new(BTreeMap::new()),
+            definitions: trees.open(store::Tree::Cameras).expect("sled tree"),
+            snapshots: snapshot::SnapshotStore::open(data_dir, trees).expect("snapshot store"),
+            scheduler,
+            me: me.clone(),
+            snapshots_taken: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
+            last_snapshot_latency_ms: AtomicU64::new(0),
+        });
+        for c in configured {
+            cameras.launch(c.clone(), true).await?;
+        }
+        for item in cameras.definitions.iter() {
+            let (_, v) = item?;
+            match serde_json::from_slice::<CameraConfig>(&v) {
+                Ok(c) if !cameras.running.lock().contains_key(&c.name) => {
+                    cameras.launch(c, false).await?
+                }
+                Ok(c) => tracing::warn!(
+                    camera = c.name,
+                    "camera in the database shadowed by the config file"
+                ),
+                Err(e) => tracing::error!(error = %e, "unreadable camera definition skipped"),
+            }
+        }
+        cameras
+            .scheduler
+            .start()
+            .await
+            .map_err(|e| CameraError::Scheduler(e.to_string()))?;
+        // Retention also runs without new snapshots arriving.
+        let weak = Arc::downgrade(&cameras);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Some(c) = weak.upgrade() else { return };
+                c.enforce_retention_all();
+            }
+        });
+        Ok(cameras)
+    }
+
+    async fn launch(&self, config: CameraConfig, from_config: bool) -> Result<(), CameraError> {
+        config
+            .validate()
+            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+        let camera = Camera::new(config.clone(), self.clock.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let span = tracing::info_span!("camera", camera = %config.name);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            camera.clone().run(stop_rx),
+            span,
+        ));
+        let job = match &config.snapshot_schedule {
+            Some(schedule) => Some(self.schedule(&config.name, schedule).await?),
+            None => None,
+        };
+        self.running.lock().insert(
+            config.name.clone(),
+            Running {
+                camera,
+                task,
+                stop,
+                job,
+                from_config,
+            },
+        );
+        Ok(())
+    }
+
+    async fn schedule(&self, name: &str, schedule: &str) -> Result<uuid::Uuid, CameraError> {
+        let weak = self.me.clone();
+        let name = name.to_string();
+        let job = Job::new_async_tz(schedule, chrono::Local, move |_, _| {
+            let (weak, name) = (weak.clone(), name.clone());
+            Box::pin(async move {
+                let tick = Instant::now();
+                if let Some(cams) = weak.upgrade() {
+                    match cams.snapshot(&name, "schedule").await {
+                        Ok(_) => cams
+                            .last_snapshot_latency_ms
+                            .store(tick.elapsed().as_millis() as u64, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(camera = name, error = %e, "scheduled snapshot failed")
+                        }
+                    }
+                }
+            })
+        })
+        .map_err(|e| CameraError::Invalid(format!("snapshot_schedule {schedule:?}: {e}")))?;
+        self.scheduler
+            .add(job)
+            .await
+            .map_err(|e| CameraError::Scheduler(e.to_string()))
+    }
+
+    async fn halt(&self, name: &str) -> Option<Running> {
+        let running = self.running.lock().remove(name)?;
+        let _ = running.stop.send(true);
+        if let Some(job) = running.job {
+            let _ = self.scheduler.remove(&job).await;
+        }
+        Some(running)
+    }
+
+    pub fn camera(&self, name: &str) -> Result<Arc<Camera>, CameraError> {
+        self.running
+            .lock()
+            .get(name)
+            .map(|r| r.camera.clone())
+            .ok_or_else(|| CameraError::NotFound(name.to_string()))
+    }
+
+    fn view(&self, r: &Running) -> CameraView {
+        let c = &r.camera.config;
+        CameraView {
+            name: c.name.clone(),
+            url: redact_url(&c.url),
+            username: c.username.clone(),
+            has_password: c.password.is_some(),
+            transport: c.transport,
+            snapshot_schedule: c.snapshot_schedule.clone(),
+            snapshot_retention: c.snapshot_retention,
+            snapshot_max_bytes: c.snapshot_max_bytes,
+            snapshot_quality: c.snapshot_quality,
+            snapshot_max_width: c.snapshot_max_width,
+            source: if r.from_config { "config" } else { "api" },
+            status: r.camera.status(),
+            snapshot_bytes: self.snapshots.bytes(&c.name),
+            latest_snapshot: self.snapshots.latest(&c.name),
+        }
+    }
+
+    pub fn list(&self) -> Vec<CameraView> {
+        self.running.lock().values().map(|r| self.view(r)).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<CameraView, CameraError> {
+        let running = self.running.lock();
+        let r = running
+            .get(name)
+            .ok_or_else(|| CameraError::NotFound(name.to_string()))?;
+        Ok(self.view(r))
+    }
+
+    /// Adds a camera through the API; it is kept in the database.
+    pub async fn create(&self, config: CameraConfig) -> Result<CameraView, CameraError> {
+        config
+            .validate()
+            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+        if self.running.lock().contains_key(&config.name) {
+            return Err(CameraError::Exists(config.name));
+        }
+        self.definitions.insert(
+            config.name.as_bytes(),
+            serde_json::to_vec(&config).expect("serializable"),
+        )?;
+        self.definitions.flush()?;
+        let name = config.name.clone();
+        self.launch(config, false).await?;
+        self.get(&name)
+    }
+
+    /// Replaces an API camera's settings. A password left out keeps the old
+    /// one, since the API never returns it.
+    pub async fn update(
+        &self,
+        name: &str,
+        mut config: CameraConfig,
+    ) -> Result<CameraView, CameraError> {
+        let old = {
+            let running = self.running.lock();
+            let r = running
+                .get(name)
+                .ok_or_else(|| CameraError::NotFound(name.to_string()))?;
+            if r.from_config {
+                return Err(CameraError::FromConfig(name.to_string()));
+            }
+            r.camera.config.clone()
+        };
+        config.name = name.to_string();
+        if config.password.is_none() && config.username == old.username {
+            config.password = old.password;
+        }
+        config
+            .validate()
+            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+        self.definitions.insert(
+            name.as_bytes(),
+            serde_json::to_vec(&config).expect("serializable"),
+        )?;
+        self.definitions.flush()?;
+        self.halt(name).await;
+        self.launch(config, false).await?;
+        self.get(name)
+    }
+
+    /// Removes an API camera and its snapshots.
+    pub async fn delete(&self, name: &str) -> Result<(), CameraError> {
+        match self.running.lock().get(name) {
+            None => return Err(CameraError::NotFound(name.to_string())),
+            Some(r) if r.from_config => return Err(CameraError::FromConfig(name.to_string())),
+            Some(_) => {}
+        }
+        self.halt(name).await;
+        self.definitions.remove(name.as_bytes())?;
+        self.definitions.flush()?;
+        self.snapshots.remove_camera(name)?;
+        Ok(())
+    }
+
+    /// Takes a snapshot now from the next keyframe (or one under half a
+    /// second old).
+    pub async fn snapshot(&self, name: &str, trigger: &str) -> Result<SnapshotMeta, CameraError> {
+        let camera = self.camera(name)?;
+        let result = self.take_snapshot(&camera, trigger).await;
+        match &result {
+            Ok(_) => {
+                self.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                camera.set_snapshot_error(None);
+            }
+            Err(e) => {
+                self.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                camera.set_snapshot_error(Some(e.to_string()));
+            }
+        }
+        result
+    }
+
+    async fn take_snapshot(
+        &self,
+        camera: &Arc<Camera>,
+        trigger: &str,
+    ) -> Result<SnapshotMeta, CameraError> {
+        let name = camera.name().to_string();
+        let kf = camera
+            .keyframe(Duration::from_millis(500), Duration::from_secs(10))
+            .await
+            .ok_or_else(|| CameraError::NoKeyframe(name.clone()))?;
+        let (quality, max_width) = (
+            camera.config.snapshot_quality,
+            camera.config.snapshot_max_width,
+        );
+        let (jpeg, w, h) = tokio::task::spawn_blocking(move || {
+            snapshot::keyframe_to_jpeg(&kf, quality, max_width)
+        })
+        .await
+        .map_err(|e| CameraError::Snapshot(SnapshotError::Decode(e.to_string())))??;
+        let mut id = self.clock.now_ms();
+        if let Some(latest) = self.snapshots.latest(&name) {
+            id = id.max(latest.id + 1);
+        }
+        let meta = self.snapshots.save(&name, id, &jpeg, w, h, trigger)?;
+        let cfg = &camera.config;
+        let min_id = self.clock.now_ms() - cfg.snapshot_retention.as_millis_i64();
+        self.snapshots
+            .enforce(&name, min_id, cfg.snapshot_max_bytes.0)?;
+        Ok(meta)
+    }
+
+    fn enforce_retention_all(&self) {
+        let now = self.clock.now_ms();
+        let cameras: Vec<Arc<Camera>> = self
+            .running
+            .lock()
+            .values()
+            .map(|r| r.camera.clone())
+            .collect();
+        for c in cameras {
+            let cfg = &c.config;
+            if let Err(e) = self.snapshots.enforce(
+                &cfg.name,
+                now - cfg.snapshot_retention.as_millis_i64(),
+                cfg.snapshot_max_bytes.0,
+            ) {
+                c.set_snapshot_error(Some(format!("retention: {e}")));
+            }
+        }
+    }
+
+    pub fn snapshots(
+        &self,
+        name: &str,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<SnapshotMeta>, CameraError> {
+        self.camera(name)?;
+        Ok(self.snapshots.list(name, start, end, limit))
+    }
+
+    pub fn snapshot_file(
+        &self,
+        name: &str,
+        id: Option<i64>,
+    ) -> Result<Option<std::path::PathBuf>, CameraError> {
+        self.camera(name)?;
+        let id = match id {
+            Some(id) => id,
+            None => match self.snapshots.latest(name) {
+                Some(m) => m.id,
+                None => return Ok(None),
+            },
+        };
+        Ok(self.snapshots.file(name, id))
+    }
+
+    pub fn hls_playlist(&self, name: &str) -> Result<Option<String>, CameraError> {
+        Ok(self.camera(name)?.hls.lock().playlist())
+    }
+
+    pub fn hls_init(
+        &self,
+        name: &str,
+        generation: Option<u64>,
+    ) -> Result<Option<Bytes>, CameraError> {
+        Ok(self.camera(name)?.hls.lock().init(generation))
+    }
+
+    pub fn hls_segment(&self, name: &str, sequence: u64) -> Result<Option<Bytes>, CameraError> {
+        Ok(self.camera(name)?.hls.lock().segment(sequence))
+    }
+
+    /// Stops every camera (on shutdown).
+    pub async fn stop(&self) {
+        let names: Vec<String> = self.running.lock().keys().cloned().collect();
+        let mut tasks = Vec::new();
+        for n in names {
+            if let Some(r) = self.halt(&n).await {
+                tasks.push(r.task);
+            }
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let mut sched = self.scheduler.clone();
+        let _ = sched.shutdown().await;
+    }
+}
+
+/// The URL without credentials someone may have put in it.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl base::metrics::MetricSource for Cameras {
+    fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {
+        use base::metrics::MetricPoint as P;
+        for r in self.running.lock().values() {
+            let s = r.camera.status();
+            let name = r.camera.name().to_string();
+            let up = if s.status == State::Online { 1.0 } else { 0.0 };
+            out.push(
+                P::gauge("perch_camera_up", "1 while the camera streams.", up)
+                    .with_label("camera", &name),
+            );
+            out.push(
+                P::gauge("perch_camera_fps", "Frames per second received.", s.fps)
+                    .with_label("camera", &name),
+            );
+            out.push(
+                P::gauge(
+                    "perch_camera_bitrate_bits_per_second",
+                    "Video bitrate received.",
+                    s.bitrate_bps,
+                )
+                .with_label("camera", &name),
+            );
+            out.push(
+                P::counter(
+                    "perch_camera_reconnects_total",
+                    "Times the camera's session was lost.",
+                    s.reconnects as f64,
+                )
+                .with_label("camera", &name),
+            );
+            out.push(
+                P::gauge(
+                    "perch_camera_viewers",
+                    "Live viewers of the camera.",
+                    s.viewers as f64,
+                )
+                .with_label("camera", &name),
+            );
+        }
+        out.push(P::counter(
+            "perch_camera_snapshots_total",
+            "Snapshots taken.",
+            self.snapshots_taken.load(Ordering::Relaxed) as f64,
+        ));
+        out.push(P::counter(
+            "perch_camera_snapshot_failures_total",
+            "Snapshots that could not be taken.",
+            self.snapshot_failures.load(Ordering::Relaxed) as f64,
+        ));
+        out.push(P::gauge(
+            "perch_camera_snapshot_latency_seconds",
+            "Time from the last scheduled tick to its file written.",
+            self.last_snapshot_latency_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ));
+    }
+}

@@ -1,0 +1,382 @@
+//! Who is making the request, and whether that role may. Every route but
+//! `/healthz`, the sign-in API and the web assets needs credentials: a
+//! session cookie (the dashboard), `Authorization: Basic` (a user),
+//! `Bearer` or `Token` (an API token; `Token` is what InfluxDB clients send),
+//! or, for GET only, an API token in a `token` query parameter (players).
+//! Failed attempts count against the client address in the accounts'
+//! rate limiter, whatever the scheme.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use super::SharedState;
+use accounts::{constant_time_eq, Accounts, Role, UserInfo, CONCURRENT_VERIFICATIONS};
+
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "perch_session";
+/// The header carrying the session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The authenticated identity attached to a request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user: UserInfo,
+    pub via: Via,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    Session,
+    Password,
+    Token,
+}
+
+fn refuse(status: StatusCode, error_type: &str, msg: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": "error", "errorType": error_type, "error": msg
+        })),
+    )
+        .into_response()
+}
+
+/// 401 without a Basic challenge: for the dashboard's own requests, where
+/// a challenge would open the browser's password dialog (and hang a
+/// headless one) instead of letting the page send the user to sign in.
+pub fn unauthorized_quietly(msg: &str) -> Response {
+    refuse(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+}
+
+/// 401 with a Basic challenge, which curl, Grafana and players answer.
+pub fn unauthorized(msg: &str) -> Response {
+    let mut r = unauthorized_quietly(msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"perch\""),
+    );
+    r
+}
+
+/// A request a page made by script (fetch, EventSource, an image): browsers
+/// say so in `Sec-Fetch-Mode`; other clients send no such header.
+fn from_page_script(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m.as_bytes() != b"navigate")
+}
+
+fn unauthorized_for(headers: &HeaderMap, msg: &str) -> Response {
+    if from_page_script(headers) {
+        unauthorized_quietly(msg)
+    } else {
+        unauthorized(msg)
+    }
+}
+
+pub fn forbidden(msg: &str) -> Response {
+    refuse(StatusCode::FORBIDDEN, "forbidden", msg)
+}
+
+pub fn too_many(retry_after_secs: u64) -> Response {
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many failed sign-ins; try again in {retry_after_secs} s"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, retry_after_secs.into());
+    r
+}
+
+/// Decodes `Authorization: Basic base64(user:password)`.
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// The value of one cookie in the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The rate limiter's key for the client's address.
+pub fn client_key(req_extensions: &axum::http::Extensions) -> String {
+    match req_extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+        None => "ip:unknown".to_string(),
+    }
+}
+
+enum Credential {
+    Password(String, String),
+    Token(String),
+    Session(String),
+}
+
+/// The credential a request carries; `Err` names what is wrong with it.
+fn credential(req: &Request) -> Result<Option<Credential>, &'static str> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or("");
+        if let Some(pair) = basic_credentials(value) {
+            return Ok(Some(Credential::Password(pair.0, pair.1)));
+        }
+        for scheme in ["Bearer ", "bearer ", "Token ", "token "] {
+            if let Some(secret) = value.strip_prefix(scheme) {
+                return Ok(Some(Credential::Token(secret.trim().to_string())));
+            }
+        }
+        return Err("unsupported or malformed Authorization header; use Basic, Bearer or Token");
+    }
+    if let Some(c) = cookie(req.headers(), SESSION_COOKIE) {
+        return Ok(Some(Credential::Session(c)));
+    }
+    // Players that cannot send headers (a WebSocket from a page of another
+    // origin, ffmpeg, VLC) may carry an API token in the URL, for reading.
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        let token = req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == "token")
+                .map(|(_, v)| v.to_string())
+        });
+        if let Some(t) = token {
+            return Ok(Some(Credential::Token(t)));
+        }
+    }
+    Ok(None)
+}
+
+/// `host[:port]` without the scheme's default port, lowercased.
+fn normal_host(host: &str, https: bool) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    let default = if https { ":443" } else { ":80" };
+    host.strip_suffix(default)
+        .map_or(host.clone(), str::to_string)
+}
+
+/// A request sent by another site's page, which the browser would send
+/// with the user's cookie or cached Basic credentials (CSRF): it says so in
+/// `Sec-Fetch-Site`, or its `Origin` names another host than the one it was
+/// sent to (`Host`, or `X-Forwarded-Host` behind a reverse proxy). Clients
+/// that are not browsers send neither header.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if text("sec-fetch-site") == Some("cross-site") {
+        return true;
+    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    if origin == "null" {
+        return true;
+    }
+    let (scheme, origin_host) = origin.split_once("://").unwrap_or(("http", origin));
+    let https = scheme.eq_ignore_ascii_case("https");
+    let origin_host = normal_host(origin_host, https);
+    let candidates = [text("x-forwarded-host"), text("host")];
+    !candidates
+        .into_iter()
+        .flatten()
+        .flat_map(|h| h.split(','))
+        .any(|h| normal_host(h, https) == origin_host)
+}
+
+pub async fn authenticate(
+    State(app): State<SharedState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let now_ms = app.storage.now_ms();
+    let cred =
+        match credential(&req) {
+            Ok(Some(c)) => c,
+            Ok(None) => return unauthorized_for(
+                req.headers(),
+                "sign in: a session cookie, Basic auth or an API token (Bearer/Token) is required",
+            ),
+            Err(why) => return unauthorized_for(req.headers(), why),
+        };
+    let ip_key = vec![client_key(req.extensions())];
+    let principal = match cred {
+        Credential::Session(cookie) => {
+            let Some((user, session)) = app.accounts.session(&cookie, now_ms) else {
+                return unauthorized_for(req.headers(), "the session has ended; sign in again");
+            };
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if cross_site(req.headers()) {
+                return forbidden("cross-site request with the session cookie refused");
+            }
+            if !safe {
+                let given = req
+                    .headers()
+                    .get(CSRF_HEADER)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or(b"");
+                if !constant_time_eq(given, session.csrf.as_bytes()) {
+                    return forbidden("missing or wrong X-CSRF-Token header for a session request");
+                }
+            }
+            Principal {
+                user,
+                via: Via::Session,
+            }
+        }
+        Credential::Password(name, password) => {
+            // Browsers replay cached Basic credentials to other sites' forms.
+            if cross_site(req.headers()) {
+                return forbidden("cross-site request with Basic credentials refused");
+            }
+            let mut keys = ip_key;
+            if Accounts::plausible_name(&name) {
+                keys.push(format!("user:{name}"));
+            }
+            match verify_password(&app, &keys, now_ms, name, password).await {
+                Verdict::Valid(user) => Principal {
+                    user,
+                    via: Via::Password,
+                },
+                Verdict::Wrong => {
+                    return unauthorized_for(req.headers(), "invalid user name or password")
+                }
+                Verdict::Blocked(wait) => return too_many(wait),
+            }
+        }
+        Credential::Token(secret) => {
+            // A token check is a hash lookup: no queue, no pre-counting.
+            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
+                return too_many(wait);
+            }
+            match app.accounts.verify_token(&secret, now_ms) {
+                Some(user) => Principal {
+                    user,
+                    via: Via::Token,
+                },
+                None => {
+                    app.accounts.limiter.failed(&ip_key, now_ms);
+                    return unauthorized_for(req.headers(), "invalid or deleted API token");
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// What a password check decided.
+pub enum Verdict {
+    Valid(UserInfo),
+    Wrong,
+    /// The rate limiter holds these keys back for this many seconds.
+    Blocked(u64),
+}
+
+/// Checks a password against the rate limiter's `keys`. Credentials
+/// verified recently pass at once (Grafana's parallel panels send Basic
+/// on every request); others take an argon2 run off the async workers, at
+/// most [`CONCURRENT_VERIFICATIONS`] at once, and are checked against the
+/// limiter again once their turn comes — so a burst of parallel guesses
+/// queues and is cut off after the limit, not verified in full.
+pub async fn verify_password(
+    app: &SharedState,
+    keys: &[String],
+    now_ms: i64,
+    name: String,
+    password: String,
+) -> Verdict {
+    static PERMITS: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(CONCURRENT_VERIFICATIONS);
+    let limiter = &app.accounts.limiter;
+    if let Err(wait) = limiter.check(keys, now_ms) {
+        return Verdict::Blocked(wait);
+    }
+    if let Some(user) = app.accounts.verify_cached(&name, &password) {
+        return Verdict::Valid(user);
+    }
+    let Ok(_permit) = PERMITS.acquire().await else {
+        return Verdict::Wrong;
+    };
+    if let Err(wait) = limiter.check(keys, now_ms) {
+        return Verdict::Blocked(wait);
+    }
+    let accounts = app.accounts.clone();
+    let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
+        .await
+        .ok()
+        .flatten();
+    match verified {
+        Some(user) => Verdict::Valid(user),
+        None => {
+            limiter.failed(keys, now_ms);
+            Verdict::Wrong
+        }
+    }
+}
+
+fn role_of(req: &Request) -> Option<Role> {
+    req.extensions().get::<Principal>().map(|p| p.user.role)
+}
+
+/// Routes that read data: admins and viewers (devices only write).
+pub async fn readers(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin | Role::Viewer) => next.run(req).await,
+        Some(Role::Device) => forbidden("device accounts may only publish and write"),
+        None => unauthorized("sign in"),
+    }
+}
+
+/// Routes that write data: admins and devices (viewers only read).
+pub async fn writers(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin | Role::Device) => next.run(req).await,
+        Some(Role::Viewer) => forbidden("viewer accounts may read and watch, not write"),
+        None => unauthorized("sign in"),
+    }
+}
+
+/// Settings, users, tokens, backups: admins only.
+pub async fn admins(req: Request, next: Next) -> Response {
+    match role_of(&req) {
+        Some(Role::Admin) => next.run(req).await,
+        Some(_) => forbidden("only admins may do this"),
+        None => unauthorized("sign in"),
+    }
+}
+
+/// What a request wants to do with something people look at (cameras).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Watch and read: admins and viewers.
+    Watch,
+    /// Add, change, delete: admins.
+    Manage,
+}
+
+/// Returns the response refusing the request, if it is refused.
+pub fn refusal(principal: &Principal, need: Need) -> Option<Response> {
+    match (principal.user.role, need) {
+        (Role::Admin, _) | (Role::Viewer, Need::Watch) => None,
+        (Role::Viewer, Need::Manage) => Some(forbidden("viewers may watch, not change cameras")),
+        (Role::Device, _) => Some(forbidden("device accounts may only publish and write")),
+    }
+}

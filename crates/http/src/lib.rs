@@ -1,0 +1,119 @@
+//! HTTP: the axum router, authentication of requests, and the handlers that
+//! translate between HTTP and the other modules (ingest → storage for writes,
+//! query → storage for reads). Owns no data of its own.
+
+mod accounts_api;
+mod auth;
+mod cameras_api;
+pub mod control;
+mod dashboards_api;
+mod error;
+mod export;
+mod forward_api;
+mod influx_api;
+mod metrics;
+mod mqtt_api;
+mod params;
+mod prom_api;
+mod search_api;
+mod status;
+mod web;
+mod write;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use accounts::Accounts;
+use config::Config;
+use store::Storage;
+
+pub use auth::{Principal, Via};
+pub use error::ApiError;
+
+/// What handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: Arc<Storage>,
+    pub accounts: Arc<Accounts>,
+    pub dashboards: Arc<dashboards::Dashboards>,
+    /// The MQTT broker, when running (not in `perch bench http`).
+    pub broker: Option<Arc<mqtt::Broker>>,
+    /// The cameras, when running.
+    pub cameras: Option<Arc<cameras::Cameras>>,
+    /// The MQTT history index, when `search.enabled`.
+    pub search: Option<Arc<search::Search>>,
+    /// Set once every listener is up; `/healthz` answers 503 before.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Write requests handled at once (each holds up to `http.max_body_bytes`).
+const WRITES_IN_FLIGHT: usize = 4;
+
+pub fn router(state: SharedState) -> Router {
+    let max_body = state.config.http.max_body_bytes.0 as usize;
+    // Bodies are held in memory while parsed: a few at a time bounds that
+    // memory however many clients write at once; the others wait their turn.
+    let writes = Router::new()
+        .route("/write", post(write::influx_v1))
+        .route("/api/v2/write", post(write::influx_v2))
+        .route("/api/put", post(write::opentsdb))
+        .route("/api/v1/import", post(write::vm_import))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(WRITES_IN_FLIGHT))
+        .route("/api/v1/publish", post(mqtt_api::publish))
+        .route_layer(axum::middleware::from_fn(auth::writers));
+    let reads = Router::new()
+        .route(
+            "/api/v1/export",
+            get(export::json_lines).post(export::json_lines),
+        )
+        .route("/api/v1/export/csv", get(export::csv).post(export::csv))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/forward", get(forward_api::status))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/v1/topics", get(mqtt_api::topics))
+        .route("/api/v1/messages", get(mqtt_api::messages))
+        .route("/api/v1/live", get(mqtt_api::live))
+        .merge(search_api::routes())
+        .merge(prom_api::routes())
+        .merge(influx_api::routes())
+        .merge(dashboards_api::reader_routes())
+        .route_layer(axum::middleware::from_fn(auth::readers));
+    let admin = Router::new()
+        .merge(accounts_api::admin_routes())
+        .merge(dashboards_api::admin_routes())
+        .merge(forward_api::admin_routes())
+        .route_layer(axum::middleware::from_fn(auth::admins));
+    let api = Router::new()
+        .merge(writes)
+        .merge(reads)
+        .merge(admin)
+        // Cameras sort watching from managing per request.
+        .merge(cameras_api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        // Bodies are decompressed before the limit applies, so a small gzip
+        // bomb cannot expand past it.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new());
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .merge(accounts_api::public_routes())
+        .merge(web::routes())
+        .merge(api)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,691 @@
+//! The MQTT broker and collector. rumqttd's router does the broker's core work
+//! (sessions, subscriptions, QoS flows, retained messages); perch owns the
+//! network side in front of it — listeners (TCP, TLS, WebSocket), CONNECT and
+//! authentication against perch users, topic ACLs, limits, keep-alive and
+//! wills — because rumqttd has no hooks for those. Every accepted message is
+//! handed, in process, to the collector, which feeds the explorer and
+//! storage. Retained messages are persisted in sled and restored at start.
+//!
+//! May call `accounts`, `ingest`, `storage`, `config`, `system`.
+
+mod acl;
+pub mod bench;
+mod codec;
+mod collector;
+mod connection;
+mod explorer;
+mod retained;
+mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{LastWill, Packet};
+use rumqttd::{Notification, RouterConfig};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use accounts::Accounts;
+use base::Clock;
+use config::MqttConfig;
+use store::Storage;
+
+pub use acl::{invalid_filter, topic_matches, Access};
+pub use collector::{CollectorCounters, MessageSink};
+pub use explorer::{Explorer, Inbound, Shown, TopicNode};
+pub use retained::RetainedMessage;
+
+#[derive(Debug, Error)]
+pub enum MqttError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("invalid mqtt.rules: {0}")]
+    Rules(String),
+    #[error("the router refused perch's own session: {0}")]
+    Router(String),
+    #[error(transparent)]
+    Store(#[from] store::StorageError),
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("invalid topic {topic:?}: {reason}")]
+    BadTopic { topic: String, reason: &'static str },
+    #[error("not allowed to publish to {0:?}")]
+    NotAllowed(String),
+    #[error("payload of {size} bytes is over mqtt.max_payload_bytes ({limit})")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the broker is stopping")]
+    Stopping,
+}
+
+/// Counters for the self-metrics.
+#[derive(Default)]
+pub struct BrokerCounters {
+    pub connections: AtomicUsize,
+    pub connects: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub acl_denied: AtomicU64,
+    pub rejected_too_large: AtomicU64,
+    pub rejected_malformed: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+/// rumqttd's `LinkError` is large; it is turned into its message at once.
+type BuildLink =
+    dyn Fn(&str, bool, u16) -> Result<(LinkTx, LinkRx, Notification), String> + Send + Sync;
+
+/// Makes rumqttd links. rumqttd's event type is private, so the router's
+/// sender is kept inside a closure rather than named.
+pub(crate) struct LinkFactory {
+    build: Arc<BuildLink>,
+}
+
+impl LinkFactory {
+    fn new(config: RouterConfig) -> LinkFactory {
+        let router_tx = rumqttd::Router::new(0, config).spawn();
+        LinkFactory {
+            build: Arc::new(move |client_id: &str, clean: bool, alias_max: u16| {
+                LinkBuilder::new(client_id, router_tx.clone())
+                    .clean_session(clean)
+                    .topic_alias_max(alias_max)
+                    .build()
+                    .map_err(|e: LinkError| e.to_string())
+            }),
+        }
+    }
+
+    /// Opens a session with the router. Building waits for the router's
+    /// answer on a blocking channel, so it runs off the async workers.
+    async fn connect(
+        &self,
+        client_id: &str,
+        clean: bool,
+        alias_max: u16,
+    ) -> Result<(LinkTx, LinkRx, bool), String> {
+        let build = self.build.clone();
+        let id = client_id.to_string();
+        let (tx, rx, ack) = tokio::task::spawn_blocking(move || build(&id, clean, alias_max))
+            .await
+            .map_err(|e| e.to_string())??;
+        let packet: Option<Packet> = ack.into();
+        let session_present =
+            matches!(packet, Some(Packet::ConnAck(ref a, _)) if a.session_present);
+        Ok((tx, rx, session_present))
+    }
+}
+
+/// A router session of perch's own, for messages published over HTTP, wills
+/// and restored retained messages.
+struct InternalPublisher {
+    tx: tokio::sync::Mutex<LinkTx>,
+    next_pkid: AtomicU16,
+    drain: JoinHandle<()>,
+}
+
+impl InternalPublisher {
+    async fn open(links: &LinkFactory) -> Result<InternalPublisher, String> {
+        let (tx, mut rx, _) = links.connect("perch-internal", true, 0).await?;
+        // Acknowledgements come back on this link: take them, and answer
+        // Unschedule, or the router stops serving the link.
+        let drain = tokio::spawn(async move {
+            while let Ok(n) = rx.next().await {
+                if let Some(Notification::Unschedule) = n {
+                    if rx.wake().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(InternalPublisher {
+            tx: tokio::sync::Mutex::new(tx),
+            next_pkid: AtomicU16::new(1),
+            drain,
+        })
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        let qos = qos.min(1);
+        let pkid = if qos == 0 {
+            0
+        } else {
+            // Packet ids 1..=65535, never 0.
+            let p = self.next_pkid.fetch_add(1, Ordering::Relaxed);
+            if p == 0 {
+                self.next_pkid.fetch_add(1, Ordering::Relaxed)
+            } else {
+                p
+            }
+        };
+        let publish = connection::make_publish(topic, payload, qos, retain, pkid);
+        self.tx
+            .lock()
+            .await
+            .send(Packet::Publish(publish, None))
+            .await
+            .map(|_| ())
+            .map_err(|_| PublishError::Stopping)
+    }
+}
+
+/// Wills waiting for their delay (MQTT 5 will delay interval); a reconnect of
+/// the same client id cancels its will.
+#[derive(Default)]
+struct Wills {
+    pending: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Wills {
+    fn cancel(&self, client_id: &str) {
+        if let Some(h) = self.pending.lock().remove(client_id) {
+            h.abort();
+        }
+    }
+
+    fn schedule(&self, client_id: String, will: LastWill, delay: Duration, shared: Arc<Shared>) {
+        let key = client_id.clone();
+        let handle = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let topic = String::from_utf8_lossy(&will.topic).into_owned();
+            let qos = will.qos as u8;
+            let source = format!("will of {client_id}");
+            if let Err(e) = shared
+                .publish(&topic, will.message.clone(), qos, will.retain, &source)
+                .await
+            {
+                tracing::warn!(error = %e, client_id, "could not publish a will");
+            }
+            shared.wills.pending.lock().remove(&client_id);
+        });
+        if let Some(old) = self.pending.lock().insert(key, handle) {
+            old.abort();
+        }
+    }
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    config: MqttConfig,
+    accounts: Arc<Accounts>,
+    clock: Arc<dyn Clock>,
+    links: LinkFactory,
+    retained: retained::RetainedStore,
+    counters: Arc<BrokerCounters>,
+    wills: Wills,
+    collector: collector::InboundSender,
+    internal: InternalPublisher,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Publishes on perch's own session: recorded if retained, collected like
+    /// any message, then routed.
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+        source: &str,
+    ) -> Result<(), PublishError> {
+        let now = self.clock.now_ms();
+        if retain {
+            if let Err(e) = self.retained.record(topic, &payload, qos, now) {
+                tracing::warn!(error = %e, "could not persist a retained message");
+            }
+        }
+        self.collector
+            .send(vec![Inbound {
+                topic: topic.to_string(),
+                payload: payload.clone(),
+                qos,
+                retain,
+                client_id: Arc::from(source),
+                time_ms: now,
+            }])
+            .await
+            .map_err(|_| PublishError::Stopping)?;
+        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.internal.publish(topic, &payload, qos, retain).await
+    }
+}
+
+/// The running broker.
+pub struct Broker {
+    shared: Arc<Shared>,
+    explorer: Arc<Explorer>,
+    collector: Mutex<Option<collector::Collector>>,
+    collector_counters: Arc<CollectorCounters>,
+    listeners: Mutex<Vec<JoinHandle<()>>>,
+    /// Where each listener is bound (useful when a port was 0).
+    pub addresses: Vec<(&'static str, SocketAddr)>,
+}
+
+fn router_config(cfg: &MqttConfig) -> RouterConfig {
+    // The defaults of RouterConfig panic on the first subscribe; every value
+    // is set deliberately. Each subscribed filter keeps a ring of
+    // max_segment_size × max_segment_count bytes: enough for bursts to a slow
+    // subscriber, bounded for a 1 GB Pi.
+    RouterConfig {
+        // Slots for perch's own links beyond the client limit.
+        max_connections: cfg.max_connections + 16,
+        max_outgoing_packet_count: 1024,
+        max_segment_size: 1 << 20,
+        max_segment_count: 4,
+        ..Default::default()
+    }
+}
+
+impl Broker {
+    /// Starts the router, restores retained messages, starts the collector
+    /// and binds the listeners. Fails (with the address and key) if a port
+    /// cannot be bound.
+    pub async fn start(
+        cfg: &MqttConfig,
+        accounts: Arc<Accounts>,
+        storage: Arc<Storage>,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+        sinks: Vec<Arc<dyn MessageSink>>,
+    ) -> Result<Broker, MqttError> {
+        let rules = ingest::rules::Rules::compile(&cfg.rules)
+            .map_err(|e| MqttError::Rules(e.to_string()))?;
+        let retained = retained::RetainedStore::open(&storage.trees())?;
+        let links = LinkFactory::new(router_config(cfg));
+        let internal = InternalPublisher::open(&links)
+            .await
+            .map_err(MqttError::Router)?;
+        let explorer = Arc::new(Explorer::new(cfg.max_topics, cfg.history_bytes.0 as usize));
+        let collector_counters = Arc::new(CollectorCounters::default());
+        let (collector, collector_tx) = collector::Collector::start(
+            explorer.clone(),
+            storage,
+            rules,
+            collector_counters.clone(),
+            sinks,
+        );
+        // Back into the router before any client can subscribe.
+        let restored = retained.all();
+        for m in &restored {
+            if let Err(e) = internal.publish(&m.topic, &m.payload, m.qos, true).await {
+                tracing::warn!(error = %e, topic = m.topic, "could not restore a retained message");
+            }
+        }
+        if !restored.is_empty() {
+            tracing::info!(count = restored.len(), "restored retained messages");
+        }
+        let shared = Arc::new(Shared {
+            config: cfg.clone(),
+            accounts,
+            clock,
+            links,
+            retained,
+            counters: Arc::new(BrokerCounters::default()),
+            wills: Wills::default(),
+            collector: collector_tx,
+            internal,
+            shutdown: shutdown.clone(),
+        });
+        let mut broker = Broker {
+            shared: shared.clone(),
+            explorer,
+            collector: Mutex::new(Some(collector)),
+            collector_counters,
+            listeners: Mutex::new(Vec::new()),
+            addresses: Vec::new(),
+        };
+        let tcp = bind(cfg.listen, "mqtt.listen").await?;
+        broker
+            .addresses
+            .push(("mqtt", tcp.local_addr().unwrap_or(cfg.listen)));
+        broker
+            .listeners
+            .get_mut()
+            .push(tokio::spawn(accept_tcp(tcp, None, shared.clone())));
+        if let Some(addr) = cfg.ws_listen {
+            let ws = bind(addr, "mqtt.ws_listen").await?;
+            broker
+                .addresses
+                .push(("mqtt-ws", ws.local_addr().unwrap_or(addr)));
+            broker
+                .listeners
+                .get_mut()
+                .push(tokio::spawn(serve_websocket(ws, shared.clone())));
+        }
+        if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+            let acceptor = tls_acceptor(cert, key)?;
+            let tls = bind(cfg.tls_listen, "mqtt.tls_listen").await?;
+            broker
+                .addresses
+                .push(("mqtts", tls.local_addr().unwrap_or(cfg.tls_listen)));
+            broker.listeners.get_mut().push(tokio::spawn(accept_tcp(
+                tls,
+                Some(acceptor),
+                shared.clone(),
+            )));
+        }
+        Ok(broker)
+    }
+
+    pub fn explorer(&self) -> &Arc<Explorer> {
+        &self.explorer
+    }
+
+    pub fn counters(&self) -> &BrokerCounters {
+        &self.shared.counters
+    }
+
+    pub fn collector_counters(&self) -> &CollectorCounters {
+        &self.collector_counters
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.shared.retained.len()
+    }
+
+    /// Publishes a message for an HTTP user, with that user's rights.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+        access: &Access,
+        source: &str,
+    ) -> Result<(), PublishError> {
+        if let Some(reason) = acl::invalid_topic_name(topic) {
+            return Err(PublishError::BadTopic {
+                topic: topic.to_string(),
+                reason,
+            });
+        }
+        if !access.can_publish(topic) {
+            return Err(PublishError::NotAllowed(topic.to_string()));
+        }
+        let limit = self.shared.config.max_payload_bytes.0 as usize;
+        if payload.len() > limit {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        self.shared
+            .publish(topic, payload, qos, retain, source)
+            .await
+    }
+
+    /// After the shutdown signal: waits (briefly) for connections to close,
+    /// then lets the collector store what it holds.
+    pub async fn stop(&self) {
+        for l in self.listeners.lock().drain(..) {
+            l.abort();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.shared.counters.connections.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.shared.internal.drain.abort();
+        // An empty batch tells the collector to store what it has and stop.
+        let _ = self.shared.collector.send(Vec::new()).await;
+        let collector = self.collector.lock().take();
+        if let Some(c) = collector {
+            let _ = tokio::task::spawn_blocking(move || c.join()).await;
+        }
+        if let Err(e) = self.shared.retained.flush() {
+            tracing::warn!(error = %e, "could not flush retained messages");
+        }
+    }
+}
+
+use base::stopping;
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, MqttError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MqttError::Listen { addr, key, source })
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopping(&mut shutdown) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        match &tls {
+            None => {
+                tokio::spawn(connection::serve(
+                    transport::Transport::Stream(Box::new(stream)),
+                    peer,
+                    shared,
+                ));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => {
+                            connection::serve(
+                                transport::Transport::Stream(Box::new(s)),
+                                peer,
+                                shared,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_websocket(listener: TcpListener, shared: Arc<Shared>) {
+    use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+    use axum::response::IntoResponse;
+
+    async fn upgrade(
+        State(shared): State<Arc<Shared>>,
+        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ws: WebSocketUpgrade,
+    ) -> impl IntoResponse {
+        let max = shared.config.max_payload_bytes.0 as usize + 64 * 1024;
+        ws.protocols(["mqtt", "mqttv3.1"])
+            .max_message_size(max)
+            .on_upgrade(move |socket| {
+                connection::serve(
+                    transport::Transport::WebSocket(Box::new(socket)),
+                    peer,
+                    shared,
+                )
+            })
+    }
+
+    let mut shutdown = shared.shutdown.clone();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(upgrade))
+        .route("/mqtt", axum::routing::get(upgrade))
+        .with_state(shared);
+    let _ = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await;
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, MqttError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| MqttError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &read(cert)?[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| MqttError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(MqttError::Tls(format!(
+            "{} holds no certificate",
+            cert.display()
+        )));
+    }
+    let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
+        .map_err(|e| MqttError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| MqttError::Tls(format!("{} holds no private key", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MqttError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| MqttError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+impl base::metrics::MetricSource for Broker {
+    fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {
+        use base::metrics::MetricPoint as P;
+        let b = &self.shared.counters;
+        let c = &self.collector_counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        out.push(P::gauge(
+            "perch_mqtt_connections",
+            "MQTT clients connected.",
+            b.connections.load(Ordering::Relaxed) as f64,
+        ));
+        out.push(P::counter(
+            "perch_mqtt_connects_total",
+            "MQTT connections accepted.",
+            get(&b.connects),
+        ));
+        out.push(P::counter(
+            "perch_mqtt_auth_failures_total",
+            "MQTT connections refused for their credentials.",
+            get(&b.auth_failures),
+        ));
+        out.push(P::counter(
+            "perch_mqtt_acl_denied_total",
+            "MQTT publishes and subscriptions refused by topic ACLs.",
+            get(&b.acl_denied),
+        ));
+        for (reason, v) in [
+            ("too_large", &b.rejected_too_large),
+            ("malformed", &b.rejected_malformed),
+        ] {
+            out.push(
+                P::counter(
+                    "perch_mqtt_rejected_total",
+                    "MQTT connections closed for bad packets.",
+                    get(v),
+                )
+                .with_label("reason", reason),
+            );
+        }
+        out.push(P::counter(
+            "perch_mqtt_messages_received_total",
+            "MQTT messages accepted.",
+            get(&b.messages_in),
+        ));
+        out.push(P::counter(
+            "perch_mqtt_messages_sent_total",
+            "MQTT messages delivered to subscribers.",
+            get(&b.messages_out),
+        ));
+        out.push(P::counter(
+            "perch_mqtt_received_bytes_total",
+            "Payload bytes of MQTT messages accepted.",
+            get(&b.bytes_in),
+        ));
+        out.push(P::gauge(
+            "perch_mqtt_retained_messages",
+            "Retained MQTT messages kept.",
+            self.retained_count() as f64,
+        ));
+        out.push(P::gauge(
+            "perch_mqtt_topics",
+            "Topics the explorer tracks.",
+            self.explorer.topic_count() as f64,
+        ));
+        out.push(P::counter(
+            "perch_ingest_messages_total",
+            "Messages the collector parsed.",
+            get(&c.messages),
+        ));
+        out.push(P::counter(
+            "perch_ingest_samples_total",
+            "Samples from MQTT messages stored.",
+            get(&c.samples),
+        ));
+        out.push(P::counter(
+            "perch_ingest_unparsed_total",
+            "Messages whose payload is no known format (kept as messages).",
+            get(&c.unparsed),
+        ));
+        out.push(P::counter(
+            "perch_ingest_sentinels_dropped_total",
+            "Sentinel error values dropped by rules.",
+            get(&c.sentinels_dropped),
+        ));
+        out.push(P::counter(
+            "perch_ingest_samples_rejected_total",
+            "Samples from MQTT that storage refused (invalid names, too old).",
+            get(&c.samples_rejected),
+        ));
+        out.push(P::counter(
+            "perch_ingest_samples_lost_total",
+            "Samples from MQTT dropped because storage could not take them (disk full).",
+            get(&c.samples_lost),
+        ));
+        out.push(P::gauge(
+            "perch_ingest_lag_seconds",
+            "Time from a message's arrival to its samples being stored, last batch.",
+            c.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ));
+    }
+}

@@ -1,0 +1,350 @@
+//! PromQL: parsing (the `promql-parser` crate, behind size and depth checks
+//! so hostile input cannot exhaust the stack or the CPU), evaluation with
+//! Prometheus' semantics, and the instant / range query entry points the
+//! HTTP API calls.
+//!
+//! Semantics follow Prometheus 3: range selectors, the lookback window and
+//! subquery ranges are left-open (`(t - range, t]`); a stored value with the
+//! staleness-marker bits ends a series for lookback. See `docs/query.md` for
+//! every known difference from Prometheus.
+
+pub mod aggregate;
+pub mod binary;
+pub mod eval;
+pub mod functions;
+pub mod rollup;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::Expr;
+
+pub use eval::{EvalOptions, EvalStats, Evaluator};
+pub use value::{Grid, QueryValue};
+
+use super::QueryError;
+use config::QueryConfig;
+use store::Storage;
+
+/// Operators (and operator characters) a query may contain. The parser
+/// needs time quadratic in long operator chains (10 000 terms: seconds).
+pub const MAX_OPERATORS: usize = 1000;
+/// Nesting depth of the expression tree: evaluation recurses once per level.
+pub const MAX_DEPTH: usize = 250;
+/// Query text length (Grafana's longest generated regexes stay far below).
+pub const MAX_QUERY_BYTES: usize = 256 * 1024;
+
+/// Checks the query text before the parser sees it.
+fn precheck(q: &str) -> Result<(), QueryError> {
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::BadData(format!(
+            "query is {} bytes long, the limit is {MAX_QUERY_BYTES}",
+            q.len()
+        )));
+    }
+    let b = q.as_bytes();
+    let (mut ops, mut depth, mut max_depth) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    let mut in_braces = false;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                // Skip the string literal (backslash escapes except in `raw`).
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    if b[i] == b'\\' && c != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'{' => in_braces = true,
+            b'}' => in_braces = false,
+            b'(' | b'[' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            b')' | b']' => depth = depth.saturating_sub(1),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' if !in_braces => {
+                ops += 1
+            }
+            c if c.is_ascii_alphabetic() && !in_braces => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                if matches!(&q[start..i], "and" | "or" | "unless" | "atan2") {
+                    ops += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if ops > MAX_OPERATORS {
+        return Err(QueryError::BadData(format!(
+            "query has more than {MAX_OPERATORS} operators; split it up"
+        )));
+    }
+    if max_depth > MAX_DEPTH {
+        return Err(QueryError::BadData(format!(
+            "query nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(())
+}
+
+fn depth(e: &Expr, limit: usize) -> usize {
+    if limit == 0 {
+        return 1;
+    }
+    let l = limit - 1;
+    1 + match e {
+        Expr::Aggregate(a) => depth(&a.expr, l).max(a.param.as_ref().map_or(0, |p| depth(p, l))),
+        Expr::Unary(u) => depth(&u.expr, l),
+        Expr::Binary(b) => depth(&b.lhs, l).max(depth(&b.rhs, l)),
+        Expr::Paren(p) => depth(&p.expr, l),
+        Expr::Subquery(s) => depth(&s.expr, l),
+        Expr::Call(c) => c.args.args.iter().map(|a| depth(a, l)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Parses a query, refusing what would be too costly to parse or evaluate.
+pub fn parse(q: &str) -> Result<Expr, QueryError> {
+    precheck(q)?;
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(q))
+        .map_err(|_| QueryError::BadData("the query could not be parsed".into()))?;
+    let expr =
+        parsed.map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))?;
+    if depth(&expr, MAX_DEPTH + 1) > MAX_DEPTH {
+        return Err(QueryError::BadData(format!(
+            "query nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(expr)
+}
+
+/// `11000` → `11,000`, as Prometheus writes its limit.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Per-request settings.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// Shorter than `query.timeout` if the request asks for it.
+    pub timeout: Option<Duration>,
+    /// Evaluate without the rollup fast path (for comparisons and tests).
+    pub no_rollups: bool,
+}
+
+/// A query's answer and what it cost.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub value: QueryValue,
+    pub stats: EvalStats,
+    pub elapsed: Duration,
+}
+
+/// The PromQL engine over one store.
+#[derive(Clone)]
+pub struct Engine {
+    storage: Arc<Storage>,
+    config: QueryConfig,
+}
+
+impl Engine {
+    pub fn new(storage: Arc<Storage>, config: &QueryConfig) -> Engine {
+        Engine {
+            storage,
+            config: config.clone(),
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    fn options(&self, o: &QueryOptions) -> EvalOptions {
+        let cfg_timeout = self.config.timeout.0;
+        EvalOptions {
+            lookback_ms: self
+                .config
+                .lookback_delta
+                .0
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+            max_samples: self.config.max_samples,
+            max_series: self.config.max_series,
+            timeout: o.timeout.map_or(cfg_timeout, |t| t.min(cfg_timeout)),
+            default_subquery_step_ms: 60_000,
+            use_rollups: !o.no_rollups,
+        }
+    }
+
+    /// Evaluates `q` at time `t` (ms).
+    pub fn instant(&self, q: &str, t: i64, o: &QueryOptions) -> Result<QueryOutput, QueryError> {
+        let span = tracing::info_span!("query", kind = "instant", query = q, time = t);
+        let _g = span.enter();
+        let began = Instant::now();
+        let expr = parse(q)?;
+        let mut ev = Evaluator::new(&self.storage, self.options(o), t, t);
+        let grid = Grid {
+            start: t,
+            end: t,
+            step: 1,
+        };
+        let val = ev.eval(&expr, grid)?;
+        let value = match val {
+            value::Val::Scalar(v) => QueryValue::Scalar(t, v.first().copied().unwrap_or(f64::NAN)),
+            value::Val::String(s) => QueryValue::String(t, s),
+            value::Val::Vector(series) => QueryValue::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| s.values.first().map(|&v| (s.labels, t, v)))
+                    .collect(),
+            ),
+            value::Val::Range(r) => {
+                let end = r.refs.first().copied().unwrap_or(t);
+                let start = end.saturating_sub(r.range_ms);
+                QueryValue::Matrix(
+                    r.series
+                        .into_iter()
+                        .filter_map(|s| {
+                            let pts: Vec<(i64, f64)> =
+                                s.ts.iter()
+                                    .zip(&s.values)
+                                    .filter(|(&ts, _)| ts > start && ts <= end)
+                                    .map(|(&ts, &v)| (ts, v))
+                                    .collect();
+                            (!pts.is_empty()).then_some((s.labels, pts))
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let elapsed = began.elapsed();
+        tracing::debug!(?elapsed, stats = ?ev.stats, "query done");
+        Ok(QueryOutput {
+            value,
+            stats: ev.stats,
+            elapsed,
+        })
+    }
+
+    /// Evaluates `q` at `start`, `start + step`, … up to `end` (ms).
+    pub fn range(
+        &self,
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        o: &QueryOptions,
+    ) -> Result<QueryOutput, QueryError> {
+        let span = tracing::info_span!("query", kind = "range", query = q, start, end, step);
+        let _g = span.enter();
+        let began = Instant::now();
+        if step <= 0 {
+            return Err(QueryError::BadData(
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(QueryError::BadData(
+                "invalid parameter \"end\": end timestamp must not be before start time".into(),
+            ));
+        }
+        let points = (end - start) / step;
+        if points > self.config.max_points_per_series as i64 {
+            return Err(QueryError::BadData(format!(
+                "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+                thousands(self.config.max_points_per_series)
+            )));
+        }
+        let expr = parse(q)?;
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            t => {
+                let name = match t {
+                    ValueType::Matrix => "range vector",
+                    _ => "string",
+                };
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        let grid = Grid {
+            start,
+            end: start + points * step,
+            step,
+        };
+        let mut ev = Evaluator::new(&self.storage, self.options(o), start, end);
+        let val = ev.eval(&expr, grid)?;
+        let value = match val {
+            value::Val::Scalar(v) => QueryValue::Matrix(vec![(
+                Arc::new(store::Labels::empty()),
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (grid.time(i), v))
+                    .collect(),
+            )]),
+            value::Val::Vector(mut series) => {
+                series.sort_by(|a, b| a.labels.cmp(&b.labels));
+                QueryValue::Matrix(
+                    series
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            let pts = s
+                                .steps
+                                .iter()
+                                .zip(&s.values)
+                                .map(|(&i, &v)| (grid.time(i as usize), v))
+                                .collect();
+                            (s.labels, pts)
+                        })
+                        .collect(),
+                )
+            }
+            other => {
+                return Err(QueryError::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                other.type_name()
+            )))
+            }
+        };
+        let elapsed = began.elapsed();
+        tracing::debug!(?elapsed, stats = ?ev.stats, "query done");
+        Ok(QueryOutput {
+            value,
+            stats: ev.stats,
+            elapsed,
+        })
+    }
+}

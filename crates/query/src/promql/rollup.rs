@@ -1,0 +1,162 @@
+//! The rollup fast path: `min/max/sum/count/avg/last/present_over_time(x[r])`
+//! answered from 1 min or 1 h buckets when every window is a whole number of
+//! buckets. A bucket `b` holds the samples in `(b, b + res]`, exactly the
+//! left-open shape of a PromQL range, so a window `(t - r, t]` with `t` and
+//! `r` multiples of `res` is the union of the buckets `t - r … t - res`.
+//!
+//! Used by range queries whose step is a multiple of the resolution (and at
+//! least it), as the issue asks; it is what keeps long dashboards cheap and
+//! what answers at all once raw samples have expired and only rollups remain.
+
+use super::eval::{check_unique_labels, Evaluator};
+use super::functions::{for_each_window, kahan_sum};
+use super::value::{drop_name, Grid, Series};
+use crate::QueryError;
+use promql_parser::parser::VectorSelector;
+use store::{Buckets, SeriesId, Tier};
+
+/// Functions whose value over a window follows exactly from per-bucket
+/// min, max, sum, count and last.
+pub const ROLLUP_FUNCTIONS: [&str; 7] = [
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "avg_over_time",
+    "last_over_time",
+    "present_over_time",
+];
+
+/// Buckets per storage call: bounds the raw samples read to build them
+/// (`read_rollup` reads up to 64 samples per bucket).
+const SAMPLES_PER_BUCKET: usize = 64;
+
+/// The tier answering `range_ms` at the given step and window ends, if any.
+pub fn eligible_tier(grid: Grid, refs: &[i64], range_ms: i64) -> Option<Tier> {
+    if grid.len() < 2 {
+        return None;
+    }
+    let first = *refs.first()?;
+    [Tier::Hour, Tier::Minute].into_iter().find(|t| {
+        let res = t.resolution_ms();
+        grid.step >= res
+            && grid.step % res == 0
+            && range_ms >= res
+            && range_ms % res == 0
+            && first.rem_euclid(res) == 0
+    })
+}
+
+pub fn try_over_time(
+    ev: &mut Evaluator,
+    func: &str,
+    vs: &VectorSelector,
+    range_ms: i64,
+    grid: Grid,
+) -> Result<Option<Vec<Series>>, QueryError> {
+    if !ev.opts.use_rollups || !ROLLUP_FUNCTIONS.contains(&func) {
+        return Ok(None);
+    }
+    let refs = ev.ref_times(&vs.at, &vs.offset, grid);
+    let Some(tier) = eligible_tier(grid, &refs, range_ms) else {
+        return Ok(None);
+    };
+    let res = tier.resolution_ms();
+    let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
+        return Ok(None);
+    };
+    // Bucket keys needed: first - range … last - res.
+    let (lo, hi) = (first - range_ms, last - res);
+    // Where raw samples are all still there, 1 min buckets would be
+    // computed from them on the fly, which costs more than windowing the
+    // samples directly (and the raw path keeps Prometheus' NaN semantics);
+    // 1 h buckets are stored at compaction, so they are always cheaper.
+    let raw_gone = lo <= ev.storage.write_floor();
+    if !raw_gone && tier == Tier::Minute {
+        return Ok(None);
+    }
+    let sel = ev.select(vs, lo.saturating_add(1), last)?;
+    if sel.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let ids: Vec<SeriesId> = sel.iter().map(|(id, _)| *id).collect();
+    // Read in slices of time so the raw samples behind one call stay small.
+    let slice = match tier {
+        Tier::Hour => 7 * 86_400_000,
+        _ => 2 * 3_600_000,
+    };
+    let mut per_series: Vec<Vec<Buckets>> = vec![Vec::new(); ids.len()];
+    let pos: rustc_hash::FxHashMap<SeriesId, usize> =
+        ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut held = 0usize;
+    let mut from = lo;
+    while from <= hi {
+        ev.check_deadline()?;
+        let to = from.saturating_add(slice - res).min(hi);
+        let room = ev.opts.max_samples.saturating_sub(held) / SAMPLES_PER_BUCKET;
+        let began = std::time::Instant::now();
+        let storage = ev.storage;
+        let got = super::eval::in_parallel(&ids, room.max(1), |chunk, room| {
+            storage.read_rollup(chunk, tier, from, to, room.max(1))
+        })
+        .map_err(|e| ev.storage_error(e))?;
+        ev.stats.read_time += began.elapsed();
+        for s in got {
+            let n = s.buckets.len();
+            held += n;
+            ev.stats.buckets_read += n;
+            ev.hold(n)?;
+            if let Some(&i) = pos.get(&s.id) {
+                per_series[i].push(s.buckets);
+            }
+        }
+        from = to.saturating_add(res);
+    }
+    let keep_name = func == "last_over_time";
+    let mut out = Vec::new();
+    let mut points = 0;
+    for ((_, labels), parts) in sel.iter().zip(per_series) {
+        if parts.is_empty() {
+            continue;
+        }
+        let b = if parts.len() == 1 {
+            parts.into_iter().next().unwrap_or_default()
+        } else {
+            Buckets::merge(parts)
+        };
+        // Window (r - range, r] ↔ bucket keys in (r - res - range, r - res].
+        let shifted: Vec<i64> = refs.iter().map(|r| r - res).collect();
+        let l = if keep_name {
+            labels.clone()
+        } else {
+            drop_name(labels)
+        };
+        let mut o = Series::with_capacity(l, refs.len());
+        for_each_window(&b.ts, &shifted, range_ms, |i, a, z| {
+            if a >= z {
+                return;
+            }
+            let v = match func {
+                "min_over_time" => b.min[a..z].iter().copied().fold(f64::INFINITY, f64::min),
+                "max_over_time" => b.max[a..z]
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max),
+                "sum_over_time" => kahan_sum(&b.sum[a..z]),
+                "count_over_time" => b.count[a..z].iter().sum(),
+                "avg_over_time" => kahan_sum(&b.sum[a..z]) / b.count[a..z].iter().sum::<f64>(),
+                "last_over_time" => b.last[z - 1],
+                _ => 1.0,
+            };
+            o.push(i as u32, v);
+        });
+        if !o.is_empty() {
+            points += o.len();
+            out.push(o);
+        }
+    }
+    ev.release(held);
+    ev.hold(points)?;
+    check_unique_labels(&out)?;
+    Ok(Some(out))
+}

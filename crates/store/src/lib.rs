@@ -1,0 +1,735 @@
+//! The time-series store. Owns everything under the data directory's `db/`,
+//! `blocks/` and `wal/`: series and their labels, the head of recent samples,
+//! the write-ahead log, compressed blocks with their rollups, retention and
+//! the disk budget. It may call `config` and `system`; ingest writes to it,
+//! query and http read from it, nothing reaches inside.
+//!
+//! Write path: [`Storage::append`] → head (memory) + WAL buffer; the WAL is
+//! synced every `flush_interval`; a checkpoint writes the head out as partial
+//! blocks; compaction merges a window's partials into one block per group once
+//! the window is closed and derives its 1 h rollups. Reads merge blocks, frozen
+//! heads and the live head, later writes winning on equal timestamps.
+
+pub mod backup;
+pub mod block;
+pub mod check;
+pub mod codec;
+pub mod encoding;
+pub(crate) mod files;
+pub mod format;
+mod head;
+mod index;
+mod maintenance;
+pub mod metrics;
+mod read;
+pub mod rollup;
+mod space;
+mod trees;
+mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use thiserror::Error;
+
+use base::Clock;
+use config::StorageConfig;
+
+pub use files::Tier;
+// The shared model the store's API speaks in.
+pub use base::labels::{self, LabelLimits, Labels, MatchOp, Matcher};
+pub use base::SeriesSamples;
+pub use read::{SeriesData, SeriesRollup};
+pub use rollup::Buckets;
+pub use trees::{Tree, Trees};
+
+use files::BlockFiles;
+use head::{FrozenHead, Head};
+use index::SeriesIndex;
+use wal::Wal;
+
+pub type SeriesId = u32;
+pub type GroupId = u32;
+
+/// Timestamps beyond ±2^53 ms (±285 000 years) are refused: they are exact as
+/// `f64` (PromQL's `timestamp()`), and window arithmetic cannot overflow.
+pub const MAX_TIMESTAMP: i64 = 1 << 53;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("invalid series {labels}: {source}")]
+    InvalidSeries {
+        labels: String,
+        source: labels::LabelError,
+    },
+    #[error("series limit of {limit} reached (storage.max_series)")]
+    TooManySeries { limit: usize },
+    #[error("storage is {pending} samples behind; retry shortly")]
+    Overloaded { pending: usize },
+    #[error("the disk is full or failing; writes are refused until space is freed (see /api/v1/status/tsdb)")]
+    CannotPersist,
+    #[error("series {labels}: {count} sample(s) refused, e.g. at {ts}: older than the raw data kept (everything up to {floor} is dropped or past storage.retention) or beyond ±2^53 ms")]
+    OutOfBounds {
+        labels: String,
+        count: usize,
+        ts: i64,
+        floor: i64,
+    },
+    #[error("query would read more than {limit} samples")]
+    TooManySamples { limit: usize },
+    #[error("data directory {dir} has format {found}, this perch understands up to {supported}; upgrade perch")]
+    FormatTooNew {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(transparent)]
+    Block(#[from] block::BlockError),
+}
+
+impl StorageError {
+    /// Errors caused by the input (the caller should fix the request).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            StorageError::InvalidSeries { .. }
+                | StorageError::TooManySeries { .. }
+                | StorageError::OutOfBounds { .. }
+        )
+    }
+
+    /// Damaged data (bad checksum, undecodable block), as opposed to an I/O
+    /// failure that may pass.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StorageError::Corrupt(_) | StorageError::Block(_))
+    }
+
+    fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
+/// What an append stored and what it refused.
+#[derive(Debug, Default)]
+pub struct AppendResult {
+    pub samples: usize,
+    pub series_created: usize,
+    /// Index in the batch and the reason.
+    pub rejected: Vec<(usize, StorageError)>,
+    /// WAL position to wait for with [`Storage::wait_durable`].
+    pub wal_position: u64,
+}
+
+/// Something that wants to see every sample the store accepted (the
+/// forwarding queues). Called on the appending thread after the samples are
+/// in the head and the WAL buffer: it must copy what it needs and return at
+/// once, never wait.
+pub trait AppendObserver: Send + Sync {
+    fn appended(&self, batch: &Appended<'_>);
+}
+
+/// The accepted part of one [`Storage::append`] batch.
+pub struct Appended<'a> {
+    batch: &'a [SeriesSamples],
+    stored: &'a [bool],
+    floor: i64,
+}
+
+impl<'a> Appended<'a> {
+    /// Each accepted series with its accepted samples, in batch order.
+    pub fn series(
+        &self,
+    ) -> impl Iterator<Item = (&'a Labels, impl Iterator<Item = (i64, f64)> + 'a)> + '_ {
+        let floor = self.floor;
+        self.batch
+            .iter()
+            .zip(self.stored)
+            .filter(|(_, ok)| **ok)
+            .map(move |(s, _)| {
+                (
+                    &s.labels,
+                    s.samples.iter().copied().filter(move |&(t, _)| {
+                        t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64
+                    }),
+                )
+            })
+    }
+}
+
+/// Facts for `GET /api/v1/status/tsdb` and the status page.
+#[derive(Clone, Debug, Serialize)]
+pub struct TsdbStatus {
+    pub series: usize,
+    pub samples: u64,
+    pub head_samples: u64,
+    pub bytes_on_disk: u64,
+    pub bytes_per_sample: f64,
+    pub disk_budget_bytes: u64,
+    pub oldest_timestamp: Option<i64>,
+    pub newest_timestamp: Option<i64>,
+    pub windows: WindowCounts,
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowCounts {
+    pub raw: usize,
+    pub rollup_1m: usize,
+    pub rollup_1h: usize,
+}
+
+/// Counters for self-metrics.
+#[derive(Default)]
+pub struct StorageCounters {
+    pub samples_appended: AtomicU64,
+    pub samples_rejected: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub windows_dropped: AtomicU64,
+}
+
+/// What [`Storage::open`] had to do to come up.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub wal_samples_replayed: usize,
+    pub wal_torn_bytes: u64,
+    pub quarantined: Option<PathBuf>,
+    pub upgraded_from: Option<u32>,
+    pub repaired_bytes: u64,
+}
+
+pub struct Storage {
+    config: StorageConfig,
+    limits: LabelLimits,
+    clock: Arc<dyn Clock>,
+    data_dir: PathBuf,
+    db: sled::Db,
+    index: SeriesIndex,
+    files: BlockFiles,
+    wal: Wal,
+    head: Mutex<Head>,
+    frozen: RwLock<Vec<Arc<FrozenHead>>>,
+    /// Serializes checkpoints, compaction and retention.
+    maintenance: Mutex<()>,
+    /// Wakes the maintenance thread early (head over its limit).
+    wake: maintenance::Wake,
+    disk_budget: u64,
+    problems: Mutex<Vec<String>>,
+    /// The last WAL sync failed; appends are refused until one succeeds.
+    wal_failing: std::sync::atomic::AtomicBool,
+    space: space::SpaceGuard,
+    /// See [`Storage::write_floor`]; persisted in the sled tree `meta`.
+    raw_floor: std::sync::atomic::AtomicI64,
+    pub counters: StorageCounters,
+    observers: RwLock<Vec<Arc<dyn AppendObserver>>>,
+}
+
+impl Storage {
+    /// Opens (or creates) the store under `data_dir`. A database that cannot
+    /// be opened is moved aside and a fresh one started, so the appliance
+    /// always comes up; the report says so.
+    pub fn open(
+        config: &StorageConfig,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<Storage>, OpenReport), StorageError> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut report = OpenReport::default();
+        let mut problems = Vec::new();
+        let prepared = format::prepare(data_dir)?;
+        report.upgraded_from = prepared.upgraded_from;
+        let opened = match format::open_db(data_dir, config.cache_bytes.0) {
+            Ok(db) => Self::open_parts(db, data_dir, config, prepared.new_directory),
+            Err(e) => Err(e),
+        };
+        let (db, index, (files, repair)) = match opened {
+            Ok(parts) => parts,
+            Err(e) if format::is_damage(&e) => {
+                let moved = format::quarantine(data_dir, &e.to_string())?;
+                let msg = format!(
+                    "the database could not be opened ({e}); it was moved to {} and a new one started",
+                    moved.display()
+                );
+                tracing::error!("{msg}");
+                problems.push(msg);
+                report.quarantined = Some(moved);
+                format::prepare(data_dir)?;
+                let db = format::open_db(data_dir, config.cache_bytes.0)?;
+                Self::open_parts(db, data_dir, config, true)?
+            }
+            Err(e) => return Err(e),
+        };
+        report.repaired_bytes = repair.truncated_bytes;
+        // The database is ours (sled's lock): no backup can be running.
+        backup::remove_stale_staging(data_dir);
+        let partition = base::disk::partition_usage(data_dir)
+            .map(|p| p.total_bytes)
+            .unwrap_or(u64::MAX);
+        let wal = Wal::open(&data_dir.join("wal"))?;
+        let storage = Storage {
+            config: config.clone(),
+            limits: LabelLimits {
+                max_labels: config.max_labels,
+                max_name_len: config.max_label_name_bytes,
+                max_value_len: config.max_label_value_bytes,
+            },
+            clock,
+            data_dir: data_dir.to_path_buf(),
+            db,
+            index,
+            files,
+            wal,
+            head: Mutex::new(Head::default()),
+            frozen: RwLock::new(Vec::new()),
+            maintenance: Mutex::new(()),
+            wake: maintenance::Wake::default(),
+            disk_budget: config.max_disk_bytes.resolve(partition),
+            problems: Mutex::new(problems),
+            wal_failing: Default::default(),
+            space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
+            raw_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
+            counters: StorageCounters::default(),
+            observers: RwLock::new(Vec::new()),
+        };
+        if let Some(v) = storage.db.open_tree("meta")?.get("raw_floor")? {
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_ref()) {
+                storage
+                    .raw_floor
+                    .store(i64::from_be_bytes(b), Ordering::SeqCst);
+            }
+        }
+        let replay = storage.replay_wal()?;
+        report.wal_samples_replayed = replay.samples;
+        report.wal_torn_bytes = replay.torn_bytes;
+        if replay.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = replay.torn_bytes,
+                "ignored a torn record at the end of the write-ahead log (an unclean stop)"
+            );
+        }
+        let storage = Arc::new(storage);
+        // Make the replayed samples durable as blocks and start a clean log.
+        storage.checkpoint()?;
+        Ok((storage, report))
+    }
+
+    fn open_parts(
+        db: sled::Db,
+        data_dir: &Path,
+        config: &StorageConfig,
+        new_directory: bool,
+    ) -> Result<(sled::Db, SeriesIndex, (BlockFiles, files::FilesRepair)), StorageError> {
+        format::check_db_version(&db, data_dir, new_directory)?;
+        let index = SeriesIndex::load(&db, config.max_series)?;
+        let files = BlockFiles::open(&data_dir.join("blocks"), &db, true)?;
+        Ok((db, index, files))
+    }
+
+    fn replay_wal(&self) -> Result<wal::ReplayStats, StorageError> {
+        let mut total = wal::ReplayStats::default();
+        let dir = self.wal.dir().to_path_buf();
+        let current = self.wal.current_segment();
+        let mut head = self.head.lock();
+        for id in wal::list_segments(&dir)? {
+            if id >= current {
+                continue;
+            }
+            let mut restore_err = None;
+            let stats = wal::read_segment(&wal::segment_file(&dir, id), |rec| match rec {
+                wal::WalRecord::Series { id, group, labels } => {
+                    if let Err(e) = self.index.restore(id, group, labels) {
+                        restore_err = Some(e);
+                    }
+                }
+                wal::WalRecord::Samples(samples) => {
+                    for (id, ts, v) in samples {
+                        head.append(id, ts, v);
+                    }
+                }
+            })?;
+            if let Some(e) = restore_err {
+                return Err(e);
+            }
+            total.records += stats.records;
+            total.samples += stats.samples;
+            total.torn_bytes += stats.torn_bytes;
+        }
+        Ok(total)
+    }
+
+    /// Registers an observer of every accepted sample from now on.
+    pub fn observe(&self, observer: Arc<dyn AppendObserver>) {
+        self.observers.write().push(observer);
+    }
+
+    /// The trees other crates keep in the store's database (accounts,
+    /// dashboards, retained messages, cameras, forwarding queues).
+    pub fn trees(&self) -> Trees {
+        Trees::new(self.db.clone())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn label_limits(&self) -> LabelLimits {
+        self.limits
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Samples in memory (live head plus frozen heads being written).
+    pub fn pending_samples(&self) -> usize {
+        self.head.lock().samples + self.frozen.read().iter().map(|f| f.samples).sum::<usize>()
+    }
+
+    /// Stores a batch. Series that are invalid are reported in `rejected`,
+    /// the rest is stored. Fails as a whole only when storage is overloaded
+    /// (memory bound reached) — the caller should retry later.
+    pub fn append(&self, batch: &[SeriesSamples]) -> Result<AppendResult, StorageError> {
+        // Acknowledging writes that cannot be made durable would be a lie.
+        if self.wal_failing.load(Ordering::SeqCst) || self.space.refuse_writes() {
+            return Err(StorageError::CannotPersist);
+        }
+        let pending = self.pending_samples();
+        if pending >= self.config.max_head_samples.saturating_mul(4) {
+            self.wake.notify();
+            return Err(StorageError::Overloaded { pending });
+        }
+        let floor = self.write_floor();
+        let accept = |t: i64| t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64;
+        loop {
+            let epoch = self.index.epoch();
+            let mut result = AppendResult::default();
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut key = Vec::with_capacity(128);
+            for (i, s) in batch.iter().enumerate() {
+                if s.samples.is_empty() {
+                    ids.push(None);
+                    continue;
+                }
+                let refused: Vec<i64> = s
+                    .samples
+                    .iter()
+                    .map(|x| x.0)
+                    .filter(|&t| !accept(t))
+                    .collect();
+                if let Some(&ts) = refused.first() {
+                    result.rejected.push((
+                        i,
+                        StorageError::OutOfBounds {
+                            labels: s.labels.to_string(),
+                            count: refused.len(),
+                            ts,
+                            floor,
+                        },
+                    ));
+                    if refused.len() == s.samples.len() {
+                        ids.push(None);
+                        continue;
+                    }
+                }
+                s.labels.write_key(&mut key);
+                let id = match self.index.lookup(&key) {
+                    Some(id) => Some(id),
+                    None => match self.create_series(&s.labels, &key) {
+                        Ok(id) => {
+                            result.series_created += 1;
+                            Some(id)
+                        }
+                        Err(e) => {
+                            result.rejected.push((i, e));
+                            None
+                        }
+                    },
+                };
+                ids.push(id);
+            }
+            let mut log = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
+            {
+                let mut head = self.head.lock();
+                // Series forgotten since the ids were resolved: resolve again.
+                if self.index.epoch() != epoch {
+                    continue;
+                }
+                for (s, id) in batch.iter().zip(&ids) {
+                    let Some(id) = *id else { continue };
+                    for &(t, v) in s.samples.iter().filter(|x| accept(x.0)) {
+                        head.append(id, t, v);
+                        log.push((id, t, v));
+                    }
+                }
+                result.samples = log.len();
+                if !log.is_empty() {
+                    result.wal_position = self.wal.append_samples(&log);
+                }
+                if head.samples >= self.config.max_head_samples {
+                    self.wake.notify();
+                }
+            }
+            let total: usize = batch.iter().map(|s| s.samples.len()).sum();
+            self.counters
+                .samples_appended
+                .fetch_add(result.samples as u64, Ordering::Relaxed);
+            self.counters
+                .samples_rejected
+                .fetch_add((total - result.samples) as u64, Ordering::Relaxed);
+            let observers = self.observers.read();
+            if !observers.is_empty() && result.samples > 0 {
+                let stored: Vec<bool> = ids.iter().map(Option::is_some).collect();
+                let appended = Appended {
+                    batch,
+                    stored: &stored,
+                    floor,
+                };
+                for o in observers.iter() {
+                    o.appended(&appended);
+                }
+            }
+            return Ok(result);
+        }
+    }
+
+    fn create_series(&self, labels: &Labels, key: &[u8]) -> Result<SeriesId, StorageError> {
+        labels
+            .validate(&self.limits)
+            .map_err(|source| StorageError::InvalidSeries {
+                labels: labels.to_string(),
+                source,
+            })?;
+        self.index.get_or_create(labels, key, |id, group| {
+            self.wal.append_series(id, group, labels);
+        })
+    }
+
+    /// Samples at or before this time are refused: they are older than the
+    /// raw retention, or fall in raw windows already dropped.
+    pub fn write_floor(&self) -> i64 {
+        let by_age = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.config.retention.as_millis_i64());
+        self.raw_floor.load(Ordering::SeqCst).max(by_age)
+    }
+
+    pub(crate) fn raise_raw_floor(&self, floor: i64) -> Result<(), StorageError> {
+        if self.raw_floor.fetch_max(floor, Ordering::SeqCst) < floor {
+            self.db
+                .open_tree("meta")?
+                .insert("raw_floor", &floor.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the WAL is synced up to `position`.
+    pub async fn wait_durable(&self, position: u64) {
+        let mut rx = self.wal.durable_watch();
+        let _ = rx.wait_for(|&p| p >= position).await;
+    }
+
+    /// Whether appends are acknowledged only once synced.
+    pub fn sync_writes(&self) -> bool {
+        self.config.sync_writes
+    }
+
+    /// Syncs the WAL now.
+    pub fn flush_wal(&self) -> Result<(), StorageError> {
+        self.wal.flush()?;
+        Ok(())
+    }
+
+    /// Series matching the selector with data overlapping `[start, end]`.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<(SeriesId, Arc<Labels>)> {
+        // Spans recorded in the index lag behind the heads by a checkpoint.
+        let mut in_memory = rustc_hash::FxHashSet::default();
+        {
+            let head = self.head.lock();
+            let frozen = self.frozen.read();
+            let spans = std::iter::once(&head.spans).chain(frozen.iter().map(|f| &f.spans));
+            for m in spans {
+                for (&id, &(lo, hi)) in m {
+                    if hi >= start && lo <= end {
+                        in_memory.insert(id);
+                    }
+                }
+            }
+        }
+        self.index
+            .select(matchers, start, end, &in_memory)
+            .into_iter()
+            .map(|(id, info)| (id, info.labels))
+            .collect()
+    }
+
+    pub fn series_labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
+        self.index.get(id).map(|i| i.labels)
+    }
+
+    pub fn label_names(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<String> {
+        if matchers.is_empty() {
+            return self.index.label_names();
+        }
+        let mut names: Vec<String> = self
+            .select(matchers, start, end)
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<String> {
+        if matchers.is_empty() {
+            return self.index.label_values(name);
+        }
+        let mut values: Vec<String> = self
+            .select(matchers, start, end)
+            .iter()
+            .filter_map(|(_, l)| l.get(name).map(str::to_string))
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes this store occupies on disk right now.
+    pub fn disk_usage(&self) -> u64 {
+        self.files.total_file_bytes()
+            + self.db.size_on_disk().unwrap_or(0)
+            + self.wal.size_on_disk()
+    }
+
+    pub fn disk_budget(&self) -> u64 {
+        self.disk_budget
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().clone()
+    }
+
+    fn report_problem(&self, msg: String) {
+        let mut p = self.problems.lock();
+        if !p.contains(&msg) {
+            tracing::error!("{msg}");
+            p.push(msg);
+            // Keep the most recent few.
+            let n = p.len();
+            if n > 20 {
+                p.drain(..n - 20);
+            }
+        }
+    }
+
+    fn clear_problem(&self, prefix: &str) {
+        self.problems.lock().retain(|p| !p.starts_with(prefix));
+    }
+
+    pub fn status(&self) -> TsdbStatus {
+        let raw = self.files.windows(Tier::Raw);
+        let head_samples = self.pending_samples() as u64;
+        let stored: u64 = raw.iter().map(|(_, m)| m.samples).sum();
+        let samples = stored + head_samples;
+        let bytes = base::disk::dir_size(&self.data_dir.join("db"))
+            + base::disk::dir_size(&self.data_dir.join("blocks"))
+            + base::disk::dir_size(&self.data_dir.join("wal"));
+        let mut oldest = TIERS_OLDEST
+            .iter()
+            .flat_map(|&t| self.files.windows(t).into_iter().map(|(_, m)| m.min_ts))
+            .min();
+        let mut newest = raw.iter().map(|(_, m)| m.max_ts).max();
+        {
+            let head = self.head.lock();
+            for &(lo, hi) in head.spans.values() {
+                oldest = Some(oldest.map_or(lo, |o| o.min(lo)));
+                newest = Some(newest.map_or(hi, |n| n.max(hi)));
+            }
+        }
+        TsdbStatus {
+            series: self.index.len(),
+            samples,
+            head_samples,
+            bytes_on_disk: bytes,
+            bytes_per_sample: if samples > 0 {
+                bytes as f64 / samples as f64
+            } else {
+                0.0
+            },
+            disk_budget_bytes: self.disk_budget,
+            oldest_timestamp: oldest,
+            newest_timestamp: newest,
+            windows: WindowCounts {
+                raw: raw.len(),
+                rollup_1m: self.files.windows(Tier::Minute).len(),
+                rollup_1h: self.files.windows(Tier::Hour).len(),
+            },
+            problems: self.problems(),
+        }
+    }
+
+    /// The first and last timestamp of any data, stored or in memory.
+    pub fn data_extent(&self) -> Option<(i64, i64)> {
+        let mut lo: Option<i64> = None;
+        let mut hi: Option<i64> = None;
+        let mut widen = |a: i64, b: i64| {
+            lo = Some(lo.map_or(a, |l| l.min(a)));
+            hi = Some(hi.map_or(b, |h| h.max(b)));
+        };
+        for t in TIERS_OLDEST {
+            for (_, m) in self.files.windows(t) {
+                if m.min_ts <= m.max_ts {
+                    widen(m.min_ts, m.max_ts);
+                }
+            }
+        }
+        let head = self.head.lock();
+        for &(a, b) in head.spans.values() {
+            widen(a, b);
+        }
+        for f in self.frozen.read().iter() {
+            for &(a, b) in f.spans.values() {
+                widen(a, b);
+            }
+        }
+        lo.zip(hi)
+    }
+
+    /// Writes everything out and syncs: the clean-stop path.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.wake.stop();
+        self.wal.flush()?;
+        self.checkpoint()?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+const TIERS_OLDEST: [Tier; 3] = [Tier::Raw, Tier::Minute, Tier::Hour];
+
+#[cfg(test)]
+mod tests;

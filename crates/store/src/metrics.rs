@@ -1,0 +1,113 @@
+//! The store's self-metrics, and the way self-metrics become stored series.
+//!
+//! Owns `impl MetricSource for Storage` (what the store reports about itself,
+//! read through [`Storage`]'s public API only) and [`to_series`] /
+//! [`record`], which turn any registry's points into ordinary series so the
+//! dashboard and PromQL see perch's own health like any sensor. Calls
+//! `system::metrics`; the dependency points storage → system, as for the
+//! clock.
+
+use std::sync::atomic::Ordering;
+
+use super::labels::{Labels, METRIC_NAME};
+use super::{AppendResult, SeriesSamples, Storage, StorageError};
+use base::metrics::{MetricPoint, MetricSource, Registry};
+
+impl MetricSource for Storage {
+    fn collect(&self, out: &mut Vec<MetricPoint>) {
+        let c = &self.counters;
+        let counter = |name, help, v: &std::sync::atomic::AtomicU64| {
+            MetricPoint::counter(name, help, v.load(Ordering::Relaxed) as f64)
+        };
+        out.push(MetricPoint::gauge(
+            "perch_storage_series",
+            "Series the store knows.",
+            self.series_count() as f64,
+        ));
+        out.push(counter(
+            "perch_storage_samples_appended_total",
+            "Samples accepted by the store since perch started.",
+            &c.samples_appended,
+        ));
+        out.push(counter(
+            "perch_storage_samples_rejected_total",
+            "Samples refused (invalid series, out of bounds, series limit) since perch started.",
+            &c.samples_rejected,
+        ));
+        out.push(counter(
+            "perch_storage_checkpoints_total",
+            "Checkpoints (head written out as blocks) since perch started.",
+            &c.checkpoints,
+        ));
+        out.push(counter(
+            "perch_storage_windows_dropped_total",
+            "Time windows deleted by retention or the disk budget since perch started.",
+            &c.windows_dropped,
+        ));
+        out.push(MetricPoint::gauge(
+            "perch_storage_head_samples",
+            "Samples held in memory, not yet written out as blocks.",
+            self.pending_samples() as f64,
+        ));
+        // `disk_usage` adds up sizes the store already tracks (plus a stat of
+        // sled's file and the few WAL segments); `status()` would walk every
+        // directory, too slow to do on each scrape.
+        out.push(MetricPoint::gauge(
+            "perch_storage_disk_usage_bytes",
+            "Bytes the store occupies on disk (block files, database, write-ahead log).",
+            self.disk_usage() as f64,
+        ));
+        out.push(MetricPoint::gauge(
+            "perch_storage_disk_budget_bytes",
+            "Most bytes the store may occupy (storage.max_disk_bytes).",
+            self.disk_budget() as f64,
+        ));
+        out.push(MetricPoint::gauge(
+            "perch_storage_problems",
+            "Problems the store reports at /api/v1/status/tsdb (0 when healthy).",
+            self.problems().len() as f64,
+        ));
+    }
+}
+
+/// Points as series to store, each with one sample at `now_ms`. A point's
+/// labels and its name become the series' labels; the store validates them.
+pub fn to_series(points: &[MetricPoint], now_ms: i64) -> Vec<SeriesSamples> {
+    points
+        .iter()
+        .map(|p| SeriesSamples {
+            labels: Labels::from_pairs(
+                std::iter::once((METRIC_NAME, p.name.as_str()))
+                    .chain(p.labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+            ),
+            samples: vec![(now_ms, p.value)],
+        })
+        .collect()
+}
+
+/// Gathers `registry` and stores the points, stamped with the store's clock.
+/// Blocking (it reads `/proc` and appends): call it from a blocking thread.
+pub fn record(registry: &Registry, storage: &Storage) -> Result<AppendResult, StorageError> {
+    let points = registry.gather();
+    storage.append(&to_series(&points, storage.now_ms()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_become_one_sample_series() {
+        let points = vec![
+            MetricPoint::counter("a_total", "", 3.0).with_label("x", "1"),
+            MetricPoint::gauge("b", "", 0.5),
+        ];
+        let s = to_series(&points, 1_000);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].labels.metric_name(), Some("a_total"));
+        assert_eq!(s[0].labels.get("x"), Some("1"));
+        assert_eq!(s[0].samples, vec![(1_000, 3.0)]);
+        assert_eq!(s[1].labels.len(), 1);
+        assert_eq!(s[1].samples, vec![(1_000, 0.5)]);
+    }
+}

@@ -1,0 +1,141 @@
+//! The sled trees other crates keep in the one database. The store owns the
+//! database; every other crate gets its trees through [`Trees`], by a
+//! [`Tree`] and never by a string, so that this file is the complete list
+//! of what `db/` holds besides the store's own trees (`series`,
+//! `series_span`, `blocks`, `meta`). Tree names are part of the on-disk
+//! format: renaming one is a format step with its upgrade (`format.rs`).
+
+use crate::StorageError;
+
+/// A tree some crate other than the store owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// accounts: name → role, argon2 hash, device topic filters.
+    Users,
+    /// accounts: sha256(cookie) → user, CSRF token, expiry.
+    Sessions,
+    /// accounts: id → name, role, sha256(secret), last use.
+    Tokens,
+    /// dashboards: name → the dashboard's JSON.
+    Dashboards,
+    /// mqtt: topic → retained message.
+    Retained,
+    /// cameras: name → camera added through the API.
+    Cameras,
+    /// cameras: camera, id → snapshot metadata.
+    Snapshots,
+    /// forward: name → forwarding target added through the API (JSON).
+    ForwardTargets,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 8] = [
+        Tree::Users,
+        Tree::Sessions,
+        Tree::Tokens,
+        Tree::Dashboards,
+        Tree::Retained,
+        Tree::Cameras,
+        Tree::Snapshots,
+        Tree::ForwardTargets,
+    ];
+
+    /// The tree's name in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Users => "users",
+            Tree::Sessions => "sessions",
+            Tree::Tokens => "tokens",
+            Tree::Dashboards => "dashboards",
+            Tree::Retained => "retained",
+            Tree::Cameras => "cameras",
+            Tree::Snapshots => "snapshots",
+            Tree::ForwardTargets => "forward_targets",
+        }
+    }
+}
+
+/// Prefix of the per-target forwarding queues, `forward.<target>`.
+const FORWARD_QUEUE_PREFIX: &str = "forward.";
+
+/// Access to the trees of [`Tree`] and to the forwarding queues; cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Trees {
+    db: sled::Db,
+}
+
+impl Trees {
+    pub(crate) fn new(db: sled::Db) -> Trees {
+        Trees { db }
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Trees in a database of their own that vanishes when dropped: for
+    /// the tests of the crates that keep trees.
+    pub fn temporary() -> Result<Trees, StorageError> {
+        Ok(Trees {
+            db: sled::Config::new().temporary(true).open()?,
+        })
+    }
+
+    pub fn open(&self, tree: Tree) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(tree.name())?)
+    }
+
+    /// The queue of forwarding target `target` (a name of letters, digits,
+    /// `-` and `_`), created if missing.
+    pub fn forward_queue(&self, target: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(forward_queue_name(target))?)
+    }
+
+    /// Deletes a forwarding target's queue with all it holds.
+    pub fn drop_forward_queue(&self, target: &str) -> Result<(), StorageError> {
+        self.db.drop_tree(forward_queue_name(target))?;
+        Ok(())
+    }
+}
+
+fn forward_queue_name(target: &str) -> String {
+    format!("{FORWARD_QUEUE_PREFIX}{target}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_on_disk_ones() {
+        let names: Vec<&str> = Tree::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "users",
+                "sessions",
+                "tokens",
+                "dashboards",
+                "retained",
+                "cameras",
+                "snapshots",
+                "forward_targets"
+            ]
+        );
+        assert_eq!(forward_queue_name("cloud"), "forward.cloud");
+    }
+
+    #[test]
+    fn queues_are_separate_and_dropped_alone() {
+        let trees = Trees::temporary().unwrap();
+        trees.forward_queue("a").unwrap().insert("k", "1").unwrap();
+        trees.forward_queue("b").unwrap().insert("k", "2").unwrap();
+        trees.drop_forward_queue("a").unwrap();
+        assert!(trees.forward_queue("a").unwrap().is_empty());
+        assert_eq!(
+            trees.forward_queue("b").unwrap().get("k").unwrap().unwrap(),
+            b"2"[..]
+        );
+    }
+}
