@@ -81,6 +81,23 @@ pub enum AccountError {
     Hash(String),
 }
 
+impl base::HasKind for AccountError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            AccountError::Exists(_) => K::Conflict,
+            AccountError::Db(_)
+            | AccountError::Store(_)
+            | AccountError::Corrupt(_)
+            | AccountError::Hash(_) => K::Internal,
+            AccountError::BadName(_)
+            | AccountError::BadRole(_)
+            | AccountError::ShortPassword
+            | AccountError::BadTopic(_) => K::InvalidArgument,
+        }
+    }
+}
+
 pub const MIN_PASSWORD: usize = 8;
 
 /// A user as stored.

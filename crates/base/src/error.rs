@@ -37,26 +37,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// A short snake_case name, as the Prometheus API's `errorType` and
-    /// perch's own error bodies use it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidArgument => "bad_data",
-            ErrorKind::Unprocessable => "execution",
-            ErrorKind::Unauthenticated => "unauthorized",
-            ErrorKind::PermissionDenied => "forbidden",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::PayloadTooLarge => "too_large",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::DeadlineExceeded => "timeout",
-            ErrorKind::InsufficientStorage => "insufficient_storage",
-            ErrorKind::DataLoss => "internal",
-            ErrorKind::Internal => "internal",
-        }
-    }
-
     /// Whether the caller caused it (and should change the request).
     pub fn is_client_error(self) -> bool {
         matches!(
@@ -75,7 +55,7 @@ impl ErrorKind {
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        fmt::Debug::fmt(self, f)
     }
 }
 

@@ -63,6 +63,14 @@ pub enum LabelError {
     },
 }
 
+impl crate::HasKind for LabelError {
+    fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        let _ = self;
+        K::InvalidArgument
+    }
+}
+
 pub fn is_valid_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')

@@ -50,6 +50,21 @@ pub enum CameraError {
     Db(#[from] sled::Error),
 }
 
+impl base::HasKind for CameraError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            CameraError::NotFound(_) => K::NotFound,
+            CameraError::Exists(_) | CameraError::FromConfig(_) => K::Conflict,
+            CameraError::Invalid(_) => K::InvalidArgument,
+            CameraError::NoKeyframe(_) => K::Unavailable,
+            CameraError::Snapshot(_) | CameraError::Scheduler(_) | CameraError::Db(_) => {
+                K::Internal
+            }
+        }
+    }
+}
+
 /// A camera as the API shows it: its settings without the password, where it
 /// is defined, and its status.
 #[derive(Debug, Serialize)]

@@ -38,6 +38,16 @@ pub enum SnapshotError {
     Store(#[from] store::StorageError),
 }
 
+impl base::HasKind for SnapshotError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            SnapshotError::Store(e) => e.kind(),
+            _ => K::Internal,
+        }
+    }
+}
+
 /// Decodes a keyframe and encodes it as JPEG. Runs on a blocking thread:
 /// decoding 1080p takes tens of milliseconds on a Pi.
 pub fn keyframe_to_jpeg(

@@ -21,6 +21,16 @@ pub enum DashboardError {
     Store(#[from] store::StorageError),
 }
 
+impl base::HasKind for DashboardError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            DashboardError::Db(_) | DashboardError::Store(_) => K::Internal,
+            DashboardError::BadName(_) | DashboardError::BadDocument(_) => K::InvalidArgument,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DashboardSummary {
     pub name: String,

@@ -111,6 +111,22 @@ pub enum ForwardError {
     FromConfig(String),
 }
 
+impl base::HasKind for ForwardError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            ForwardError::NoTarget(_) => K::NotFound,
+            ForwardError::Exists(_) | ForwardError::FromConfig(_) => K::Conflict,
+            ForwardError::Invalid(_) => K::InvalidArgument,
+            ForwardError::Db(_)
+            | ForwardError::Corrupt(_)
+            | ForwardError::Unsupported(_)
+            | ForwardError::Storage(_)
+            | ForwardError::Setup(_) => K::Internal,
+        }
+    }
+}
+
 /// Counters and state of one target, shared by its hook, writer and sender.
 #[derive(Default)]
 pub(crate) struct Counters {

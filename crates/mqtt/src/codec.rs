@@ -29,6 +29,14 @@ pub enum CodecError {
     UnsupportedLevel(u8),
 }
 
+impl base::HasKind for CodecError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        let _ = self;
+        K::InvalidArgument
+    }
+}
+
 /// Reads the protocol level of a CONNECT packet at the start of `buf`.
 pub fn peek_connect_version(buf: &[u8]) -> Result<Version, CodecError> {
     if buf.is_empty() {

@@ -63,6 +63,16 @@ pub enum MqttError {
     Db(#[from] sled::Error),
 }
 
+impl base::HasKind for MqttError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            MqttError::Store(e) => e.kind(),
+            _ => K::Internal,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum PublishError {
     #[error("invalid topic {topic:?}: {reason}")]
@@ -73,6 +83,18 @@ pub enum PublishError {
     TooLarge { size: usize, limit: usize },
     #[error("the broker is stopping")]
     Stopping,
+}
+
+impl base::HasKind for PublishError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            PublishError::BadTopic { .. } => K::InvalidArgument,
+            PublishError::NotAllowed(_) => K::PermissionDenied,
+            PublishError::TooLarge { .. } => K::PayloadTooLarge,
+            PublishError::Stopping => K::Unavailable,
+        }
+    }
 }
 
 /// Counters for the self-metrics.

@@ -27,6 +27,18 @@ pub enum QueryError {
     Storage(#[from] store::StorageError),
 }
 
+impl base::HasKind for QueryError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            QueryError::BadData(_) => K::InvalidArgument,
+            QueryError::Execution(_) => K::Unprocessable,
+            QueryError::Timeout(_) => K::DeadlineExceeded,
+            QueryError::Storage(e) => e.kind(),
+        }
+    }
+}
+
 impl From<base::selector::SelectorError> for QueryError {
     fn from(e: base::selector::SelectorError) -> QueryError {
         QueryError::BadData(e.0)

@@ -68,6 +68,18 @@ pub enum SearchError {
     Stopped,
 }
 
+impl base::HasKind for SearchError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            SearchError::BadQuery(_) | SearchError::BadRequest(_) => K::InvalidArgument,
+            SearchError::Stopped => K::Unavailable,
+            SearchError::Damaged(_) => K::DataLoss,
+            SearchError::Index(_) | SearchError::Io(_) => K::Internal,
+        }
+    }
+}
+
 impl SearchError {
     /// The request was at fault (HTTP 400), not the index.
     pub fn is_client_error(&self) -> bool {

@@ -46,6 +46,14 @@ pub enum BlockError {
     Codec(#[from] CodecError),
 }
 
+impl base::HasKind for BlockError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        let _ = self;
+        K::DataLoss
+    }
+}
+
 impl From<VarintError> for BlockError {
     fn from(_: VarintError) -> Self {
         BlockError::Corrupt("truncated header".into())

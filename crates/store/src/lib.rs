@@ -96,6 +96,24 @@ pub enum StorageError {
     Block(#[from] block::BlockError),
 }
 
+impl base::HasKind for StorageError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            StorageError::InvalidSeries { .. }
+            | StorageError::TooManySeries { .. }
+            | StorageError::OutOfBounds { .. } => K::InvalidArgument,
+            StorageError::TooManySamples { .. } => K::Unprocessable,
+            StorageError::Overloaded { .. } => K::Unavailable,
+            StorageError::CannotPersist => K::InsufficientStorage,
+            StorageError::Corrupt(_) | StorageError::Block(_) => K::DataLoss,
+            StorageError::Io(_) | StorageError::Db(_) | StorageError::FormatTooNew { .. } => {
+                K::Internal
+            }
+        }
+    }
+}
+
 impl StorageError {
     /// Errors caused by the input (the caller should fix the request).
     pub fn is_client_error(&self) -> bool {

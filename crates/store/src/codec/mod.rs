@@ -32,6 +32,14 @@ pub enum CodecError {
     UnknownCodec(u8),
 }
 
+impl base::HasKind for CodecError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        let _ = self;
+        K::DataLoss
+    }
+}
+
 /// Stable identifiers written into blocks; never renumber them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
