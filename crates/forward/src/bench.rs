@@ -5,7 +5,6 @@
 //! acknowledged everything. MQTT targets get generated messages handed to the
 //! forwarder directly (the broker's own cost is `perch bench mqtt`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -242,11 +241,7 @@ pub fn run(args: ForwardBenchArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    let sent: u64 = fwd
-        .targets()
-        .iter()
-        .map(|t| t.counters.sent.load(Ordering::Relaxed))
-        .sum();
+    let sent: u64 = fwd.status().iter().map(|s| s.sent_total).sum();
     println!("total acknowledged: {sent}");
     rt.block_on(fwd.stop());
     storage.close()?;

@@ -49,6 +49,19 @@ impl SamplesWriter {
         }
     }
 
+    /// Adds a series of the store unless it has no samples.
+    pub fn add_labels(
+        &mut self,
+        labels: &store::Labels,
+        samples: impl Iterator<Item = (i64, f64)>,
+    ) {
+        self.add(
+            labels.len(),
+            labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            samples,
+        );
+    }
+
     pub fn samples(&self) -> u64 {
         self.samples
     }

@@ -9,23 +9,74 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
-use tokio::sync::mpsc;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, QoS, Transport,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use super::{item, pause, Backoff, Pace, Target};
+use crate::definitions::redact;
+use crate::item;
+use crate::queue::Entry;
+use crate::sender::{pause, Backoff, Pace, SEND_BATCH_BYTES};
+use crate::target::Target;
+use crate::tls::{self, TlsError};
+use crate::ForwardError;
 
-enum Ev {
-    Connected,
-    Refused(String),
-    Acked,
-    Written,
-    Lost(String),
+#[derive(Debug, Error)]
+enum MqttError {
+    #[error("{0}")]
+    Url(#[from] url::ParseError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("the broker refused the connection: {0:?}")]
+    Refused(ConnectReturnCode),
+    #[error("{0}")]
+    Lost(#[from] Box<ConnectionError>),
+    #[error("connection closed")]
+    Closed,
+    #[error("no CONNACK within {0}")]
+    NoConnack(config::Duration),
+    #[error("{missing} of {expected} messages unacknowledged after {timeout}")]
+    Unacknowledged {
+        missing: usize,
+        expected: usize,
+        timeout: config::Duration,
+    },
+    #[error("{0}")]
+    Publish(#[from] rumqttc::ClientError),
+    #[error("{0}")]
+    Queue(#[from] ForwardError),
 }
 
-pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
+impl base::HasKind for MqttError {
+    fn kind(&self) -> base::ErrorKind {
+        use base::ErrorKind as K;
+        match self {
+            MqttError::Url(_) => K::InvalidArgument,
+            MqttError::Tls(e) => e.kind(),
+            MqttError::Refused(_) | MqttError::Lost(_) | MqttError::Closed => K::Unavailable,
+            MqttError::NoConnack(_) | MqttError::Unacknowledged { .. } => K::DeadlineExceeded,
+            MqttError::Publish(_) => K::Internal,
+            MqttError::Queue(e) => e.kind(),
+        }
+    }
+}
+
+/// What a session waits for from the event loop.
+enum LoopEvent {
+    Connected,
+    Refused(ConnectReturnCode),
+    Acked,
+    Written,
+    Lost(Box<ConnectionError>),
+}
+
+pub async fn run(t: Arc<Target>, mut stop: watch::Receiver<bool>) {
     let c = &t.config;
     let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "perch".into());
-    let prefix = c.remote_prefix.replace("{hostname}", &hostname);
     let opts = match options(&t, &hostname) {
         Ok(o) => o,
         Err(e) => {
@@ -33,61 +84,31 @@ pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
             return;
         }
     };
-    let qos = match c.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
+    let mut bridge = Bridge {
+        t: &t,
+        prefix: c.remote_prefix.replace("{hostname}", &hostname),
+        qos: match c.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        },
+        pace: Pace::new(&t),
+        backoff: Backoff::new(c.max_backoff.0),
     };
-    let mut backoff = Backoff::new(c.max_backoff.0);
-    let mut pace = Pace::new(&t);
-    tracing::info!(url = %super::redact(&c.url), %prefix, "forwarding MQTT messages");
+    tracing::info!(url = %redact(&c.url), prefix = %bridge.prefix, "forwarding MQTT messages");
     while !*stop.borrow() {
-        let (client, mut eventloop) = AsyncClient::new(opts.clone(), c.batch_max + 16);
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let poller = tokio::spawn(async move {
-            loop {
-                let ev = match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(a))) => {
-                        if a.code == rumqttc::ConnectReturnCode::Success {
-                            Ev::Connected
-                        } else {
-                            Ev::Refused(format!("the broker refused the connection: {:?}", a.code))
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_)))
-                    | Ok(Event::Incoming(Packet::PubComp(_))) => Ev::Acked,
-                    Ok(Event::Outgoing(Outgoing::Publish(_))) => Ev::Written,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let _ = ev_tx.send(Ev::Lost(e.to_string()));
-                        return;
-                    }
-                };
-                if ev_tx.send(ev).is_err() {
-                    return;
-                }
-            }
-        });
-        let result = session(
-            &t,
-            &client,
-            &mut ev_rx,
-            &prefix,
-            qos,
-            &mut pace,
-            &mut backoff,
-            &mut stop,
-        )
-        .await;
+        let (client, eventloop) = AsyncClient::new(opts.clone(), c.batch_max + 16);
+        let (poller, mut events) = spawn_poller(eventloop);
+        let result = bridge.session(&client, &mut events, &mut stop).await;
         let _ = client.try_disconnect();
         poller.abort();
         t.set_connected(false);
-        t.set_catching_up(false);
+        t.seat.set_catching_up(false);
         match result {
             Ok(()) => break,
             Err(e) => {
                 t.error(e);
-                if !pause(backoff.step(), &mut stop).await {
+                if !pause(bridge.backoff.step(), &mut stop).await {
                     break;
                 }
             }
@@ -95,9 +116,9 @@ pub async fn run(t: Arc<Target>, mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-fn options(t: &Target, hostname: &str) -> Result<MqttOptions, String> {
+fn options(t: &Target, hostname: &str) -> Result<MqttOptions, MqttError> {
     let c = &t.config;
-    let url = url::Url::parse(&c.url).map_err(|e| e.to_string())?;
+    let url = url::Url::parse(&c.url)?;
     let tls = matches!(url.scheme(), "mqtts" | "ssl");
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
@@ -115,114 +136,209 @@ fn options(t: &Target, hostname: &str) -> Result<MqttOptions, String> {
     }
     if tls {
         o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(super::tls::client_config(c.ca_file.as_deref())?),
+            rumqttc::TlsConfiguration::Rustls(tls::client_config(c.ca_file.as_deref())?),
         ));
     }
     Ok(o)
 }
 
-/// One connection: waits for CONNACK, then sends batches until the
-/// connection is lost (Err) or perch stops (Ok).
-#[allow(clippy::too_many_arguments)]
-async fn session(
-    t: &Target,
-    client: &AsyncClient,
-    ev: &mut mpsc::UnboundedReceiver<Ev>,
-    prefix: &str,
-    qos: QoS,
-    pace: &mut Pace,
-    backoff: &mut Backoff,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    let c = &t.config;
-    match tokio::time::timeout(c.timeout.0, ev.recv()).await {
-        Ok(Some(Ev::Connected)) => {}
-        Ok(Some(Ev::Refused(e))) | Ok(Some(Ev::Lost(e))) => return Err(e),
-        Ok(_) => return Err("connection closed".into()),
-        Err(_) => return Err(format!("no CONNACK within {}", c.timeout)),
-    }
-    t.set_connected(true);
-    backoff.reset();
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        pace.update_rate(t);
-        if !t.wait_for_priority(stop).await {
-            return Ok(());
-        }
-        // Anything but acknowledgements between batches: the connection went.
-        while let Ok(e) = ev.try_recv() {
-            if let Ev::Lost(e) = e {
-                return Err(e);
-            }
-        }
-        let batch = t
-            .queue
-            .peek(c.batch_max, super::SEND_BATCH_BYTES)
-            .map_err(|e| e.to_string())?;
-        let Some(last) = batch.last().map(|e| e.seq) else {
-            t.set_catching_up(false);
-            tokio::select! {
-                _ = t.queue.notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = base::stopping(stop) => {}
-                e = ev.recv() => match e {
-                    Some(Ev::Lost(e)) => return Err(e),
-                    None => return Err("connection closed".into()),
-                    _ => {}
+/// Drives a connection's event loop on a task of its own, passing on what
+/// a session waits for; it ends when the connection fails.
+fn spawn_poller(mut eventloop: EventLoop) -> (JoinHandle<()>, mpsc::UnboundedReceiver<LoopEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let ev = match eventloop.poll().await {
+                Ok(ev) => match loop_event(ev) {
+                    Some(ev) => ev,
+                    None => continue,
                 },
-            }
-            continue;
-        };
-        let mut bytes = 0usize;
-        let mut expected = 0usize;
-        let mut bad = 0u64;
-        for e in &batch {
-            let m = match item::decode_message(e.payload()) {
-                Ok(m) => m,
-                Err(_) => {
-                    bad += 1;
-                    continue;
+                Err(e) => {
+                    let _ = tx.send(LoopEvent::Lost(Box::new(e)));
+                    return;
                 }
             };
-            let topic = format!("{prefix}{}", m.topic);
-            bytes += topic.len() + m.payload.len();
-            client
-                .publish(topic, qos, m.retain, m.payload.to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-            expected += 1;
-        }
-        let deadline = tokio::time::Instant::now() + c.timeout.0;
-        let mut done = 0usize;
-        while done < expected {
-            match tokio::time::timeout_at(deadline, ev.recv()).await {
-                Ok(Some(Ev::Acked)) if qos != QoS::AtMostOnce => done += 1,
-                Ok(Some(Ev::Written)) if qos == QoS::AtMostOnce => done += 1,
-                Ok(Some(Ev::Lost(e))) => return Err(e),
-                Ok(None) => return Err("connection closed".into()),
-                Ok(Some(_)) => {}
-                Err(_) => {
-                    return Err(format!(
-                        "{} of {expected} messages unacknowledged after {}",
-                        expected - done,
-                        c.timeout
-                    ))
-                }
+            if tx.send(ev).is_err() {
+                return;
             }
         }
-        t.queue.commit(last).map_err(|e| e.to_string())?;
-        t.set_catching_up(batch.len() >= c.batch_max);
-        t.counters
-            .sent
-            .fetch_add(expected as u64, Ordering::Relaxed);
-        if bad > 0 {
-            t.counters.rejected.fetch_add(bad, Ordering::Relaxed);
+    });
+    (task, rx)
+}
+
+fn loop_event(ev: Event) -> Option<LoopEvent> {
+    match ev {
+        Event::Incoming(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => {
+            Some(LoopEvent::Connected)
         }
-        let wait = pace.delay_for(bytes);
-        if !wait.is_zero() && !pause(wait, stop).await {
-            return Ok(());
+        Event::Incoming(Packet::ConnAck(a)) => Some(LoopEvent::Refused(a.code)),
+        Event::Incoming(Packet::PubAck(_)) | Event::Incoming(Packet::PubComp(_)) => {
+            Some(LoopEvent::Acked)
+        }
+        Event::Outgoing(Outgoing::Publish(_)) => Some(LoopEvent::Written),
+        _ => None,
+    }
+}
+
+/// One MQTT target's sender: what lasts from one connection to the next.
+struct Bridge<'a> {
+    t: &'a Target,
+    prefix: String,
+    qos: QoS,
+    pace: Pace,
+    backoff: Backoff,
+}
+
+/// What publishing a batch came to.
+#[derive(Default)]
+struct Published {
+    /// Messages handed to the client: acknowledgements to wait for.
+    messages: usize,
+    /// Topic and payload bytes, for `max_bandwidth`.
+    bytes: usize,
+    /// Damaged items left out (they can never be sent).
+    damaged: u64,
+}
+
+impl Bridge<'_> {
+    /// One connection: waits for CONNACK, then sends batches until the
+    /// connection is lost (Err) or perch stops (Ok).
+    async fn session(
+        &mut self,
+        client: &AsyncClient,
+        events: &mut mpsc::UnboundedReceiver<LoopEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), MqttError> {
+        let t = self.t;
+        let c = &t.config;
+        await_connack(events, c.timeout).await?;
+        t.set_connected(true);
+        self.backoff.reset();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            self.pace.update_rate(t);
+            if !t.seat.wait_turn(stop).await {
+                return Ok(());
+            }
+            check_connection(events)?;
+            let batch = t.lane.queue.peek(c.batch_max, SEND_BATCH_BYTES)?;
+            let Some(last) = batch.last().map(|e| e.seq) else {
+                t.seat.set_catching_up(false);
+                wait_for_items(t, events, stop).await?;
+                continue;
+            };
+            let published = self.publish(client, &batch).await?;
+            await_acks(events, published.messages, self.qos, c.timeout).await?;
+            t.lane.queue.commit(last)?;
+            t.seat.set_catching_up(batch.len() >= c.batch_max);
+            self.count(&published);
+            let wait = self.pace.delay_for(published.bytes);
+            if !wait.is_zero() && !pause(wait, stop).await {
+                return Ok(());
+            }
         }
     }
+
+    async fn publish(&self, client: &AsyncClient, batch: &[Entry]) -> Result<Published, MqttError> {
+        let mut p = Published::default();
+        for e in batch {
+            let Ok(m) = item::decode_message(e.payload()) else {
+                p.damaged += 1;
+                continue;
+            };
+            let topic = format!("{}{}", self.prefix, m.topic);
+            p.bytes += topic.len() + m.payload.len();
+            client
+                .publish(topic, self.qos, m.retain, m.payload.to_vec())
+                .await?;
+            p.messages += 1;
+        }
+        Ok(p)
+    }
+
+    fn count(&self, p: &Published) {
+        self.t
+            .lane
+            .counters
+            .sent
+            .fetch_add(p.messages as u64, Ordering::Relaxed);
+        if p.damaged > 0 {
+            self.t.count_rejected(p.damaged);
+        }
+    }
+}
+
+async fn await_connack(
+    events: &mut mpsc::UnboundedReceiver<LoopEvent>,
+    timeout: config::Duration,
+) -> Result<(), MqttError> {
+    match tokio::time::timeout(timeout.0, events.recv()).await {
+        Ok(Some(LoopEvent::Connected)) => Ok(()),
+        Ok(Some(LoopEvent::Refused(code))) => Err(MqttError::Refused(code)),
+        Ok(Some(LoopEvent::Lost(e))) => Err(e.into()),
+        Ok(_) => Err(MqttError::Closed),
+        Err(_) => Err(MqttError::NoConnack(timeout)),
+    }
+}
+
+/// Between batches only stale acknowledgements or the end of the
+/// connection can be waiting.
+fn check_connection(events: &mut mpsc::UnboundedReceiver<LoopEvent>) -> Result<(), MqttError> {
+    while let Ok(ev) = events.try_recv() {
+        if let LoopEvent::Lost(e) = ev {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to a second) for items to arrive in an empty queue, watching
+/// the connection meanwhile.
+async fn wait_for_items(
+    t: &Target,
+    events: &mut mpsc::UnboundedReceiver<LoopEvent>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), MqttError> {
+    tokio::select! {
+        _ = t.lane.queue.notify.notified() => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = base::stopping(stop) => {}
+        ev = events.recv() => match ev {
+            Some(LoopEvent::Lost(e)) => return Err(e.into()),
+            None => return Err(MqttError::Closed),
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// Waits until the broker acknowledged `expected` messages: PUBACK or
+/// PUBCOMP, or for QoS 0 their being written to the socket.
+async fn await_acks(
+    events: &mut mpsc::UnboundedReceiver<LoopEvent>,
+    expected: usize,
+    qos: QoS,
+    timeout: config::Duration,
+) -> Result<(), MqttError> {
+    let deadline = tokio::time::Instant::now() + timeout.0;
+    let mut done = 0usize;
+    while done < expected {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(LoopEvent::Acked)) if qos != QoS::AtMostOnce => done += 1,
+            Ok(Some(LoopEvent::Written)) if qos == QoS::AtMostOnce => done += 1,
+            Ok(Some(LoopEvent::Lost(e))) => return Err(e.into()),
+            Ok(None) => return Err(MqttError::Closed),
+            Ok(Some(_)) => {}
+            Err(_) => {
+                return Err(MqttError::Unacknowledged {
+                    missing: expected - done,
+                    expected,
+                    timeout,
+                })
+            }
+        }
+    }
+    Ok(())
 }

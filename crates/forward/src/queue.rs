@@ -206,13 +206,9 @@ fn decode_seq(k: &[u8]) -> Result<u64, ForwardError> {
 mod tests {
     use super::*;
 
-    fn db() -> ((), store::Trees) {
-        ((), store::Trees::temporary().unwrap())
-    }
-
     #[test]
     fn commit_removes_only_acknowledged_and_reopen_resumes() {
-        let (_d, db) = db();
+        let db = store::Trees::temporary().unwrap();
         let q = Queue::open(&db, "t", 1 << 20, Overflow::DropOldest).unwrap();
         let items: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
         assert_eq!(q.push(&items, 5).unwrap(), 10);
@@ -233,7 +229,7 @@ mod tests {
 
     #[test]
     fn overflow_policies_do_what_they_say() {
-        let (_d, db) = db();
+        let db = store::Trees::temporary().unwrap();
         // Each item: 84 bytes of payload + 16 = 100 bytes; the cap holds 10.
         let items: Vec<Vec<u8>> = (0..15u8).map(|i| vec![i; 84]).collect();
         let q = Queue::open(&db, "old", 1000, Overflow::DropOldest).unwrap();

@@ -4,10 +4,16 @@
 //! will never take it (out of order, too old, invalid): it is given up and
 //! counted as rejected; anything else is retried.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{item, Outcome, Target};
+use thiserror::Error;
+
+use crate::definitions::redact;
+use crate::item;
+use crate::sender::{send_samples, Outcome, SamplesSink};
+use crate::target::Target;
 
 // WriteRequest { repeated TimeSeries timeseries = 1; }
 // TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2; }
@@ -65,12 +71,12 @@ pub async fn run(t: Arc<Target>, stop: tokio::sync::watch::Receiver<bool>) {
             return;
         }
     };
-    tracing::info!(url = %super::redact(&t.config.url), "forwarding samples");
+    tracing::info!(url = %redact(&t.config.url), "forwarding samples");
     let sink = Sink {
         t: t.clone(),
         client,
     };
-    super::send_samples(&t, stop, sink).await
+    send_samples(&t, stop, sink).await
 }
 
 struct Sink {
@@ -78,7 +84,7 @@ struct Sink {
     client: reqwest::Client,
 }
 
-impl super::SamplesSink for Sink {
+impl SamplesSink for Sink {
     async fn send(&mut self, series: &[item::Samples]) -> Outcome {
         let raw = encode_write_request(
             series
@@ -92,38 +98,65 @@ impl super::SamplesSink for Sink {
     }
 }
 
-fn build_client(t: &Target) -> Result<reqwest::Client, String> {
+#[derive(Debug, Error)]
+enum HttpSetupError {
+    #[error("{}: {source}", path.display())]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Certificates {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("{0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl base::HasKind for HttpSetupError {
+    fn kind(&self) -> base::ErrorKind {
+        // The CA file is the box's, set in the config file: not a caller's.
+        base::ErrorKind::Internal
+    }
+}
+
+fn build_client(t: &Target) -> Result<reqwest::Client, HttpSetupError> {
     let mut b = reqwest::Client::builder()
         .timeout(t.config.timeout.0)
         .connect_timeout(t.config.timeout.0.min(Duration::from_secs(10)))
         .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")));
     if let Some(f) = &t.config.ca_file {
-        let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", f.display()))?
-        {
+        for cert in ca_certificates(f)? {
             b = b.add_root_certificate(cert);
         }
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b.build()?)
+}
+
+fn ca_certificates(f: &Path) -> Result<Vec<reqwest::Certificate>, HttpSetupError> {
+    let pem = std::fs::read(f).map_err(|source| HttpSetupError::CaFile {
+        path: f.to_path_buf(),
+        source,
+    })?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| HttpSetupError::Certificates {
+        path: f.to_path_buf(),
+        source,
+    })
 }
 
 async fn send(t: &Target, client: &reqwest::Client, body: Vec<u8>) -> Outcome {
     let c = &t.config;
     let bytes = body.len();
-    let mut req = client
+    let req = client
         .post(&c.url)
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-    if let Some(f) = &c.bearer_token_file {
-        match tokio::fs::read_to_string(f).await {
-            Ok(tok) => req = req.bearer_auth(tok.trim()),
-            Err(e) => return Outcome::Retry(format!("bearer_token_file {}: {e}", f.display())),
-        }
-    } else if let Some(u) = &c.username {
-        req = req.basic_auth(u, c.password.as_ref());
-    }
+    let req = match authorized(req, c).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
     match req.body(body).send().await {
         Ok(r) if r.status().is_success() => Outcome::Sent { bytes },
         Ok(r) => {
@@ -135,29 +168,56 @@ async fn send(t: &Target, client: &reqwest::Client, body: Vec<u8>) -> Outcome {
                 .chars()
                 .take(300)
                 .collect();
-            let msg = format!("HTTP {status}: {}", text.trim());
-            if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-                // Credentials may be fixed without a restart: keep trying.
-                if status.as_u16() == 401 || status.as_u16() == 403 || status.as_u16() == 404 {
-                    Outcome::Retry(msg)
-                } else {
-                    Outcome::Refused(msg)
-                }
-            } else {
-                Outcome::Retry(msg)
-            }
+            outcome_of(status, format!("HTTP {status}: {}", text.trim()))
         }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            Outcome::Retry(msg)
-        }
+        Err(e) => Outcome::Retry(with_causes(&e)),
     }
+}
+
+/// The request with the target's credentials. The token file is read for
+/// every request, so a rotated token is taken up without a restart.
+async fn authorized(
+    req: reqwest::RequestBuilder,
+    c: &config::ForwardConfig,
+) -> Result<reqwest::RequestBuilder, Outcome> {
+    if let Some(f) = &c.bearer_token_file {
+        return match tokio::fs::read_to_string(f).await {
+            Ok(tok) => Ok(req.bearer_auth(tok.trim())),
+            Err(e) => Err(Outcome::Retry(format!(
+                "bearer_token_file {}: {e}",
+                f.display()
+            ))),
+        };
+    }
+    Ok(match &c.username {
+        Some(u) => req.basic_auth(u, c.password.as_ref()),
+        None => req,
+    })
+}
+
+/// What an answer other than 2xx means. A 4xx says the receiver will never
+/// take the batch (out of order, too old, invalid), except 408 and 429
+/// (try later) and 401, 403 and 404: credentials or the receiver's setup
+/// may be fixed without a restart, so those keep being tried.
+fn outcome_of(status: reqwest::StatusCode, msg: String) -> Outcome {
+    match status.as_u16() {
+        401 | 403 | 404 | 408 | 429 => Outcome::Retry(msg),
+        _ if status.is_client_error() => Outcome::Refused(msg),
+        _ => Outcome::Retry(msg),
+    }
+}
+
+/// The error and its sources: reqwest's own message alone hides whether
+/// the name, the connection or TLS failed.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 #[cfg(test)]
@@ -186,5 +246,19 @@ mod tests {
             &b[b.len() - 10..],
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
         );
+    }
+
+    #[test]
+    fn only_answers_that_cannot_change_give_a_batch_up() {
+        let refused = |code: u16| {
+            let status = reqwest::StatusCode::from_u16(code).unwrap();
+            matches!(outcome_of(status, String::new()), Outcome::Refused(_))
+        };
+        for code in [400, 409, 413, 422] {
+            assert!(refused(code), "{code}");
+        }
+        for code in [401, 403, 404, 408, 429, 500, 502, 503, 301] {
+            assert!(!refused(code), "{code}");
+        }
     }
 }
