@@ -23,8 +23,11 @@ pub enum CodecError {
     Incomplete(usize),
     #[error("packet of {size} bytes exceeds the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// rumqttd's codec refused the packet; named as rumqttd names the case.
+    #[error("malformed packet: {0:?}")]
+    Protocol(#[source] rumqttd::protocol::Error),
     #[error("malformed packet: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
     #[error("unsupported protocol level {0} (perch speaks MQTT 3.1.1 and 5)")]
     UnsupportedLevel(u8),
 }
@@ -43,9 +46,7 @@ pub fn peek_connect_version(buf: &[u8]) -> Result<Version, CodecError> {
         return Err(CodecError::Incomplete(2));
     }
     if buf[0] >> 4 != 1 {
-        return Err(CodecError::Malformed(
-            "the first packet must be CONNECT".into(),
-        ));
+        return Err(CodecError::Malformed("the first packet must be CONNECT"));
     }
     // Remaining length: 1 to 4 bytes.
     let mut i = 1;
@@ -57,7 +58,7 @@ pub fn peek_connect_version(buf: &[u8]) -> Result<Version, CodecError> {
         }
         if i > 4 {
             return Err(CodecError::Malformed(
-                "remaining length longer than 4 bytes".into(),
+                "remaining length longer than 4 bytes",
             ));
         }
     }
@@ -67,7 +68,7 @@ pub fn peek_connect_version(buf: &[u8]) -> Result<Version, CodecError> {
         _ => return Err(CodecError::Incomplete(i + 2)),
     };
     if name_len > 6 {
-        return Err(CodecError::Malformed("unknown protocol name".into()));
+        return Err(CodecError::Malformed("unknown protocol name"));
     }
     let level = *buf
         .get(i + 2 + name_len)
@@ -84,7 +85,7 @@ fn map_error(e: rumqttd::protocol::Error, limit: usize) -> CodecError {
     match e {
         E::InsufficientBytes(n) => CodecError::Incomplete(n),
         E::PayloadSizeLimitExceeded(size) => CodecError::TooLarge { size, limit },
-        other => CodecError::Malformed(format!("{other:?}")),
+        other => CodecError::Protocol(other),
     }
 }
 
@@ -99,7 +100,7 @@ pub fn decode(
     }));
     match result {
         Ok(r) => r.map_err(|e| map_error(e, max_packet)),
-        Err(_) => Err(CodecError::Malformed("packet could not be decoded".into())),
+        Err(_) => Err(CodecError::Malformed("packet could not be decoded")),
     }
 }
 
@@ -114,8 +115,8 @@ pub fn encode(version: Version, packet: Packet, out: &mut BytesMut) -> Result<()
     }));
     match result {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(CodecError::Malformed(format!("{e:?}"))),
-        Err(_) => Err(CodecError::Malformed("packet could not be encoded".into())),
+        Ok(Err(e)) => Err(CodecError::Protocol(e)),
+        Err(_) => Err(CodecError::Malformed("packet could not be encoded")),
     }
 }
 
@@ -164,6 +165,14 @@ mod tests {
             peek_connect_version(&v4[..5]),
             Err(CodecError::Incomplete(_))
         ));
+    }
+
+    #[test]
+    fn rumqttd_errors_keep_their_names() {
+        // PUBLISH with QoS 3.
+        let mut b = BytesMut::from(&[0x36, 5, 0, 1, b'a', 0, 1][..]);
+        let e = decode(Version::V311, &mut b, 1 << 20).unwrap_err();
+        assert_eq!(e.to_string(), "malformed packet: InvalidQoS(3)");
     }
 
     #[test]

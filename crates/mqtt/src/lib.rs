@@ -19,6 +19,7 @@ mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,11 +53,11 @@ pub enum MqttError {
         source: std::io::Error,
     },
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
     #[error("invalid mqtt.rules: {0}")]
-    Rules(String),
+    Rules(#[from] ingest::RuleError),
     #[error("the router refused perch's own session: {0}")]
-    Router(String),
+    Router(#[source] RouterError),
     #[error(transparent)]
     Store(#[from] store::StorageError),
     #[error("database error: {0}")]
@@ -70,6 +71,53 @@ impl base::HasKind for MqttError {
             MqttError::Store(e) => e.kind(),
             _ => K::Internal,
         }
+    }
+}
+
+/// Why the TLS listener could not be set up from `mqtt.tls_cert` and
+/// `mqtt.tls_key`.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} holds no private key", path.display())]
+    NoPrivateKey { path: PathBuf },
+    #[error(transparent)]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+}
+
+impl base::HasKind for TlsError {
+    fn kind(&self) -> base::ErrorKind {
+        let _ = self;
+        base::ErrorKind::Internal
+    }
+}
+
+/// Why the router would not open a session.
+#[derive(Debug, Error)]
+pub enum RouterError {
+    /// Boxed: rumqttd's error carries the whole event it failed to send.
+    #[error(transparent)]
+    Refused(Box<LinkError>),
+    /// The blocking task that waits for the router's answer died.
+    #[error(transparent)]
+    Aborted(tokio::task::JoinError),
+}
+
+impl base::HasKind for RouterError {
+    fn kind(&self) -> base::ErrorKind {
+        let _ = self;
+        base::ErrorKind::Internal
     }
 }
 
@@ -111,9 +159,8 @@ pub struct BrokerCounters {
     pub bytes_in: AtomicU64,
 }
 
-/// rumqttd's `LinkError` is large; it is turned into its message at once.
 type BuildLink =
-    dyn Fn(&str, bool, u16) -> Result<(LinkTx, LinkRx, Notification), String> + Send + Sync;
+    dyn Fn(&str, bool, u16) -> Result<(LinkTx, LinkRx, Notification), Box<LinkError>> + Send + Sync;
 
 /// Makes rumqttd links. rumqttd's event type is private, so the router's
 /// sender is kept inside a closure rather than named.
@@ -130,7 +177,7 @@ impl LinkFactory {
                     .clean_session(clean)
                     .topic_alias_max(alias_max)
                     .build()
-                    .map_err(|e: LinkError| e.to_string())
+                    .map_err(Box::new)
             }),
         }
     }
@@ -142,12 +189,13 @@ impl LinkFactory {
         client_id: &str,
         clean: bool,
         alias_max: u16,
-    ) -> Result<(LinkTx, LinkRx, bool), String> {
+    ) -> Result<(LinkTx, LinkRx, bool), RouterError> {
         let build = self.build.clone();
         let id = client_id.to_string();
         let (tx, rx, ack) = tokio::task::spawn_blocking(move || build(&id, clean, alias_max))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(RouterError::Aborted)?
+            .map_err(RouterError::Refused)?;
         let packet: Option<Packet> = ack.into();
         let session_present =
             matches!(packet, Some(Packet::ConnAck(ref a, _)) if a.session_present);
@@ -164,7 +212,7 @@ struct InternalPublisher {
 }
 
 impl InternalPublisher {
-    async fn open(links: &LinkFactory) -> Result<InternalPublisher, String> {
+    async fn open(links: &LinkFactory) -> Result<InternalPublisher, RouterError> {
         let (tx, mut rx, _) = links.connect("perch-internal", true, 0).await?;
         // Acknowledgements come back on this link: take them, and answer
         // Unschedule, or the router stops serving the link.
@@ -334,8 +382,7 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
         sinks: Vec<Arc<dyn MessageSink>>,
     ) -> Result<Broker, MqttError> {
-        let rules = ingest::rules::Rules::compile(&cfg.rules)
-            .map_err(|e| MqttError::Rules(e.to_string()))?;
+        let rules = ingest::rules::Rules::compile(&cfg.rules)?;
         let retained = retained::RetainedStore::open(&storage.trees())?;
         let links = LinkFactory::new(router_config(cfg));
         let internal = InternalPublisher::open(&links)
@@ -581,32 +628,37 @@ async fn serve_websocket(listener: TcpListener, shared: Arc<Shared>) {
     .await;
 }
 
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, MqttError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| MqttError::Tls(format!("cannot read {}: {e}", p.display())))
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let certs: Vec<_> = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| MqttError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(|source| TlsError::Pem {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(MqttError::Tls(format!(
-            "{} holds no certificate",
-            cert.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
     let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
-        .map_err(|e| MqttError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| MqttError::Tls(format!("{} holds no private key", key.display())))?;
+        .map_err(|source| TlsError::Pem {
+            path: key.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoPrivateKey {
+            path: key.to_path_buf(),
+        })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MqttError::Tls(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| MqttError::Tls(e.to_string()))?;
+        .with_single_cert(certs, key_der)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -709,5 +761,25 @@ impl base::metrics::MetricSource for Broker {
             "Time from a message's arrival to its samples being stored, last batch.",
             c.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let error = MqttError::from(tls_acceptor(&missing, &missing).err().unwrap());
+        let prefix = format!("TLS: cannot read {}: ", missing.display());
+        assert!(error.to_string().starts_with(&prefix), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert_eq!(
+            tls_acceptor(&empty, &empty).err().unwrap().to_string(),
+            format!("{} holds no certificate", empty.display())
+        );
     }
 }

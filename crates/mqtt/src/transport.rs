@@ -5,7 +5,7 @@ use std::io;
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

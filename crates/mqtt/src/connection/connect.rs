@@ -1,0 +1,339 @@
+//! The handshake: the CONNECT packet within mqtt.connect_timeout, who the
+//! client is and whether it may connect, its router session, and the CONNACK
+//! that says so. A refused client is told why in the CONNACK whenever its
+//! protocol has a code for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, LastWill,
+    LastWillProperties, Login, Packet,
+};
+use tokio::time::Instant;
+
+use super::error::{ConnectError, WriteError};
+use super::publish::InFlight;
+use super::session::{idle_limit, Limits, Session, Will};
+use super::write_packets;
+use crate::acl::{invalid_topic_name, Access};
+use crate::codec::{self, CodecError, Version};
+use crate::transport::Transport;
+use crate::Shared;
+
+/// Failed logins wait this long before the answer, slowing guessing.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
+
+/// Owns a connection slot; releases it on drop.
+pub(super) struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.counters.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads and answers the CONNECT; on success the session is ready to run.
+pub(super) async fn accept(
+    mut transport: Transport,
+    shared: Arc<Shared>,
+) -> Result<Session, ConnectError> {
+    let limits = Limits::from_config(&shared.config);
+    let mut input = BytesMut::with_capacity(4096);
+    let deadline = Instant::now() + shared.config.connect_timeout.std();
+    let (version, packet) =
+        read_connect(&mut transport, &mut input, limits.max_packet, deadline).await?;
+    let Packet::Connect(connect, props, will, will_props, login) = packet else {
+        return Err(ConnectError::NotConnect);
+    };
+    tracing::Span::current().record("client_id", connect.client_id.as_str());
+
+    let mut handshake = Handshake {
+        shared,
+        transport,
+        version,
+        limits,
+    };
+    let access = handshake.authenticate(login).await?;
+    handshake.check_will(will.as_ref(), &access).await?;
+    let slot = handshake.take_slot().await?;
+    let (client_id, assigned) = handshake.client_id(&connect).await?;
+    let (to_router, from_router) = handshake
+        .open_session(&connect, props.as_ref(), &client_id, assigned)
+        .await?;
+
+    let Handshake {
+        shared, transport, ..
+    } = handshake;
+    Ok(Session {
+        shared,
+        transport,
+        input,
+        version,
+        client_id: Arc::from(client_id),
+        access,
+        will: will.map(|message| Will {
+            message,
+            delay: will_delay(will_props.as_ref()),
+        }),
+        idle_limit: idle_limit(connect.keep_alive),
+        limits,
+        to_router,
+        from_router,
+        in_flight: InFlight::default(),
+        refused_filters: HashMap::new(),
+        topic_aliases: HashMap::new(),
+        _slot: slot,
+    })
+}
+
+/// Reads until a whole CONNECT is in `input`, by `deadline`.
+async fn read_connect(
+    transport: &mut Transport,
+    input: &mut BytesMut,
+    max_packet: usize,
+    deadline: Instant,
+) -> Result<(Version, Packet), ConnectError> {
+    loop {
+        if let Some(first) = decode_connect(transport, input, max_packet).await? {
+            return Ok(first);
+        }
+        match tokio::time::timeout_at(deadline, transport.read_into(input)).await {
+            Ok(Ok(0)) => return Err(ConnectError::ClosedBeforeConnect),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ConnectError::Read(e)),
+            Err(_) => return Err(ConnectError::ConnectTimeout),
+        }
+    }
+}
+
+/// The first packet with the protocol version it asks for, once whole. A
+/// CONNECT perch cannot read gets the refusal its protocol level has for it,
+/// as far as that can be written: the reason logged is the refusal's.
+async fn decode_connect(
+    transport: &mut Transport,
+    input: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Option<(Version, Packet)>, ConnectError> {
+    let version = match codec::peek_connect_version(input) {
+        Ok(version) => version,
+        Err(CodecError::Incomplete(_)) => return Ok(None),
+        Err(CodecError::UnsupportedLevel(level)) => {
+            // MQTT 3.1 reads a v3.1.1 CONNACK.
+            let refusal = connack(ConnectReturnCode::RefusedProtocolVersion, false, None);
+            let _ = write_packets(transport, Version::V311, vec![refusal]).await;
+            return Err(ConnectError::UnsupportedLevel(level));
+        }
+        Err(e) => return Err(ConnectError::NotMqtt(e)),
+    };
+    match codec::decode(version, input, max_packet) {
+        Ok(packet) => Ok(Some((version, packet))),
+        Err(CodecError::Incomplete(_)) => Ok(None),
+        Err(e) => {
+            let refusal = connack(ConnectReturnCode::MalformedPacket, false, None);
+            let _ = write_packets(transport, version, vec![refusal]).await;
+            Err(ConnectError::BadConnect(e))
+        }
+    }
+}
+
+/// A connection whose CONNECT has been read, until it is answered.
+struct Handshake {
+    shared: Arc<Shared>,
+    transport: Transport,
+    version: Version,
+    limits: Limits,
+}
+
+impl Handshake {
+    /// A perch user by name and password, or anonymous where allowed.
+    async fn authenticate(&mut self, login: Option<Login>) -> Result<Access, ConnectError> {
+        let Some(login) = login else {
+            if self.shared.config.allow_anonymous {
+                return Ok(Access::Everything);
+            }
+            self.count_auth_failure();
+            let refused = ConnectError::AnonymousRefused;
+            return Err(self.refuse(ConnectReturnCode::NotAuthorized, refused).await);
+        };
+        let accounts = self.shared.accounts.clone();
+        let (user, password) = (login.username.clone(), login.password);
+        // Password hashing is slow by design: off the async workers.
+        let verified = tokio::task::spawn_blocking(move || accounts.verify(&user, &password))
+            .await
+            .ok()
+            .flatten();
+        if let Some(info) = verified {
+            return Ok(Access::for_user(&info));
+        }
+        self.count_auth_failure();
+        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        let refused = ConnectError::BadCredentials {
+            user: login.username,
+        };
+        Err(self
+            .refuse(ConnectReturnCode::BadUserNamePassword, refused)
+            .await)
+    }
+
+    fn count_auth_failure(&self) {
+        self.shared
+            .counters
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A will is published with the client's rights, so a will the client
+    /// could not publish refuses the CONNECT, while the client can be told.
+    async fn check_will(
+        &mut self,
+        will: Option<&LastWill>,
+        access: &Access,
+    ) -> Result<(), ConnectError> {
+        let Some(will) = will else {
+            return Ok(());
+        };
+        let topic = String::from_utf8_lossy(&will.topic);
+        if invalid_topic_name(&topic).is_none() && access.can_publish(&topic) {
+            return Ok(());
+        }
+        let refused = ConnectError::WillNotAllowed {
+            topic: topic.into_owned(),
+        };
+        Err(self.refuse(ConnectReturnCode::NotAuthorized, refused).await)
+    }
+
+    /// perch counts connections itself: a router at its limit never answers.
+    async fn take_slot(&mut self) -> Result<Slot, ConnectError> {
+        let connections = &self.shared.counters.connections;
+        let limit = self.shared.config.max_connections;
+        if connections.fetch_add(1, Ordering::SeqCst) < limit {
+            return Ok(Slot(self.shared.clone()));
+        }
+        connections.fetch_sub(1, Ordering::SeqCst);
+        let code = match self.version {
+            Version::V5 => ConnectReturnCode::ServerBusy,
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+        };
+        let refused = ConnectError::ConnectionLimit { limit };
+        Err(self.refuse(code, refused).await)
+    }
+
+    /// The client's id, and the one perch assigned if the client sent none.
+    /// A v3.1.1 client without an id may not keep a persistent session: it
+    /// could never resume it.
+    async fn client_id(
+        &mut self,
+        connect: &Connect,
+    ) -> Result<(String, Option<String>), ConnectError> {
+        if !connect.client_id.is_empty() {
+            return Ok((connect.client_id.clone(), None));
+        }
+        if !connect.clean_session && self.version == Version::V311 {
+            let refused = ConnectError::EmptyClientId;
+            return Err(self
+                .refuse(ConnectReturnCode::ClientIdentifierNotValid, refused)
+                .await);
+        }
+        let assigned = format!("perch-{:016x}", rand::random::<u64>());
+        Ok((assigned.clone(), Some(assigned)))
+    }
+
+    /// Opens the client's session with the router and accepts the CONNECT.
+    async fn open_session(
+        &mut self,
+        connect: &Connect,
+        props: Option<&ConnectProperties>,
+        client_id: &str,
+        assigned_client_id: Option<String>,
+    ) -> Result<(LinkTx, LinkRx), ConnectError> {
+        // Back before its will's delay ran out: the will is not published.
+        self.shared.wills.cancel(client_id);
+        let topic_alias_max = props.and_then(|p| p.topic_alias_max).unwrap_or(0);
+        let (to_router, from_router, session_present) = self
+            .shared
+            .links
+            .connect(client_id, connect.clean_session, topic_alias_max)
+            .await
+            .map_err(ConnectError::Router)?;
+        self.welcome(session_present, assigned_client_id).await?;
+        self.shared
+            .counters
+            .connects
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            clean = connect.clean_session,
+            keep_alive = connect.keep_alive,
+            v5 = self.version == Version::V5,
+            "client connected"
+        );
+        Ok((to_router, from_router))
+    }
+
+    /// CONNACK success; v5 clients also learn perch's limits and features,
+    /// and the client id perch assigned.
+    async fn welcome(
+        &mut self,
+        session_present: bool,
+        assigned_client_id: Option<String>,
+    ) -> Result<(), ConnectError> {
+        let limits = self.limits;
+        let props = match self.version {
+            Version::V5 => Some(ConnAckProperties {
+                assigned_client_identifier: assigned_client_id,
+                receive_max: Some(limits.max_inflight.min(u16::MAX as usize) as u16),
+                max_packet_size: Some(limits.max_packet.min(u32::MAX as usize) as u32),
+                retain_available: Some(1),
+                wildcard_subscription_available: Some(1),
+                shared_subscription_available: Some(1),
+                ..Default::default()
+            }),
+            Version::V311 => None,
+        };
+        self.write_connack(ConnectReturnCode::Success, session_present, props)
+            .await?;
+        Ok(())
+    }
+
+    /// Answers the CONNECT with a refusal. If even that cannot be written,
+    /// the failed write is the reason reported.
+    async fn refuse(&mut self, code: ConnectReturnCode, reason: ConnectError) -> ConnectError {
+        match self.write_connack(code, false, None).await {
+            Ok(()) => reason,
+            Err(e) => e.into(),
+        }
+    }
+
+    async fn write_connack(
+        &mut self,
+        code: ConnectReturnCode,
+        session_present: bool,
+        props: Option<ConnAckProperties>,
+    ) -> Result<(), WriteError> {
+        let ack = connack(code, session_present, props);
+        write_packets(&mut self.transport, self.version, vec![ack]).await
+    }
+}
+
+fn connack(
+    code: ConnectReturnCode,
+    session_present: bool,
+    props: Option<ConnAckProperties>,
+) -> Packet {
+    Packet::ConnAck(
+        ConnAck {
+            session_present,
+            code,
+        },
+        props,
+    )
+}
+
+fn will_delay(props: Option<&LastWillProperties>) -> Duration {
+    let secs = props.and_then(|p| p.delay_interval).unwrap_or(0);
+    Duration::from_secs(secs as u64)
+}

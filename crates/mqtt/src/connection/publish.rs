@@ -1,0 +1,194 @@
+//! The publish flows: PUBLISH from the client and its QoS 1/2 handshake,
+//! and the client's acknowledgements of what the router delivered.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use rumqttd::protocol::{
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelProperties, Publish, PublishProperties,
+};
+
+use super::error::Violation;
+use super::session::{Batch, Session};
+use crate::acl::invalid_topic_name;
+use crate::explorer::Inbound;
+
+/// QoS 1/2 state perch keeps beside the router's.
+#[derive(Default)]
+pub(super) struct InFlight {
+    /// Packet ids of the client's QoS 1/2 publishes the router has not
+    /// acknowledged yet.
+    pub(super) unacknowledged: HashSet<u16>,
+    /// QoS 2 publishes refused by the ACL: the router never saw them, so
+    /// perch completes their handshake.
+    pub(super) refused_qos2: HashSet<u16>,
+}
+
+impl Session {
+    pub(super) fn on_publish(
+        &mut self,
+        publish: Publish,
+        props: Option<PublishProperties>,
+        batch: &mut Batch,
+    ) -> Result<(), Violation> {
+        let (qos, pkid) = qos_and_pkid(&publish);
+        let topic = self.resolve_topic(&publish, props.as_ref())?;
+        if let Some(reason) = invalid_topic_name(&topic) {
+            return Err(Violation::InvalidTopic { topic, reason });
+        }
+        let size = publish.payload.len();
+        if size > self.limits.max_payload {
+            return Err(Violation::PayloadTooLarge {
+                size,
+                limit: self.limits.max_payload,
+            });
+        }
+        if !self.access.can_publish(&topic) {
+            self.refuse_publish(&topic, qos, pkid, batch);
+            return Ok(());
+        }
+        let accepted = self.accept_publish(topic, qos, &publish);
+        if qos > 0 {
+            self.in_flight.unacknowledged.insert(pkid);
+        }
+        batch.to_collector.push(accepted);
+        batch.to_router.push(Packet::Publish(publish, props));
+        Ok(())
+    }
+
+    /// The topic a publish names, or the one its v5 topic alias stands for
+    /// when it names none; naming both sets the alias.
+    fn resolve_topic(
+        &mut self,
+        publish: &Publish,
+        props: Option<&PublishProperties>,
+    ) -> Result<String, Violation> {
+        let topic = std::str::from_utf8(&publish.topic)
+            .map_err(|_| Violation::TopicNotUtf8)?
+            .to_string();
+        let Some(alias) = props.and_then(|p| p.topic_alias) else {
+            return Ok(topic);
+        };
+        if topic.is_empty() {
+            return self
+                .topic_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or(Violation::UnknownTopicAlias(alias));
+        }
+        self.topic_aliases.insert(alias, topic.clone());
+        Ok(topic)
+    }
+
+    /// v3.1.1 has no way to say no: acknowledge and drop, as Mosquitto does;
+    /// v5 says "not authorized".
+    fn refuse_publish(&mut self, topic: &str, qos: u8, pkid: u16, batch: &mut Batch) {
+        self.shared
+            .counters
+            .acl_denied
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%topic, "publish refused by the ACL");
+        match qos {
+            1 => {
+                let ack = PubAck {
+                    pkid,
+                    reason: PubAckReason::NotAuthorized,
+                };
+                batch.to_client.push(Packet::PubAck(ack, None));
+            }
+            2 => {
+                self.in_flight.refused_qos2.insert(pkid);
+                let rec = PubRec {
+                    pkid,
+                    reason: PubRecReason::NotAuthorized,
+                };
+                batch.to_client.push(Packet::PubRec(rec, None));
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a retained message and counts the publish; returns it for the
+    /// collector.
+    fn accept_publish(&self, topic: String, qos: u8, publish: &Publish) -> Inbound {
+        let now = self.shared.clock.now_ms();
+        if publish.retain {
+            let recorded = self
+                .shared
+                .retained
+                .record(&topic, &publish.payload, qos.min(2), now);
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "could not persist a retained message");
+            }
+        }
+        let counters = &self.shared.counters;
+        counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes_in
+            .fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
+        Inbound {
+            topic,
+            payload: publish.payload.clone(),
+            qos,
+            retain: publish.retain,
+            client_id: self.client_id.clone(),
+            time_ms: now,
+        }
+    }
+
+    /// The router acknowledged a publish of the client (PUBACK, or PUBREC
+    /// for QoS 2): it no longer counts against the inflight limit.
+    pub(super) fn on_publish_acknowledged(&mut self, pkid: u16) {
+        self.in_flight.unacknowledged.remove(&pkid);
+    }
+
+    pub(super) fn on_pubrel(
+        &mut self,
+        rel: PubRel,
+        props: Option<PubRelProperties>,
+        batch: &mut Batch,
+    ) {
+        if self.in_flight.refused_qos2.remove(&rel.pkid) {
+            let comp = PubComp {
+                pkid: rel.pkid,
+                reason: PubCompReason::Success,
+            };
+            batch.to_client.push(Packet::PubComp(comp, None));
+        } else {
+            batch.to_router.push(Packet::PubRel(rel, props));
+        }
+    }
+
+    /// PUBACK, PUBREC or PUBCOMP from the client, for a message the router
+    /// delivered: the router keeps that QoS state.
+    pub(super) fn on_delivery_ack(&mut self, ack: Packet, batch: &mut Batch) {
+        batch.to_router.push(ack);
+    }
+}
+
+/// rumqttd keeps a publish's QoS and packet id crate-private; its serialized
+/// form (see `make_publish`) starts with them.
+fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
+    let raw = publish.serialize();
+    (raw[0] >> 1 & 0b11, u16::from_be_bytes([raw[1], raw[2]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::make_publish;
+
+    #[test]
+    fn qos_and_packet_id_are_read_back() {
+        assert_eq!(
+            qos_and_pkid(&make_publish("a/b", b"1", 2, true, 513)),
+            (2, 513)
+        );
+        assert_eq!(
+            qos_and_pkid(&make_publish("a/b", b"1", 1, false, 65535)),
+            (1, 65535)
+        );
+        assert_eq!(qos_and_pkid(&make_publish("a", b"", 0, false, 0)), (0, 0));
+    }
+}

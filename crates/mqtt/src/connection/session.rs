@@ -1,0 +1,408 @@
+//! What one connection knows once its CONNECT is accepted, and its loop:
+//! input from the client, deliveries from the router, keep-alive and
+//! shutdown. The packet handlers are in `publish` and `subscribe`.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use config::MqttConfig;
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp};
+use rumqttd::Notification;
+
+use super::connect::Slot;
+use super::error::{SessionError, Violation, WriteError};
+use super::publish::InFlight;
+use super::subscribe::RefusedFilters;
+use super::write_packets;
+use crate::acl::Access;
+use crate::codec::{self, CodecError, Version};
+use crate::explorer::Inbound;
+use crate::transport::Transport;
+use crate::Shared;
+
+/// Notifications from the router written to the client in one go, at most.
+const MAX_DELIVERY_BATCH: usize = 1024;
+
+/// A client connection after its CONNECT was accepted: what perch knows of
+/// it beside the router's session.
+pub(super) struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) transport: Transport,
+    /// Bytes read from the client and not decoded yet.
+    pub(super) input: BytesMut,
+    pub(super) version: Version,
+    /// As the client sent it, or assigned by perch.
+    pub(super) client_id: Arc<str>,
+    pub(super) access: Access,
+    pub(super) will: Option<Will>,
+    /// How long the client may stay silent (see [`idle_limit`]).
+    pub(super) idle_limit: Duration,
+    pub(super) limits: Limits,
+    pub(super) to_router: LinkTx,
+    pub(super) from_router: LinkRx,
+    pub(super) in_flight: InFlight,
+    pub(super) refused_filters: RefusedFilters,
+    /// v5 topic aliases the client set, to know the topic of an aliased
+    /// publish.
+    pub(super) topic_aliases: HashMap<u16, String>,
+    /// Dropped last, once the connection is closed.
+    pub(super) _slot: Slot,
+}
+
+/// The client's will. Wills are perch's, not the router's, so they can be
+/// delayed (v5), checked against the ACL and delivered even if the link is
+/// gone.
+pub(super) struct Will {
+    pub(super) message: LastWill,
+    /// v5 will delay interval.
+    pub(super) delay: Duration,
+}
+
+/// The limits perch holds a client to, from the configuration.
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    /// mqtt.max_payload_bytes.
+    pub(super) max_payload: usize,
+    /// The largest packet decoded: a largest payload with room for its
+    /// topic and properties.
+    pub(super) max_packet: usize,
+    /// mqtt.max_inflight: unacknowledged QoS 1/2 publishes from the client
+    /// before perch stops reading its socket.
+    pub(super) max_inflight: usize,
+}
+
+impl Limits {
+    pub(super) fn from_config(cfg: &MqttConfig) -> Limits {
+        let max_payload = cfg.max_payload_bytes.0 as usize;
+        Limits {
+            max_payload,
+            max_packet: max_payload + 64 * 1024,
+            max_inflight: cfg.max_inflight,
+        }
+    }
+}
+
+/// 1.5 × the client's keep-alive, as the spec says; a keep-alive of 0 turns
+/// the check off.
+pub(super) fn idle_limit(keep_alive_secs: u16) -> Duration {
+    let limit = Duration::from_secs(keep_alive_secs as u64).mul_f32(1.5);
+    if limit.is_zero() {
+        Duration::from_secs(365 * 86_400)
+    } else {
+        limit
+    }
+}
+
+/// How a session ended, which decides whether the will is published.
+pub(super) enum End {
+    /// DISCONNECT from the client: no will, unless a v5 client asked for it.
+    Disconnected {
+        with_will: bool,
+    },
+    /// Network error, keep-alive, protocol violation.
+    Dropped(SessionError),
+    /// The router closed the session (another client took the client id).
+    TakenOver,
+    ServerShutdown,
+}
+
+/// What the packets of one read produce, passed on together: one collector
+/// hand-over, one router wake-up and one write per read, however many
+/// packets it held.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) to_collector: Vec<Inbound>,
+    pub(super) to_router: Vec<Packet>,
+    pub(super) to_client: Vec<Packet>,
+}
+
+/// What the session loop waits for. Held for one turn of the loop: boxing
+/// the router's (large) notification would cost an allocation per delivery.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Input(io::Result<usize>),
+    Router(Result<Option<Notification>, Box<LinkError>>),
+    Silence,
+    Shutdown,
+}
+
+impl Session {
+    pub(super) async fn run(mut self) {
+        let end = self.relay().await;
+        self.finish(end).await;
+    }
+
+    async fn relay(&mut self) -> End {
+        let mut shutdown = self.shared.shutdown.clone();
+        let mut last_heard = Instant::now();
+        // Packets sent together with the CONNECT are in the buffer already.
+        let mut unhandled_input = !self.input.is_empty();
+        loop {
+            if unhandled_input {
+                unhandled_input = false;
+                if let Some(end) = self.handle_input().await {
+                    return end;
+                }
+            }
+            // Past the inflight limit the client is not read, so TCP holds
+            // it back until the router's acknowledgements catch up.
+            let reading = self.in_flight.unacknowledged.len() < self.limits.max_inflight;
+            let event = tokio::select! {
+                read = self.transport.read_into(&mut self.input), if reading => Event::Input(read),
+                n = self.from_router.next() => Event::Router(n.map_err(Box::new)),
+                _ = tokio::time::sleep_until((last_heard + self.idle_limit).into()) => Event::Silence,
+                _ = base::stopping(&mut shutdown) => Event::Shutdown,
+            };
+            match event {
+                Event::Input(Ok(0)) => return End::Dropped(SessionError::ClosedByClient),
+                Event::Input(Ok(_)) => {
+                    last_heard = Instant::now();
+                    unhandled_input = true;
+                }
+                Event::Input(Err(e)) => return End::Dropped(SessionError::Read(e)),
+                Event::Router(Ok(Some(first))) => {
+                    if let Some(end) = self.deliver(first).await {
+                        return end;
+                    }
+                }
+                Event::Router(Ok(None)) => {}
+                Event::Router(Err(e)) => return End::Dropped(SessionError::RouterClosed(e)),
+                Event::Silence => {
+                    self.kick(DisconnectReasonCode::KeepAliveTimeout).await;
+                    return End::Dropped(SessionError::KeepAliveTimeout);
+                }
+                Event::Shutdown => return End::ServerShutdown,
+            }
+        }
+    }
+
+    /// Handles every complete packet read so far, then passes on what they
+    /// produced.
+    async fn handle_input(&mut self) -> Option<End> {
+        let mut batch = Batch::default();
+        let end = match self.handle_packets(&mut batch) {
+            Ok(end) => end,
+            Err(violation) => return Some(self.reject(violation).await),
+        };
+        match self.pass_on(batch).await {
+            Ok(()) => end,
+            Err(end) => Some(end),
+        }
+    }
+
+    /// Decodes and handles packets until no complete one is left or the
+    /// client disconnects. After a violation nothing of the batch is passed
+    /// on.
+    fn handle_packets(&mut self, batch: &mut Batch) -> Result<Option<End>, Violation> {
+        while let Some(packet) = self.next_packet()? {
+            if let Some(end) = self.handle_packet(packet, batch)? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next complete packet in the input, if there is one.
+    fn next_packet(&mut self) -> Result<Option<Packet>, Violation> {
+        match codec::decode(self.version, &mut self.input, self.limits.max_packet) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(CodecError::Incomplete(_)) => Ok(None),
+            Err(CodecError::TooLarge { .. }) => Err(Violation::PacketTooLarge {
+                limit: self.limits.max_payload,
+            }),
+            Err(e) => Err(Violation::Undecodable(e)),
+        }
+    }
+
+    fn handle_packet(
+        &mut self,
+        packet: Packet,
+        batch: &mut Batch,
+    ) -> Result<Option<End>, Violation> {
+        match packet {
+            Packet::Publish(publish, props) => self.on_publish(publish, props, batch)?,
+            Packet::PubRel(rel, props) => self.on_pubrel(rel, props, batch),
+            ack @ (Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubComp(..)) => {
+                self.on_delivery_ack(ack, batch)
+            }
+            Packet::Subscribe(sub, props) => self.on_subscribe(sub, props, batch),
+            Packet::Unsubscribe(unsub, props) => self.on_unsubscribe(unsub, props, batch),
+            Packet::PingReq(_) => self.on_pingreq(batch),
+            Packet::Disconnect(disconnect, _) => return Ok(Some(self.on_disconnect(disconnect))),
+            Packet::Connect(..) => return Err(Violation::SecondConnect),
+            other => return Err(Violation::UnexpectedPacket(Box::new(other))),
+        }
+        Ok(None)
+    }
+
+    fn on_pingreq(&mut self, batch: &mut Batch) {
+        batch.to_client.push(Packet::PingResp(PingResp));
+    }
+
+    fn on_disconnect(&self, disconnect: Disconnect) -> End {
+        End::Disconnected {
+            with_will: disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
+        }
+    }
+
+    /// Counts a violation, tells a v5 client why, and ends the session.
+    async fn reject(&mut self, violation: Violation) -> End {
+        if let Some(counter) = violation.rejection_counter(&self.shared.counters) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.kick(violation.reason_code()).await;
+        End::Dropped(violation.into())
+    }
+
+    /// Messages go to the collector before they are routed; a full collector
+    /// makes this client wait, never drops.
+    async fn pass_on(&mut self, batch: Batch) -> Result<(), End> {
+        let Batch {
+            to_collector,
+            mut to_router,
+            to_client,
+        } = batch;
+        if !to_collector.is_empty() && self.shared.collector.send(to_collector).await.is_err() {
+            return Err(End::ServerShutdown);
+        }
+        if let Some(last) = to_router.pop() {
+            // Buffered, then sent with the last: the router is woken once.
+            self.to_router.buffer().extend(to_router);
+            if let Err(e) = self.to_router.send(last).await {
+                return Err(End::Dropped(SessionError::RouterClosed(Box::new(e))));
+            }
+        }
+        if !to_client.is_empty() {
+            self.write(to_client)
+                .await
+                .map_err(|e| End::Dropped(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the router has for the client: `first` and whatever else
+    /// is queued already.
+    async fn deliver(&mut self, first: Notification) -> Option<End> {
+        let mut notifications = vec![first];
+        while let Ok(Some(n)) = self.from_router.recv_deadline(Instant::now()) {
+            notifications.push(n);
+            if notifications.len() >= MAX_DELIVERY_BATCH {
+                break;
+            }
+        }
+        let mut packets = Vec::with_capacity(notifications.len());
+        let mut unscheduled = false;
+        let mut end = None;
+        for notification in notifications {
+            if let Notification::Disconnect(..) = notification {
+                end = Some(End::TakenOver);
+            }
+            match Option::<Packet>::from(notification) {
+                Some(packet) => packets.push(self.outgoing(packet)),
+                None => unscheduled = true,
+            }
+        }
+        if !packets.is_empty() {
+            if let Err(e) = self.write(packets).await {
+                return Some(End::Dropped(e.into()));
+            }
+        }
+        // A link that does not answer Unschedule is never scheduled again.
+        if unscheduled {
+            if let Err(e) = self.from_router.wake().await {
+                return Some(End::Dropped(SessionError::WakeFailed(Box::new(e))));
+            }
+        }
+        end
+    }
+
+    /// perch's share of a packet the router sends the client.
+    fn outgoing(&mut self, packet: Packet) -> Packet {
+        match packet {
+            Packet::PubAck(ack, props) => {
+                self.on_publish_acknowledged(ack.pkid);
+                Packet::PubAck(ack, props)
+            }
+            Packet::PubRec(rec, props) => {
+                self.on_publish_acknowledged(rec.pkid);
+                Packet::PubRec(rec, props)
+            }
+            Packet::SubAck(ack, props) => Packet::SubAck(self.on_suback(ack), props),
+            publish @ Packet::Publish(..) => {
+                self.shared
+                    .counters
+                    .messages_out
+                    .fetch_add(1, Ordering::Relaxed);
+                publish
+            }
+            other => other,
+        }
+    }
+
+    async fn finish(mut self, end: End) {
+        let publish_will = match &end {
+            End::Disconnected { with_will } => *with_will,
+            End::Dropped(_) | End::TakenOver => true,
+            End::ServerShutdown => false,
+        };
+        if let (true, Some(will)) = (publish_will, self.will.take()) {
+            self.shared.wills.schedule(
+                self.client_id.to_string(),
+                will.message,
+                will.delay,
+                self.shared.clone(),
+            );
+        }
+        // Tell the router the session ended (it keeps persistent sessions),
+        // unless the router ended it: its connection id may already be reused.
+        if !matches!(end, End::TakenOver) {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = self
+                .to_router
+                .send(Packet::Disconnect(disconnect, None))
+                .await;
+        }
+        if let End::ServerShutdown = end {
+            self.kick(DisconnectReasonCode::ServerShuttingDown).await;
+        }
+        self.transport.close().await;
+        match end {
+            End::Dropped(reason) => tracing::info!(%reason, "client gone"),
+            _ => tracing::info!("client disconnected"),
+        }
+    }
+
+    async fn write(&mut self, packets: Vec<Packet>) -> Result<(), WriteError> {
+        write_packets(&mut self.transport, self.version, packets).await
+    }
+
+    /// Disconnects a v5 client with a reason (v3.1.1 has none to send). The
+    /// connection is closed next whether or not this arrives.
+    async fn kick(&mut self, reason: DisconnectReasonCode) {
+        if self.version == Version::V5 {
+            let disconnect = Disconnect {
+                reason_code: reason,
+            };
+            let _ = self.write(vec![Packet::Disconnect(disconnect, None)]).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_limit_is_one_and_a_half_keep_alives() {
+        assert_eq!(idle_limit(1), Duration::from_millis(1500));
+        assert_eq!(idle_limit(60), Duration::from_secs(90));
+        assert!(idle_limit(0) >= Duration::from_secs(365 * 86_400));
+    }
+}
