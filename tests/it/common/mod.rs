@@ -1,23 +1,38 @@
 //! Starts the real `perch` binary on free loopback ports with its own data
 //! directory, and talks to it over HTTP like a user would.
-#![allow(dead_code)]
 
 pub mod camera;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_perch");
 
+/// A loopback port nothing listens on, for perch or a peer to bind later.
+/// The port is free again once this returns, so the kernel may offer it
+/// anew; all tests share this process and run in parallel, so a port is
+/// handed out at most once per process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 pub struct Perch {

@@ -226,9 +226,9 @@ fn recorded_points_are_stored_as_series() {
     assert_eq!(s[0].labels.get("interface"), Some("eth0"));
 }
 
-/// `cargo test --release --test metrics -- --ignored --nocapture`: the cost
-/// of one gather (uncached, as every 10 s), of a cached one (a scrape within
-/// the second), and the size of the exposition.
+/// `cargo test --release --test it metrics::measure_gather -- --ignored
+/// --nocapture`: the cost of one gather (uncached, as every 10 s), of a
+/// cached one (a scrape within the second), and the size of the exposition.
 #[test]
 #[ignore]
 fn measure_gather() {

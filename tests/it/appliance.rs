@@ -4,7 +4,7 @@
 //! config errors, the TLS key generator and the Debian package. The image
 //! itself is booted by `image-build/test-boot.sh` (docs/appliance.md).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

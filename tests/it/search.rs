@@ -4,7 +4,7 @@
 //! survives a restart and a kill -9 while indexing; a damaged day is set
 //! aside and reported; retention deletes whole days by age and by size.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! messages survive restarts, QoS 2 and wills work, auth and ACLs hold, and
 //! bad input gets a protocol answer or a disconnect while nothing is lost.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! every fill, tags, `WHERE`, `LIMIT`, the `SHOW` statements, `epoch`, and
 //! errors, answered in InfluxDB 1.x's JSON shape.
 
-mod common;
+use crate::common;
 
 /// Long retention for 2026 fixtures; perch's own metrics off, since they
 /// would show up among the names, labels and measurements compared here.

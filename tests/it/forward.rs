@@ -7,7 +7,7 @@
 //! their cap. Every test counts what arrived: nothing missing, in order,
 //! duplicates counted (at-least-once allows some).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

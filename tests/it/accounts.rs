@@ -2,7 +2,7 @@
 //! tokens, roles, the sign-in rate limit, and the dashboard's static files.
 //! Every route without credentials answers 401.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 

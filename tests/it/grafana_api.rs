@@ -5,7 +5,7 @@
 //! (`query_range` as a form POST with Grafana's step), exemplars and
 //! metadata.
 
-mod common;
+use crate::common;
 
 /// Long retention for 2026 fixtures; perch's own metrics off, since they
 /// would show up among the names, labels and measurements compared here.

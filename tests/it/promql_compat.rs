@@ -16,7 +16,7 @@
 //! Skipped, with the reason printed, when `prometheus`/`promtool` or the data
 //! generator are missing (`scripts/test` installs Prometheus).
 
-mod common;
+use crate::common;
 
 /// Long retention for 2026 fixtures; perch's own metrics off, since they
 /// would show up among the names, labels and measurements compared here.

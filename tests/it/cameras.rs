@@ -3,7 +3,7 @@
 //! front of the real perch binary; what perch relays is checked with ffprobe
 //! and ffmpeg, snapshots by decoding them.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

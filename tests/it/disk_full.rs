@@ -3,7 +3,7 @@
 //! not make durable with a clear status, drops its oldest data, and accepts
 //! writes again.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

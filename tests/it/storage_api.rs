@@ -1,6 +1,6 @@
 //! Issue 2 end to end: the real binary, written to and read from over HTTP.
 
-mod common;
+use crate::common;
 
 use common::{now_ms, Perch};
 

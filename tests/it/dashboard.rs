@@ -6,7 +6,7 @@
 //! viewer cannot reach Settings; screenshots land in
 //! `test-artifacts/dashboard/`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! regexes, deep nesting, non-numeric parameters. Each gets a 400 or 422 in
 //! Prometheus' error JSON with the reason, and the server keeps answering.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

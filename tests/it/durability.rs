@@ -1,7 +1,7 @@
 //! Issue 2: power cuts (kill -9 of the real binary), damaged databases, a
 //! second instance, and the disk budget.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
