@@ -13,6 +13,7 @@ mod common;
 
 mod accounts;
 mod appliance;
+mod architecture;
 mod cameras;
 mod dashboard;
 mod disk_full;

@@ -1,7 +1,8 @@
 //! Accounts: users with a role and an argon2 password hash (sled tree
 //! `users`), browser sessions (`sessions`), API tokens (`tokens`) and the
 //! sign-in rate limiter. Owns authentication decisions (who is this?);
-//! authorization per route lives with the routes. Calls nothing but sled.
+//! authorization per route lives with the routes. Uses `base` and its trees
+//! from `store` (`store::Tree::{Users, Sessions, Tokens}`), nothing else.
 
 mod limiter;
 mod sessions;

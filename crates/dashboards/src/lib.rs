@@ -1,7 +1,7 @@
 //! Saved dashboards: named JSON documents that the web UI designs (panels,
 //! queries, time range), kept in the sled tree `dashboards`. perch checks
 //! only their name and size; what a panel means is the UI's business.
-//! Calls nothing but sled.
+//! Uses `base` and its tree from `store` (`store::Tree::Dashboards`).
 
 use serde::Serialize;
 use thiserror::Error;

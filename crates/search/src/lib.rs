@@ -1,9 +1,11 @@
 //! Full-text search over the MQTT message history. Owns everything under the
 //! data directory's `search/`: one tantivy index per UTC day in
 //! `search/<yyyymmdd>/`, written by one indexer thread and read by queries
-//! that fan out over the days a time range covers. It may call `config` and
-//! `system`; the server hands it messages (through the collector's
-//! `MessageSink`), http reads from it, nothing reaches inside.
+//! that fan out over the days a time range covers, and the ranking of
+//! series names for autocomplete. Uses `base` and `config` (and `store` in
+//! its benchmark only, to load series); the server hands it messages
+//! (through the collector's `MessageSink`), http reads from it, nothing
+//! reaches inside.
 //!
 //! Write path: [`Search::offer`] (on the collector thread) puts the message
 //! on a bounded queue and returns; when the queue is full the message is

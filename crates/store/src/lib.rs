@@ -1,8 +1,10 @@
 //! The time-series store. Owns everything under the data directory's `db/`,
 //! `blocks/` and `wal/`: series and their labels, the head of recent samples,
 //! the write-ahead log, compressed blocks with their rollups, retention and
-//! the disk budget. It may call `config` and `system`; ingest writes to it,
-//! query and http read from it, nothing reaches inside.
+//! the disk budget. It is the one owner of the sled database: other crates
+//! get their trees through [`Trees`], by a [`Tree`]. Uses `base` and
+//! `config`; ingest's callers write to it, query and http read from it,
+//! nothing reaches inside.
 //!
 //! Write path: [`Storage::append`] → head (memory) + WAL buffer; the WAL is
 //! synced every `flush_interval`; a checkpoint writes the head out as partial
