@@ -10,6 +10,9 @@
 //! systemd. Probes are given by the caller, so this module calls nothing else
 //! in perch.
 
+use std::error::Error;
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +44,10 @@ pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
 }
 
-type BlockingCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// What a blocking probe's function says is wrong; logged as it reads.
+pub type CheckError = Box<dyn Error + Send + Sync>;
+
+type BlockingCheck = Arc<dyn Fn() -> Result<(), CheckError> + Send + Sync>;
 
 /// One thing that must answer before the watchdog is pinged.
 #[derive(Clone)]
@@ -57,7 +63,7 @@ pub enum Probe {
 impl Probe {
     pub fn blocking(
         name: &'static str,
-        f: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+        f: impl Fn() -> Result<(), CheckError> + Send + Sync + 'static,
     ) -> Probe {
         Probe::Blocking(name, Arc::new(f))
     }
@@ -69,15 +75,69 @@ impl Probe {
         }
     }
 
-    async fn run(&self) -> Result<(), String> {
+    async fn run(&self) -> Result<(), ProbeError> {
         match self {
             Probe::Blocking(_, f) => {
                 let f = f.clone();
                 tokio::task::spawn_blocking(move || f())
                     .await
-                    .map_err(|e| format!("panicked: {e}"))?
+                    .map_err(ProbeError::Panicked)?
+                    .map_err(ProbeError::Check)
             }
             Probe::Http(addr) => http_health(*addr).await,
+        }
+    }
+}
+
+/// Why a probe failed: logged, and the watchdog ping withheld.
+#[derive(Debug)]
+enum ProbeError {
+    Check(CheckError),
+    /// The blocking function panicked.
+    Panicked(tokio::task::JoinError),
+    NoAnswerWithin(Duration),
+    Connect {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    Request {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    Response {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// The start of the answer, which should read `HTTP/1.1 200`.
+    NotOk([u8; 12]),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Check(e) => fmt::Display::fmt(e, f),
+            ProbeError::Panicked(e) => write!(f, "panicked: {e}"),
+            ProbeError::NoAnswerWithin(d) => write!(f, "no answer within {} ms", d.as_millis()),
+            ProbeError::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            ProbeError::Request { addr, source } => write!(f, "cannot send to {addr}: {source}"),
+            ProbeError::Response { addr, source } => write!(f, "no answer from {addr}: {source}"),
+            ProbeError::NotOk(head) => {
+                write!(f, "/healthz answered {:?}", String::from_utf8_lossy(head))
+            }
+        }
+    }
+}
+
+impl Error for ProbeError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // Displayed as the check's own error, so its cause comes next.
+            ProbeError::Check(e) => e.source(),
+            ProbeError::Panicked(e) => Some(e),
+            ProbeError::Connect { source, .. }
+            | ProbeError::Request { source, .. }
+            | ProbeError::Response { source, .. } => Some(source),
+            ProbeError::NoAnswerWithin(_) | ProbeError::NotOk(_) => None,
         }
     }
 }
@@ -122,7 +182,7 @@ async fn watchdog_loop(
         for probe in &probes {
             let outcome = match tokio::time::timeout(deadline, probe.run()).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+                Err(_) => Err(ProbeError::NoAnswerWithin(deadline)),
             };
             if let Err(e) = outcome {
                 healthy = false;
@@ -154,26 +214,23 @@ fn local_address(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-async fn http_health(listen: SocketAddr) -> Result<(), String> {
+async fn http_health(listen: SocketAddr) -> Result<(), ProbeError> {
     let addr = local_address(listen);
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .map_err(|source| ProbeError::Connect { addr, source })?;
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: perch\r\nConnection: close\r\n\r\n")
         .await
-        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+        .map_err(|source| ProbeError::Request { addr, source })?;
     let mut head = [0u8; 12];
     conn.read_exact(&mut head)
         .await
-        .map_err(|e| format!("no answer from {addr}: {e}"))?;
+        .map_err(|source| ProbeError::Response { addr, source })?;
     // "HTTP/1.1 200"
     if &head[9..12] == b"200" {
         Ok(())
     } else {
-        Err(format!(
-            "/healthz answered {:?}",
-            String::from_utf8_lossy(&head)
-        ))
+        Err(ProbeError::NotOk(head))
     }
 }
 

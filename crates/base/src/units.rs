@@ -25,17 +25,88 @@ impl Duration {
     }
 }
 
+/// Why a duration, size or bandwidth could not be read. The config file's
+/// errors quote these messages, so their text is part of the interface.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("empty duration")]
+    EmptyDuration,
+    #[error("duration too large")]
+    DurationTooLarge,
+    /// One number of a duration is too long for any unit.
+    #[error("invalid duration {input:?}: number too large")]
+    DurationNumberTooLarge { input: String },
+    #[error("invalid {quantity} {input:?}: expected {}", quantity.number_hint())]
+    ExpectedNumber { quantity: Quantity, input: String },
+    #[error("invalid {quantity} {input:?}: unknown unit {unit:?}{}", quantity.unit_hint())]
+    UnknownUnit {
+        quantity: Quantity,
+        input: String,
+        /// As compared: lower-cased for sizes and bandwidths, without the
+        /// `bit`, `bps` or `bit/s` of a bandwidth.
+        unit: String,
+    },
+    #[error("invalid {quantity} {input:?}: out of range")]
+    OutOfRange { quantity: Quantity, input: String },
+}
+
+impl crate::HasKind for UnitError {
+    fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
+/// What a [`UnitError`] was about; displayed as the word in its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    Duration,
+    Size,
+    Bandwidth,
+}
+
+impl Quantity {
+    fn number_hint(self) -> &'static str {
+        match self {
+            Quantity::Duration => "a number followed by ms, s, m, h, d, w or y",
+            Quantity::Size => "a number such as 32MiB",
+            Quantity::Bandwidth => "a number such as 1Mbit",
+        }
+    }
+
+    fn unit_hint(self) -> &'static str {
+        match self {
+            Quantity::Duration => " (use ms, s, m, h, d, w or y)",
+            Quantity::Size => "",
+            Quantity::Bandwidth => " (use bit, kbit, Mbit or Gbit)",
+        }
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Quantity::Duration => "duration",
+            Quantity::Size => "size",
+            Quantity::Bandwidth => "bandwidth",
+        })
+    }
+}
+
 /// Parses `1h30m`, `500ms`, `30d`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
+pub fn parse_duration(s: &str) -> Result<StdDuration, UnitError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(UnitError::EmptyDuration);
     }
+    let quantity = Quantity::Duration;
     if let Ok(secs) = s.parse::<f64>() {
         if (0.0..1e15).contains(&secs) {
             return Ok(StdDuration::from_secs_f64(secs));
         }
-        return Err(format!("invalid duration {s:?}: out of range"));
+        return Err(UnitError::OutOfRange {
+            quantity,
+            input: s.into(),
+        });
     }
     let mut total_ms: u128 = 0;
     let mut rest = s;
@@ -44,13 +115,14 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number followed by ms, s, m, h, d, w or y"
-            ));
+            return Err(UnitError::ExpectedNumber {
+                quantity,
+                input: s.into(),
+            });
         }
         let n: u128 = rest[..digits]
             .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+            .map_err(|_| UnitError::DurationNumberTooLarge { input: s.into() })?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -65,18 +137,20 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
             "w" => 7 * 86_400_000,
             "y" => 365 * 86_400_000,
             _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d, w or y)"
-                ))
+                return Err(UnitError::UnknownUnit {
+                    quantity,
+                    input: s.into(),
+                    unit: unit.into(),
+                })
             }
         };
         total_ms = total_ms
-            .checked_add(n.checked_mul(ms).ok_or("duration too large")?)
-            .ok_or("duration too large")?;
+            .checked_add(n.checked_mul(ms).ok_or(UnitError::DurationTooLarge)?)
+            .ok_or(UnitError::DurationTooLarge)?;
         rest = &rest[unit_len..];
     }
     if total_ms > u64::MAX as u128 {
-        return Err("duration too large".into());
+        return Err(UnitError::DurationTooLarge);
     }
     Ok(StdDuration::from_millis(total_ms as u64))
 }
@@ -143,11 +217,13 @@ fn number_and_unit(s: &str) -> (&str, &str) {
     t.split_at(split)
 }
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    let quantity = Quantity::Size;
     let (num, unit) = number_and_unit(s);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number such as 32MiB"))?;
+    let n: f64 = num.parse().map_err(|_| UnitError::ExpectedNumber {
+        quantity,
+        input: s.into(),
+    })?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -158,11 +234,20 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "mi" | "mib" => 1024.0 * 1024.0,
         "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "ti" | "tib" => 1024.0f64.powi(4),
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        other => {
+            return Err(UnitError::UnknownUnit {
+                quantity,
+                input: s.into(),
+                unit: other.into(),
+            })
+        }
     };
     let v = n * mult;
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}: out of range"));
+        return Err(UnitError::OutOfRange {
+            quantity,
+            input: s.into(),
+        });
     }
     Ok(v as u64)
 }
@@ -219,11 +304,13 @@ impl fmt::Display for ByteSize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BitRate(pub u64);
 
-pub fn parse_bitrate(s: &str) -> Result<u64, String> {
+pub fn parse_bitrate(s: &str) -> Result<u64, UnitError> {
+    let quantity = Quantity::Bandwidth;
     let (num, unit) = number_and_unit(s);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid bandwidth {s:?}: expected a number such as 1Mbit"))?;
+    let n: f64 = num.parse().map_err(|_| UnitError::ExpectedNumber {
+        quantity,
+        input: s.into(),
+    })?;
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit
         .strip_suffix("bit/s")
@@ -236,14 +323,19 @@ pub fn parse_bitrate(s: &str) -> Result<u64, String> {
         "m" => 1e6,
         "g" => 1e9,
         other => {
-            return Err(format!(
-                "invalid bandwidth {s:?}: unknown unit {other:?} (use bit, kbit, Mbit or Gbit)"
-            ))
+            return Err(UnitError::UnknownUnit {
+                quantity,
+                input: s.into(),
+                unit: other.into(),
+            })
         }
     };
     let v = n * mult;
     if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
-        return Err(format!("invalid bandwidth {s:?}: out of range"));
+        return Err(UnitError::OutOfRange {
+            quantity,
+            input: s.into(),
+        });
     }
     Ok(v as u64)
 }
@@ -355,7 +447,10 @@ mod tests {
             parse_duration("1.5").unwrap(),
             StdDuration::from_millis(1500)
         );
-        assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("3x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999y").is_err());
         assert_eq!(format_duration(StdDuration::from_secs(86400 * 30)), "30d");

@@ -230,7 +230,7 @@ impl Camera {
             };
             let reason = match result {
                 Ok(()) => "the camera ended the stream".to_string(),
-                Err(e) => self.redact(e),
+                Err(e) => self.redact(e.to_string()),
             };
             tracing::warn!(camera = self.name(), error = %reason, retry_in = ?backoff, "camera offline");
             self.set_state(State::Offline, Some(reason));
@@ -259,9 +259,9 @@ impl Camera {
         text
     }
 
-    async fn session(&self) -> Result<(), String> {
+    async fn session(&self) -> Result<(), SessionError> {
         let cfg = &self.config;
-        let url = url::Url::parse(&cfg.url).map_err(|e| format!("invalid URL: {e}"))?;
+        let url = url::Url::parse(&cfg.url).map_err(SessionError::Url)?;
         let creds = cfg.username.as_ref().map(|u| retina::client::Credentials {
             username: u.clone(),
             password: cfg.password.clone().unwrap_or_default(),
@@ -271,8 +271,10 @@ impl Camera {
             .user_agent(format!("perch/{}", env!("CARGO_PKG_VERSION")));
         let mut session = tokio::time::timeout(CONNECT_TIMEOUT, Session::describe(url, options))
             .await
-            .map_err(|_| "no answer to DESCRIBE within 15 s".to_string())?
-            .map_err(describe_error)?;
+            .map_err(|_| SessionError::NoAnswer {
+                request: "DESCRIBE",
+            })?
+            .map_err(SessionError::Describe)?;
         let stream = session
             .streams()
             .iter()
@@ -283,10 +285,9 @@ impl Camera {
                     .iter()
                     .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
                     .collect();
-                format!(
-                    "no H.264 or H.265 video stream (the camera offers: {})",
-                    found.join(", ")
-                )
+                SessionError::NoVideoStream {
+                    offered: found.join(", "),
+                }
             })?;
         let transport = match cfg.transport {
             CameraTransport::Tcp => Transport::Tcp(Default::default()),
@@ -302,22 +303,22 @@ impl Camera {
             ),
         )
         .await
-        .map_err(|_| "no answer to SETUP within 15 s".to_string())?
-        .map_err(|e| format!("SETUP failed: {e}"))?;
+        .map_err(|_| SessionError::NoAnswer { request: "SETUP" })?
+        .map_err(SessionError::Setup)?;
         let playing = tokio::time::timeout(CONNECT_TIMEOUT, session.play(PlayOptions::default()))
             .await
-            .map_err(|_| "no answer to PLAY within 15 s".to_string())?
-            .map_err(|e| format!("PLAY failed: {e}"))?;
-        let mut demuxed = playing.demuxed().map_err(|e| e.to_string())?;
+            .map_err(|_| SessionError::NoAnswer { request: "PLAY" })?
+            .map_err(SessionError::Play)?;
+        let mut demuxed = playing.demuxed().map_err(SessionError::Stream)?;
         tracing::info!(camera = self.name(), "camera connected");
         let mut remux = Remux::default();
         loop {
             let item = tokio::time::timeout(NO_FRAMES_TIMEOUT, demuxed.next())
                 .await
-                .map_err(|_| "no video for 20 s".to_string())?;
+                .map_err(|_| SessionError::NoVideo)?;
             let frame = match item {
                 None => return Ok(()),
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(SessionError::Stream(e)),
                 Some(Ok(CodecItem::VideoFrame(f))) => f,
                 Some(Ok(_)) => continue,
             };
@@ -473,8 +474,31 @@ struct Remux {
     next_dts: u64,
 }
 
+/// Why a session with the camera ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("invalid URL: {0}")]
+    Url(url::ParseError),
+    #[error("no answer to {request} within {} s", CONNECT_TIMEOUT.as_secs())]
+    NoAnswer { request: &'static str },
+    #[error("{}", describe_error(.0))]
+    Describe(retina::Error),
+    /// `offered` lists the camera's streams as `media/encoding`.
+    #[error("no H.264 or H.265 video stream (the camera offers: {offered})")]
+    NoVideoStream { offered: String },
+    #[error("SETUP failed: {0}")]
+    Setup(retina::Error),
+    #[error("PLAY failed: {0}")]
+    Play(retina::Error),
+    /// The stream could not start or broke off while playing.
+    #[error("{0}")]
+    Stream(retina::Error),
+    #[error("no video for {} s", NO_FRAMES_TIMEOUT.as_secs())]
+    NoVideo,
+}
+
 /// Says why DESCRIBE failed in words a user can act on.
-fn describe_error(e: retina::Error) -> String {
+fn describe_error(e: &retina::Error) -> String {
     let text = e.to_string();
     if text.contains("401") || text.to_lowercase().contains("unauthorized") {
         format!("the camera refused the credentials (401 Unauthorized); check username and password ({text})")
@@ -482,5 +506,17 @@ fn describe_error(e: retina::Error) -> String {
         format!("nothing listens at that address ({text})")
     } else {
         format!("DESCRIBE failed: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_named_in_seconds() {
+        let e = SessionError::NoAnswer { request: "SETUP" };
+        assert_eq!(e.to_string(), "no answer to SETUP within 15 s");
+        assert_eq!(SessionError::NoVideo.to_string(), "no video for 20 s");
     }
 }

@@ -180,18 +180,25 @@ pub fn fragment(sequence: u32, base_time: u64, samples: &[Sample<'_>]) -> Vec<u8
     out
 }
 
+/// A frame whose length-prefixed NAL units do not add up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NalError {
+    #[error("truncated NAL length")]
+    TruncatedLength,
+    #[error("NAL of {len} bytes runs past the frame")]
+    PastFrame { len: usize },
+}
+
 /// Turns length-prefixed NAL units into an Annex B stream (start codes), as
 /// the decoder wants them. Fails on a length running past the end.
-pub fn to_annex_b(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn to_annex_b(data: &[u8], out: &mut Vec<u8>) -> Result<(), NalError> {
     let mut rest = data;
     while !rest.is_empty() {
         if rest.len() < 4 {
-            return Err("truncated NAL length".into());
+            return Err(NalError::TruncatedLength);
         }
         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let nal = rest
-            .get(4..4 + len)
-            .ok_or_else(|| format!("NAL of {len} bytes runs past the frame"))?;
+        let nal = rest.get(4..4 + len).ok_or(NalError::PastFrame { len })?;
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(nal);
         rest = &rest[4 + len..];
@@ -258,7 +265,17 @@ mod tests {
         let mut out = Vec::new();
         to_annex_b(&[0, 0, 0, 2, 1, 2, 0, 0, 0, 1, 3], &mut out).unwrap();
         assert_eq!(out, [0, 0, 0, 1, 1, 2, 0, 0, 0, 1, 3]);
-        assert!(to_annex_b(&[0, 0, 0, 9, 1], &mut Vec::new()).is_err());
-        assert!(to_annex_b(&[0, 0], &mut Vec::new()).is_err());
+        assert_eq!(
+            to_annex_b(&[0, 0, 0, 9, 1], &mut Vec::new())
+                .unwrap_err()
+                .to_string(),
+            "NAL of 9 bytes runs past the frame"
+        );
+        assert_eq!(
+            to_annex_b(&[0, 0], &mut Vec::new())
+                .unwrap_err()
+                .to_string(),
+            "truncated NAL length"
+        );
     }
 }

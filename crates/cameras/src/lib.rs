@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use base::Clock;
 use config::CameraConfig;
@@ -39,13 +39,13 @@ pub enum CameraError {
     #[error("camera {0:?} is defined in the config file; change it there")]
     FromConfig(String),
     #[error("invalid camera: {0}")]
-    Invalid(String),
+    Invalid(InvalidCamera),
     #[error("no keyframe from camera {0:?} within 10 s (is it online?)")]
     NoKeyframe(String),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("scheduler: {0}")]
-    Scheduler(String),
+    Scheduler(#[source] JobSchedulerError),
     #[error("database error: {0}")]
     Db(#[from] sled::Error),
 }
@@ -62,6 +62,25 @@ impl base::HasKind for CameraError {
                 K::Internal
             }
         }
+    }
+}
+
+/// Why a camera's definition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidCamera {
+    /// What the configuration's own checks found.
+    #[error(transparent)]
+    Settings(#[from] config::Issues),
+    #[error("snapshot_schedule {schedule:?}: {source}")]
+    Schedule {
+        schedule: String,
+        source: JobSchedulerError,
+    },
+}
+
+impl base::HasKind for InvalidCamera {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
     }
 }
 
@@ -116,9 +135,7 @@ impl Cameras {
         data_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Cameras>, CameraError> {
-        let scheduler = JobScheduler::new()
-            .await
-            .map_err(|e| CameraError::Scheduler(e.to_string()))?;
+        let scheduler = JobScheduler::new().await.map_err(CameraError::Scheduler)?;
         let cameras = Arc::new_cyclic(|me| Cameras {
             clock,
             running: Mutex::new(BTreeMap::new()),
@@ -150,7 +167,7 @@ impl Cameras {
             .scheduler
             .start()
             .await
-            .map_err(|e| CameraError::Scheduler(e.to_string()))?;
+            .map_err(CameraError::Scheduler)?;
         // Retention also runs without new snapshots arriving.
         let weak = Arc::downgrade(&cameras);
         tokio::spawn(async move {
@@ -167,7 +184,7 @@ impl Cameras {
     async fn launch(&self, config: CameraConfig, from_config: bool) -> Result<(), CameraError> {
         config
             .validate()
-            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+            .map_err(|issues| CameraError::Invalid(issues.into()))?;
         let camera = Camera::new(config.clone(), self.clock.clone());
         let (stop, stop_rx) = watch::channel(false);
         let span = tracing::info_span!("camera", camera = %config.name);
@@ -211,11 +228,16 @@ impl Cameras {
                 }
             })
         })
-        .map_err(|e| CameraError::Invalid(format!("snapshot_schedule {schedule:?}: {e}")))?;
+        .map_err(|source| {
+            CameraError::Invalid(InvalidCamera::Schedule {
+                schedule: schedule.to_string(),
+                source,
+            })
+        })?;
         self.scheduler
             .add(job)
             .await
-            .map_err(|e| CameraError::Scheduler(e.to_string()))
+            .map_err(CameraError::Scheduler)
     }
 
     async fn halt(&self, name: &str) -> Option<Running> {
@@ -271,7 +293,7 @@ impl Cameras {
     pub async fn create(&self, config: CameraConfig) -> Result<CameraView, CameraError> {
         config
             .validate()
-            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+            .map_err(|issues| CameraError::Invalid(issues.into()))?;
         if self.running.lock().contains_key(&config.name) {
             return Err(CameraError::Exists(config.name));
         }
@@ -308,7 +330,7 @@ impl Cameras {
         }
         config
             .validate()
-            .map_err(|why| CameraError::Invalid(why.to_string()))?;
+            .map_err(|issues| CameraError::Invalid(issues.into()))?;
         self.definitions.insert(
             name.as_bytes(),
             serde_json::to_vec(&config).expect("serializable"),

@@ -63,7 +63,7 @@ pub fn keyframe_to_jpeg(
         annex_b.extend_from_slice(&[0, 0, 0, 1]);
         annex_b.extend_from_slice(ps);
     }
-    fmp4::to_annex_b(&kf.data, &mut annex_b).map_err(SnapshotError::Decode)?;
+    fmp4::to_annex_b(&kf.data, &mut annex_b).map_err(|e| SnapshotError::Decode(e.to_string()))?;
     let mut decoder =
         openh264::decoder::Decoder::new().map_err(|e| SnapshotError::Decode(e.to_string()))?;
     let (rgb, w, h) = {

@@ -406,24 +406,28 @@ pub struct CameraConfig {
 
 /// Names of cameras and forwarding targets: they become file names, sled
 /// tree names and URL path segments.
-fn check_name(n: &str) -> Result<(), String> {
+fn check_name(n: &str) -> Result<(), InvalidName<'_>> {
     if n.is_empty()
         || n.len() > 64
         || !n
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!("{n:?}: use 1 to 64 letters, digits, '-' or '_'"));
+        return Err(InvalidName(n));
     }
     Ok(())
 }
+
+#[derive(Debug, Error)]
+#[error("{0:?}: use 1 to 64 letters, digits, '-' or '_'")]
+struct InvalidName<'a>(&'a str);
 
 impl CameraConfig {
     /// Checks one camera; the keys of the issues are relative to it.
     pub fn validate(&self) -> Result<(), Issues> {
         let mut issues = Issues::default();
         if let Err(r) = check_name(&self.name) {
-            issues.add("name", r);
+            issues.add("name", r.to_string());
         }
         match url::Url::parse(&self.url) {
             Ok(u) if u.scheme() == "rtsp" || u.scheme() == "rtsps" => {
@@ -643,7 +647,7 @@ impl ForwardConfig {
     pub fn validate(&self) -> Result<(), Issues> {
         let mut issues = Issues::default();
         if let Err(r) = check_name(&self.name) {
-            issues.add("name", r);
+            issues.add("name", r.to_string());
         }
         let schemes: &[&str] = match self.kind {
             ForwardKind::Kafka => &[],

@@ -17,8 +17,8 @@ pub mod vm_import;
 pub use base::names::{sanitize_label_name, sanitize_metric_name};
 pub use line_protocol::{LineError, ParsedLines, Precision};
 pub use mqtt_payload::{parse_message, ParsedMessage, PayloadFormat};
-pub use opentsdb::{ParsedPoints, PointError};
-pub use rules::{RuleConfig, RuleError, RuleMatch, Rules};
+pub use opentsdb::{BodyError, ParsedPoints, PointError};
+pub use rules::{FilterError, RuleConfig, RuleError, RuleMatch, Rules};
 pub use vm_import::{ImportError, ParsedImport};
 
 /// Checks the `[[mqtt.rules]]` of a configuration: that every topic filter
@@ -26,7 +26,7 @@ pub use vm_import::{ImportError, ParsedImport};
 pub fn check_config(config: &config::Config, issues: &mut config::Issues) {
     for (index, rule) in config.mqtt.rules.iter().enumerate() {
         if let Err(e) = Rules::compile(std::slice::from_ref(rule)) {
-            issues.add(format!("mqtt.rules[{index}].topic"), e.reason);
+            issues.add(format!("mqtt.rules[{index}].topic"), e.reason.to_string());
         }
     }
 }

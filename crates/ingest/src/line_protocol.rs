@@ -17,10 +17,12 @@
 //! strings), which do not matter once lines are series.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::hash::BuildHasher;
 use std::num::{IntErrorKind, ParseIntError};
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use thiserror::Error;
 
 use super::MAX_ERRORS;
 use base::labels::{Label, METRIC_NAME};
@@ -78,12 +80,123 @@ impl Precision {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A refused line. Its message is rendered once, when the line is refused:
+/// the reasons borrow from the body, which the parsed series outlive.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{message}")]
 pub struct LineError {
     /// 1-based.
     pub line: usize,
     /// Complete for a user: starts with `line N: `, names the element.
     pub message: String,
+}
+
+impl base::HasKind for LineError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
+/// Why a line was refused. Borrows the text it quotes, so a refusal costs
+/// no allocation until its message is written.
+#[derive(Debug, Error)]
+enum Refusal<'a> {
+    #[error("missing measurement")]
+    MissingMeasurement,
+    #[error("empty tag key at column {column}")]
+    EmptyTagKey { column: usize },
+    #[error("tag {} has no value: expected '=' after it", show(tag))]
+    TagWithoutValue { tag: Cow<'a, str> },
+    #[error("unescaped '=' in the value of tag {}: write it as \\=", show(tag))]
+    UnescapedEquals { tag: Cow<'a, str> },
+    #[error("empty value for tag {}", show(tag))]
+    EmptyTagValue { tag: Cow<'a, str> },
+    #[error("tag key {} is reserved for the metric name", show(tag))]
+    ReservedTag { tag: Cow<'a, str> },
+    #[error("tag {} appears twice", show(tag))]
+    RepeatedTag { tag: Cow<'a, str> },
+    #[error(
+        "tags {} and {} both become label {}",
+        show(first),
+        show(second),
+        show(label)
+    )]
+    TagsCollide {
+        first: Cow<'a, str>,
+        second: Cow<'a, str>,
+        label: Cow<'a, str>,
+    },
+    #[error("missing fields: expected field=value after the measurement and tags")]
+    MissingFields,
+    #[error("empty field key at column {column}")]
+    EmptyFieldKey { column: usize },
+    #[error("field {} has no value: expected '=' after it", show(field))]
+    FieldWithoutValue { field: &'a str },
+    #[error("unterminated string value for field {}", show(field))]
+    UnterminatedString { field: &'a str },
+    #[error(
+        "unexpected text {} after the string value of field {}",
+        show(text),
+        show(field)
+    )]
+    TextAfterString { text: &'a str, field: &'a str },
+    #[error("missing value for field {}", show(field))]
+    MissingValue { field: &'a str },
+    #[error("invalid value {} for field {}: {why}", show(value), show(field))]
+    InvalidValue {
+        value: &'a str,
+        field: &'a str,
+        why: ValueError,
+    },
+    #[error("trailing comma after field {}", show(field))]
+    TrailingComma { field: &'a str },
+    #[error("field {} appears twice", show(field))]
+    RepeatedField { field: &'a str },
+    #[error(
+        "fields {} and {} both become series {series}",
+        show(first),
+        show(second)
+    )]
+    FieldsCollide {
+        first: &'a str,
+        second: &'a str,
+        series: String,
+    },
+    #[error("timestamp {} does not fit in 64 bits", show(text))]
+    TimestampOverflow { text: &'a str },
+    #[error("invalid timestamp {}: expected an integer", show(text))]
+    InvalidTimestamp { text: &'a str },
+    #[error(
+        "timestamp {ts} (precision {}) is out of range in milliseconds",
+        precision.unit()
+    )]
+    TimestampOutOfRange { ts: i64, precision: Precision },
+    #[error("unexpected text {} after the timestamp", show(text))]
+    TextAfterTimestamp { text: &'a str },
+    #[error(
+        "the series of this request would take more than {mib} MiB of labels: \
+         split it into smaller writes, or send fewer tags on lines with many fields"
+    )]
+    LabelBudget { mib: usize },
+}
+
+/// Why a field value is not a number, integer, unsigned or boolean.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+enum ValueError {
+    #[error("expected an integer before the 'i'")]
+    Integer,
+    #[error("integer out of the 64-bit range")]
+    IntegerRange,
+    #[error("expected an unsigned integer before the 'u'")]
+    Unsigned,
+    #[error("unsigned integer out of the 64-bit range")]
+    UnsignedRange,
+    #[error("NaN and infinity are not valid field values")]
+    NotFinite,
+    #[error("number out of the 64-bit float range")]
+    FloatRange,
+    #[error("expected a number, boolean or quoted string")]
+    NotANumber,
 }
 
 #[derive(Debug, Default)]
@@ -140,12 +253,12 @@ pub fn parse(
         }
         p.out.lines += 1;
         p.indent = untrimmed.len() - line.len();
-        if let Err(msg) = p.line(i + 1, line) {
+        if let Err(why) = p.line(i + 1, line) {
             p.out.refused += 1;
             if p.out.errors.len() < MAX_ERRORS {
                 p.out.errors.push(LineError {
                     line: i + 1,
-                    message: format!("line {}: {msg}", i + 1),
+                    message: format!("line {}: {why}", i + 1),
                 });
             }
         }
@@ -199,7 +312,7 @@ const LABEL_BUDGET_PER_BYTE: usize = 4;
 const LABEL_OVERHEAD: usize = std::mem::size_of::<Label>();
 
 impl<'a> Parser<'a> {
-    fn line(&mut self, n: usize, line: &'a str) -> Result<(), String> {
+    fn line(&mut self, n: usize, line: &'a str) -> Result<(), Refusal<'a>> {
         let b = line.as_bytes();
         let key_end = find_unescaped(b, 0, |c| c == b' ');
         let key = &line[..key_end];
@@ -213,9 +326,7 @@ impl<'a> Parser<'a> {
         };
         let mut i = skip(b, key_end, |c| c == b' ');
         if i == b.len() {
-            return Err(
-                "missing fields: expected field=value after the measurement and tags".into(),
-            );
+            return Err(Refusal::MissingFields);
         }
 
         self.line_fields.clear();
@@ -223,41 +334,34 @@ impl<'a> Parser<'a> {
             let k_end = find_unescaped(b, i, |c| c == b'=' || c == b',' || c == b' ');
             let key = &line[i..k_end];
             if key.is_empty() {
-                return Err(format!(
-                    "empty field key at column {}",
-                    self.column(line, i)
-                ));
+                return Err(Refusal::EmptyFieldKey {
+                    column: self.column(line, i),
+                });
             }
             if k_end == b.len() || b[k_end] != b'=' {
-                return Err(format!(
-                    "field {} has no value: expected '=' after it",
-                    show(key)
-                ));
+                return Err(Refusal::FieldWithoutValue { field: key });
             }
             let v_start = k_end + 1;
             let v_end = if b.get(v_start) == Some(&b'"') {
-                let end = string_end(b, v_start + 1)
-                    .ok_or_else(|| format!("unterminated string value for field {}", show(key)))?;
+                let end =
+                    string_end(b, v_start + 1).ok_or(Refusal::UnterminatedString { field: key })?;
                 if end < b.len() && b[end] != b',' && b[end] != b' ' {
-                    return Err(format!(
-                        "unexpected text {} after the string value of field {}",
-                        show(rest_of_element(line, end)),
-                        show(key)
-                    ));
+                    return Err(Refusal::TextAfterString {
+                        text: rest_of_element(line, end),
+                        field: key,
+                    });
                 }
                 end
             } else {
                 let end = find(b, v_start, |c| c == b',' || c == b' ');
                 let value = &line[v_start..end];
                 if value.is_empty() {
-                    return Err(format!("missing value for field {}", show(key)));
+                    return Err(Refusal::MissingValue { field: key });
                 }
-                let v = parse_value(value).map_err(|why| {
-                    format!(
-                        "invalid value {} for field {}: {why}",
-                        show(value),
-                        show(key)
-                    )
+                let v = parse_value(value).map_err(|why| Refusal::InvalidValue {
+                    value,
+                    field: key,
+                    why,
                 })?;
                 self.line_fields.push((key, v));
                 end
@@ -266,7 +370,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => {
                     i = v_end + 1;
                     if matches!(b.get(i), None | Some(b' ')) {
-                        return Err(format!("trailing comma after field {}", show(key)));
+                        return Err(Refusal::TrailingComma { field: key });
                     }
                 }
                 _ => {
@@ -284,10 +388,9 @@ impl<'a> Parser<'a> {
             let ts = self.timestamp(&line[i..end])?;
             let after = skip(b, end, |c| c == b' ' || c == b'\t');
             if after < b.len() {
-                return Err(format!(
-                    "unexpected text {} after the timestamp",
-                    show(&line[after..])
-                ));
+                return Err(Refusal::TextAfterTimestamp {
+                    text: &line[after..],
+                });
             }
             ts
         };
@@ -299,28 +402,28 @@ impl<'a> Parser<'a> {
         self.indent + line[..i].chars().count() + 1
     }
 
-    fn timestamp(&self, text: &str) -> Result<i64, String> {
+    fn timestamp(&self, text: &'a str) -> Result<i64, Refusal<'a>> {
         let ts: i64 = text.parse().map_err(|e: ParseIntError| match e.kind() {
             IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => {
-                format!("timestamp {} does not fit in 64 bits", show(text))
+                Refusal::TimestampOverflow { text }
             }
-            _ => format!("invalid timestamp {}: expected an integer", show(text)),
+            _ => Refusal::InvalidTimestamp { text },
         })?;
-        self.precision.to_ms(ts).ok_or_else(|| {
-            format!(
-                "timestamp {ts} (precision {}) is out of range in milliseconds",
-                self.precision.unit()
-            )
-        })
+        self.precision
+            .to_ms(ts)
+            .ok_or(Refusal::TimestampOutOfRange {
+                ts,
+                precision: self.precision,
+            })
     }
 
     /// Parses measurement and tags, which were not seen before in this body.
-    fn new_group(&mut self, key: &str) -> Result<u32, String> {
+    fn new_group(&mut self, key: &'a str) -> Result<u32, Refusal<'a>> {
         let b = key.as_bytes();
         let m_end = find_unescaped(b, 0, |c| c == b',');
         let measurement = unescape(&key[..m_end], MEASUREMENT_ESCAPES);
         if measurement.is_empty() {
-            return Err("missing measurement".into());
+            return Err(Refusal::MissingMeasurement);
         }
         // (label name, tag key as written, value)
         let mut tags: Vec<(Cow<str>, Cow<str>, Cow<str>)> = Vec::new();
@@ -330,54 +433,45 @@ impl<'a> Parser<'a> {
             let k_end = find_unescaped(b, k_start, |c| c == b'=' || c == b',');
             let tag = unescape(&key[k_start..k_end], KEY_ESCAPES);
             if tag.is_empty() {
-                return Err(format!(
-                    "empty tag key at column {}",
-                    self.column(key, k_start)
-                ));
+                return Err(Refusal::EmptyTagKey {
+                    column: self.column(key, k_start),
+                });
             }
             if k_end == b.len() || b[k_end] != b'=' {
-                return Err(format!(
-                    "tag {} has no value: expected '=' after it",
-                    show(&tag)
-                ));
+                return Err(Refusal::TagWithoutValue { tag });
             }
             let v_start = k_end + 1;
             let v_end = find_unescaped(b, v_start, |c| c == b',' || c == b'=');
             if v_end < b.len() && b[v_end] == b'=' {
-                return Err(format!(
-                    "unescaped '=' in the value of tag {}: write it as \\=",
-                    show(&tag)
-                ));
+                return Err(Refusal::UnescapedEquals { tag });
             }
             let value = unescape(&key[v_start..v_end], KEY_ESCAPES);
             if value.is_empty() {
-                return Err(format!("empty value for tag {}", show(&tag)));
+                return Err(Refusal::EmptyTagValue { tag });
             }
             let name = match sanitize_label_name(&tag) {
                 Cow::Borrowed(_) => tag.clone(),
                 Cow::Owned(s) => Cow::Owned(s),
             };
             if name == METRIC_NAME {
-                return Err(format!(
-                    "tag key {} is reserved for the metric name",
-                    show(&tag)
-                ));
+                return Err(Refusal::ReservedTag { tag });
             }
             self.charge(name.len() + value.len() + LABEL_OVERHEAD)?;
             tags.push((name, tag, value));
             i = v_end;
         }
         tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = tags.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(if w[0].1 == w[1].1 {
-                format!("tag {} appears twice", show(&w[0].1))
+        if let Some(at) = tags.windows(2).position(|w| w[0].0 == w[1].0) {
+            let (label, first, _) = tags.remove(at);
+            let (_, second, _) = tags.remove(at);
+            return Err(if first == second {
+                Refusal::RepeatedTag { tag: first }
             } else {
-                format!(
-                    "tags {} and {} both become label {}",
-                    show(&w[0].1),
-                    show(&w[1].1),
-                    show(&w[0].0)
-                )
+                Refusal::TagsCollide {
+                    first,
+                    second,
+                    label,
+                }
             });
         }
         let mut labels = Labels::from_pairs(tags.into_iter().map(|(n, _, v)| (n, v)));
@@ -393,7 +487,7 @@ impl<'a> Parser<'a> {
 
     /// Stores the line's samples; before, checks that no two of its fields
     /// land on one series, so a refused line leaves no sample behind.
-    fn commit(&mut self, n: usize, group: u32, ts: i64) -> Result<(), String> {
+    fn commit(&mut self, n: usize, group: u32, ts: i64) -> Result<(), Refusal<'a>> {
         self.resolved.clear();
         for k in 0..self.line_fields.len() {
             let field = self.line_fields[k].0;
@@ -410,14 +504,13 @@ impl<'a> Parser<'a> {
                 let other = self.line_fields[first].0;
                 let series = &self.out.series[id as usize].labels;
                 return Err(if other == field {
-                    format!("field {} appears twice", show(field))
+                    Refusal::RepeatedField { field }
                 } else {
-                    format!(
-                        "fields {} and {} both become series {}",
-                        show(other),
-                        show(field),
-                        series.metric_name().unwrap_or("")
-                    )
+                    Refusal::FieldsCollide {
+                        first: other,
+                        second: field,
+                        series: series.metric_name().unwrap_or("").to_owned(),
+                    }
                 });
             }
             self.last_line[id as usize] = n;
@@ -430,7 +523,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn series_id(&mut self, group: u32, raw_field: &str) -> Result<u32, String> {
+    fn series_id(&mut self, group: u32, raw_field: &str) -> Result<u32, Refusal<'a>> {
         let g = &self.groups[group as usize];
         let field = unescape(raw_field, KEY_ESCAPES);
         let mut labels = g.labels.clone();
@@ -464,61 +557,51 @@ impl<'a> Parser<'a> {
         Ok(id)
     }
 
-    fn charge(&mut self, bytes: usize) -> Result<(), String> {
-        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
-            format!(
-                "the series of this request would take more than {} MiB of labels: \
-                 split it into smaller writes, or send fewer tags on lines with many fields",
-                self.budget_mib
-            )
+    fn charge(&mut self, bytes: usize) -> Result<(), Refusal<'a>> {
+        self.budget = self.budget.checked_sub(bytes).ok_or(Refusal::LabelBudget {
+            mib: self.budget_mib,
         })?;
         Ok(())
     }
 }
 
-/// A numeric, integer, unsigned or boolean field value; `Err` says why not.
-fn parse_value(s: &str) -> Result<f64, &'static str> {
+/// A numeric, integer, unsigned or boolean field value.
+fn parse_value(s: &str) -> Result<f64, ValueError> {
     match s {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(1.0),
         "f" | "F" | "false" | "False" | "FALSE" => return Ok(0.0),
         _ => {}
     }
-    let range = |e: ParseIntError, invalid: &'static str, too_big: &'static str| match e.kind() {
+    let range = |e: ParseIntError, invalid: ValueError, too_big: ValueError| match e.kind() {
         IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => too_big,
         _ => invalid,
     };
     if let Some(digits) = s.strip_suffix('i') {
-        return digits.parse::<i64>().map(|v| v as f64).map_err(|e| {
-            range(
-                e,
-                "expected an integer before the 'i'",
-                "integer out of the 64-bit range",
-            )
-        });
+        return digits
+            .parse::<i64>()
+            .map(|v| v as f64)
+            .map_err(|e| range(e, ValueError::Integer, ValueError::IntegerRange));
     }
     if let Some(digits) = s.strip_suffix('u') {
-        return digits.parse::<u64>().map(|v| v as f64).map_err(|e| {
-            range(
-                e,
-                "expected an unsigned integer before the 'u'",
-                "unsigned integer out of the 64-bit range",
-            )
-        });
+        return digits
+            .parse::<u64>()
+            .map(|v| v as f64)
+            .map_err(|e| range(e, ValueError::Unsigned, ValueError::UnsignedRange));
     }
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
     // Rust would also read "nan", "inf" and "infinity"; line protocol has none.
     if !unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
         let lower = unsigned.to_ascii_lowercase();
         return Err(if lower.starts_with("nan") || lower.starts_with("inf") {
-            "NaN and infinity are not valid field values"
+            ValueError::NotFinite
         } else {
-            "expected a number, boolean or quoted string"
+            ValueError::NotANumber
         });
     }
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err("number out of the 64-bit float range"),
-        Err(_) => Err("expected a number, boolean or quoted string"),
+        Ok(_) => Err(ValueError::FloatRange),
+        Err(_) => Err(ValueError::NotANumber),
     }
 }
 
@@ -589,11 +672,20 @@ fn unescape<'s>(s: &'s str, escapable: &[u8]) -> Cow<'s, str> {
 
 /// Quotes user text for a message, cut short so that one bad megabyte-long
 /// line doesn't make a megabyte-long error.
-fn show(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        None => format!("{s:?}"),
-        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+fn show(s: &str) -> Shown<'_> {
+    Shown(s)
+}
+
+struct Shown<'s>(&'s str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 64;
+        let s = self.0;
+        match s.char_indices().nth(MAX) {
+            None => write!(f, "{s:?}"),
+            Some((cut, _)) => write!(f, "{:?}…", &s[..cut]),
+        }
     }
 }
 

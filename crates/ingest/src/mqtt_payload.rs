@@ -24,6 +24,7 @@ use std::fmt;
 
 use rustc_hash::FxHashMap;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use thiserror::Error;
 
 use super::line_protocol::{self, Precision};
 use super::opentsdb;
@@ -266,7 +267,7 @@ fn json(
                 .collect(),
             ..ParsedMessage::new(PayloadFormat::OpenTsdb)
         },
-        Err(e) => ParsedMessage::unparsed(e),
+        Err(e) => ParsedMessage::unparsed(e.to_string()),
     }
 }
 
@@ -360,7 +361,7 @@ impl Walk<'_> {
         self.pending.push((id, value));
     }
 
-    fn timestamp(&mut self, ms: Result<i64, String>) {
+    fn timestamp(&mut self, ms: Result<i64, NotATimestamp<'_>>) {
         match ms {
             Ok(ms) => {
                 self.ts.get_or_insert(ms);
@@ -371,6 +372,18 @@ impl Walk<'_> {
             )),
         }
     }
+}
+
+/// Why the value of an object's timestamp field was not used.
+#[derive(Debug, Error)]
+enum NotATimestamp<'v> {
+    #[error("{0:?} is not a timestamp (negative or out of range)")]
+    Number(f64),
+    #[error("{0:?} is not a timestamp (epoch s, ms, µs or ns, or RFC 3339)")]
+    Text(&'v str),
+    /// What the value is instead, such as "a boolean".
+    #[error("{0} is not a timestamp")]
+    Other(&'static str),
 }
 
 /// The series of a message by metric name: their other labels are the same.
@@ -468,19 +481,15 @@ impl Node<'_, '_> {
     fn number(self, ms: impl FnOnce() -> Option<i64>, value: f64) {
         match self.role {
             Role::Field => self.w.leaf(value),
-            Role::Timestamp => {
-                self.w.timestamp(ms().ok_or_else(|| {
-                    format!("{value:?} is not a timestamp (negative or out of range)")
-                }))
-            }
+            Role::Timestamp => self.w.timestamp(ms().ok_or(NotATimestamp::Number(value))),
             Role::Top | Role::Element => self.w.opentsdb = false,
         }
     }
 
     /// Anything but a number, string or object: not a sample.
-    fn other(self, what: &str) {
+    fn other(self, what: &'static str) {
         match self.role {
-            Role::Timestamp => self.w.timestamp(Err(format!("{what} is not a timestamp"))),
+            Role::Timestamp => self.w.timestamp(Err(NotATimestamp::Other(what))),
             Role::Top | Role::Element => self.w.opentsdb = false,
             Role::Field => {}
         }
@@ -520,9 +529,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         match self.role {
-            Role::Timestamp => self.w.timestamp(text_ms(v).ok_or_else(|| {
-                format!("{v:?} is not a timestamp (epoch s, ms, µs or ns, or RFC 3339)")
-            })),
+            Role::Timestamp => self.w.timestamp(text_ms(v).ok_or(NotATimestamp::Text(v))),
             _ => self.other("a string"),
         }
         Ok(())

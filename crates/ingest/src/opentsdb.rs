@@ -15,18 +15,78 @@ use rustc_hash::FxHashMap;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use thiserror::Error;
 
 use super::MAX_ERRORS;
 use base::labels::METRIC_NAME;
 use base::names::{sanitize_label_name, sanitize_metric_name};
 use base::{Labels, SeriesSamples};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("data point {index}: {message}")]
 pub struct PointError {
     /// 0-based position in the array (0 for a lone object).
     pub index: usize,
     /// What is wrong, without the index.
     pub message: String,
+}
+
+impl base::HasKind for PointError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
+/// A body that is not JSON at all, or neither an object nor an array: serde's
+/// message, with line and column.
+#[derive(Debug, Error)]
+#[error("invalid JSON: {0}")]
+pub struct BodyError(serde_json::Error);
+
+impl base::HasKind for BodyError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
+/// Why a data point was refused. Borrows from the parsed point, which lives
+/// until the refusal is written into a [`PointError`].
+#[derive(Debug, Error)]
+enum Refusal<'p> {
+    #[error("expected an object, found {found}")]
+    NotAnObject { found: &'static str },
+    #[error("missing \"{key}\"")]
+    Missing { key: &'static str },
+    #[error("\"{key}\" must be {expected}, found {found}")]
+    WrongType {
+        key: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("\"metric\" is empty")]
+    EmptyMetric,
+    #[error("\"timestamp\" {0} is negative")]
+    NegativeTimestamp(&'p Number),
+    #[error("\"timestamp\" {0} is out of range")]
+    TimestampOutOfRange(&'p Number),
+    #[error("\"value\" {0} is out of range")]
+    ValueOutOfRange(&'p Number),
+    #[error("\"value\" {0:?} is not a finite number")]
+    ValueNotFinite(&'p str),
+    #[error("empty value for tag {tag:?}")]
+    EmptyTagValue { tag: &'p str },
+    #[error("tag {tag:?} must be a string or number, found {found}")]
+    TagNotStringOrNumber { tag: &'p str, found: &'static str },
+    #[error("empty tag name")]
+    EmptyTagName,
+    #[error("tag {tag:?} is reserved for the metric name")]
+    ReservedTag { tag: &'p str },
+    #[error("tags {first:?} and {second:?} both become label {label:?}")]
+    TagsCollide {
+        first: &'p str,
+        second: &'p str,
+        label: Cow<'p, str>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -43,7 +103,7 @@ pub struct ParsedPoints {
 /// array (serde's message, with line and column). `extra_labels` are set on
 /// every series, replacing tags of the same name; their names are used as
 /// given.
-pub fn parse(body: &[u8], extra_labels: &[(&str, &str)]) -> Result<ParsedPoints, String> {
+pub fn parse(body: &[u8], extra_labels: &[(&str, &str)]) -> Result<ParsedPoints, BodyError> {
     let mut points = Points {
         extra_labels,
         out: ParsedPoints::default(),
@@ -52,7 +112,7 @@ pub fn parse(body: &[u8], extra_labels: &[(&str, &str)]) -> Result<ParsedPoints,
     let mut de = serde_json::Deserializer::from_slice(body);
     de.deserialize_any(&mut points)
         .and_then(|()| de.end())
-        .map_err(|e| format!("invalid JSON: {e}"))?;
+        .map_err(BodyError)?;
     Ok(points.out)
 }
 
@@ -78,10 +138,13 @@ impl Points<'_> {
                 });
                 series[id].samples.push(sample);
             }
-            Err(message) => {
+            Err(why) => {
                 self.out.refused += 1;
                 if self.out.errors.len() < MAX_ERRORS {
-                    self.out.errors.push(PointError { index, message });
+                    self.out.errors.push(PointError {
+                        index,
+                        message: why.to_string(),
+                    });
                 }
             }
         }
@@ -111,38 +174,44 @@ impl<'de> Visitor<'de> for &mut Points<'_> {
     }
 }
 
-fn point(p: &Value, extra_labels: &[(&str, &str)]) -> Result<(Labels, (i64, f64)), String> {
+fn point<'p>(
+    p: &'p Value,
+    extra_labels: &[(&str, &str)],
+) -> Result<(Labels, (i64, f64)), Refusal<'p>> {
     let p = p
         .as_object()
-        .ok_or_else(|| format!("expected an object, found {}", kind(p)))?;
+        .ok_or(Refusal::NotAnObject { found: kind(p) })?;
+    let wrong_type = |key, expected, v| Refusal::WrongType {
+        key,
+        expected,
+        found: kind(v),
+    };
     let metric = match p.get("metric") {
         Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_)) => return Err("\"metric\" is empty".into()),
-        Some(v) => return Err(format!("\"metric\" must be a string, found {}", kind(v))),
-        None => return Err("missing \"metric\"".into()),
+        Some(Value::String(_)) => return Err(Refusal::EmptyMetric),
+        Some(v) => return Err(wrong_type("metric", "a string", v)),
+        None => return Err(Refusal::Missing { key: "metric" }),
     };
     let ts = match p.get("timestamp") {
         Some(Value::Number(n)) => timestamp_ms(n)?,
-        Some(v) => return Err(format!("\"timestamp\" must be a number, found {}", kind(v))),
-        None => return Err("missing \"timestamp\"".into()),
+        Some(v) => return Err(wrong_type("timestamp", "a number", v)),
+        None => return Err(Refusal::Missing { key: "timestamp" }),
     };
     let value = match p.get("value") {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .ok_or_else(|| format!("\"value\" {n} is out of range"))?,
+        Some(Value::Number(n)) => n.as_f64().ok_or(Refusal::ValueOutOfRange(n))?,
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
         Some(Value::String(s)) => s
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("\"value\" {s:?} is not a finite number"))?,
-        Some(v) => return Err(format!("\"value\" must be a number, found {}", kind(v))),
-        None => return Err("missing \"value\"".into()),
+            .ok_or(Refusal::ValueNotFinite(s))?,
+        Some(v) => return Err(wrong_type("value", "a number", v)),
+        None => return Err(Refusal::Missing { key: "value" }),
     };
     let mut labels = match p.get("tags") {
         None | Some(Value::Null) => Labels::empty(),
         Some(Value::Object(tags)) => labels(tags)?,
-        Some(v) => return Err(format!("\"tags\" must be an object, found {}", kind(v))),
+        Some(v) => return Err(wrong_type("tags", "an object", v)),
     };
     for (name, value) in extra_labels {
         labels.set(name, value);
@@ -154,11 +223,11 @@ fn point(p: &Value, extra_labels: &[(&str, &str)]) -> Result<(Labels, (i64, f64)
 /// OpenTSDB tells seconds from milliseconds by size: 10 digits or fewer are
 /// seconds, which holds until the year 5138. Fractional seconds are rounded
 /// to the millisecond.
-fn timestamp_ms(n: &Number) -> Result<i64, String> {
+fn timestamp_ms(n: &Number) -> Result<i64, Refusal<'_>> {
     const SECONDS_BELOW: i64 = 100_000_000_000;
     if let Some(t) = n.as_i64() {
         return match t {
-            ..0 => Err(format!("\"timestamp\" {t} is negative")),
+            ..0 => Err(Refusal::NegativeTimestamp(n)),
             0..SECONDS_BELOW => Ok(t * 1000),
             _ => Ok(t),
         };
@@ -172,45 +241,47 @@ fn timestamp_ms(n: &Number) -> Result<i64, String> {
     .round();
     // 2^63 is exactly representable; anything from there up does not fit.
     if t < 0.0 {
-        Err(format!("\"timestamp\" {n} is negative"))
+        Err(Refusal::NegativeTimestamp(n))
     } else if ms < i64::MAX as f64 {
         Ok(ms as i64)
     } else {
-        Err(format!("\"timestamp\" {n} is out of range"))
+        Err(Refusal::TimestampOutOfRange(n))
     }
 }
 
-fn labels(tags: &Map<String, Value>) -> Result<Labels, String> {
+fn labels(tags: &Map<String, Value>) -> Result<Labels, Refusal<'_>> {
     // (label name, tag as written, value)
     let mut pairs: Vec<(Cow<str>, &str, Cow<str>)> = Vec::with_capacity(tags.len());
     for (tag, v) in tags {
         let value = match v {
-            Value::String(s) if s.is_empty() => return Err(format!("empty value for tag {tag:?}")),
+            Value::String(s) if s.is_empty() => return Err(Refusal::EmptyTagValue { tag }),
             Value::String(s) => Cow::Borrowed(s.as_str()),
             Value::Number(n) => Cow::Owned(n.to_string()),
             v => {
-                return Err(format!(
-                    "tag {tag:?} must be a string or number, found {}",
-                    kind(v)
-                ))
+                return Err(Refusal::TagNotStringOrNumber {
+                    tag,
+                    found: kind(v),
+                })
             }
         };
         let name = sanitize_label_name(tag);
         if name.is_empty() {
-            return Err("empty tag name".into());
+            return Err(Refusal::EmptyTagName);
         }
         if name == METRIC_NAME {
-            return Err(format!("tag {tag:?} is reserved for the metric name"));
+            return Err(Refusal::ReservedTag { tag });
         }
         pairs.push((name, tag, value));
     }
     // JSON keys are unique already; sanitization can still merge two.
     pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(format!(
-            "tags {:?} and {:?} both become label {:?}",
-            w[0].1, w[1].1, w[0].0
-        ));
+    if let Some(at) = pairs.windows(2).position(|w| w[0].0 == w[1].0) {
+        let (label, first, _) = pairs.remove(at);
+        return Err(Refusal::TagsCollide {
+            first,
+            second: pairs[at].1,
+            label,
+        });
     }
     Ok(Labels::from_pairs(
         pairs.into_iter().map(|(n, _, v)| (n, v)),
@@ -395,18 +466,19 @@ mod tests {
 
     #[test]
     fn whole_body_errors() {
-        let e = parse(b"[{\"metric\": \"m\",\n \"value\": }]", &[]).unwrap_err();
+        let message = |body: &[u8]| parse(body, &[]).unwrap_err().to_string();
+        let e = message(b"[{\"metric\": \"m\",\n \"value\": }]");
         assert!(e.contains("line 2 column 11"), "{e}");
-        let e = parse(b"", &[]).unwrap_err();
+        let e = message(b"");
         assert!(e.starts_with("invalid JSON: EOF"), "{e}");
-        let e = parse(b"\"text\"", &[]).unwrap_err();
+        let e = message(b"\"text\"");
         assert!(
             e.contains(
                 "invalid type: string \"text\", expected a data point object or an array of them"
             ),
             "{e}"
         );
-        let e = parse(b"[] []", &[]).unwrap_err();
+        let e = message(b"[] []");
         assert!(e.contains("trailing characters at line 1 column 4"), "{e}");
     }
 }

@@ -22,7 +22,41 @@ pub use config::RuleConfig;
 pub struct RuleError {
     pub index: usize,
     pub topic: String,
-    pub reason: String,
+    pub reason: FilterError,
+}
+
+impl base::HasKind for RuleError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
+/// What is wrong with a rule's topic filter.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("empty topic filter")]
+    Empty,
+    /// `level` is 1-based.
+    #[error("level {level} is empty (write '+' to match any level)")]
+    EmptyLevel { level: usize },
+    #[error("'#' must be the last level")]
+    HashNotLast,
+    #[error("level {level:?}: '+' and '#' must be a whole level")]
+    PartialWildcard { level: String },
+    #[error("level {level:?}: a capture must be a whole level, {{name}}")]
+    PartialCapture { level: String },
+    #[error("capture {{{name}}}: a label name must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidCaptureName { name: String },
+    #[error("capture {{{name}}}: the label name is reserved")]
+    ReservedCaptureName { name: String },
+    #[error("capture {{{name}}} appears twice")]
+    RepeatedCapture { name: String },
+}
+
+impl base::HasKind for FilterError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
 }
 
 /// Compiled rules, in configuration order.
@@ -98,9 +132,9 @@ impl Rules {
     }
 }
 
-fn compile_filter(filter: &str) -> Result<Vec<FilterLevel>, String> {
+fn compile_filter(filter: &str) -> Result<Vec<FilterLevel>, FilterError> {
     if filter.is_empty() {
-        return Err("empty topic filter".into());
+        return Err(FilterError::Empty);
     }
     let count = filter.split('/').count();
     let mut names: Vec<&str> = Vec::new();
@@ -109,40 +143,33 @@ fn compile_filter(filter: &str) -> Result<Vec<FilterLevel>, String> {
         .enumerate()
         .map(|(i, level)| {
             Ok(match level {
-                "" => {
-                    return Err(format!(
-                        "level {} is empty (write '+' to match any level)",
-                        i + 1
-                    ))
-                }
+                "" => return Err(FilterError::EmptyLevel { level: i + 1 }),
                 "#" if i + 1 == count => FilterLevel::Rest,
-                "#" => return Err("'#' must be the last level".into()),
+                "#" => return Err(FilterError::HashNotLast),
                 "+" => FilterLevel::One(None),
                 _ if level.contains(['+', '#']) => {
-                    return Err(format!(
-                        "level {level:?}: '+' and '#' must be a whole level"
-                    ))
+                    return Err(FilterError::PartialWildcard {
+                        level: level.into(),
+                    })
                 }
                 _ if level.contains(['{', '}']) => {
                     let name = level
                         .strip_prefix('{')
                         .and_then(|l| l.strip_suffix('}'))
                         .filter(|n| !n.contains(['{', '}']))
-                        .ok_or_else(|| {
-                            format!("level {level:?}: a capture must be a whole level, {{name}}")
+                        .ok_or_else(|| FilterError::PartialCapture {
+                            level: level.into(),
                         })?;
                     if !is_valid_label_name(name) {
-                        return Err(format!(
-                            "capture {{{name}}}: a label name must match [a-zA-Z_][a-zA-Z0-9_]*"
-                        ));
+                        return Err(FilterError::InvalidCaptureName { name: name.into() });
                     }
                     // `topic` is always set to the whole topic; `__` names are
                     // Prometheus' own.
                     if name == "topic" || name.starts_with("__") {
-                        return Err(format!("capture {{{name}}}: the label name is reserved"));
+                        return Err(FilterError::ReservedCaptureName { name: name.into() });
                     }
                     if names.contains(&name) {
-                        return Err(format!("capture {{{name}}} appears twice"));
+                        return Err(FilterError::RepeatedCapture { name: name.into() });
                     }
                     names.push(name);
                     FilterLevel::One(Some(name.to_string()))
@@ -219,7 +246,7 @@ mod tests {
         ] {
             let e = Rules::compile(&[rule("ok/#"), rule(filter)]).unwrap_err();
             assert_eq!((e.index, e.topic.as_str()), (1, filter));
-            assert!(e.reason.contains(reason), "{filter}: {e}");
+            assert!(e.reason.to_string().contains(reason), "{filter}: {e}");
             assert!(e.to_string().starts_with("mqtt.rules[1]: topic "), "{e}");
         }
     }

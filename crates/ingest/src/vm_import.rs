@@ -15,17 +15,49 @@ use std::fmt::{self, Write};
 use rustc_hash::FxHashMap;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
+use thiserror::Error;
 
 use super::MAX_ERRORS;
 use base::labels::METRIC_NAME;
 use base::{Labels, SeriesSamples};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("line {line}: {message}")]
 pub struct ImportError {
     /// 1-based.
     pub line: usize,
     /// What is wrong, without the line number.
     pub message: String,
+}
+
+impl base::HasKind for ImportError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
+/// Why a line was refused.
+#[derive(Debug, Error)]
+enum Refusal {
+    #[error("{}", without_line(.0))]
+    Json(serde_json::Error),
+    #[error("\"metric\" has no {METRIC_NAME:?}")]
+    NoMetricName,
+    #[error("{values} values but {timestamps} timestamps")]
+    LengthMismatch { values: usize, timestamps: usize },
+    #[error("\"values\" and \"timestamps\" are empty")]
+    NoSamples,
+}
+
+/// Serde's message with the column alone: each line is parsed on its own,
+/// so serde's "line 1" would mislead.
+fn without_line(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    match msg.strip_suffix(&at) {
+        Some(what) => format!("{what} (column {})", e.column()),
+        None => msg,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -121,12 +153,12 @@ pub fn parse(body: &str) -> ParsedImport {
                     .samples
                     .extend(timestamps.into_iter().zip(values.into_iter().map(|v| v.0)));
             }
-            Err(message) => {
+            Err(why) => {
                 out.refused += 1;
                 if out.errors.len() < MAX_ERRORS {
                     out.errors.push(ImportError {
                         line: i + 1,
-                        message,
+                        message: why.to_string(),
                     });
                 }
             }
@@ -135,28 +167,19 @@ pub fn parse(body: &str) -> ParsedImport {
     out
 }
 
-fn parse_line(line: &str) -> Result<Line, String> {
-    let l: Line = serde_json::from_str(line).map_err(|e| {
-        // Each line is parsed alone, so serde's "line 1" would mislead.
-        let msg = e.to_string();
-        let at = format!(" at line {} column {}", e.line(), e.column());
-        match msg.strip_suffix(&at) {
-            Some(what) => format!("{what} (column {})", e.column()),
-            None => msg,
-        }
-    })?;
+fn parse_line(line: &str) -> Result<Line, Refusal> {
+    let l: Line = serde_json::from_str(line).map_err(Refusal::Json)?;
     if l.metric.metric_name().is_none() {
-        return Err(format!("\"metric\" has no {METRIC_NAME:?}"));
+        return Err(Refusal::NoMetricName);
     }
     if l.values.len() != l.timestamps.len() {
-        return Err(format!(
-            "{} values but {} timestamps",
-            l.values.len(),
-            l.timestamps.len()
-        ));
+        return Err(Refusal::LengthMismatch {
+            values: l.values.len(),
+            timestamps: l.timestamps.len(),
+        });
     }
     if l.values.is_empty() {
-        return Err("\"values\" and \"timestamps\" are empty".into());
+        return Err(Refusal::NoSamples);
     }
     Ok(l)
 }
