@@ -199,15 +199,16 @@ impl Search {
         });
         open_periods(&root, &shared, clock.now_ms())?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
-        let ctx = writer::Writer::new(
+        let mut ctx = writer::Writer::new(
             config.clone(),
             root,
             data_dir.to_path_buf(),
             clock,
             shared.clone(),
         );
-        // Retention and sizes before the first message, so a restart with
-        // a shorter retention applies it at once.
+        // Retention and sizes before `open` returns, so a restart with a
+        // shorter retention has applied it by the time perch is ready.
+        ctx.maintain();
         let thread = std::thread::Builder::new()
             .name("perch-search".into())
             .spawn(move || ctx.run(rx))?;

@@ -60,7 +60,6 @@ impl Writer {
     }
 
     pub(super) fn run(mut self, rx: Receiver<Job>) {
-        self.maintain();
         let interval = self.config.commit_interval.0;
         loop {
             let pending = self.current.as_ref().is_some_and(|c| c.pending > 0);
@@ -231,7 +230,7 @@ impl Writer {
     }
 
     /// Retention by age, then by bytes; records the size of `search/`.
-    fn maintain(&mut self) {
+    pub(super) fn maintain(&mut self) {
         self.last_maintenance = Some(Instant::now());
         let now = self.clock.now_ms();
         let cutoff = now.saturating_sub(self.config.retention.as_millis_i64());
