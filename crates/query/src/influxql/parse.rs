@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use thiserror::Error;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Token {
     Ident(String),
@@ -50,6 +52,46 @@ impl fmt::Display for Token {
     }
 }
 
+/// Why a query does not parse. `at` is the position the message gives: the
+/// 1-based character (not byte) where the problem starts.
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum ParseError {
+    #[error("found {found}, expected {expected} at char {at}")]
+    Unexpected {
+        found: Token,
+        expected: &'static str,
+        at: usize,
+    },
+    #[error("unterminated string at char {at}")]
+    UnterminatedString { at: usize },
+    #[error("unterminated regex at char {at}")]
+    UnterminatedRegex { at: usize },
+    /// A `!` not followed by `=` or `~`.
+    #[error("unexpected '!' at char {at}")]
+    LoneBang { at: usize },
+    #[error("unexpected character {found:?} at char {at}")]
+    UnexpectedChar { found: char, at: usize },
+    #[error("bad number {0}")]
+    BadNumber(String),
+    #[error("invalid duration {text} at char {at}")]
+    InvalidDuration { text: String, at: usize },
+    #[error("duration out of range")]
+    DurationOutOfRange,
+    /// A statement other than SELECT and SHOW, named in upper case.
+    #[error("{0} statements are not supported: perch answers SELECT and SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (it is read-only; write with line protocol)")]
+    UnsupportedStatement(String),
+    #[error("SELECT … INTO is not supported: perch's InfluxQL is read-only")]
+    SelectInto,
+    #[error("empty query")]
+    Empty,
+}
+
+impl base::HasKind for ParseError {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
 fn duration_unit(u: &str) -> Option<i64> {
     Some(match u {
         "ns" => 1,
@@ -65,7 +107,7 @@ fn duration_unit(u: &str) -> Option<i64> {
 }
 
 /// Splits a query into tokens with their character offsets.
-pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
+pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, ParseError> {
     let chars: Vec<char> = q.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -120,7 +162,7 @@ pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
                 let mut s = String::new();
                 loop {
                     match chars.get(i) {
-                        None => return Err(format!("unterminated string at char {}", start + 1)),
+                        None => return Err(ParseError::UnterminatedString { at: start + 1 }),
                         Some('\\') => {
                             if let Some(&n) = chars.get(i + 1) {
                                 s.push(n);
@@ -148,7 +190,7 @@ pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
                 let mut s = String::new();
                 loop {
                     match chars.get(i) {
-                        None => return Err(format!("unterminated regex at char {}", start + 1)),
+                        None => return Err(ParseError::UnterminatedRegex { at: start + 1 }),
                         Some('\\') if chars.get(i + 1) == Some(&'/') => {
                             s.push('/');
                             i += 2;
@@ -189,7 +231,7 @@ pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
                         '-' => "-",
                         '/' => "/",
                         '%' => "%",
-                        _ => return Err(format!("unexpected '!' at char {}", start + 1)),
+                        _ => return Err(ParseError::LoneBang { at: start + 1 }),
                     })
                 }
             }
@@ -204,25 +246,25 @@ pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
                     i += 1;
                 }
                 let unit: String = chars[us..i].iter().collect();
+                let float =
+                    |num: String| num.parse::<f64>().map_err(|_| ParseError::BadNumber(num));
                 if unit.is_empty() {
                     if num.contains('.') {
-                        Token::Number(num.parse().map_err(|_| format!("bad number {num}"))?)
+                        Token::Number(float(num)?)
                     } else {
                         match num.parse::<i64>() {
                             Ok(n) => Token::Integer(n),
-                            Err(_) => {
-                                Token::Number(num.parse().map_err(|_| format!("bad number {num}"))?)
-                            }
+                            Err(_) => Token::Number(float(num)?),
                         }
                     }
                 } else {
-                    let mul = duration_unit(&unit).ok_or_else(|| {
-                        format!("invalid duration {num}{unit} at char {}", start + 1)
-                    })?;
-                    let n: i64 = num.parse().map_err(|_| {
-                        format!("invalid duration {num}{unit} at char {}", start + 1)
-                    })?;
-                    Token::Duration(n.checked_mul(mul).ok_or("duration out of range")?)
+                    let invalid = || ParseError::InvalidDuration {
+                        text: format!("{num}{unit}"),
+                        at: start + 1,
+                    };
+                    let mul = duration_unit(&unit).ok_or_else(invalid)?;
+                    let n: i64 = num.parse().map_err(|_| invalid())?;
+                    Token::Duration(n.checked_mul(mul).ok_or(ParseError::DurationOutOfRange)?)
                 }
             }
             c if c.is_alphabetic() || c == '_' => {
@@ -232,10 +274,10 @@ pub fn lex(q: &str) -> Result<Vec<(Token, usize)>, String> {
                 Token::Ident(chars[start..i].iter().collect())
             }
             other => {
-                return Err(format!(
-                    "unexpected character {other:?} at char {}",
-                    start + 1
-                ))
+                return Err(ParseError::UnexpectedChar {
+                    found: other,
+                    at: start + 1,
+                })
             }
         };
         // `field::float`, `host::tag`: type hints, accepted and ignored.
@@ -336,8 +378,6 @@ struct Parser {
     pos: usize,
 }
 
-type PResult<T> = Result<T, String>;
-
 impl Parser {
     fn peek(&self) -> &Token {
         &self.toks[self.pos.min(self.toks.len() - 1)].0
@@ -351,9 +391,13 @@ impl Parser {
         t
     }
 
-    fn err<T>(&self, expected: &str) -> PResult<T> {
+    fn err<T>(&self, expected: &'static str) -> Result<T, ParseError> {
         let (t, at) = &self.toks[self.pos.min(self.toks.len() - 1)];
-        Err(format!("found {t}, expected {expected} at char {}", at + 1))
+        Err(ParseError::Unexpected {
+            found: t.clone(),
+            expected,
+            at: at + 1,
+        })
     }
 
     fn is_kw(&self, kw: &str) -> bool {
@@ -369,7 +413,7 @@ impl Parser {
         }
     }
 
-    fn expect_kw(&mut self, kw: &str) -> PResult<()> {
+    fn expect_kw(&mut self, kw: &'static str) -> Result<(), ParseError> {
         if self.eat_kw(kw) {
             Ok(())
         } else {
@@ -377,7 +421,7 @@ impl Parser {
         }
     }
 
-    fn expect(&mut self, t: Token, what: &str) -> PResult<()> {
+    fn expect(&mut self, t: Token, what: &'static str) -> Result<(), ParseError> {
         if *self.peek() == t {
             self.pos += 1;
             Ok(())
@@ -386,7 +430,7 @@ impl Parser {
         }
     }
 
-    fn ident(&mut self) -> PResult<String> {
+    fn ident(&mut self) -> Result<String, ParseError> {
         match self.next() {
             Token::Ident(s) | Token::Quoted(s) => Ok(s),
             _ => {
@@ -397,7 +441,7 @@ impl Parser {
     }
 
     /// `[db.[rp.]]measurement`; the last part names the measurement.
-    fn measurement(&mut self) -> PResult<String> {
+    fn measurement(&mut self) -> Result<String, ParseError> {
         if let Token::Regex(_) = self.peek() {
             return self.err("a measurement name (regular expressions in FROM are not supported)");
         }
@@ -413,7 +457,7 @@ impl Parser {
         Ok(name)
     }
 
-    fn statement(&mut self) -> PResult<Statement> {
+    fn statement(&mut self) -> Result<Statement, ParseError> {
         if self.eat_kw("select") {
             return self.select().map(Statement::Select);
         }
@@ -502,17 +546,12 @@ impl Parser {
             return self.err("MEASUREMENTS, TAG KEYS, TAG VALUES, FIELD KEYS or DATABASES (other SHOW statements are not supported)");
         }
         match self.peek() {
-            Token::Ident(s) => {
-                let kw = s.to_uppercase();
-                Err(format!(
-                    "{kw} statements are not supported: perch answers SELECT and SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (it is read-only; write with line protocol)"
-                ))
-            }
+            Token::Ident(s) => Err(ParseError::UnsupportedStatement(s.to_uppercase())),
             _ => self.err("SELECT or SHOW"),
         }
     }
 
-    fn usize(&mut self) -> PResult<usize> {
+    fn usize(&mut self) -> Result<usize, ParseError> {
         match self.next() {
             Token::Integer(n) if n >= 0 => Ok(n as usize),
             _ => {
@@ -522,7 +561,7 @@ impl Parser {
         }
     }
 
-    fn select(&mut self) -> PResult<Select> {
+    fn select(&mut self) -> Result<Select, ParseError> {
         let mut fields = Vec::new();
         loop {
             let expr = self.expr()?;
@@ -539,7 +578,7 @@ impl Parser {
             }
         }
         if self.is_kw("into") {
-            return Err("SELECT … INTO is not supported: perch's InfluxQL is read-only".into());
+            return Err(ParseError::SelectInto);
         }
         self.expect_kw("from")?;
         let measurement = self.measurement()?;
@@ -668,7 +707,7 @@ impl Parser {
         })
     }
 
-    fn expr(&mut self) -> PResult<Expr> {
+    fn expr(&mut self) -> Result<Expr, ParseError> {
         let mut lhs = self.and_expr()?;
         while self.eat_kw("or") {
             let rhs = self.and_expr()?;
@@ -677,7 +716,7 @@ impl Parser {
         Ok(lhs)
     }
 
-    fn and_expr(&mut self) -> PResult<Expr> {
+    fn and_expr(&mut self) -> Result<Expr, ParseError> {
         let mut lhs = self.cmp_expr()?;
         while self.eat_kw("and") {
             let rhs = self.cmp_expr()?;
@@ -686,7 +725,7 @@ impl Parser {
         Ok(lhs)
     }
 
-    fn cmp_expr(&mut self) -> PResult<Expr> {
+    fn cmp_expr(&mut self) -> Result<Expr, ParseError> {
         let lhs = self.add_expr()?;
         if let Token::Op(op @ ("=" | "!=" | "<" | "<=" | ">" | ">=" | "=~" | "!~")) = *self.peek() {
             self.pos += 1;
@@ -696,7 +735,7 @@ impl Parser {
         Ok(lhs)
     }
 
-    fn add_expr(&mut self) -> PResult<Expr> {
+    fn add_expr(&mut self) -> Result<Expr, ParseError> {
         let mut lhs = self.primary()?;
         while let Token::Op(op @ ("+" | "-")) = *self.peek() {
             self.pos += 1;
@@ -706,7 +745,7 @@ impl Parser {
         Ok(lhs)
     }
 
-    fn primary(&mut self) -> PResult<Expr> {
+    fn primary(&mut self) -> Result<Expr, ParseError> {
         match self.next() {
             Token::LParen => {
                 let e = self.expr()?;
@@ -762,7 +801,7 @@ impl Parser {
 }
 
 /// Parses one or more statements separated by `;`.
-pub fn parse(q: &str) -> Result<Vec<Statement>, String> {
+pub fn parse(q: &str) -> Result<Vec<Statement>, ParseError> {
     let toks = lex(q)?;
     let mut p = Parser { toks, pos: 0 };
     let mut out = Vec::new();
@@ -780,7 +819,7 @@ pub fn parse(q: &str) -> Result<Vec<Statement>, String> {
         }
     }
     if out.is_empty() {
-        return Err("empty query".into());
+        return Err(ParseError::Empty);
     }
     Ok(out)
 }
@@ -789,52 +828,626 @@ pub fn parse(q: &str) -> Result<Vec<Statement>, String> {
 mod tests {
     use super::*;
 
+    fn select(q: &str) -> Select {
+        match parse(q) {
+            Ok(mut v) if v.len() == 1 => match v.remove(0) {
+                Statement::Select(s) => s,
+                other => panic!("{q}: not a SELECT: {other:?}"),
+            },
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    fn statement(q: &str) -> Statement {
+        match parse(q) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    fn error(q: &str) -> ParseError {
+        match parse(q) {
+            Err(e) => e,
+            Ok(v) => panic!("{q} parsed: {v:?}"),
+        }
+    }
+
+    fn ident(s: &str) -> Expr {
+        Expr::Ident(s.into())
+    }
+
+    fn str_(s: &str) -> Expr {
+        Expr::Str(s.into())
+    }
+
+    fn bin(a: Expr, op: &'static str, b: Expr) -> Expr {
+        Expr::Binary(Box::new(a), op, Box::new(b))
+    }
+
+    fn and(a: Expr, b: Expr) -> Expr {
+        Expr::And(Box::new(a), Box::new(b))
+    }
+
+    fn or(a: Expr, b: Expr) -> Expr {
+        Expr::Or(Box::new(a), Box::new(b))
+    }
+
+    fn field(expr: Expr) -> Field {
+        Field { expr, alias: None }
+    }
+
+    /// A SELECT with nothing but its fields and measurement.
+    fn plain(fields: Vec<Field>, measurement: &str) -> Select {
+        Select {
+            fields,
+            measurement: measurement.into(),
+            condition: None,
+            group_time: None,
+            group_tags: Vec::new(),
+            fill: Fill::Null,
+            descending: false,
+            limit: None,
+            offset: 0,
+        }
+    }
+
+    const NS_PER_MIN: i64 = 60_000_000_000;
+
     #[test]
-    fn parses_the_supported_forms() {
-        let s = parse("SELECT * FROM JNU_rasp").unwrap();
-        assert!(
-            matches!(&s[0], Statement::Select(x) if x.measurement == "JNU_rasp" && x.fields[0].expr == Expr::Wildcard)
+    fn the_station_check_from_the_seed_payloads() {
+        // `curl -G …/query --data-urlencode "db=station" --data-urlencode
+        // "q=SELECT * FROM JNU_rasp"` (seed-payloads.md §3).
+        assert_eq!(
+            select("SELECT * FROM JNU_rasp"),
+            plain(vec![field(Expr::Wildcard)], "JNU_rasp")
         );
-        let s = parse(
-            "select mean(temp) AS t, max(\"hum\") from station.autogen.env where time > now() - 1h and site = 's0' group by time(1m), device fill(previous) limit 10",
-        )
-        .unwrap();
-        let Statement::Select(x) = &s[0] else {
-            panic!()
+    }
+
+    #[test]
+    fn a_select_with_every_clause() {
+        let s = select(
+            "select mean(temp) AS t, max(\"hum\") from station.autogen.env \
+             where time > now() - 1h and site = 's0' \
+             group by time(1m), device fill(previous) order by time desc limit 10 offset 5",
+        );
+        assert_eq!(
+            s,
+            Select {
+                fields: vec![
+                    Field {
+                        expr: Expr::Call("mean".into(), vec![ident("temp")]),
+                        alias: Some("t".into()),
+                    },
+                    field(Expr::Call("max".into(), vec![ident("hum")])),
+                ],
+                measurement: "env".into(),
+                condition: Some(and(
+                    bin(
+                        ident("time"),
+                        ">",
+                        bin(Expr::Now, "-", Expr::Duration(60 * NS_PER_MIN))
+                    ),
+                    bin(ident("site"), "=", str_("s0")),
+                )),
+                group_time: Some((NS_PER_MIN, 0)),
+                group_tags: vec!["device".into()],
+                fill: Fill::Previous,
+                descending: true,
+                limit: Some(10),
+                offset: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn keywords_and_function_names_are_case_insensitive() {
+        let s = select("SeLeCt MEAN(v) FrOm m WhErE a = 1 GROUP by TIME(1m) FILL(NONE) LIMIT 1");
+        assert_eq!(
+            s.fields,
+            vec![field(Expr::Call("mean".into(), vec![ident("v")]))]
+        );
+        assert_eq!(s.group_time, Some((NS_PER_MIN, 0)));
+        assert_eq!(s.fill, Fill::None);
+        assert_eq!(s.limit, Some(1));
+        // Identifiers keep their case.
+        assert_eq!(select("SELECT Temp FROM Env").measurement, "Env");
+    }
+
+    #[test]
+    fn double_quotes_make_identifiers_and_single_quotes_strings() {
+        let s = select(
+            r#"SELECT "my field", "from" FROM "my.measurement" WHERE "host" = 'a' AND x = "y""#,
+        );
+        assert_eq!(
+            s.fields,
+            vec![field(ident("my field")), field(ident("from"))]
+        );
+        // The dot inside quotes is part of the name, not db.rp.
+        assert_eq!(s.measurement, "my.measurement");
+        assert_eq!(
+            s.condition,
+            Some(and(
+                bin(ident("host"), "=", str_("a")),
+                bin(ident("x"), "=", ident("y"))
+            ))
+        );
+        // A backslash escapes the next character, quotes included.
+        let s = select(r#"SELECT * FROM m WHERE a = 'it\'s' AND "b\"c" = 'x\\y'"#);
+        assert_eq!(
+            s.condition,
+            Some(and(
+                bin(ident("a"), "=", str_("it's")),
+                bin(ident("b\"c"), "=", str_("x\\y"))
+            ))
+        );
+    }
+
+    #[test]
+    fn the_last_part_of_a_qualified_name_is_the_measurement() {
+        assert_eq!(select("SELECT * FROM db.rp.m").measurement, "m");
+        assert_eq!(select("SELECT * FROM db..m").measurement, "m");
+        assert_eq!(
+            select("SELECT * FROM \"db\".\"rp\".\"m x\"").measurement,
+            "m x"
+        );
+    }
+
+    #[test]
+    fn regexes_follow_operators_parentheses_commas_and_from() {
+        let s = select(r"SELECT v FROM m WHERE host =~ /^a.*/ AND dc !~ /x\/y\.z/");
+        assert_eq!(
+            s.condition,
+            Some(and(
+                bin(ident("host"), "=~", Expr::Regex("^a.*".into())),
+                // `\/` is a slash; other escapes reach the regex engine.
+                bin(ident("dc"), "!~", Expr::Regex(r"x/y\.z".into())),
+            ))
+        );
+        let toks = |q: &str| -> Vec<Token> { lex(q).unwrap().into_iter().map(|t| t.0).collect() };
+        assert_eq!(toks("f(/a/")[2], Token::Regex("a".into()));
+        assert_eq!(toks("f(x, /a/")[4], Token::Regex("a".into()));
+        assert_eq!(toks("FROM /a/")[1], Token::Regex("a".into()));
+        // After a value, `/` divides (and is then refused by the parser).
+        assert_eq!(toks("4 / 2 /"), {
+            vec![
+                Token::Integer(4),
+                Token::Op("/"),
+                Token::Integer(2),
+                Token::Op("/"),
+                Token::Eof,
+            ]
+        });
+        assert_eq!(
+            error("SELECT v FROM m WHERE v = 4 / 2").to_string(),
+            "found /, expected ; at char 29"
+        );
+    }
+
+    #[test]
+    fn time_literals_reach_the_condition_as_written() {
+        let cond = |q: &str| select(q).condition.unwrap();
+        assert_eq!(
+            cond("SELECT v FROM m WHERE time >= '2026-01-01T00:00:00Z'"),
+            bin(ident("time"), ">=", str_("2026-01-01T00:00:00Z"))
+        );
+        // Nanosecond integers become numbers; the executor reads them as times.
+        assert_eq!(
+            cond("SELECT v FROM m WHERE time < 1767225600000000000"),
+            bin(
+                ident("time"),
+                "<",
+                Expr::Number(1_767_225_600_000_000_000.0)
+            )
+        );
+        assert_eq!(
+            cond("SELECT v FROM m WHERE '2026-01-01' + 2m <= time"),
+            bin(
+                bin(str_("2026-01-01"), "+", Expr::Duration(2 * NS_PER_MIN)),
+                "<=",
+                ident("time")
+            )
+        );
+        assert_eq!(
+            cond("SELECT v FROM m WHERE time > now() - -30s"),
+            bin(
+                ident("time"),
+                ">",
+                bin(Expr::Now, "-", Expr::Duration(-30_000_000_000))
+            )
+        );
+    }
+
+    #[test]
+    fn durations_in_every_unit() {
+        for (text, ns) in [
+            ("7ns", 7),
+            ("7u", 7_000),
+            ("7µ", 7_000),
+            ("7ms", 7_000_000),
+            ("7s", 7_000_000_000),
+            ("7m", 7 * NS_PER_MIN),
+            ("7h", 7 * 60 * NS_PER_MIN),
+            ("7d", 7 * 24 * 60 * NS_PER_MIN),
+            ("7w", 7 * 7 * 24 * 60 * NS_PER_MIN),
+        ] {
+            assert_eq!(
+                lex(text).unwrap(),
+                vec![(Token::Duration(ns), 0), (Token::Eof, text.chars().count())],
+                "{text}"
+            );
+        }
+        assert_eq!(
+            error("SELECT v FROM m WHERE time > now() - 1.5h"),
+            ParseError::InvalidDuration {
+                text: "1.5h".into(),
+                at: 38
+            }
+        );
+        assert_eq!(
+            error("SELECT v FROM m WHERE time > now() - 5y").to_string(),
+            "invalid duration 5y at char 38"
+        );
+        assert_eq!(
+            error("SELECT v FROM m WHERE time > now() - 99999999999w"),
+            ParseError::DurationOutOfRange
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        let tok = |q: &str| lex(q).unwrap().remove(0).0;
+        assert_eq!(tok("42"), Token::Integer(42));
+        assert_eq!(tok("1.5"), Token::Number(1.5));
+        assert_eq!(tok(".5"), Token::Number(0.5));
+        // Past i64, an integer is a float.
+        assert_eq!(tok("99999999999999999999"), Token::Number(1e20));
+        assert_eq!(
+            error("SELECT v FROM m WHERE v > 1.2.3"),
+            ParseError::BadNumber("1.2.3".into())
+        );
+        assert_eq!(
+            select("SELECT v FROM m WHERE v > -2.5 AND w < -3").condition,
+            Some(and(
+                bin(ident("v"), ">", Expr::Number(-2.5)),
+                bin(ident("w"), "<", Expr::Number(-3.0))
+            ))
+        );
+    }
+
+    #[test]
+    fn group_by_time_with_offsets_and_tags() {
+        let g = |q: &str| {
+            let s = select(q);
+            (s.group_time, s.group_tags)
         };
-        assert_eq!(x.measurement, "env");
-        assert_eq!(x.group_time, Some((60_000_000_000, 0)));
-        assert_eq!(x.group_tags, vec!["device".to_string()]);
-        assert_eq!(x.fill, Fill::Previous);
-        assert_eq!(x.limit, Some(10));
-        assert_eq!(x.fields[0].alias.as_deref(), Some("t"));
-        assert!(parse("SHOW TAG VALUES FROM env WITH KEY = site").is_ok());
-        assert!(parse("SHOW TAG VALUES WITH KEY IN (site, device)").is_ok());
-        assert!(
-            parse("SHOW MEASUREMENTS; SHOW FIELD KEYS FROM env")
-                .unwrap()
-                .len()
-                == 2
+        assert_eq!(
+            g("SELECT mean(v) FROM m GROUP BY time(1h, 15m)"),
+            (Some((60 * NS_PER_MIN, 15 * NS_PER_MIN)), vec![])
         );
-        assert!(parse("SELECT v FROM m WHERE host =~ /^a.*/").is_ok());
+        assert_eq!(
+            g("SELECT mean(v) FROM m GROUP BY time(1h, -15m)"),
+            (Some((60 * NS_PER_MIN, -15 * NS_PER_MIN)), vec![])
+        );
+        assert_eq!(
+            g("SELECT mean(v) FROM m GROUP BY host, time(5m), \"dc\""),
+            (
+                Some((5 * NS_PER_MIN, 0)),
+                vec!["host".to_string(), "dc".to_string()]
+            )
+        );
+        assert_eq!(
+            g("SELECT v FROM m GROUP BY *"),
+            (None, vec!["*".to_string()])
+        );
+        // `time` not followed by `(` is a tag like any other.
+        assert_eq!(
+            g("SELECT v FROM m GROUP BY time"),
+            (None, vec!["time".to_string()])
+        );
+        for (q, message) in [
+            (
+                "SELECT mean(v) FROM m GROUP BY time(0s)",
+                "found 0ns, expected a positive duration such as 1m at char 37",
+            ),
+            (
+                "SELECT mean(v) FROM m GROUP BY time(5)",
+                "found 5, expected a positive duration such as 1m at char 37",
+            ),
+            (
+                "SELECT mean(v) FROM m GROUP BY time(5m, 2)",
+                "found 2, expected an offset duration at char 41",
+            ),
+            (
+                "SELECT mean(v) FROM m GROUP BY time(5m",
+                "found EOF, expected ) at char 39",
+            ),
+            (
+                "SELECT v FROM m GROUP BY host, /h.*/",
+                "found /h.*/, expected tag names (regular expressions in GROUP BY are not supported) at char 32",
+            ),
+            ("SELECT v FROM m GROUP host", "found host, expected by at char 23"),
+        ] {
+            assert_eq!(error(q).to_string(), message, "{q}");
+        }
+    }
+
+    #[test]
+    fn fill_takes_a_keyword_or_a_number() {
+        let fill = |arg: &str| {
+            select(&format!(
+                "SELECT mean(v) FROM m GROUP BY time(1m) fill({arg})"
+            ))
+            .fill
+        };
+        assert_eq!(fill("null"), Fill::Null);
+        assert_eq!(fill("none"), Fill::None);
+        assert_eq!(fill("previous"), Fill::Previous);
+        assert_eq!(fill("LINEAR"), Fill::Linear);
+        assert_eq!(fill("0"), Fill::Value(0.0));
+        assert_eq!(fill("-1"), Fill::Value(-1.0));
+        assert_eq!(fill("2.5"), Fill::Value(2.5));
+        assert_eq!(fill("-2.5"), Fill::Value(-2.5));
+        assert_eq!(
+            error("SELECT mean(v) FROM m GROUP BY time(1m) fill(zero)").to_string(),
+            "found zero, expected null, none, previous, linear or a number at char 46"
+        );
+        assert!(matches!(
+            error("SELECT mean(v) FROM m fill(-x)"),
+            ParseError::Unexpected {
+                expected: "a number",
+                ..
+            }
+        ));
+        // Without GROUP BY time, fill is accepted; the executor ignores it.
+        assert_eq!(select("SELECT v FROM m fill(none)").fill, Fill::None);
+    }
+
+    #[test]
+    fn order_limit_and_offset() {
+        let s = select("SELECT v FROM m ORDER BY time ASC OFFSET 3 LIMIT 2");
+        assert_eq!((s.descending, s.limit, s.offset), (false, Some(2), 3));
+        let s = select("SELECT v FROM m LIMIT 0");
+        assert_eq!(s.limit, Some(0));
+        for (q, message) in [
+            (
+                "SELECT v FROM m LIMIT -1",
+                "found -, expected a non-negative integer at char 23",
+            ),
+            (
+                "SELECT v FROM m LIMIT 1.5",
+                "found 1.5, expected a non-negative integer at char 23",
+            ),
+            (
+                "SELECT v FROM m ORDER BY host",
+                "found host, expected time at char 26",
+            ),
+            (
+                "SELECT * FROM env SLIMIT 1",
+                "found SLIMIT, expected LIMIT or OFFSET (SLIMIT and SOFFSET are not supported) at char 19",
+            ),
+            (
+                "SELECT * FROM env tz('UTC')",
+                "found tz, expected the end of the statement (tz() is not supported; times are UTC) at char 19",
+            ),
+        ] {
+            assert_eq!(error(q).to_string(), message, "{q}");
+        }
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        assert_eq!(
+            select("SELECT v FROM m WHERE a = 1 OR b = 2 AND c = 3").condition,
+            Some(or(
+                bin(ident("a"), "=", Expr::Number(1.0)),
+                and(
+                    bin(ident("b"), "=", Expr::Number(2.0)),
+                    bin(ident("c"), "=", Expr::Number(3.0))
+                )
+            ))
+        );
+        assert_eq!(
+            select("SELECT v FROM m WHERE (a = 1 OR b = 2) AND c <> 3").condition,
+            Some(and(
+                or(
+                    bin(ident("a"), "=", Expr::Number(1.0)),
+                    bin(ident("b"), "=", Expr::Number(2.0))
+                ),
+                bin(ident("c"), "!=", Expr::Number(3.0))
+            ))
+        );
+    }
+
+    #[test]
+    fn type_hints_and_comments_are_ignored() {
+        let s = select("SELECT temp::float FROM m -- a comment\nWHERE host::tag = 'a'");
+        assert_eq!(s.fields, vec![field(ident("temp"))]);
+        assert_eq!(s.condition, Some(bin(ident("host"), "=", str_("a"))));
+    }
+
+    #[test]
+    fn show_statements() {
+        assert_eq!(statement("SHOW DATABASES"), Statement::ShowDatabases);
+        assert_eq!(
+            statement("SHOW MEASUREMENTS WHERE site = 's0' LIMIT 5"),
+            Statement::ShowMeasurements {
+                condition: Some(bin(ident("site"), "=", str_("s0"))),
+                limit: Some(5),
+            }
+        );
+        assert_eq!(
+            statement("show tag keys from db.rp.env"),
+            Statement::ShowTagKeys {
+                from: Some("env".into())
+            }
+        );
+        assert_eq!(
+            statement("SHOW FIELD KEYS"),
+            Statement::ShowFieldKeys { from: None }
+        );
+        let key = |q: &str| match statement(q) {
+            Statement::ShowTagValues { key, .. } => key,
+            other => panic!("{q}: {other:?}"),
+        };
+        assert_eq!(
+            key("SHOW TAG VALUES WITH KEY = site"),
+            KeySelector::Eq("site".into())
+        );
+        assert_eq!(
+            key("SHOW TAG VALUES WITH KEY != \"site\""),
+            KeySelector::Neq("site".into())
+        );
+        assert_eq!(
+            key("SHOW TAG VALUES WITH KEY =~ /s.*/"),
+            KeySelector::Regex("s.*".into())
+        );
+        assert_eq!(
+            key("SHOW TAG VALUES WITH KEY !~ /s.*/"),
+            KeySelector::NotRegex("s.*".into())
+        );
+        assert_eq!(
+            statement("SHOW TAG VALUES FROM env WITH KEY IN (site, device) WHERE device = 'd3'"),
+            Statement::ShowTagValues {
+                from: Some("env".into()),
+                key: KeySelector::In(vec!["site".into(), "device".into()]),
+                condition: Some(bin(ident("device"), "=", str_("d3"))),
+            }
+        );
+    }
+
+    #[test]
+    fn statements_split_on_semicolons() {
+        let v = parse(";SHOW MEASUREMENTS;; SHOW FIELD KEYS FROM env;").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Statement::ShowMeasurements {
+                    condition: None,
+                    limit: None
+                },
+                Statement::ShowFieldKeys {
+                    from: Some("env".into())
+                },
+            ]
+        );
+        for q in ["", "  ", ";;", "-- only a comment"] {
+            assert_eq!(error(q), ParseError::Empty, "{q:?}");
+        }
+        assert_eq!(
+            error("SELECT * FROM m extra").to_string(),
+            "found extra, expected ; at char 17"
+        );
+    }
+
+    #[test]
+    fn lexer_errors_name_the_character() {
+        assert_eq!(
+            error("SELECT 'abc"),
+            ParseError::UnterminatedString { at: 8 }
+        );
+        assert_eq!(
+            error("SELECT \"abc FROM m"),
+            ParseError::UnterminatedString { at: 8 }
+        );
+        assert_eq!(
+            error("SELECT * FROM m WHERE a =~ /x"),
+            ParseError::UnterminatedRegex { at: 28 }
+        );
+        assert_eq!(
+            error("SELECT ! FROM env").to_string(),
+            "unexpected '!' at char 8"
+        );
+        assert_eq!(
+            error("SELECT # FROM env").to_string(),
+            "unexpected character '#' at char 8"
+        );
+        // Positions count characters, not bytes.
+        assert_eq!(
+            error("SELECT 'é' FROM m WHERE #"),
+            ParseError::UnexpectedChar { found: '#', at: 25 }
+        );
+    }
+
+    #[test]
+    fn parser_errors_name_the_token_and_where_it_is() {
+        assert_eq!(
+            error("SELECT * FROM"),
+            ParseError::Unexpected {
+                found: Token::Eof,
+                expected: "identifier",
+                at: 14
+            }
+        );
+        assert_eq!(
+            error("SELECT * FROM env WHERE").to_string(),
+            "found EOF, expected an identifier, a string, a number or ( at char 24"
+        );
+        assert_eq!(
+            error("SELECT * FROM /env.*/").to_string(),
+            "found /env.*/, expected a measurement name (regular expressions in FROM are not supported) at char 15"
+        );
+        assert_eq!(
+            error("SELECT * FROM a, b").to_string(),
+            "found ,, expected one measurement (several in FROM are not supported) at char 16"
+        );
+        assert_eq!(
+            error("SHOW RETENTION POLICIES").to_string(),
+            "found RETENTION, expected MEASUREMENTS, TAG KEYS, TAG VALUES, FIELD KEYS or DATABASES (other SHOW statements are not supported) at char 6"
+        );
+        assert_eq!(
+            error("SHOW MEASUREMENTS WITH MEASUREMENT = x").to_string(),
+            "found MEASUREMENT, expected SHOW MEASUREMENTS without WITH (not supported) at char 24"
+        );
+        assert_eq!(
+            error("SHOW TAG VALUES WITH KEY device").to_string(),
+            "found device, expected =, !=, =~, !~ or IN at char 26"
+        );
+        assert!(matches!(
+            error("SHOW TAG VALUES WITH KEY =~ 'x'"),
+            ParseError::Unexpected {
+                expected: "regular expression",
+                ..
+            }
+        ));
+        assert_eq!(
+            error("SHOW TAG VALUES WITH KEY IN (a, b"),
+            ParseError::Unexpected {
+                found: Token::Eof,
+                expected: ")",
+                at: 34
+            }
+        );
+        assert_eq!(
+            error("SELECT mean(v FROM m").to_string(),
+            "found FROM, expected ) at char 15"
+        );
     }
 
     #[test]
     fn refuses_what_it_does_not_support() {
-        for q in [
-            "DROP MEASUREMENT env",
-            "CREATE DATABASE x",
-            "DELETE FROM env",
-            "SELECT * INTO x FROM env",
-            "SELECT * FROM /env.*/",
-            "SHOW RETENTION POLICIES",
-            "SELECT * FROM env SLIMIT 1",
-            "SELECT * FROM",
-            "SELECT * FROM env WHERE",
-            "SELECT 'abc",
-            "",
-        ] {
-            assert!(parse(q).is_err(), "{q}");
-        }
+        assert_eq!(
+            error("DROP MEASUREMENT env").to_string(),
+            "DROP statements are not supported: perch answers SELECT and SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (it is read-only; write with line protocol)"
+        );
+        assert_eq!(
+            error("create database x"),
+            ParseError::UnsupportedStatement("CREATE".into())
+        );
+        assert_eq!(
+            error("DELETE FROM env"),
+            ParseError::UnsupportedStatement("DELETE".into())
+        );
+        assert_eq!(
+            error("SELEC * FROM env"),
+            ParseError::UnsupportedStatement("SELEC".into())
+        );
+        assert_eq!(
+            error("SELECT * INTO x FROM env").to_string(),
+            "SELECT … INTO is not supported: perch's InfluxQL is read-only"
+        );
+        assert_eq!(
+            error("42").to_string(),
+            "found 42, expected SELECT or SHOW at char 1"
+        );
     }
 }

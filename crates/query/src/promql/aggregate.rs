@@ -14,7 +14,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use rustc_hash::FxHashMap;
 
 use super::eval::Evaluator;
-use super::functions::quantile;
+use super::numeric::quantile;
 use super::value::{format_go_f, Grid, Series, Val};
 use crate::QueryError;
 use base::labels::{is_valid_label_name, METRIC_NAME};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 use super::value::{is_stale, Grid, RangeArg, RangeSeries, Series, Val};
-use super::{aggregate, binary, functions, rollup};
+use super::{aggregate, binary, functions};
 use crate::QueryError;
 use base::selector::convert_selector;
 use store::{Labels, SeriesId, Storage, StorageError};
@@ -52,8 +52,6 @@ pub struct Evaluator<'a> {
     /// The query's own start and end, which `@ start()` and `@ end()` mean.
     pub query_start: i64,
     pub query_end: i64,
-    /// Step of the outermost grid (0 for instant queries), for the rollup
-    /// decision.
     pub stats: EvalStats,
 }
 
@@ -426,18 +424,6 @@ impl<'a> Evaluator<'a> {
             range_ms,
             refs,
         })
-    }
-
-    /// Tries the rollup fast path for `func(x[range])`; `None` when the call
-    /// is not exactly derivable from rollup buckets.
-    pub fn try_rollup(
-        &mut self,
-        func: &str,
-        vs: &VectorSelector,
-        range_ms: i64,
-        grid: Grid,
-    ) -> Result<Option<Vec<Series>>, QueryError> {
-        rollup::try_over_time(self, func, vs, range_ms, grid)
     }
 }
 

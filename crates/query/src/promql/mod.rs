@@ -12,6 +12,8 @@ pub mod aggregate;
 pub mod binary;
 pub mod eval;
 pub mod functions;
+pub mod numeric;
+pub mod range_functions;
 pub mod rollup;
 pub mod value;
 

@@ -9,23 +9,27 @@
 //! what answers at all once raw samples have expired and only rollups remain.
 
 use super::eval::{check_unique_labels, Evaluator};
-use super::functions::{for_each_window, kahan_sum};
+use super::numeric::kahan_sum;
+use super::range_functions::{for_each_window, RangeFn};
 use super::value::{drop_name, Grid, Series};
 use crate::QueryError;
 use promql_parser::parser::VectorSelector;
 use store::{Buckets, SeriesId, Tier};
 
-/// Functions whose value over a window follows exactly from per-bucket
+/// Whether `func`'s value over a window follows exactly from per-bucket
 /// min, max, sum, count and last.
-pub const ROLLUP_FUNCTIONS: [&str; 7] = [
-    "min_over_time",
-    "max_over_time",
-    "sum_over_time",
-    "count_over_time",
-    "avg_over_time",
-    "last_over_time",
-    "present_over_time",
-];
+fn has_rollup(func: RangeFn) -> bool {
+    matches!(
+        func,
+        RangeFn::Min
+            | RangeFn::Max
+            | RangeFn::Sum
+            | RangeFn::Count
+            | RangeFn::Avg
+            | RangeFn::Last
+            | RangeFn::Present
+    )
+}
 
 /// Buckets per storage call: bounds the raw samples read to build them
 /// (`read_rollup` reads up to 64 samples per bucket).
@@ -47,14 +51,16 @@ pub fn eligible_tier(grid: Grid, refs: &[i64], range_ms: i64) -> Option<Tier> {
     })
 }
 
+/// Answers `func(x[range])` from rollup buckets; `None` when they would not
+/// give exactly the answer (or cost more than the raw samples).
 pub fn try_over_time(
     ev: &mut Evaluator,
-    func: &str,
+    func: RangeFn,
     vs: &VectorSelector,
     range_ms: i64,
     grid: Grid,
 ) -> Result<Option<Vec<Series>>, QueryError> {
-    if !ev.opts.use_rollups || !ROLLUP_FUNCTIONS.contains(&func) {
+    if !ev.opts.use_rollups || !has_rollup(func) {
         return Ok(None);
     }
     let refs = ev.ref_times(&vs.at, &vs.offset, grid);
@@ -112,7 +118,7 @@ pub fn try_over_time(
         }
         from = to.saturating_add(res);
     }
-    let keep_name = func == "last_over_time";
+    let keep_name = func == RangeFn::Last;
     let mut out = Vec::new();
     let mut points = 0;
     for ((_, labels), parts) in sel.iter().zip(per_series) {
@@ -137,16 +143,16 @@ pub fn try_over_time(
                 return;
             }
             let v = match func {
-                "min_over_time" => b.min[a..z].iter().copied().fold(f64::INFINITY, f64::min),
-                "max_over_time" => b.max[a..z]
+                RangeFn::Min => b.min[a..z].iter().copied().fold(f64::INFINITY, f64::min),
+                RangeFn::Max => b.max[a..z]
                     .iter()
                     .copied()
                     .fold(f64::NEG_INFINITY, f64::max),
-                "sum_over_time" => kahan_sum(&b.sum[a..z]),
-                "count_over_time" => b.count[a..z].iter().sum(),
-                "avg_over_time" => kahan_sum(&b.sum[a..z]) / b.count[a..z].iter().sum::<f64>(),
-                "last_over_time" => b.last[z - 1],
-                _ => 1.0,
+                RangeFn::Sum => kahan_sum(&b.sum[a..z]),
+                RangeFn::Count => b.count[a..z].iter().sum(),
+                RangeFn::Avg => kahan_sum(&b.sum[a..z]) / b.count[a..z].iter().sum::<f64>(),
+                RangeFn::Last => b.last[z - 1],
+                _ => 1.0, // present_over_time, the only other one has_rollup admits
             };
             o.push(i as u32, v);
         });
