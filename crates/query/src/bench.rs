@@ -156,8 +156,11 @@ fn wait_ready(client: &Client, url: &str, server: &mut Server) -> anyhow::Result
     }
 }
 
-/// A tiny blocking HTTP client over reqwest's async one.
+/// A tiny blocking HTTP client over reqwest's async one, authenticated as
+/// [`BENCH_USER`].
 mod client {
+    use super::BENCH_USER;
+
     pub struct Client {
         rt: tokio::runtime::Runtime,
         inner: ::reqwest::Client,
@@ -177,7 +180,12 @@ mod client {
 
         pub fn get_status(&self, url: &str) -> anyhow::Result<u16> {
             self.rt.block_on(async {
-                let r = self.inner.get(url).send().await?;
+                let r = self
+                    .inner
+                    .get(url)
+                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
+                    .send()
+                    .await?;
                 Ok(r.status().as_u16())
             })
         }
@@ -192,6 +200,7 @@ mod client {
                 let r = self
                     .inner
                     .post(url)
+                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
                     .header("Content-Type", content_type)
                     .body(body)
                     .send()
@@ -203,7 +212,12 @@ mod client {
 
         pub fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
             self.rt.block_on(async {
-                let r = self.inner.get(url).send().await?;
+                let r = self
+                    .inner
+                    .get(url)
+                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
+                    .send()
+                    .await?;
                 let s = r.status().as_u16();
                 Ok((s, r.text().await?))
             })
@@ -216,6 +230,27 @@ use client::Client;
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+/// The user every request to perch authenticates as (Basic); Prometheus
+/// and VictoriaMetrics, run without authentication, ignore the header.
+const BENCH_USER: (&str, &str) = ("bench", "bench-password");
+
+/// perch answers nothing without credentials: the benchmark's user is
+/// added to the data directory before the first start.
+fn add_bench_user(dir: &Path) -> anyhow::Result<()> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["user", "add", BENCH_USER.0, "--role", "admin"])
+        .args(["--password", BENCH_USER.1, "--data-dir"])
+        .arg(dir.join("data"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "cannot add the benchmark's user: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 fn start_perch(client: &Client, dir: &Path) -> anyhow::Result<Server> {
@@ -250,6 +285,7 @@ fn start_perch(client: &Client, dir: &Path) -> anyhow::Result<Server> {
 
 fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {
     std::fs::create_dir_all(dir)?;
+    add_bench_user(dir)?;
     let s = start_perch(client, dir)?;
     for b in bodies {
         let (status, text) = client.post(
