@@ -317,6 +317,8 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
             broker: None,
             cameras: None,
             search: None,
+            forwarder: None,
+            metrics: None,
             ready: true.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

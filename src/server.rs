@@ -99,6 +99,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         broker: Some(broker.clone()),
         cameras: Some(cameras.clone()),
         search: search.clone(),
+        forwarder: Some(forwarder.clone()),
+        metrics: Some(metrics.clone()),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -115,8 +117,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
 
     let control_task = {
-        let router =
-            perch_http::control::router(state.clone()).layer(axum::Extension(forwarder.clone()));
+        let router = perch_http::control::router(state.clone());
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(control, router)
@@ -145,9 +146,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let mut stop = shutdown.clone();
-    let app = perch_http::router(state.clone())
-        .layer(axum::Extension(metrics.clone()))
-        .layer(axum::Extension(forwarder.clone()));
+    let app = perch_http::router(state.clone());
     // Client addresses key the sign-in rate limiter.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)

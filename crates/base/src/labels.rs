@@ -305,6 +305,15 @@ impl Matcher {
         }
     }
 
+    /// `name=~"pattern"`, the pattern anchored like Prometheus'.
+    pub fn regex(name: &str, pattern: &str) -> Result<Matcher, MatcherError> {
+        Ok(Matcher {
+            name: name.into(),
+            value: pattern.into(),
+            op: MatchOp::Regex(compile_anchored(pattern)?),
+        })
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         match &self.op {
             MatchOp::Equal => value == self.value,

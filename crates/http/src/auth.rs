@@ -8,13 +8,15 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use base::ErrorKind;
 use base64::Engine;
 
-use super::SharedState;
+use super::{ApiError, SharedState};
 use accounts::{constant_time_eq, Accounts, Role, UserInfo, CONCURRENT_VERIFICATIONS};
 
 /// The dashboard's session cookie.
@@ -36,31 +38,31 @@ pub enum Via {
     Token,
 }
 
-fn refuse(status: StatusCode, error_type: &str, msg: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({
-            "status": "error", "errorType": error_type, "error": msg
-        })),
-    )
-        .into_response()
+/// The identity [`authenticate`] attached; every route behind it has one.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Principal, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(sign_in)
+    }
 }
 
-/// 401 without a Basic challenge: for the dashboard's own requests, where
-/// a challenge would open the browser's password dialog (and hang a
-/// headless one) instead of letting the page send the user to sign in.
-pub fn unauthorized_quietly(msg: &str) -> Response {
-    refuse(StatusCode::UNAUTHORIZED, "unauthorized", msg)
-}
+/// The rate limiter's key for the client's address ([`client_key`]).
+pub struct ClientKey(pub String);
 
-/// 401 with a Basic challenge, which curl, Grafana and players answer.
-pub fn unauthorized(msg: &str) -> Response {
-    let mut r = unauthorized_quietly(msg);
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Basic realm=\"perch\""),
-    );
-    r
+impl<S: Send + Sync> FromRequestParts<S> for ClientKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<ClientKey, std::convert::Infallible> {
+        Ok(ClientKey(client_key(&parts.extensions)))
+    }
 }
 
 /// A request a page made by script (fetch, EventSource, an image): browsers
@@ -71,27 +73,29 @@ fn from_page_script(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.as_bytes() != b"navigate")
 }
 
-fn unauthorized_for(headers: &HeaderMap, msg: &str) -> Response {
+/// 401, with a Basic challenge unless a page's script asked (the browser
+/// would open its password dialog instead of the page sending the user to
+/// sign in).
+fn unauthorized_for(headers: &HeaderMap, msg: &str) -> ApiError {
+    let e = ApiError::unauthenticated(msg);
     if from_page_script(headers) {
-        unauthorized_quietly(msg)
+        e
     } else {
-        unauthorized(msg)
+        e.with_challenge()
     }
 }
 
-pub fn forbidden(msg: &str) -> Response {
-    refuse(StatusCode::FORBIDDEN, "forbidden", msg)
+/// 401 with a Basic challenge, for a route reached without an identity.
+fn sign_in() -> ApiError {
+    ApiError::unauthenticated("sign in").with_challenge()
 }
 
-pub fn too_many(retry_after_secs: u64) -> Response {
-    let mut r = refuse(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        &format!("too many failed sign-ins; try again in {retry_after_secs} s"),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, retry_after_secs.into());
-    r
+pub fn too_many(retry_after_secs: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("too many failed sign-ins; try again in {retry_after_secs} s"),
+    )
+    .with_retry_after(retry_after_secs)
 }
 
 /// Decodes `Authorization: Basic base64(user:password)`.
@@ -205,26 +209,31 @@ pub async fn authenticate(
     State(app): State<SharedState>,
     mut req: Request,
     next: Next,
-) -> Response {
+) -> Result<Response, ApiError> {
     let now_ms = app.storage.now_ms();
     let cred =
         match credential(&req) {
             Ok(Some(c)) => c,
-            Ok(None) => return unauthorized_for(
+            Ok(None) => return Err(unauthorized_for(
                 req.headers(),
                 "sign in: a session cookie, Basic auth or an API token (Bearer/Token) is required",
-            ),
-            Err(why) => return unauthorized_for(req.headers(), why),
+            )),
+            Err(why) => return Err(unauthorized_for(req.headers(), why)),
         };
     let ip_key = vec![client_key(req.extensions())];
     let principal = match cred {
         Credential::Session(cookie) => {
             let Some((user, session)) = app.accounts.session(&cookie, now_ms) else {
-                return unauthorized_for(req.headers(), "the session has ended; sign in again");
+                return Err(unauthorized_for(
+                    req.headers(),
+                    "the session has ended; sign in again",
+                ));
             };
             let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             if cross_site(req.headers()) {
-                return forbidden("cross-site request with the session cookie refused");
+                return Err(ApiError::forbidden(
+                    "cross-site request with the session cookie refused",
+                ));
             }
             if !safe {
                 let given = req
@@ -233,7 +242,9 @@ pub async fn authenticate(
                     .map(|v| v.as_bytes())
                     .unwrap_or(b"");
                 if !constant_time_eq(given, session.csrf.as_bytes()) {
-                    return forbidden("missing or wrong X-CSRF-Token header for a session request");
+                    return Err(ApiError::forbidden(
+                        "missing or wrong X-CSRF-Token header for a session request",
+                    ));
                 }
             }
             Principal {
@@ -244,7 +255,9 @@ pub async fn authenticate(
         Credential::Password(name, password) => {
             // Browsers replay cached Basic credentials to other sites' forms.
             if cross_site(req.headers()) {
-                return forbidden("cross-site request with Basic credentials refused");
+                return Err(ApiError::forbidden(
+                    "cross-site request with Basic credentials refused",
+                ));
             }
             let mut keys = ip_key;
             if Accounts::plausible_name(&name) {
@@ -256,15 +269,18 @@ pub async fn authenticate(
                     via: Via::Password,
                 },
                 Verdict::Wrong => {
-                    return unauthorized_for(req.headers(), "invalid user name or password")
+                    return Err(unauthorized_for(
+                        req.headers(),
+                        "invalid user name or password",
+                    ))
                 }
-                Verdict::Blocked(wait) => return too_many(wait),
+                Verdict::Blocked(wait) => return Err(too_many(wait)),
             }
         }
         Credential::Token(secret) => {
             // A token check is a hash lookup: no queue, no pre-counting.
             if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
-                return too_many(wait);
+                return Err(too_many(wait));
             }
             match app.accounts.verify_token(&secret, now_ms) {
                 Some(user) => Principal {
@@ -273,13 +289,16 @@ pub async fn authenticate(
                 },
                 None => {
                     app.accounts.limiter.failed(&ip_key, now_ms);
-                    return unauthorized_for(req.headers(), "invalid or deleted API token");
+                    return Err(unauthorized_for(
+                        req.headers(),
+                        "invalid or deleted API token",
+                    ));
                 }
             }
         }
     };
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    Ok(next.run(req).await)
 }
 
 /// What a password check decided.
@@ -337,29 +356,33 @@ fn role_of(req: &Request) -> Option<Role> {
 }
 
 /// Routes that read data: admins and viewers (devices only write).
-pub async fn readers(req: Request, next: Next) -> Response {
+pub async fn readers(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
-        Some(Role::Admin | Role::Viewer) => next.run(req).await,
-        Some(Role::Device) => forbidden("device accounts may only publish and write"),
-        None => unauthorized("sign in"),
+        Some(Role::Admin | Role::Viewer) => Ok(next.run(req).await),
+        Some(Role::Device) => Err(ApiError::forbidden(
+            "device accounts may only publish and write",
+        )),
+        None => Err(sign_in()),
     }
 }
 
 /// Routes that write data: admins and devices (viewers only read).
-pub async fn writers(req: Request, next: Next) -> Response {
+pub async fn writers(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
-        Some(Role::Admin | Role::Device) => next.run(req).await,
-        Some(Role::Viewer) => forbidden("viewer accounts may read and watch, not write"),
-        None => unauthorized("sign in"),
+        Some(Role::Admin | Role::Device) => Ok(next.run(req).await),
+        Some(Role::Viewer) => Err(ApiError::forbidden(
+            "viewer accounts may read and watch, not write",
+        )),
+        None => Err(sign_in()),
     }
 }
 
 /// Settings, users, tokens, backups: admins only.
-pub async fn admins(req: Request, next: Next) -> Response {
+pub async fn admins(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
-        Some(Role::Admin) => next.run(req).await,
-        Some(_) => forbidden("only admins may do this"),
-        None => unauthorized("sign in"),
+        Some(Role::Admin) => Ok(next.run(req).await),
+        Some(_) => Err(ApiError::forbidden("only admins may do this")),
+        None => Err(sign_in()),
     }
 }
 
@@ -372,11 +395,15 @@ pub enum Need {
     Manage,
 }
 
-/// Returns the response refusing the request, if it is refused.
-pub fn refusal(principal: &Principal, need: Need) -> Option<Response> {
+/// Whether the principal's role may do what the request needs.
+pub fn allowed(principal: &Principal, need: Need) -> Result<(), ApiError> {
     match (principal.user.role, need) {
-        (Role::Admin, _) | (Role::Viewer, Need::Watch) => None,
-        (Role::Viewer, Need::Manage) => Some(forbidden("viewers may watch, not change cameras")),
-        (Role::Device, _) => Some(forbidden("device accounts may only publish and write")),
+        (Role::Admin, _) | (Role::Viewer, Need::Watch) => Ok(()),
+        (Role::Viewer, Need::Manage) => {
+            Err(ApiError::forbidden("viewers may watch, not change cameras"))
+        }
+        (Role::Device, _) => Err(ApiError::forbidden(
+            "device accounts may only publish and write",
+        )),
     }
 }

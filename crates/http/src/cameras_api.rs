@@ -4,24 +4,23 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::Method;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Extension;
-use axum::Json;
 use axum::Router;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{self, Need};
+use super::extract::{JsonBody, JsonRequest, Path, Query, QueryParams};
+use super::wire::{SortedKeys, Success};
 use super::{ApiError, Principal, SharedState};
-use cameras::{CameraError, Cameras, LiveEvent, StreamInfo};
+use cameras::{Cameras, LiveEvent, StreamInfo};
 use config::CameraConfig;
 
 /// The camera routes, behind [`guard`].
@@ -44,149 +43,141 @@ pub fn routes() -> Router<SharedState> {
         .route_layer(axum::middleware::from_fn(guard))
 }
 
-/// Who may do what with cameras ([`auth::refusal`]): adding, changing and
+/// Who may do what with cameras ([`auth::allowed`]): adding, changing and
 /// removing cameras is an admin's; status, video and snapshots (taking one
 /// included) a viewer's too.
-async fn guard(Extension(who): Extension<Principal>, req: Request, next: Next) -> Response {
+async fn guard(who: Principal, req: Request, next: Next) -> Result<Response, ApiError> {
     let need = match *req.method() {
         Method::PUT | Method::DELETE => Need::Manage,
         Method::POST if req.uri().path() == "/api/v1/cameras" => Need::Manage,
         _ => Need::Watch,
     };
-    if let Some(denied) = auth::refusal(&who, need) {
-        return denied;
+    auth::allowed(&who, need)?;
+    Ok(next.run(req).await)
+}
+
+/// The cameras, when they run (not in `perch bench http`).
+struct RunningCameras(Arc<Cameras>);
+
+impl FromRequestParts<SharedState> for RunningCameras {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _: &mut Parts,
+        app: &SharedState,
+    ) -> Result<RunningCameras, ApiError> {
+        app.cameras
+            .clone()
+            .map(RunningCameras)
+            .ok_or_else(|| ApiError::unavailable("cameras are not running"))
     }
-    next.run(req).await
 }
 
-fn cameras(app: &SharedState) -> Result<&Arc<Cameras>, ApiError> {
-    app.cameras
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("cameras are not running"))
+/// Answers carry the cameras' views with their keys sorted, as they always
+/// have.
+fn success<T: Serialize>(data: T) -> Success<SortedKeys<T>> {
+    Success(SortedKeys(data))
 }
 
-fn camera_error(e: CameraError) -> Response {
-    let (status, kind) = match &e {
-        CameraError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        CameraError::Exists(_) | CameraError::FromConfig(_) => (StatusCode::CONFLICT, "conflict"),
-        CameraError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_data"),
-        CameraError::NoKeyframe(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    };
-    ApiError {
-        status,
-        error_type: kind,
-        message: e.to_string(),
-    }
-    .into_response()
+async fn list(RunningCameras(c): RunningCameras) -> impl IntoResponse {
+    success(c.list())
 }
 
-macro_rules! try_api {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return e.into_response(),
-        }
-    };
-}
-
-macro_rules! try_cam {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return camera_error(e),
-        }
-    };
-}
-
-pub async fn list(State(app): State<SharedState>) -> Response {
-    let c = try_api!(cameras(&app));
-    Json(json!({"status": "success", "data": c.list()})).into_response()
-}
-
-async fn get_one(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    let c = try_api!(cameras(&app));
-    Json(json!({"status": "success", "data": try_cam!(c.get(&name))})).into_response()
-}
-
-fn parse_config(body: &Bytes) -> Result<CameraConfig, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_data(format!("invalid camera: {e}")))
-}
-
-pub async fn create(State(app): State<SharedState>, body: Bytes) -> Response {
-    let c = try_api!(cameras(&app));
-    let config = match parse_config(&body) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let view = try_cam!(c.create(config).await);
-    (
-        StatusCode::CREATED,
-        Json(json!({"status": "success", "data": view})),
-    )
-        .into_response()
-}
-
-pub async fn update(
-    State(app): State<SharedState>,
+async fn get_one(
     Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let c = try_api!(cameras(&app));
-    // The name comes from the path; the body may leave it out.
-    let mut value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return ApiError::bad_data(format!("invalid camera: {e}")).into_response(),
-    };
-    if let Some(o) = value.as_object_mut() {
-        o.insert("name".into(), json!(name));
-    }
-    let config: CameraConfig = match serde_json::from_value(value) {
-        Ok(c) => c,
-        Err(e) => return ApiError::bad_data(format!("invalid camera: {e}")).into_response(),
-    };
-    let view = try_cam!(c.update(&name, config).await);
-    Json(json!({"status": "success", "data": view})).into_response()
+    RunningCameras(c): RunningCameras,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(success(c.get(&name)?))
 }
 
-pub async fn delete(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    let c = try_api!(cameras(&app));
-    try_cam!(c.delete(&name).await);
-    StatusCode::NO_CONTENT.into_response()
+impl JsonRequest for CameraConfig {
+    const MALFORMED: &'static str = "invalid camera";
+}
+
+async fn create(
+    RunningCameras(c): RunningCameras,
+    JsonBody(config): JsonBody<CameraConfig>,
+) -> Result<impl IntoResponse, ApiError> {
+    let view = c.create(config).await?;
+    Ok((StatusCode::CREATED, success(view)))
+}
+
+/// A camera's new settings; the name comes from the path, so the body may
+/// leave it out.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct CameraUpdate(serde_json::Value);
+
+impl JsonRequest for CameraUpdate {
+    const MALFORMED: &'static str = "invalid camera";
+}
+
+async fn update(
+    Path(name): Path<String>,
+    RunningCameras(c): RunningCameras,
+    JsonBody(CameraUpdate(mut value)): JsonBody<CameraUpdate>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(o) = value.as_object_mut() {
+        o.insert("name".into(), name.clone().into());
+    }
+    let config: CameraConfig = serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid(format!("{}: {e}", CameraUpdate::MALFORMED)))?;
+    let view = c.update(&name, config).await?;
+    Ok(success(view))
+}
+
+async fn delete(
+    Path(name): Path<String>,
+    RunningCameras(c): RunningCameras,
+) -> Result<StatusCode, ApiError> {
+    c.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The live view: a text message describing the stream (MIME type with the
 /// codec, size), the init segment, then one fMP4 fragment per frame —
 /// starting with the current GOP, so a picture shows at once. A new text
 /// message and init segment follow if the camera changes its stream.
-pub async fn live(
-    State(app): State<SharedState>,
+async fn live(
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let c = try_api!(cameras(&app));
-    let camera = try_cam!(c.camera(&name));
-    ws.on_upgrade(move |socket| async move {
+    RunningCameras(c): RunningCameras,
+) -> Result<Response, ApiError> {
+    let camera = c.camera(&name)?;
+    Ok(ws.on_upgrade(move |socket| async move {
         camera.viewers.fetch_add(1, Ordering::Relaxed);
         let r = serve_live(socket, camera.clone()).await;
         camera.viewers.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = r {
             tracing::debug!(camera = camera.name(), error = %e, "live viewer gone");
         }
-    })
+    }))
+}
+
+/// The live view's text message announcing a stream (keys sorted, as the
+/// player has always had them).
+#[derive(Serialize)]
+struct StreamDescription<'a> {
+    codec: &'a str,
+    height: u32,
+    mime: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    width: u32,
 }
 
 fn describe(info: &StreamInfo) -> Message {
+    let description = StreamDescription {
+        codec: &info.codec,
+        height: info.height,
+        mime: info.mime(),
+        kind: "stream",
+        width: info.width,
+    };
     Message::Text(
-        json!({
-            "type": "stream",
-            "mime": info.mime(),
-            "codec": info.codec,
-            "width": info.width,
-            "height": info.height,
-        })
-        .to_string()
-        .into(),
+        serde_json::to_string(&description)
+            .unwrap_or_default()
+            .into(),
     )
 }
 
@@ -254,10 +245,6 @@ fn no_store(body: impl IntoResponse, content_type: &'static str) -> Response {
     r
 }
 
-fn not_found(what: &str) -> Response {
-    ApiError::not_found(what).into_response()
-}
-
 /// `index.m3u8`, `init.mp4` and `segment-N.m4s` under `/hls/`.
 /// A player that fetched the playlist with `?token=` fetches the init
 /// segment and the segments with it too: it has no other credentials.
@@ -285,130 +272,112 @@ fn with_token(playlist: &str, token: &str) -> String {
     out
 }
 
-pub async fn hls(
-    State(app): State<SharedState>,
+async fn hls(
     Path((name, file)): Path<(String, String)>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Response {
-    let c = try_api!(cameras(&app));
+    QueryParams(q): QueryParams,
+    RunningCameras(c): RunningCameras,
+) -> Result<Response, ApiError> {
     if file == "index.m3u8" {
-        return match try_cam!(c.hls_playlist(&name)) {
-            Some(p) => {
-                let p = match q.get("token") {
-                    Some(t) => with_token(&p, t),
-                    None => p,
-                };
-                no_store(p, "application/vnd.apple.mpegurl")
-            }
-            None => not_found("no video yet: the camera has not sent a complete segment"),
+        let playlist = c.hls_playlist(&name)?.ok_or_else(|| {
+            ApiError::not_found("no video yet: the camera has not sent a complete segment")
+        })?;
+        let playlist = match q.get("token") {
+            Some(t) => with_token(&playlist, t),
+            None => playlist,
         };
+        return Ok(no_store(playlist, "application/vnd.apple.mpegurl"));
     }
     if file == "init.mp4" {
         let generation = q.get("g").and_then(|g| g.parse().ok());
-        return match try_cam!(c.hls_init(&name, generation)) {
-            Some(b) => no_store(b, "video/mp4"),
-            None => not_found("no such stream generation"),
-        };
+        let init = c
+            .hls_init(&name, generation)?
+            .ok_or_else(|| ApiError::not_found("no such stream generation"))?;
+        return Ok(no_store(init, "video/mp4"));
     }
     let sequence = file
         .strip_prefix("segment-")
         .and_then(|f| f.strip_suffix(".m4s"))
-        .and_then(|n| n.parse::<u64>().ok());
-    match sequence {
-        Some(seq) => match try_cam!(c.hls_segment(&name, seq)) {
-            Some(b) => {
-                let mut r = no_store(b, "video/iso.segment");
-                // A segment never changes once listed.
-                r.headers_mut().insert(
-                    header::CACHE_CONTROL,
-                    header::HeaderValue::from_static("public, max-age=60"),
-                );
-                r
-            }
-            None => not_found("segment no longer (or not yet) available"),
-        },
-        None => not_found("unknown HLS file"),
-    }
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::not_found("unknown HLS file"))?;
+    let segment = c
+        .hls_segment(&name, sequence)?
+        .ok_or_else(|| ApiError::not_found("segment no longer (or not yet) available"))?;
+    let mut r = no_store(segment, "video/iso.segment");
+    // A segment never changes once listed.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=60"),
+    );
+    Ok(r)
 }
 
 #[derive(Deserialize)]
-pub struct SnapshotsQuery {
+struct SnapshotsQuery {
     start: Option<String>,
     end: Option<String>,
     limit: Option<usize>,
 }
 
-pub async fn snapshots(
-    State(app): State<SharedState>,
+async fn snapshots(
     Path(name): Path<String>,
     Query(q): Query<SnapshotsQuery>,
-) -> Response {
-    let c = try_api!(cameras(&app));
+    RunningCameras(c): RunningCameras,
+) -> Result<impl IntoResponse, ApiError> {
     let time = |s: &Option<String>, what: &str, default: i64| -> Result<i64, ApiError> {
         match s {
-            Some(v) => query::params::parse_time(v, what).map_err(ApiError::from),
+            Some(v) => Ok(query::params::parse_time(v, what)?),
             None => Ok(default),
         }
     };
-    let start = try_api!(time(&q.start, "start", i64::MIN));
-    let end = try_api!(time(&q.end, "end", i64::MAX));
+    let start = time(&q.start, "start", i64::MIN)?;
+    let end = time(&q.end, "end", i64::MAX)?;
     let limit = q.limit.unwrap_or(100).min(10_000);
-    Json(json!({"status": "success", "data": try_cam!(c.snapshots(&name, start, end, limit))}))
-        .into_response()
+    Ok(success(c.snapshots(&name, start, end, limit)?))
 }
 
-async fn jpeg_file(path: Option<std::path::PathBuf>) -> Response {
-    let Some(path) = path else {
-        return not_found("no such snapshot");
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => {
-            let mut r = bytes.into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("image/jpeg"),
-            );
-            r.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("private, max-age=86400"),
-            );
-            r
-        }
-        Err(_) => not_found("the snapshot file is gone"),
-    }
+async fn jpeg_file(path: Option<std::path::PathBuf>) -> Result<Response, ApiError> {
+    let path = path.ok_or_else(|| ApiError::not_found("no such snapshot"))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::not_found("the snapshot file is gone"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `/snapshots/{id}.jpg`: the id is a number, so no path can sneak in.
-pub async fn snapshot_file(
-    State(app): State<SharedState>,
+async fn snapshot_file(
     Path((name, file)): Path<(String, String)>,
-) -> Response {
-    let c = try_api!(cameras(&app));
-    let Some(id) = file
+    RunningCameras(c): RunningCameras,
+) -> Result<Response, ApiError> {
+    let id = file
         .strip_suffix(".jpg")
         .and_then(|n| n.parse::<i64>().ok())
-    else {
-        return not_found("snapshot ids look like 1767225600000.jpg");
-    };
-    jpeg_file(try_cam!(c.snapshot_file(&name, Some(id)))).await
+        .ok_or_else(|| ApiError::not_found("snapshot ids look like 1767225600000.jpg"))?;
+    jpeg_file(c.snapshot_file(&name, Some(id))?).await
 }
 
-pub async fn latest(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    let c = try_api!(cameras(&app));
-    let mut r = jpeg_file(try_cam!(c.snapshot_file(&name, None))).await;
+async fn latest(
+    Path(name): Path<String>,
+    RunningCameras(c): RunningCameras,
+) -> Result<Response, ApiError> {
+    let mut r = jpeg_file(c.snapshot_file(&name, None)?).await?;
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    r
+    Ok(r)
 }
 
-pub async fn take(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    let c = try_api!(cameras(&app));
-    let meta = try_cam!(c.snapshot(&name, "request").await);
-    (
-        StatusCode::CREATED,
-        Json(json!({"status": "success", "data": meta})),
-    )
-        .into_response()
+async fn take(
+    Path(name): Path<String>,
+    RunningCameras(c): RunningCameras,
+) -> Result<impl IntoResponse, ApiError> {
+    let meta = c.snapshot(&name, "request").await?;
+    Ok((StatusCode::CREATED, success(meta)))
 }

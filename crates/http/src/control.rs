@@ -1,17 +1,20 @@
 //! The control socket: a Unix socket in the data directory (mode 0600) that
-//! the `perch user` commands use while the server holds the database. Only
-//! whoever may read the data directory can reach it.
+//! the `perch user` and `perch forward` commands use while the server holds
+//! the database. Only whoever may read the data directory can reach it.
+//! Errors are `{"error":…}` ([`ErrorBody::Control`]); the extractors are
+//! axum's own, whose refusals perch's CLI never earns.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::SharedState;
-use accounts::{AccountError, Role};
+use super::error::ErrorBody;
+use super::{ApiError, SharedState};
+use accounts::{Role, UserInfo};
+use forward::{ForwardError, ReplayReport};
 
 #[derive(Deserialize)]
 pub struct NewUser {
@@ -30,48 +33,37 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-fn account_error(e: AccountError) -> Response {
-    let status = match e {
-        AccountError::Exists(_) => StatusCode::CONFLICT,
-        AccountError::Db(_) | AccountError::Corrupt(_) | AccountError::Hash(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    (status, Json(json!({"error": e.to_string()}))).into_response()
+fn control(e: impl Into<ApiError>) -> ApiError {
+    e.into().with_body(ErrorBody::Control)
 }
 
-async fn list(State(app): State<SharedState>) -> Response {
-    match app.accounts.list() {
-        Ok(users) => Json(users).into_response(),
-        Err(e) => account_error(e),
-    }
+async fn list(State(app): State<SharedState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
+    app.accounts.list().map(Json).map_err(control)
 }
 
-async fn add(State(app): State<SharedState>, Json(u): Json<NewUser>) -> Response {
+async fn add(
+    State(app): State<SharedState>,
+    Json(u): Json<NewUser>,
+) -> Result<impl IntoResponse, ApiError> {
     let accounts = app.accounts.clone();
     let now = app.storage.now_ms();
-    match tokio::task::spawn_blocking(move || {
+    let info = tokio::task::spawn_blocking(move || {
         accounts.add(&u.name, u.role, &u.password, &u.topics, now)
     })
     .await
-    {
-        Ok(Ok(info)) => (StatusCode::CREATED, Json(info)).into_response(),
-        Ok(Err(e)) => account_error(e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .map_err(|e| control(ApiError::internal(e.to_string())))?
+    .map_err(control)?;
+    Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn remove(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    match app.accounts.delete(&name) {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no user {name:?}")})),
-        )
-            .into_response(),
-        Err(e) => account_error(e),
+async fn remove(
+    State(app): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !app.accounts.delete(&name).map_err(control)? {
+        return Err(control(ApiError::not_found(format!("no user {name:?}"))));
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -83,32 +75,23 @@ pub struct Replay {
 /// target again.
 async fn replay(
     State(app): State<SharedState>,
-    f: Option<axum::Extension<std::sync::Arc<forward::Forwarder>>>,
     Path(name): Path<String>,
     Json(r): Json<Replay>,
-) -> Response {
-    let Some(axum::Extension(f)) = f else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "forwarding is not running"})),
-        )
-            .into_response();
+) -> Result<Json<ReplayReport>, ApiError> {
+    let Some(f) = app.forwarder.clone() else {
+        return Err(control(ApiError::not_found("forwarding is not running")));
     };
     let (storage, search) = (app.storage.clone(), app.search.clone());
-    match tokio::task::spawn_blocking(move || {
+    let report = tokio::task::spawn_blocking(move || {
         f.replay(&name, &storage, search.as_deref(), r.since_ms)
     })
     .await
-    {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => {
-            let status = match e {
-                forward::ForwardError::NoTarget(_) => StatusCode::NOT_FOUND,
-                forward::ForwardError::Unsupported(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, Json(json!({"error": e.to_string()}))).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .map_err(|e| control(ApiError::internal(e.to_string())))?
+    .map_err(|e| match e {
+        // The forward crate files this under Internal; the request asked
+        // for what the target cannot do, which has always been a 400.
+        ForwardError::Unsupported(_) => control(ApiError::invalid(e.to_string())),
+        e => control(e),
+    })?;
+    Ok(Json(report))
 }

@@ -1,15 +1,17 @@
 //! Saved dashboards (viewers read, admins save), the recent warnings and
 //! errors for the Overview, and Settings' effective settings and backup.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 
+use super::extract::{Body, Path};
+use super::wire::SortedKeys;
 use super::{ApiError, SharedState};
-use dashboards::DashboardError;
+use dashboards::DashboardSummary;
 
 pub fn reader_routes() -> Router<SharedState> {
     Router::new()
@@ -28,71 +30,75 @@ pub fn admin_routes() -> Router<SharedState> {
         .route("/api/v1/backup", get(backup))
 }
 
-fn dashboard_error(e: DashboardError) -> Response {
-    match e {
-        DashboardError::Db(_) => ApiError::internal(e.to_string()).into_response(),
-        _ => ApiError::bad_data(e.to_string()).into_response(),
-    }
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("no dashboard {name:?}"))
 }
 
-fn not_found(name: &str) -> Response {
-    ApiError::not_found(format!("no dashboard {name:?}")).into_response()
+async fn list(State(app): State<SharedState>) -> Result<Json<Vec<DashboardSummary>>, ApiError> {
+    Ok(Json(app.dashboards.list()?))
 }
 
-async fn list(State(app): State<SharedState>) -> Response {
-    match app.dashboards.list() {
-        Ok(l) => Json(l).into_response(),
-        Err(e) => dashboard_error(e),
-    }
+async fn get_one(
+    State(app): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.dashboards
+        .get(&name)?
+        .map(Json)
+        .ok_or_else(|| not_found(&name))
 }
 
-async fn get_one(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    match app.dashboards.get(&name) {
-        Ok(Some(d)) => Json(d).into_response(),
-        Ok(None) => not_found(&name),
-        Err(e) => dashboard_error(e),
-    }
-}
-
+/// The dashboard is a document of the browser's: the store checks it is a
+/// JSON object and keeps it as it came.
 async fn save(
     State(app): State<SharedState>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    match app.dashboards.put(&name, &body, app.storage.now_ms()) {
-        Ok(()) => match app.dashboards.get(&name) {
-            Ok(Some(d)) => Json(d).into_response(),
-            Ok(None) => not_found(&name),
-            Err(e) => dashboard_error(e),
-        },
-        Err(e) => dashboard_error(e),
-    }
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.dashboards.put(&name, &body, app.storage.now_ms())?;
+    app.dashboards
+        .get(&name)?
+        .map(Json)
+        .ok_or_else(|| not_found(&name))
 }
 
-async fn remove(State(app): State<SharedState>, Path(name): Path<String>) -> Response {
-    match app.dashboards.delete(&name) {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => not_found(&name),
-        Err(e) => dashboard_error(e),
+async fn remove(
+    State(app): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !app.dashboards.delete(&name)? {
+        return Err(not_found(&name));
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn events() -> Response {
-    Json(base::events::recent()).into_response()
+async fn events() -> Json<Vec<base::events::RecentEvent>> {
+    Json(base::events::recent())
 }
 
 /// The settings in effect; camera passwords stay out (cameras have their
 /// own API, which never returns them).
+#[derive(Serialize)]
+struct Settings<'a> {
+    config_note: &'static str,
+    data_dir: &'a std::path::Path,
+    http: &'a config::HttpConfig,
+    mqtt: &'a config::MqttConfig,
+    query: &'a config::QueryConfig,
+    search: &'a config::SearchConfig,
+    storage: &'a config::StorageConfig,
+}
+
 async fn settings(State(app): State<SharedState>) -> Response {
     let c = &app.config;
-    Json(json!({
-        "data_dir": c.data_dir,
-        "http": c.http,
-        "mqtt": c.mqtt,
-        "storage": c.storage,
-        "query": c.query,
-        "search": c.search,
-        "config_note": "edit /etc/perch/perch.toml (or the file given to --config) and restart perch to change these",
+    Json(SortedKeys(Settings {
+        config_note: "edit /etc/perch/perch.toml (or the file given to --config) and restart perch to change these",
+        data_dir: &c.data_dir,
+        http: &c.http,
+        mqtt: &c.mqtt,
+        query: &c.query,
+        search: &c.search,
+        storage: &c.storage,
     }))
     .into_response()
 }
@@ -100,15 +106,13 @@ async fn settings(State(app): State<SharedState>) -> Response {
 /// `GET /api/v1/backup`: a consistent tar of the data directory
 /// (storage::backup), streamed with its exact length so the browser can
 /// show progress. Restore with `perch restore FILE --data-dir NEW_DIR`.
-async fn backup(State(app): State<SharedState>) -> Response {
+async fn backup(State(app): State<SharedState>) -> Result<Response, ApiError> {
     let storage = app.storage.clone();
-    let plan = match tokio::task::spawn_blocking(move || storage.prepare_backup()).await {
-        Ok(Ok(plan)) => plan,
-        Ok(Err(e)) => {
-            return ApiError::internal(format!("cannot stage the backup: {e}")).into_response()
-        }
-        Err(e) => return ApiError::internal(e.to_string()).into_response(),
-    };
+    // Whatever went wrong, the download cannot start: a fault here.
+    let plan = tokio::task::spawn_blocking(move || storage.prepare_backup())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot stage the backup: {e}")))?;
     let total = plan.total_bytes();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let runtime = tokio::runtime::Handle::current();
@@ -138,7 +142,7 @@ async fn backup(State(app): State<SharedState>) -> Response {
     if let Ok(v) = format!("attachment; filename=\"{name}\"").parse() {
         h.insert(axum::http::header::CONTENT_DISPOSITION, v);
     }
-    r
+    Ok(r)
 }
 
 fn tokio_stream_from(

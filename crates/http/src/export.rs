@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Method};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use tokio::sync::mpsc;
 
-use super::params::Params;
+use super::extract::Params;
 use super::{ApiError, SharedState};
 use base::selector::parse_selector;
 use ingest::vm_import;
@@ -31,7 +31,7 @@ struct ExportRequest {
 fn parse_request(app: &SharedState, params: &Params) -> Result<ExportRequest, ApiError> {
     let selectors = params.all("match[]");
     if selectors.is_empty() {
-        return Err(ApiError::bad_data(
+        return Err(ApiError::invalid(
             "missing match[] parameter, e.g. match[]={__name__=~\".+\"}",
         ));
     }
@@ -46,7 +46,7 @@ fn parse_request(app: &SharedState, params: &Params) -> Result<ExportRequest, Ap
         .transpose()?
         .unwrap_or_else(|| app.storage.now_ms());
     if start > end {
-        return Err(ApiError::bad_data("start is after end"));
+        return Err(ApiError::invalid("start is after end"));
     }
     let mut series: Vec<(SeriesId, Arc<Labels>)> = Vec::new();
     for sel in selectors {
@@ -111,20 +111,11 @@ fn stream(
 
 pub async fn json_lines(
     State(app): State<SharedState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, query.as_deref(), &headers, &body);
-    let req = match parse_request(&app, &params) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let body = stream(app.storage.clone(), req, None, |out, labels, ts, values| {
-        vm_import::write_line(out, labels, ts, values);
-    });
-    ([(header::CONTENT_TYPE, "application/stream+json")], body).into_response()
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = parse_request(&app, &params)?;
+    let body = stream(app.storage.clone(), req, None, vm_import::write_line);
+    Ok(([(header::CONTENT_TYPE, "application/stream+json")], body))
 }
 
 /// One CSV column, VictoriaMetrics' `format` names: `__name__`, `__value__`,
@@ -158,14 +149,14 @@ fn parse_columns(spec: &str) -> Result<Vec<Column>, ApiError> {
                         ":unix_ns" => TimeFormat::UnixNs,
                         ":rfc3339" => TimeFormat::Rfc3339,
                         other => {
-                            return Err(ApiError::bad_data(format!(
+                            return Err(ApiError::invalid(format!(
                                 "unknown timestamp format {other:?} in format; use unix_s, unix_ms, unix_ns or rfc3339"
                             )))
                         }
                     };
                     Column::Timestamp(fmt)
                 }
-                "" => return Err(ApiError::bad_data("empty column in format")),
+                "" => return Err(ApiError::invalid("empty column in format")),
                 label => Column::Label(label.to_string()),
             })
         })
@@ -195,16 +186,9 @@ fn format_time(t: i64, f: TimeFormat) -> String {
 
 pub async fn csv(
     State(app): State<SharedState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, query.as_deref(), &headers, &body);
-    let req = match parse_request(&app, &params) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = parse_request(&app, &params)?;
     // Without an explicit format: name, every label seen, time, value.
     let spec = match params.get("format") {
         Some(f) => f.to_string(),
@@ -224,10 +208,7 @@ pub async fn csv(
             cols.join(",")
         }
     };
-    let columns = match parse_columns(&spec) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+    let columns = parse_columns(&spec)?;
     let header_line = params
         .get("header")
         .filter(|h| *h == "true" || *h == "1")
@@ -248,7 +229,7 @@ pub async fn csv(
                     }
                     match c {
                         Column::Name => csv_field(out, labels.metric_name().unwrap_or("")),
-                        Column::Value => out.push_str(&ingest::vm_import::format_value(*v)),
+                        Column::Value => out.push_str(&vm_import::format_value(*v)),
                         Column::Timestamp(f) => out.push_str(&format_time(*t, *f)),
                         Column::Label(n) => csv_field(out, labels.get(n).unwrap_or("")),
                     }
@@ -257,5 +238,5 @@ pub async fn csv(
             }
         },
     );
-    ([(header::CONTENT_TYPE, "text/csv")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/csv")], body))
 }

@@ -4,19 +4,27 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::Path;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, put};
-use axum::{Extension, Json, Router};
-use serde_json::json;
+use axum::{Json, Router};
+use serde::Serialize;
 
+use super::extract::{JsonBody, JsonRequest, Path};
 use super::{ApiError, SharedState};
 use config::ForwardConfig;
-use forward::{ForwardError, Forwarder, TargetStatus};
+use forward::{ForwardError, Forwarder, TargetDefinition, TargetStatus};
 
-pub async fn status(f: Option<Extension<Arc<Forwarder>>>) -> Json<Vec<TargetStatus>> {
-    Json(f.map(|Extension(f)| f.status()).unwrap_or_default())
+/// Every target's status; none when forwarding does not run.
+pub async fn status(State(app): State<SharedState>) -> Json<Vec<TargetStatus>> {
+    Json(
+        app.forwarder
+            .as_ref()
+            .map(|f| f.status())
+            .unwrap_or_default(),
+    )
 }
 
 /// Adding, changing and deleting targets: admins only.
@@ -26,87 +34,86 @@ pub fn admin_routes() -> Router<SharedState> {
         .route("/api/v1/forward/targets/{name}", put(update).delete(delete))
 }
 
-fn forwarder(f: Option<Extension<Arc<Forwarder>>>) -> Result<Arc<Forwarder>, ApiError> {
-    f.map(|Extension(f)| f)
-        .ok_or_else(|| ApiError::unavailable("forwarding is not running"))
-}
+/// The forwarder, when it runs (not in `perch bench http`).
+struct RunningForwarder(Arc<Forwarder>);
 
-fn forward_error(e: ForwardError) -> Response {
-    match e {
-        ForwardError::NoTarget(_) => ApiError::not_found(e.to_string()),
-        ForwardError::Exists(_) | ForwardError::FromConfig(_) => ApiError::conflict(e.to_string()),
-        ForwardError::Invalid(_) => ApiError::bad_data(e.to_string()),
-        _ => ApiError::internal(e.to_string()),
-    }
-    .into_response()
-}
+impl FromRequestParts<SharedState> for RunningForwarder {
+    type Rejection = ApiError;
 
-async fn finish(
-    task: tokio::task::JoinHandle<Result<(), ForwardError>>,
-) -> Result<(), ForwardError> {
-    task.await
-        .unwrap_or_else(|e| Err(ForwardError::Setup(format!("the change failed: {e}"))))
-}
-
-fn parse(body: &Bytes) -> Result<ForwardConfig, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_data(format!("invalid forwarding target: {e}")))
-}
-
-async fn list(f: Option<Extension<Arc<Forwarder>>>) -> Response {
-    match forwarder(f) {
-        Ok(f) => Json(f.definitions()).into_response(),
-        Err(e) => e.into_response(),
+    async fn from_request_parts(
+        _: &mut Parts,
+        app: &SharedState,
+    ) -> Result<RunningForwarder, ApiError> {
+        app.forwarder
+            .clone()
+            .map(RunningForwarder)
+            .ok_or_else(|| ApiError::unavailable("forwarding is not running"))
     }
 }
 
-async fn create(f: Option<Extension<Arc<Forwarder>>>, body: Bytes) -> Response {
-    let (f, config) = match forwarder(f).and_then(|f| Ok((f, parse(&body)?))) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
+impl JsonRequest for ForwardConfig {
+    const MALFORMED: &'static str = "invalid forwarding target";
+}
+
+/// `{"name":…,"status":"success"}` (keys sorted, as they have always been).
+#[derive(Serialize)]
+struct Changed {
+    name: String,
+    status: &'static str,
+}
+
+/// Runs a change to its end even if the client goes away: a change cut in
+/// half would leave the target neither old nor new.
+async fn to_the_end(
+    change: impl std::future::Future<Output = Result<(), ForwardError>> + Send + 'static,
+) -> Result<(), ApiError> {
+    tokio::spawn(change)
+        .await
+        .unwrap_or_else(|e| Err(ForwardError::Setup(format!("the change failed: {e}"))))?;
+    Ok(())
+}
+
+async fn list(RunningForwarder(f): RunningForwarder) -> Json<Vec<TargetDefinition>> {
+    Json(f.definitions())
+}
+
+async fn create(
+    RunningForwarder(f): RunningForwarder,
+    JsonBody(config): JsonBody<ForwardConfig>,
+) -> Result<impl IntoResponse, ApiError> {
     let name = config.name.clone();
-    // Spawned: a client going away mid-change must not cut it in half.
-    match finish(tokio::spawn(async move { f.create(config).await })).await {
-        Ok(()) => (
-            axum::http::StatusCode::CREATED,
-            Json(json!({"status": "success", "name": name})),
-        )
-            .into_response(),
-        Err(e) => forward_error(e),
-    }
+    to_the_end(async move { f.create(config).await }).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Changed {
+            name,
+            status: "success",
+        }),
+    ))
 }
 
 async fn update(
-    f: Option<Extension<Arc<Forwarder>>>,
+    RunningForwarder(f): RunningForwarder,
     Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (f, config) = match forwarder(f).and_then(|f| Ok((f, parse(&body)?))) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
+    JsonBody(config): JsonBody<ForwardConfig>,
+) -> Result<Json<Changed>, ApiError> {
     if config.name != name {
-        return ApiError::bad_data(format!(
+        return Err(ApiError::invalid(format!(
             "the body names {:?}, the path {name:?}: a target cannot be renamed",
             config.name
-        ))
-        .into_response();
+        )));
     }
-    match finish(tokio::spawn(async move { f.update(config).await })).await {
-        Ok(()) => Json(json!({"status": "success", "name": name})).into_response(),
-        Err(e) => forward_error(e),
-    }
+    to_the_end(async move { f.update(config).await }).await?;
+    Ok(Json(Changed {
+        name,
+        status: "success",
+    }))
 }
 
-async fn delete(f: Option<Extension<Arc<Forwarder>>>, Path(name): Path<String>) -> Response {
-    let f = match forwarder(f) {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    let n = name.clone();
-    match finish(tokio::spawn(async move { f.delete(&n).await })).await {
-        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
-        Err(e) => forward_error(e),
-    }
+async fn delete(
+    RunningForwarder(f): RunningForwarder,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    to_the_end(async move { f.delete(&name).await }).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

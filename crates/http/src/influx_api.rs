@@ -3,23 +3,25 @@
 //! InfluxDB's JSON shape. perch has one database: `db` is accepted and
 //! ignored.
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::json;
+use serde::Serialize;
 
-use super::params::Params;
-use super::SharedState;
+use super::error::ErrorBody;
+use super::extract::Params;
+use super::{ApiError, SharedState};
 use query::influxql::{self, Epoch};
 
 pub fn routes() -> Router<SharedState> {
     Router::new().route("/query", get(query).post(query))
 }
 
-fn reply(status: StatusCode, body: &impl serde::Serialize, pretty: bool) -> Response {
+/// InfluxDB's JSON with its version header, indented for `pretty=true`;
+/// errors too (`ErrorBody::InfluxQl`).
+pub fn reply(status: StatusCode, body: &impl Serialize, pretty: bool) -> Response {
     let text = if pretty {
         serde_json::to_string_pretty(body)
     } else {
@@ -40,37 +42,41 @@ fn reply(status: StatusCode, body: &impl serde::Serialize, pretty: bool) -> Resp
         .into_response()
 }
 
-async fn query(
-    State(app): State<SharedState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::from_request(&method, raw.as_deref(), &headers, &body);
+/// The results of a query, as InfluxDB answers them.
+struct Answer {
+    results: influxql::Response,
+    pretty: bool,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        reply(StatusCode::OK, &self.results, self.pretty)
+    }
+}
+
+async fn query(State(app): State<SharedState>, p: Params) -> Result<Answer, ApiError> {
     let pretty = p.get("pretty").is_some_and(|v| v == "true");
-    let bad = |msg: String| reply(StatusCode::BAD_REQUEST, &json!({ "error": msg }), pretty);
+    run(&app, &p)
+        .await
+        .map(|results| Answer { results, pretty })
+        .map_err(|e| e.with_body(ErrorBody::InfluxQl { pretty }))
+}
+
+async fn run(app: &SharedState, p: &Params) -> Result<influxql::Response, ApiError> {
     let Some(q) = p
         .get("q")
         .filter(|q| !q.trim().is_empty())
         .map(str::to_string)
     else {
-        return bad("missing required parameter \"q\"".into());
+        return Err(ApiError::invalid("missing required parameter \"q\""));
     };
-    let epoch = match Epoch::parse(p.get("epoch")) {
-        Ok(e) => e,
-        Err(e) => return bad(e),
-    };
+    let epoch = Epoch::parse(p.get("epoch")).map_err(ApiError::invalid)?;
     let storage = app.storage.clone();
     let config = app.config.query.clone();
-    let r = query::run(move || Ok(influxql::execute(&storage, &config, &q, epoch))).await;
-    match r {
-        Ok(Ok(v)) => reply(StatusCode::OK, &v, pretty),
-        Ok(Err(e)) => bad(e),
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({ "error": e.to_string() }),
-            pretty,
-        ),
-    }
+    // What fails here is the query thread itself (InfluxQL's own errors
+    // come back inside): a fault of perch, whatever its kind for PromQL.
+    let results = query::run(move || Ok(influxql::execute(&storage, &config, &q, epoch)))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    results.map_err(ApiError::invalid)
 }

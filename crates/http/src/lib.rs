@@ -1,6 +1,10 @@
 //! HTTP: the axum router, authentication of requests, and the handlers that
 //! translate between HTTP and the other modules (ingest → storage for writes,
 //! query → storage for reads). Owns no data of its own.
+//!
+//! Handlers take what they use from [`AppState`] and the request through
+//! extractors (`extract`, [`Principal`]) and answer `Result<_, ApiError>`:
+//! every failure becomes a status code and a body in `error`.
 
 mod accounts_api;
 mod auth;
@@ -9,15 +13,17 @@ pub mod control;
 mod dashboards_api;
 mod error;
 mod export;
+mod extract;
 mod forward_api;
 mod influx_api;
 mod metrics;
 mod mqtt_api;
-mod params;
 mod prom_api;
+mod prom_wire;
 mod search_api;
 mod status;
 mod web;
+mod wire;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +38,9 @@ use config::Config;
 use store::Storage;
 
 pub use auth::{Principal, Via};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
-/// What handlers share.
+/// Everything handlers use.
 pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<Storage>,
@@ -46,6 +52,10 @@ pub struct AppState {
     pub cameras: Option<Arc<cameras::Cameras>>,
     /// The MQTT history index, when `search.enabled`.
     pub search: Option<Arc<search::Search>>,
+    /// Forwarding to other systems, when running (not in `perch bench http`).
+    pub forwarder: Option<Arc<forward::Forwarder>>,
+    /// What `/metrics` serves, when the server keeps self-metrics.
+    pub metrics: Option<Arc<base::metrics::Registry>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -116,4 +126,35 @@ pub fn router(state: SharedState) -> Router {
         .merge(api)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An [`AppState`] over a fresh data directory, changed by `adjust`
+    /// before it is shared; the directory lives as long as the guard.
+    pub fn state(adjust: impl FnOnce(&mut AppState)) -> (SharedState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let clock: Arc<dyn base::Clock> = Arc::new(base::SystemClock);
+        let (storage, _) = Storage::open(&config.storage, dir.path(), clock).unwrap();
+        let mut state = AppState {
+            config: Arc::new(config),
+            accounts: Arc::new(Accounts::open(&storage.trees()).unwrap()),
+            dashboards: Arc::new(dashboards::Dashboards::open(&storage.trees()).unwrap()),
+            storage,
+            broker: None,
+            cameras: None,
+            search: None,
+            forwarder: None,
+            metrics: None,
+            ready: AtomicBool::new(true),
+        };
+        adjust(&mut state);
+        (Arc::new(state), dir)
+    }
 }

@@ -2,43 +2,43 @@
 //! else registers) in the Prometheus text exposition format 0.0.4, so a
 //! central Prometheus can scrape a fleet of perches.
 //!
-//! Owns only the translation to HTTP. The [`Registry`] is handed in as an
-//! `axum::Extension<Arc<Registry>>` layered onto the router by the server;
-//! this handler gathers it (which reads `/proc`, so on a blocking thread) and
-//! renders it with `system::metrics`.
+//! Owns only the translation to HTTP. The `base::metrics::Registry` is the server's
+//! (`AppState::metrics`); this handler gathers it (which reads `/proc`, so
+//! on a blocking thread) and renders it with `base::metrics`.
 
-use std::sync::Arc;
-
+use axum::extract::State;
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::response::IntoResponse;
 
-use super::ApiError;
-use base::metrics::{render_prometheus_text, Registry};
+use super::{ApiError, SharedState};
+use base::metrics::render_prometheus_text;
 
 /// The content type Prometheus expects for the 0.0.4 text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub async fn prometheus(registry: Option<Extension<Arc<Registry>>>) -> Response {
-    let Some(Extension(registry)) = registry else {
-        // The route exists but the server did not layer a registry onto it:
-        // say so instead of serving an empty (and misleading) exposition.
-        return ApiError::unavailable("self-metrics are not set up in this server").into_response();
-    };
-    match tokio::task::spawn_blocking(move || render_prometheus_text(&registry.gather())).await {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
-        Err(e) => ApiError::internal(format!("gathering metrics failed: {e}")).into_response(),
-    }
+pub async fn prometheus(State(app): State<SharedState>) -> Result<impl IntoResponse, ApiError> {
+    // The route exists but the server set up no registry: say so instead of
+    // serving an empty (and misleading) exposition.
+    let registry = app
+        .metrics
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("self-metrics are not set up in this server"))?;
+    let body = tokio::task::spawn_blocking(move || render_prometheus_text(&registry.gather()))
+        .await
+        .map_err(|e| ApiError::internal(format!("gathering metrics failed: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use axum::routing::get;
     use axum::Router;
-    use base::metrics::{MetricPoint, MetricSource};
+    use base::metrics::{MetricPoint, MetricSource, Registry};
     use tower::ServiceExt;
 
     struct One;
@@ -49,8 +49,12 @@ mod tests {
         }
     }
 
-    async fn call(app: Router) -> (StatusCode, Option<String>, String) {
-        let resp = app
+    async fn call(registry: Option<Arc<Registry>>) -> (StatusCode, Option<String>, String) {
+        let (app, _dir) = crate::tests::state(|s| s.metrics = registry);
+        let router = Router::new()
+            .route("/metrics", get(prometheus))
+            .with_state(app);
+        let resp = router
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -70,10 +74,7 @@ mod tests {
     async fn serves_the_registry_as_text() {
         let registry = Arc::new(Registry::new());
         registry.register(Arc::new(One));
-        let app = Router::new()
-            .route("/metrics", get(prometheus))
-            .layer(Extension(registry));
-        let (status, ct, body) = call(app).await;
+        let (status, ct, body) = call(Some(registry)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(ct.as_deref(), Some(CONTENT_TYPE));
         assert_eq!(
@@ -84,8 +85,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_registry_answers_503() {
-        let app = Router::new().route("/metrics", get(prometheus));
-        let (status, _, _) = call(app).await;
+        let (status, _, _) = call(None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -2,25 +2,53 @@
 //! messages, a live feed (server-sent events) and publishing.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::extract::{JsonBody, JsonRequest, Query};
+use super::wire::{Done, SortedKeys, Success, DONE};
 use super::{ApiError, Principal, SharedState};
-use mqtt::{topic_matches, Access, Broker, PublishError, Shown};
+use mqtt::{topic_matches, Access, Broker, Shown};
 
-fn broker(app: &SharedState) -> Result<&std::sync::Arc<Broker>, ApiError> {
-    app.broker
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("the MQTT broker is not running"))
+/// The broker, when it runs (not in `perch bench http`).
+pub struct RunningBroker(Arc<Broker>);
+
+impl FromRequestParts<SharedState> for RunningBroker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _: &mut Parts,
+        app: &SharedState,
+    ) -> Result<RunningBroker, ApiError> {
+        app.broker
+            .clone()
+            .map(RunningBroker)
+            .ok_or_else(|| ApiError::unavailable("the MQTT broker is not running"))
+    }
+}
+
+/// Answers carry the explorer's views with their keys sorted, as they
+/// always have.
+fn success<T: Serialize>(data: T) -> Success<SortedKeys<T>> {
+    Success(SortedKeys(data))
+}
+
+fn valid_filter(filter: &str) -> Result<(), ApiError> {
+    match mqtt::invalid_filter(filter) {
+        Some(reason) => Err(ApiError::invalid(format!(
+            "invalid topic filter {filter:?}: {reason}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -28,14 +56,13 @@ pub struct TopicsQuery {
     filter: Option<String>,
 }
 
-pub async fn topics(State(app): State<SharedState>, Query(q): Query<TopicsQuery>) -> Response {
-    let b = match broker(&app) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn topics(
+    State(app): State<SharedState>,
+    Query(q): Query<TopicsQuery>,
+    RunningBroker(b): RunningBroker,
+) -> impl IntoResponse {
     let filter = q.filter.as_deref().unwrap_or("#");
-    let tree = b.explorer().tree(filter, app.storage.now_ms());
-    Json(json!({"status": "success", "data": tree})).into_response()
+    success(b.explorer().tree(filter, app.storage.now_ms()))
 }
 
 #[derive(Deserialize)]
@@ -44,32 +71,24 @@ pub struct MessagesQuery {
     limit: Option<usize>,
 }
 
-pub async fn messages(State(app): State<SharedState>, Query(q): Query<MessagesQuery>) -> Response {
-    let b = match broker(&app) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn messages(
+    Query(q): Query<MessagesQuery>,
+    RunningBroker(b): RunningBroker,
+) -> Result<impl IntoResponse, ApiError> {
     let filter = q.topic.as_deref().unwrap_or("#");
-    if let Some(reason) = mqtt::invalid_filter(filter) {
-        return ApiError::bad_data(format!("invalid topic filter {filter:?}: {reason}"))
-            .into_response();
-    }
+    valid_filter(filter)?;
     let limit = q.limit.unwrap_or(100).min(1000);
-    Json(json!({"status": "success", "data": b.explorer().messages(filter, limit)})).into_response()
+    Ok(success(b.explorer().messages(filter, limit)))
 }
 
 /// Server-sent events of matching messages; a client too slow to keep up
 /// gets a `lagged` event saying how many it missed, and the broker never waits.
-pub async fn live(State(app): State<SharedState>, Query(q): Query<MessagesQuery>) -> Response {
-    let b = match broker(&app) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn live(
+    Query(q): Query<MessagesQuery>,
+    RunningBroker(b): RunningBroker,
+) -> Result<impl IntoResponse, ApiError> {
     let filter = q.topic.unwrap_or_else(|| "#".into());
-    if let Some(reason) = mqtt::invalid_filter(&filter) {
-        return ApiError::bad_data(format!("invalid topic filter {filter:?}: {reason}"))
-            .into_response();
-    }
+    valid_filter(&filter)?;
     let rx = b.explorer().subscribe_live();
     let stream = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
         loop {
@@ -89,9 +108,7 @@ pub async fn live(State(app): State<SharedState>, Query(q): Query<MessagesQuery>
             }
         }
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[derive(Deserialize)]
@@ -108,63 +125,38 @@ pub struct PublishRequest {
     retain: bool,
 }
 
+impl JsonRequest for PublishRequest {
+    const MALFORMED: &'static str =
+        "expected {\"topic\": …, \"payload\": …, \"qos\": 0|1|2, \"retain\": bool}";
+}
+
 pub async fn publish(
-    State(app): State<SharedState>,
-    Extension(principal): Extension<Principal>,
-    body: Bytes,
-) -> Response {
-    let b = match broker(&app) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let req: PublishRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError::bad_data(format!(
-                "expected {{\"topic\": …, \"payload\": …, \"qos\": 0|1|2, \"retain\": bool}}: {e}"
-            ))
-            .into_response()
-        }
-    };
+    principal: Principal,
+    RunningBroker(b): RunningBroker,
+    JsonBody(req): JsonBody<PublishRequest>,
+) -> Result<Json<Done>, ApiError> {
     if req.qos > 2 {
-        return ApiError::bad_data("qos must be 0, 1 or 2").into_response();
+        return Err(ApiError::invalid("qos must be 0, 1 or 2"));
     }
     let payload = match (req.payload, req.payload_base64) {
         (Some(p), None) => Bytes::from(p),
         (None, Some(b64)) => {
             use base64::Engine;
-            match base64::engine::general_purpose::STANDARD.decode(b64) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => {
-                    return ApiError::bad_data(format!("payload_base64: {e}")).into_response()
-                }
-            }
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| ApiError::invalid(format!("payload_base64: {e}")))?;
+            Bytes::from(decoded)
         }
         (None, None) => Bytes::new(),
         (Some(_), Some(_)) => {
-            return ApiError::bad_data("give payload or payload_base64, not both").into_response()
+            return Err(ApiError::invalid(
+                "give payload or payload_base64, not both",
+            ))
         }
     };
     let access = Access::for_user(&principal.user);
     let source = format!("http:{}", principal.user.name);
-    match b
-        .publish(&req.topic, payload, req.qos, req.retain, &access, &source)
-        .await
-    {
-        Ok(()) => Json(json!({"status": "success"})).into_response(),
-        Err(e @ PublishError::NotAllowed(_)) => ApiError {
-            status: StatusCode::FORBIDDEN,
-            error_type: "forbidden",
-            message: e.to_string(),
-        }
-        .into_response(),
-        Err(e @ PublishError::TooLarge { .. }) => ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            error_type: "bad_data",
-            message: e.to_string(),
-        }
-        .into_response(),
-        Err(e @ PublishError::BadTopic { .. }) => ApiError::bad_data(e.to_string()).into_response(),
-        Err(e @ PublishError::Stopping) => ApiError::unavailable(e.to_string()).into_response(),
-    }
+    b.publish(&req.topic, payload, req.qos, req.retain, &access, &source)
+        .await?;
+    Ok(Json(DONE))
 }

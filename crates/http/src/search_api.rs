@@ -16,17 +16,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use serde::Serialize;
 
-use super::params::Params;
+use super::extract::{Params, QueryParams};
+use super::wire::{SortedKeys, Success};
 use super::{ApiError, SharedState};
 use query::params::{parse_duration_ms, parse_time};
 use search::series::SeriesQuery;
 use search::{Search, SearchError, SearchRequest, Sort};
+use store::Labels;
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
@@ -40,33 +42,30 @@ pub fn routes() -> Router<SharedState> {
         .layer(tower_http::compression::CompressionLayer::new())
 }
 
-impl From<SearchError> for ApiError {
-    fn from(e: SearchError) -> ApiError {
-        match e {
-            e if e.is_client_error() => ApiError::bad_data(e.to_string()),
-            SearchError::Stopped => ApiError::unavailable(e.to_string()),
-            e => ApiError::internal(e.to_string()),
-        }
+/// The MQTT history index; search is off without it.
+struct Index(Arc<Search>);
+
+impl FromRequestParts<SharedState> for Index {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, app: &SharedState) -> Result<Index, ApiError> {
+        app.search
+            .clone()
+            .map(Index)
+            .ok_or_else(|| ApiError::not_found("search is disabled (search.enabled = false)"))
     }
 }
 
-fn index(app: &SharedState) -> Result<Arc<Search>, ApiError> {
-    app.search
-        .clone()
-        .ok_or_else(|| ApiError::not_found("search is disabled (search.enabled = false)"))
-}
-
-fn success(data: impl serde::Serialize) -> Response {
-    Json(json!({"status": "success", "data": data})).into_response()
-}
+/// The index's answers, with their keys sorted as they have always been.
+type Found<T> = Result<Success<SortedKeys<T>>, ApiError>;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::internal(e.to_string())),
-    }
+) -> Found<T> {
+    let found = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Success(SortedKeys(found)))
 }
 
 fn time_param(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
@@ -79,7 +78,7 @@ fn time_param(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
 fn usize_param(p: &Params, key: &str, default: usize) -> Result<usize, ApiError> {
     match p.get(key).filter(|s| !s.is_empty()) {
         Some(s) => s.trim().parse().map_err(|_| {
-            ApiError::bad_data(format!(
+            ApiError::invalid(format!(
                 "invalid parameter {key:?}: {s:?} is not a non-negative integer"
             ))
         }),
@@ -87,77 +86,64 @@ fn usize_param(p: &Params, key: &str, default: usize) -> Result<usize, ApiError>
     }
 }
 
-async fn search(State(app): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
-    let run = async {
-        let s = index(&app)?;
-        let p = Params::from_query(raw.as_deref());
-        let sort = match p.get("sort").unwrap_or("time") {
-            "time" | "" => Sort::Time,
-            "relevance" | "score" => Sort::Relevance,
-            other => {
-                return Err(ApiError::bad_data(format!(
-                    "invalid parameter \"sort\": {other:?}; use time or relevance"
-                )))
-            }
-        };
-        let req = SearchRequest {
-            q: p.get("q").unwrap_or("").to_string(),
-            start: time_param(&p, "start", i64::MIN)?,
-            end: time_param(&p, "end", i64::MAX)?,
-            limit: usize_param(&p, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT),
-            offset: usize_param(&p, "offset", 0)?,
-            sort,
-        };
-        blocking(move || s.search(&req)).await
+async fn search(Index(s): Index, QueryParams(p): QueryParams) -> Found<search::SearchResult> {
+    let sort = match p.get("sort").unwrap_or("time") {
+        "time" | "" => Sort::Time,
+        "relevance" | "score" => Sort::Relevance,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "invalid parameter \"sort\": {other:?}; use time or relevance"
+            )))
+        }
     };
-    match run.await {
-        Ok(r) => success(r),
-        Err(e) => e.into_response(),
-    }
+    let req = SearchRequest {
+        q: p.get("q").unwrap_or("").to_string(),
+        start: time_param(&p, "start", i64::MIN)?,
+        end: time_param(&p, "end", i64::MAX)?,
+        limit: usize_param(&p, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT),
+        offset: usize_param(&p, "offset", 0)?,
+        sort,
+    };
+    blocking(move || s.search(&req)).await
 }
 
-async fn histogram(State(app): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
-    let run = async {
-        let s = index(&app)?;
-        let p = Params::from_query(raw.as_deref());
-        let end = time_param(&p, "end", app.storage.now_ms())?;
-        let start = time_param(&p, "start", end.saturating_sub(86_400_000))?;
-        let step = match p.get("step").filter(|s| !s.is_empty()) {
-            Some(st) => parse_duration_ms(st, "step")?,
-            // About 100 bars, whole seconds.
-            None => (end.saturating_sub(start) / 100 / 1000 + 1) * 1000,
-        };
-        let q = p.get("q").unwrap_or("").to_string();
-        blocking(move || s.histogram(&q, start, end, step)).await
+async fn histogram(
+    State(app): State<SharedState>,
+    Index(s): Index,
+    QueryParams(p): QueryParams,
+) -> Found<search::Histogram> {
+    let end = time_param(&p, "end", app.storage.now_ms())?;
+    let start = time_param(&p, "start", end.saturating_sub(86_400_000))?;
+    let step = match p.get("step").filter(|s| !s.is_empty()) {
+        Some(st) => parse_duration_ms(st, "step")?,
+        // About 100 bars, whole seconds.
+        None => (end.saturating_sub(start) / 100 / 1000 + 1) * 1000,
     };
-    match run.await {
-        Ok(r) => success(r),
-        Err(e) => e.into_response(),
-    }
+    let q = p.get("q").unwrap_or("").to_string();
+    blocking(move || s.histogram(&q, start, end, step)).await
 }
 
-async fn status(State(app): State<SharedState>) -> Response {
-    let run = async {
-        let s = index(&app)?;
-        blocking(move || Ok(s.status())).await
-    };
-    match run.await {
-        Ok(r) => success(r),
-        Err(e) => e.into_response(),
-    }
+async fn status(Index(s): Index) -> Found<search::SearchStatus> {
+    blocking(move || Ok(s.status())).await
+}
+
+/// `{"series":[…],"total":n}` (keys sorted, as they have always been).
+#[derive(Serialize)]
+struct SeriesFound {
+    series: Vec<Arc<Labels>>,
+    total: usize,
 }
 
 /// Series whose name or labels contain every word of `q`, best first: the
 /// name equal, then starting with, then containing the words, then labels.
-async fn series_search(State(app): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
-    let p = Params::from_query(raw.as_deref());
-    let limit = match usize_param(&p, "limit", DEFAULT_LIMIT) {
-        Ok(l) => l.min(MAX_LIMIT),
-        Err(e) => return e.into_response(),
-    };
+async fn series_search(
+    State(app): State<SharedState>,
+    QueryParams(p): QueryParams,
+) -> Result<Success<SeriesFound>, ApiError> {
+    let limit = usize_param(&p, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT);
     let q = SeriesQuery::new(p.get("q").unwrap_or(""));
     let storage = app.storage.clone();
-    let r = tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
         let all = storage.select(&[], i64::MIN, i64::MAX);
         let mut ranked: Vec<(u32, &str, usize)> = all
             .iter()
@@ -177,21 +163,12 @@ async fn series_search(State(app): State<SharedState>, RawQuery(raw): RawQuery) 
             ranked.truncate(limit);
         }
         ranked.sort_by(order);
-        let series: Vec<serde_json::Map<String, serde_json::Value>> = ranked
-            .iter()
-            .map(|&(_, _, i)| {
-                all[i]
-                    .1
-                    .iter()
-                    .map(|l| (l.name.clone(), serde_json::Value::from(l.value.as_str())))
-                    .collect()
-            })
-            .collect();
-        json!({"total": total, "series": series})
+        // Labels are kept sorted by name: they serialize as the sorted
+        // objects these always were.
+        let series = ranked.iter().map(|&(_, _, i)| all[i].1.clone()).collect();
+        SeriesFound { series, total }
     })
-    .await;
-    match r {
-        Ok(data) => success(data),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
-    }
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Success(found))
 }

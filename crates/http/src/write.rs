@@ -10,13 +10,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::extract::State;
+use axum::http::StatusCode;
 
-use super::params::Params;
-use super::SharedState;
+use super::error::ErrorBody;
+use super::extract::QueryParams;
+use super::{ApiError, SharedState};
+use base::ErrorKind;
 use ingest::line_protocol::{self, Precision};
 use ingest::{opentsdb, vm_import};
 use store::{AppendResult, SeriesSamples, StorageError};
@@ -24,92 +24,50 @@ use store::{AppendResult, SeriesSamples, StorageError};
 /// How many problems a response lists before summarizing.
 const MAX_LISTED: usize = 10;
 
-/// The response shapes of the different APIs.
-#[derive(Clone, Copy)]
-enum Dialect {
-    InfluxV1,
-    InfluxV2,
-    OpenTsdb,
-    VictoriaMetrics,
-}
+/// A write answers 204, or in the error shape of the API it speaks.
+type WriteResult = Result<StatusCode, ApiError>;
 
-fn error(dialect: Dialect, status: StatusCode, message: String) -> Response {
-    let body = match dialect {
-        Dialect::InfluxV1 => json!({ "error": message }),
-        Dialect::InfluxV2 => json!({
-            "code": if status == StatusCode::PAYLOAD_TOO_LARGE { "request too large" }
-                    else if status.is_server_error() { "unavailable" } else { "invalid" },
-            "message": message,
-        }),
-        Dialect::OpenTsdb => json!({ "error": { "code": status.as_u16(), "message": message } }),
-        Dialect::VictoriaMetrics => json!({ "status": "error", "error": message }),
-    };
-    let mut r = (status, axum::Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    r
-}
-
-fn body_or_error(
-    dialect: Dialect,
-    body: Result<Bytes, BytesRejection>,
-    limit: u64,
-) -> Result<Bytes, Box<Response>> {
-    body.map_err(|rej| {
-        Box::new(if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            error(
-                dialect,
-                StatusCode::PAYLOAD_TOO_LARGE,
+/// The body, or a refusal that names the write limit. Write handlers take
+/// the body's rejection themselves: before the handler, it could only be
+/// refused in perch's own shape, not the API's.
+fn read_body(read: Result<Bytes, BytesRejection>, limit: u64) -> Result<Bytes, ApiError> {
+    read.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
                 format!(
                     "request body is larger than http.max_body_bytes ({}); split the write into smaller batches",
                     config::ByteSize(limit)
                 ),
             )
         } else {
-            error(dialect, rej.status(), format!("cannot read the request body: {rej}"))
-        })
+            ApiError::rejected(rej.status(), format!("cannot read the request body: {rej}"))
+        }
     })
 }
 
-fn utf8(dialect: Dialect, body: &Bytes) -> Result<&str, Box<Response>> {
+fn utf8(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|e| {
-        Box::new(error(
-            dialect,
-            StatusCode::BAD_REQUEST,
-            format!(
-                "request body is not valid UTF-8 (at byte {})",
-                e.valid_up_to()
-            ),
+        ApiError::invalid(format!(
+            "request body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
         ))
     })
 }
 
-/// Stores parsed series and builds the response from parse problems and
-/// storage rejections.
+/// Stores parsed series; a partial write is refused (400) with the parse
+/// problems and the storage's rejections.
 async fn store(
     app: &SharedState,
-    dialect: Dialect,
     series: Vec<SeriesSamples>,
     mut problems: Vec<String>,
     unlisted: usize,
-) -> Response {
+) -> WriteResult {
     let storage = app.storage.clone();
-    let result: Result<(AppendResult, Vec<SeriesSamples>), StorageError> =
+    let (result, series): (AppendResult, Vec<SeriesSamples>) =
         tokio::task::spawn_blocking(move || storage.append(&series).map(|r| (r, series)))
             .await
-            .unwrap_or_else(|e| Err(StorageError::Corrupt(format!("write task failed: {e}"))));
-    let (result, series) = match result {
-        Ok(r) => r,
-        Err(e @ StorageError::Overloaded { .. }) => {
-            return error(dialect, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e @ StorageError::CannotPersist) => {
-            return error(dialect, StatusCode::INSUFFICIENT_STORAGE, e.to_string())
-        }
-        Err(e) => return error(dialect, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+            .unwrap_or_else(|e| Err(StorageError::Corrupt(format!("write task failed: {e}"))))?;
     for (i, e) in &result.rejected {
         problems.push(format!("series {}: {e}", series[*i].labels));
     }
@@ -117,7 +75,7 @@ async fn store(
         app.storage.wait_durable(result.wal_position).await;
     }
     if problems.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT);
     }
     let total = problems.len() + unlisted;
     let mut msg = format!(
@@ -136,51 +94,34 @@ async fn store(
     if total > MAX_LISTED {
         msg.push_str(&format!("; and {} more", total - MAX_LISTED));
     }
-    error(dialect, StatusCode::BAD_REQUEST, msg)
+    Err(ApiError::invalid(msg))
 }
 
 async fn line_protocol_write(
-    app: SharedState,
-    dialect: Dialect,
-    query: Option<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let limit = app.config.http.max_body_bytes.0;
-    let body = match body_or_error(dialect, body, limit) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let params = Params::from_query(query.as_deref());
+    app: &SharedState,
+    QueryParams(params): QueryParams,
+    read: Result<Bytes, BytesRejection>,
+) -> WriteResult {
+    let body = read_body(read, app.config.http.max_body_bytes.0)?;
     let precision = match params.get("precision").filter(|p| !p.is_empty()) {
         None => Precision::Nanoseconds,
-        Some(p) => match Precision::parse(p) {
-            Some(p) => p,
-            None => {
-                return error(
-                    dialect,
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid precision {p:?}: use ns, us, ms, s, m or h"),
-                )
-            }
-        },
+        Some(p) => Precision::parse(p).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "invalid precision {p:?}: use ns, us, ms, s, m or h"
+            ))
+        })?,
     };
-    if let Err(r) = utf8(dialect, &body) {
-        return *r;
-    }
+    utf8(&body)?;
     let now = app.storage.now_ms();
     let parsed = tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&body).expect("checked above");
         line_protocol::parse(text, precision, now, &[])
     })
-    .await;
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => return error(dialect, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let problems = parsed.errors.iter().map(|e| e.message.clone()).collect();
     store(
-        &app,
-        dialect,
+        app,
         parsed.series,
         problems,
         parsed.refused.saturating_sub(parsed.errors.len()),
@@ -190,41 +131,43 @@ async fn line_protocol_write(
 
 pub async fn influx_v1(
     State(app): State<SharedState>,
-    RawQuery(query): RawQuery,
+    params: QueryParams,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    line_protocol_write(app, Dialect::InfluxV1, query, body).await
+) -> WriteResult {
+    line_protocol_write(&app, params, body)
+        .await
+        .map_err(|e| e.with_body(ErrorBody::InfluxV1))
 }
 
 pub async fn influx_v2(
     State(app): State<SharedState>,
-    RawQuery(query): RawQuery,
+    params: QueryParams,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    line_protocol_write(app, Dialect::InfluxV2, query, body).await
+) -> WriteResult {
+    line_protocol_write(&app, params, body)
+        .await
+        .map_err(|e| e.with_body(ErrorBody::InfluxV2))
 }
 
 pub async fn opentsdb(
     State(app): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let dialect = Dialect::OpenTsdb;
-    let body = match body_or_error(dialect, body, app.config.http.max_body_bytes.0) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let parsed = match opentsdb::parse(&body, &[]) {
-        Ok(p) => p,
-        Err(msg) => return error(dialect, StatusCode::BAD_REQUEST, msg),
-    };
+) -> WriteResult {
+    opentsdb_write(&app, body)
+        .await
+        .map_err(|e| e.with_body(ErrorBody::OpenTsdb))
+}
+
+async fn opentsdb_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {
+    let body = read_body(read, app.config.http.max_body_bytes.0)?;
+    let parsed = opentsdb::parse(&body, &[])?;
     let problems = parsed
         .errors
         .iter()
         .map(|e| format!("data point {}: {}", e.index, e.message))
         .collect();
     store(
-        &app,
-        dialect,
+        app,
         parsed.series,
         problems,
         parsed.refused.saturating_sub(parsed.errors.len()),
@@ -235,25 +178,22 @@ pub async fn opentsdb(
 pub async fn vm_import(
     State(app): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let dialect = Dialect::VictoriaMetrics;
-    let body = match body_or_error(dialect, body, app.config.http.max_body_bytes.0) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let text = match utf8(dialect, &body) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let parsed = vm_import::parse(text);
+) -> WriteResult {
+    vm_import_write(&app, body)
+        .await
+        .map_err(|e| e.with_body(ErrorBody::VictoriaMetrics))
+}
+
+async fn vm_import_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {
+    let body = read_body(read, app.config.http.max_body_bytes.0)?;
+    let parsed = vm_import::parse(utf8(&body)?);
     let problems = parsed
         .errors
         .iter()
         .map(|e| format!("line {}: {}", e.line, e.message))
         .collect();
     store(
-        &app,
-        dialect,
+        app,
         parsed.series,
         problems,
         parsed.refused.saturating_sub(parsed.errors.len()),
