@@ -73,6 +73,8 @@ pub enum ForwardError {
     Corrupt(String),
     #[error("no forwarding target {0:?}")]
     NoTarget(String),
+    /// Asked of a target what its kind cannot do (e.g. a replay it has no
+    /// history for).
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -93,10 +95,9 @@ impl base::HasKind for ForwardError {
         match self {
             ForwardError::NoTarget(_) => K::NotFound,
             ForwardError::Exists(_) | ForwardError::FromConfig(_) => K::Conflict,
-            ForwardError::Invalid(_) => K::InvalidArgument,
+            ForwardError::Invalid(_) | ForwardError::Unsupported(_) => K::InvalidArgument,
             ForwardError::Db(_)
             | ForwardError::Corrupt(_)
-            | ForwardError::Unsupported(_)
             | ForwardError::Storage(_)
             | ForwardError::Setup(_) => K::Internal,
         }

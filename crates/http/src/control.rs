@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{ApiError, SharedState};
 use accounts::{Role, UserInfo};
-use forward::{ForwardError, ReplayReport};
+use forward::ReplayReport;
 
 #[derive(Deserialize)]
 pub struct NewUser {
@@ -87,11 +87,6 @@ async fn replay(
     })
     .await
     .map_err(|e| control(ApiError::internal(e.to_string())))?
-    .map_err(|e| match e {
-        // The forward crate files this under Internal; the request asked
-        // for what the target cannot do, which has always been a 400.
-        ForwardError::Unsupported(_) => control(ApiError::invalid(e.to_string())),
-        e => control(e),
-    })?;
+    .map_err(control)?;
     Ok(Json(report))
 }

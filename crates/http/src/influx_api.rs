@@ -70,7 +70,7 @@ async fn run(app: &SharedState, p: &Params) -> Result<influxql::Response, ApiErr
     else {
         return Err(ApiError::invalid("missing required parameter \"q\""));
     };
-    let epoch = Epoch::parse(p.get("epoch")).map_err(ApiError::invalid)?;
+    let epoch = Epoch::parse(p.get("epoch"))?;
     let storage = app.storage.clone();
     let config = app.config.query.clone();
     // What fails here is the query thread itself (InfluxQL's own errors
@@ -78,5 +78,5 @@ async fn run(app: &SharedState, p: &Params) -> Result<influxql::Response, ApiErr
     let results = query::run(move || Ok(influxql::execute(&storage, &config, &q, epoch)))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    results.map_err(ApiError::invalid)
+    Ok(results?)
 }

@@ -97,6 +97,18 @@ impl base::HasKind for InfluxError {
 #[error("invalid epoch {0:?}: use h, m, s, ms, u or ns")]
 pub struct InvalidEpoch(pub String);
 
+/// A query that does not parse; answered as a whole (HTTP 400), where a
+/// statement's own failure goes into its result.
+#[derive(Debug, Error)]
+#[error("error parsing query: {0}")]
+pub struct UnparsableQuery(#[from] pub super::parse::ParseError);
+
+impl base::HasKind for UnparsableQuery {
+    fn kind(&self) -> base::ErrorKind {
+        base::ErrorKind::InvalidArgument
+    }
+}
+
 impl base::HasKind for InvalidEpoch {
     fn kind(&self) -> base::ErrorKind {
         base::ErrorKind::InvalidArgument

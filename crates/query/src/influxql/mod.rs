@@ -24,7 +24,7 @@ mod time;
 
 use std::time::{Duration, Instant};
 
-pub use error::{InfluxError, InvalidEpoch};
+pub use error::{InfluxError, InvalidEpoch, UnparsableQuery};
 pub use response::{rfc3339, Epoch, Response, SeriesOut, StatementResult};
 
 use config::QueryConfig;
@@ -53,15 +53,14 @@ impl Ctx<'_> {
 
 /// Runs `q` (one or more statements). A statement that fails reports its
 /// error in its own result, as InfluxDB does; a query that does not parse is
-/// an `Err` (HTTP 400). The error is text because the HTTP handler answers
-/// with it as it is.
+/// an `Err`.
 pub fn execute(
     storage: &Storage,
     config: &QueryConfig,
     q: &str,
     epoch: Epoch,
-) -> Result<Response, String> {
-    let statements = parse::parse(q).map_err(|e| format!("error parsing query: {e}"))?;
+) -> Result<Response, UnparsableQuery> {
+    let statements = parse::parse(q)?;
     let ctx = Ctx {
         storage,
         config,
@@ -162,7 +161,9 @@ mod tests {
             r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["perch"]]}]},{"statement_id":1,"error":"function median() is not supported: use one of mean, min, max, sum, count, first, last"},{"statement_id":2}]}"#
         );
         assert_eq!(
-            execute(&storage, &config, "SELECT * FROM", Epoch::Rfc3339).unwrap_err(),
+            execute(&storage, &config, "SELECT * FROM", Epoch::Rfc3339)
+                .unwrap_err()
+                .to_string(),
             "error parsing query: found EOF, expected identifier at char 14"
         );
     }
@@ -175,7 +176,7 @@ mod tests {
             Ok(Epoch::Unit { mul: 1, div: 1000 })
         ));
         assert_eq!(
-            Epoch::parse(Some("fortnight")).unwrap_err(),
+            Epoch::parse(Some("fortnight")).unwrap_err().to_string(),
             "invalid epoch \"fortnight\": use h, m, s, ms, u or ns"
         );
     }

@@ -22,12 +22,9 @@ pub enum Epoch {
 }
 
 impl Epoch {
-    /// The `epoch` parameter, absent meaning RFC 3339. The error is text
-    /// because the HTTP handler answers with it as it is.
-    pub fn parse(s: Option<&str>) -> Result<Epoch, String> {
-        s.unwrap_or("")
-            .parse()
-            .map_err(|e: InvalidEpoch| e.to_string())
+    /// The `epoch` parameter, absent meaning RFC 3339.
+    pub fn parse(s: Option<&str>) -> Result<Epoch, InvalidEpoch> {
+        s.unwrap_or("").parse()
     }
 
     pub(super) fn time(&self, ms: i64) -> Value {
