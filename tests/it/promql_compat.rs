@@ -10,7 +10,7 @@
 //! that the corpus tests everything else, the fixture drops samples on whole
 //! seconds and queries at whole seconds off the minute (`…:07`), where no
 //! sample or subquery step can fall on a boundary; aligned grids (which take
-//! perch's rollup path) skip subqueries. `src/query/promql/tests.rs` pins
+//! perch's rollup path) skip subqueries. `crates/query/src/promql/tests.rs` pins
 //! the boundary behaviour itself.
 //!
 //! Skipped, with the reason printed, when `prometheus`/`promtool` or the data

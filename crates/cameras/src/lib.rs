@@ -2,8 +2,8 @@
 //! transcoding to browsers (fMP4 over WebSocket for Media Source Extensions)
 //! and to HLS players, and JPEG snapshots on a cron schedule with retention.
 //! Owns the sled trees `cameras` (definitions added through the API) and
-//! `snapshots`, and `snapshots/` in the data directory. May call `config`,
-//! `system`, sled.
+//! `snapshots`, and `snapshots/` in the data directory. Uses `base`,
+//! `config`, and its trees from `store`.
 
 pub mod bench;
 pub mod camera;

@@ -3,13 +3,13 @@
 //! broker, a Kafka cluster), durably, through outages. Owns the per-target
 //! queues (sled trees `forward.<name>` in the one database), the targets
 //! added at runtime (tree `forward_targets`), one writer thread and one
-//! sender task per target, priorities between them, and their status. It may
-//! call `config`, `system`, `storage` (its public read API and the
-//! [`AppendObserver`](store::AppendObserver) hook), `search` (the message
-//! history, to replay MQTT targets), `query` (selector parsing) and `ingest`
-//! (MQTT topic matching); the server hands it samples (storage's append
-//! hook) and messages (the collector's `MessageSink`), http reads its status
-//! and changes targets through its methods; nothing reaches inside.
+//! sender task per target, priorities between them, and their status. It
+//! uses `base` (selectors, topic filters), `config`, `store` (its trees,
+//! its public read API and the [`AppendObserver`](store::AppendObserver)
+//! hook) and `search` (the message history, to replay MQTT targets); the
+//! server hands it samples (the store's append hook) and messages (the
+//! collector's `MessageSink`), http reads its status and changes targets
+//! through its methods; nothing reaches inside.
 //!
 //! Path of an item: the hook (on the appending thread or the collector
 //! thread) encodes what matches a target and hands it to that target's

@@ -1,6 +1,7 @@
 //! HTTP: the axum router, authentication of requests, and the handlers that
-//! translate between HTTP and the other modules (ingest → storage for writes,
-//! query → storage for reads). Owns no data of its own.
+//! translate between HTTP and the other crates (ingest → store for writes,
+//! query → store for reads). Owns no data of its own; the only crate that
+//! knows HTTP status codes.
 //!
 //! Handlers take what they use from [`AppState`] and the request through
 //! extractors (`extract`, [`Principal`]) and answer `Result<_, ApiError>`:

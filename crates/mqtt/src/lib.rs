@@ -6,7 +6,8 @@
 //! handed, in process, to the collector, which feeds the explorer and
 //! storage. Retained messages are persisted in sled and restored at start.
 //!
-//! May call `accounts`, `ingest`, `storage`, `config`, `system`.
+//! Uses `base`, `config`, `store` (its `retained` tree, appends), `ingest`
+//! (payload parsing, topic rules) and `accounts` (authentication).
 
 mod acl;
 pub mod bench;

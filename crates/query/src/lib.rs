@@ -1,6 +1,6 @@
-//! Query: selectors, API parameters, the PromQL engine (`promql`) and the
-//! read-only InfluxQL subset (`influxql`), over the store. Reads from
-//! `storage` only; `http` calls it. Queries run on their own threads with a
+//! Query: API parameters, the PromQL engine (`promql`) and the read-only
+//! InfluxQL subset (`influxql`), over the store. Uses `base` (selectors,
+//! labels), `config` and reads from `store`; `http` calls it. Queries run on their own threads with a
 //! large stack and a bounded number at once (see [`run`]).
 
 pub mod bench;
