@@ -1069,4 +1069,69 @@ remote_prefix = "site/{hostname}/"
         let text = toml::to_string(&Config::default()).unwrap();
         Config::parse(&text, "roundtrip").unwrap();
     }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("perch.toml");
+        // Values of the right type but out of range, in three sections.
+        std::fs::write(
+            &file,
+            "[storage]\nretention = \"1h\"\nmax_series = 0\n\n[http]\nmax_body_bytes = \"10B\"\n\n[[cameras]]\nname = \"a b\"\nurl = \"http://cam\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), &Overrides::default(), &[]).unwrap_err();
+        let ConfigError::Invalid { issues, .. } = &e else {
+            panic!("{e}");
+        };
+        let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "storage.retention",
+                "storage.max_series",
+                "cameras[0].name",
+                "cameras[0].url",
+                "http.max_body_bytes"
+            ]
+        );
+        let text = e.to_string();
+        assert!(text.contains("5 problems:"), "{text}");
+        assert!(
+            text.contains("\n  key `cameras[0].url`: scheme \"http\" is not rtsp"),
+            "{text}"
+        );
+
+        // A check of meaning from another crate adds its issues to the same list.
+        fn owner(_: &Config, issues: &mut Issues) {
+            issues.add("mqtt.rules[0].topic", "from the owner");
+        }
+        let e = Config::load(Some(&file), &Overrides::default(), &[owner]).unwrap_err();
+        assert!(e.to_string().contains("6 problems:"), "{e}");
+
+        // A value of the wrong type stops the parse of its section; the
+        // other sections are still parsed and their problems listed.
+        let e = Config::parse(
+            "[storage]\nretention = 5.5\n\n[http]\nlisten = \"nowhere\"\n",
+            "perch.toml",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { issues, .. } = &e else {
+            panic!("{e}");
+        };
+        let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["storage.retention", "http.listen"], "{e}");
+        assert!(issues.0[0].reason.contains("(line 2)"), "{e}");
+
+        // One problem reads as before: the file, the key and the reason.
+        std::fs::write(&file, "[storage]\nretention = \"1h\"\n").unwrap();
+        let e = Config::load(Some(&file), &Overrides::default(), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config file {}: key `storage.retention`: must be at least 3h (raw data is kept in 2 h windows)",
+                file.display()
+            )
+        );
+    }
 }
