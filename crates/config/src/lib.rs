@@ -675,11 +675,11 @@ impl ForwardConfig {
             ),
             Err(e) => issues.add("url", format!("not a URL: {e}")),
         }
-        if self.kind.takes_samples() {
-            for (i, sel) in self.selectors.iter().enumerate() {
-                if let Err(e) = base::selector::parse_selector(sel) {
-                    issues.add(format!("match[{i}]"), e.to_string());
-                }
+        // Whatever the kind: the forwarder parses them for every target,
+        // and one it cannot parse would stop it from starting.
+        for (i, sel) in self.selectors.iter().enumerate() {
+            if let Err(e) = base::selector::parse_selector(sel) {
+                issues.add(format!("match[{i}]"), e.to_string());
             }
         }
         match self.kind {
@@ -1048,6 +1048,10 @@ remote_prefix = "site/{hostname}/"
         kafka.validate().unwrap();
         assert_eq!(kafka.forward[0].format, KafkaFormat::InfluxLine);
         let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"remote_write\"\nurl = \"http://h/w\"\nmatch = [\"{a=\"]\n");
+        assert_eq!(k, "forward[0].match[0]");
+        let (k, _) = bad(
+            "[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nmatch = [\"{\"]\n",
+        );
         assert_eq!(k, "forward[0].match[0]");
         let (k, _) = bad("[[forward]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"http://h\"\n");
         assert_eq!(k, "forward[0].url");
