@@ -366,7 +366,10 @@ async fn latest(
     Path(name): Path<String>,
     RunningCameras(c): RunningCameras,
 ) -> Result<Response, ApiError> {
-    let mut r = jpeg_file(c.snapshot_file(&name, None)?).await?;
+    // "No snapshot yet" must not be cached either: the next poll may find one.
+    let mut r = jpeg_file(c.snapshot_file(&name, None)?)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),

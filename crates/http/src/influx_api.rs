@@ -54,7 +54,12 @@ impl IntoResponse for Answer {
     }
 }
 
-async fn query(State(app): State<SharedState>, p: Params) -> Result<Answer, ApiError> {
+async fn query(
+    State(app): State<SharedState>,
+    p: Result<Params, ApiError>,
+) -> Result<Answer, ApiError> {
+    // A body over the limit is refused in InfluxDB's shape too.
+    let p = p.map_err(|e| e.with_body(ErrorBody::InfluxQl { pretty: false }))?;
     let pretty = p.get("pretty").is_some_and(|v| v == "true");
     run(&app, &p)
         .await
