@@ -123,7 +123,10 @@ run_machine() {
             args+=(-M virt -cpu cortex-a72 -smp 2 -m 1024
                 -append "$cmdline console=ttyAMA0,115200"
                 -drive "if=none,file=$disk,format=raw,id=hd0" -device virtio-blk-pci,drive=hd0
-                -netdev "user,id=net0,$fwd" -device virtio-net-pci,netdev=net0
+                # romfile= : no PXE option ROM (the kernel is loaded
+                # directly), so Debian's ipxe-qemu, a mere Recommends of
+                # qemu-system-arm, need not be installed.
+                -netdev "user,id=net0,$fwd" -device virtio-net-pci,netdev=net0,romfile=
                 -device virtio-rng-pci) ;;
         raspi3b)
             # The image's own device tree; SD card on the Pi's SD host
