@@ -7,6 +7,7 @@
 //!
 //! Depends on `base` only: the tree is plain data.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// Systems perch forwards samples or messages to (`[[forward]]`).
     pub forward: Vec<ForwardConfig>,
+    /// Devices and the conventions of their firmware (`[devices]`).
+    pub devices: DevicesConfig,
     pub log: LogConfig,
 }
 
@@ -147,6 +150,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             cameras: Vec::new(),
             forward: Vec::new(),
+            devices: DevicesConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -750,6 +754,52 @@ impl ForwardConfig {
     }
 }
 
+/// Devices: how their messages are read without configuration, and how
+/// many are tracked (docs/devices.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Read the messages of Tasmota, Shelly, zigbee2mqtt, ESPHome, Home
+    /// Assistant discovery, OwnTracks, Telegraf and Frigate by their
+    /// conventions; `false` reads every message generically.
+    pub conventions: bool,
+    /// Devices tracked at most; past it new devices are counted, not
+    /// tracked (their samples are stored all the same).
+    pub max_devices: usize,
+    /// Discovery entities and bridge devices remembered at most.
+    pub max_entities: usize,
+    /// Home Assistant's discovery prefix.
+    pub homeassistant_prefix: String,
+    /// zigbee2mqtt's base topic.
+    pub zigbee2mqtt_prefix: String,
+    /// The zone of device clocks that send local time without an offset
+    /// (Tasmota): `local` (the box's), `UTC`, or an offset like `+01:00`.
+    pub time_zone: String,
+    /// `time_zone` per device id.
+    pub time_zones: BTreeMap<String, String>,
+    /// A device that sends regularly is offline after this many of its
+    /// usual intervals without a message.
+    pub offline_after_intervals: u32,
+    /// Units of metrics the devices do not state themselves: metric → unit.
+    pub units: BTreeMap<String, String>,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            conventions: true,
+            max_devices: 2_000,
+            max_entities: 10_000,
+            homeassistant_prefix: "homeassistant".into(),
+            zigbee2mqtt_prefix: "zigbee2mqtt".into(),
+            time_zone: "local".into(),
+            time_zones: BTreeMap::new(),
+            offline_after_intervals: 3,
+            units: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -978,6 +1028,27 @@ impl Config {
         }
         if se.max_payload_bytes.0 == 0 {
             issues.add("search.max_payload_bytes", "must be greater than 0");
+        }
+        let d = &self.devices;
+        if d.max_devices == 0 || d.max_devices > 1_000_000 {
+            issues.add("devices.max_devices", "must be between 1 and 1000000");
+        }
+        if d.max_entities == 0 || d.max_entities > 1_000_000 {
+            issues.add("devices.max_entities", "must be between 1 and 1000000");
+        }
+        for (key, prefix) in [
+            ("devices.homeassistant_prefix", &d.homeassistant_prefix),
+            ("devices.zigbee2mqtt_prefix", &d.zigbee2mqtt_prefix),
+        ] {
+            if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
+                issues.add(
+                    key,
+                    "must be a topic prefix without wildcards or a trailing '/'",
+                );
+            }
+        }
+        if d.offline_after_intervals < 2 {
+            issues.add("devices.offline_after_intervals", "must be at least 2");
         }
         if self.data_dir.as_os_str().is_empty() {
             issues.add("data_dir", "must not be empty");

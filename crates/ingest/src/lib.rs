@@ -8,6 +8,7 @@
 //! Every parser keeps what is valid and reports the rest one error per line or
 //! data point, saying what was wrong and where; none panics on any input.
 
+pub mod conventions;
 pub mod line_protocol;
 pub mod mqtt_payload;
 pub mod opentsdb;

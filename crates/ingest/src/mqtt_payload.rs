@@ -7,8 +7,12 @@
 //! 1. The trimmed payload is a number (`21.5`, ` 7\n`, `1e3`) or a boolean
 //!    (`true`, `false`, `on`, `off`, any case): one sample, named after the
 //!    last non-empty topic level, `temperature{topic="a/b/temperature"}`.
-//!    `nan` and `inf` (what an Arduino prints for a failed read) are sensor
-//!    errors, never stored: counted in `dropped_sentinels`.
+//!    A level `state` (any case) or a bare number (a channel index) names
+//!    nothing, so the level before it is used: `x/y/temperature/state` →
+//!    `temperature`, `shellies/x/relay/0` → `relay` (the `topic` label keeps
+//!    the channels apart); only a topic of such levels alone is named after
+//!    its last one. `nan` and `inf` (what an Arduino prints for a failed
+//!    read) are sensor errors, never stored: counted in `dropped_sentinels`.
 //! 2. It starts with `{` or `[`: JSON, or unparsed if it is not valid JSON.
 //!    An object with `metric` and `value` keys, or a non-empty array of only
 //!    such objects, is OpenTSDB; any other JSON is generic (see
@@ -26,6 +30,7 @@ use rustc_hash::FxHashMap;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use thiserror::Error;
 
+use super::conventions::values::{is_time_key, number_in_string};
 use super::line_protocol::{self, Precision};
 use super::opentsdb;
 use super::rules::{RuleConfig, Rules};
@@ -41,6 +46,9 @@ pub enum PayloadFormat {
     Json,
     OpenTsdb,
     LineProtocol,
+    /// Text that a device family knows is not a sample (a text sensor's
+    /// state, a mode, a log line): read, with nothing to store.
+    Text,
     Unparsed,
     /// A rule with `ignore = true` matched the topic.
     Ignored,
@@ -83,16 +91,21 @@ impl ParsedMessage {
 ///
 /// Generic JSON: each numeric or boolean leaf of an object is a series named
 /// by its keys joined with `_` and sanitized (`{"env":{"co2":612}}` →
-/// `env_co2`); strings and nulls are not samples, and neither are arrays
-/// inside an object (`{"t":[21,22]}`): positions are not names, and indexing
-/// them would make series that mean different things from message to message.
+/// `env_co2`); so is a string that holds a number (`"47.69"`, read by
+/// [`number_in_string`]). Other strings and nulls are not samples,
+/// and neither are arrays inside an object (`{"t":[21,22]}`): positions are
+/// not names, and indexing them would make series that mean different
+/// things from message to message.
 /// A top-level array is taken element by element; its non-object elements are
 /// skipped, so an array of numbers stores nothing. Two leaves of one object
 /// that name one series (`{"a.b":1,"a_b":2}`) keep the first.
 ///
-/// The time of an object is its top-level `ts`, `time` or `timestamp` field
-/// (the first valid one), or the rule's `timestamp_field` instead, else
-/// `received_ms`. That field is never a sample. It may be an RFC 3339 string
+/// The time of an object is its first valid top-level time field: one whose
+/// key [`is_time_key`] recognises, in any case (`ts`, `time`,
+/// `timestamp`, `tst`, `created_at`, `last_seen`, …), or the rule's
+/// `timestamp_field` alone instead; else `received_ms`. Those fields are
+/// never samples (with a rule's `timestamp_field`, the others are ordinary
+/// fields: the rule says which one is the time). It may be an RFC 3339 string
 /// or an epoch number, as such or in a string, whose unit is told by its
 /// magnitude: below 1e11 seconds, below 1e14 ms, below 1e17 µs, else ns. Each
 /// unit is so read right from March 1973 to the year 5138 (ns: to 2262, the
@@ -142,7 +155,7 @@ fn parse_text(
     let trimmed = text.trim_ascii();
     if let Some((value, format)) = scalar(trimmed) {
         let mut msg = ParsedMessage::new(format);
-        let Some(level) = topic.rsplit('/').find(|l| !l.is_empty()) else {
+        let Some(level) = metric_level(topic) else {
             msg.errors.push(format!(
                 "topic {topic:?} has no level to name the metric after"
             ));
@@ -178,6 +191,19 @@ fn parse_text(
             }
         }
     }
+}
+
+/// The topic level a scalar payload is named after: the last non-empty one
+/// that is neither `state` nor a bare number, else the last non-empty one.
+fn metric_level(topic: &str) -> Option<&str> {
+    let names_nothing =
+        |l: &str| l.eq_ignore_ascii_case("state") || l.bytes().all(|b| b.is_ascii_digit());
+    let mut levels = topic.rsplit('/').filter(|l| !l.is_empty());
+    let last = levels.next()?;
+    if !names_nothing(last) {
+        return Some(last);
+    }
+    Some(levels.find(|l| !names_nothing(l)).unwrap_or(last))
 }
 
 fn scalar(s: &str) -> Option<(f64, PayloadFormat)> {
@@ -331,7 +357,7 @@ impl Walk<'_> {
                 self.has_value |= key == "value";
                 let is_ts = match self.ts_field {
                     Some(field) => key == field,
-                    None => matches!(key, "ts" | "time" | "timestamp"),
+                    None => is_time_key(key),
                 };
                 if is_ts {
                     self.ts_seen = true;
@@ -530,6 +556,11 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         match self.role {
             Role::Timestamp => self.w.timestamp(text_ms(v).ok_or(NotATimestamp::Text(v))),
+            Role::Field => {
+                if let Some(value) = number_in_string(v) {
+                    self.w.leaf(value);
+                }
+            }
             _ => self.other("a string"),
         }
         Ok(())
@@ -746,6 +777,116 @@ mod tests {
         ] {
             check("t", nothing, PayloadFormat::Json, &[]);
         }
+    }
+
+    /// A level `state` or a bare number names nothing: the level before it
+    /// names the metric (issue 14: Shelly Gen1's relay state, input state
+    /// and external temperature all became `_0`).
+    #[test]
+    fn scalar_names_skip_state_and_channel_levels() {
+        use PayloadFormat::*;
+        for (topic, payload, format, name) in [
+            (
+                "livingroom/sensor/temperature/state",
+                "21.5",
+                Number,
+                "temperature",
+            ),
+            ("node/switch/relay/STATE", "ON", Boolean, "relay"),
+            ("shellies/shelly1-A1B2C3/relay/0", "on", Boolean, "relay"),
+            ("shellies/shelly1-A1B2C3/input/0", "1", Number, "input"),
+            (
+                "shellies/shelly1-A1B2C3/ext_temperature/0",
+                "21.5",
+                Number,
+                "ext_temperature",
+            ),
+            (
+                "shellies/shellyem-A1B2C3/emeter/0/power",
+                "12.5",
+                Number,
+                "power",
+            ),
+            ("x/relay/0/state/", "0", Number, "relay"),
+            ("x/state2", "1", Number, "state2"),
+            ("x/0.5", "1", Number, "_0_5"),
+            // Nothing else to name it after: as before.
+            ("0", "1", Number, "_0"),
+            ("/state/", "1", Number, "state"),
+            ("12/state", "1", Number, "state"),
+        ] {
+            let want = format!(r#"{name}{{topic="{topic}"}} {:?} @{NOW}"#, {
+                let (v, _) = scalar(payload).unwrap();
+                v
+            });
+            check(topic, payload, format, &[&want]);
+        }
+    }
+
+    #[test]
+    fn json_numbers_in_strings_are_numbers() {
+        let t = |s: &str| format!("{s} @{NOW}");
+        check(
+            "home/env",
+            r#"{"t": "21.5", "h": " 48 ", "n": {"x": "-3e2"}, "name": "lab", "bad": "nan",
+                "inf": "inf", "hex": "0x1f", "unit": "12 %", "empty": ""}"#,
+            PayloadFormat::Json,
+            &[
+                &t(r#"t{topic="home/env"} 21.5"#),
+                &t(r#"h{topic="home/env"} 48.0"#),
+                &t(r#"n_x{topic="home/env"} -300.0"#),
+            ],
+        );
+        // A string of a field that another field already named is refused
+        // like any value.
+        let m = parse("t", r#"{"a_b": 1, "a.b": "2"}"#);
+        assert_eq!(render(&m), [format!(r#"a_b{{topic="t"}} 1.0 @{NOW}"#)]);
+        assert_eq!(m.errors.len(), 1, "{:?}", m.errors);
+    }
+
+    /// Every key `values::is_time_key` knows, in any case, at the top level:
+    /// the sample time, never a value; nested, an ordinary field.
+    #[test]
+    fn json_time_keys() {
+        for key in [
+            "tst",
+            "TST",
+            "Time",
+            "TimeStamp",
+            "created_at",
+            "frame_time",
+            "last_seen",
+            "datetime",
+            "unixtime",
+            "epoch",
+        ] {
+            check(
+                "t",
+                &format!(r#"{{"v": 1, "{key}": 1700000000, "m": {{"{key}": 2}}}}"#),
+                PayloadFormat::Json,
+                &[
+                    r#"v{topic="t"} 1.0 @1700000000000"#,
+                    &format!(
+                        r#"{}{{topic="t"}} 2.0 @1700000000000"#,
+                        sanitize_metric_name(&format!("m_{key}"))
+                    ),
+                ],
+            );
+        }
+        // The first valid one, in payload order.
+        check(
+            "t",
+            r#"{"last_seen": "2023-11-14T22:13:21Z", "Time": 1600000000, "v": "7"}"#,
+            PayloadFormat::Json,
+            &[r#"v{topic="t"} 7.0 @1700000001000"#],
+        );
+        let m = parse("t", r#"{"Time": "soon", "v": 1}"#);
+        assert_eq!(render(&m), [format!(r#"v{{topic="t"}} 1.0 @{NOW}"#)]);
+        assert!(
+            m.errors[0].starts_with(r#"field "Time": "#),
+            "{:?}",
+            m.errors
+        );
     }
 
     #[test]
@@ -1191,6 +1332,56 @@ mod tests {
             }
             check_invariants(&topic, &bytes, &fuzz_rules());
         }
+    }
+
+    /// What `perch bench mqtt` publishes (a JSON object of seven numeric
+    /// fields), read with no rule:
+    /// `cargo test --release --lib mqtt_payload::tests::throughput_bench_payload -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn throughput_bench_payload() {
+        let rules = no_rules();
+        let payloads: Vec<String> = (0..1000)
+            .map(|i| {
+                format!(
+                    r#"{{"temp":{:.2},"hum":{:.1},"co2":{},"light":{},"energy_wh":{:.3},"battery_v":3.9{},"status":0}}"#,
+                    20.0 + (i % 100) as f64 / 10.0,
+                    40.0 + (i % 10) as f64,
+                    400 + i % 300,
+                    i % 800,
+                    i as f64 * 0.25,
+                    i % 10
+                )
+            })
+            .collect();
+        // CPU time of this thread, as in `throughput`.
+        let cpu_secs = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `t` is a valid timespec to write to.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+        };
+        let n = 500_000;
+        let best = (0..5)
+            .map(|_| {
+                let start = cpu_secs();
+                let mut samples = 0;
+                for i in 0..n {
+                    let p = &payloads[i % payloads.len()];
+                    let m = parse_message("bench/site0/dev0/env", p.as_bytes(), NOW, &rules);
+                    samples += m.series.len();
+                }
+                assert_eq!(samples, 7 * n);
+                cpu_secs() - start
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "bench payload, 7 fields {:>9.0} messages/s",
+            n as f64 / best
+        );
     }
 
     /// `cargo test --release --lib mqtt_payload::tests::throughput -- --ignored --nocapture`
