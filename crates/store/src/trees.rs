@@ -26,10 +26,12 @@ pub enum Tree {
     Snapshots,
     /// forward: name → forwarding target added through the API (JSON).
     ForwardTargets,
+    /// devices: device id → what perch knows of the device (JSON).
+    Devices,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Users,
         Tree::Sessions,
         Tree::Tokens,
@@ -38,6 +40,7 @@ impl Tree {
         Tree::Cameras,
         Tree::Snapshots,
         Tree::ForwardTargets,
+        Tree::Devices,
     ];
 
     /// The tree's name in the database.
@@ -51,6 +54,7 @@ impl Tree {
             Tree::Cameras => "cameras",
             Tree::Snapshots => "snapshots",
             Tree::ForwardTargets => "forward_targets",
+            Tree::Devices => "devices",
         }
     }
 }
@@ -120,7 +124,8 @@ mod tests {
                 "retained",
                 "cameras",
                 "snapshots",
-                "forward_targets"
+                "forward_targets",
+                "devices"
             ]
         );
         assert_eq!(forward_queue_name("cloud"), "forward.cloud");
