@@ -60,12 +60,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     storage.observe(forwarder.clone());
     sinks.push(Arc::new(ForwardSink(forwarder.clone())));
     forwarder.start_senders();
+    let devices = devices::Registry::open(&storage.trees(), &config.devices, clock.clone())
+        .context("cannot open the device registry")?;
+    metrics.register(devices.clone());
+    let devices_writer = persist_devices(devices.clone(), shutdown.clone());
 
     let broker = Arc::new(
         Broker::start(
             &config.mqtt,
+            ingest::conventions::Settings::from_config(&config.devices),
             accounts.clone(),
             storage.clone(),
+            devices.clone(),
             clock.clone(),
             shutdown.clone(),
             sinks,
@@ -101,6 +107,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         search: search.clone(),
         forwarder: Some(forwarder.clone()),
         metrics: Some(metrics.clone()),
+        devices: Some(devices.clone()),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -169,6 +176,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || s.close()).await?;
     }
 
+    let _ = devices_writer.await;
+    // After the broker: every message it took has reached the registry.
+    if let Err(e) = devices.persist(true) {
+        tracing::warn!(error = %e, "cannot write out the device registry");
+    }
     tracing::info!("stopping: writing out the store");
     let s = storage.clone();
     tokio::task::spawn_blocking(move || s.close())
@@ -253,6 +265,30 @@ fn record_self_metrics(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot store self-metrics"),
                 Err(e) => tracing::warn!(error = %e, "self-metrics recording failed"),
+            }
+        }
+    })
+}
+
+/// Writes what changed in the device registry every few seconds, in one
+/// batch (see `devices::Registry::persist`).
+fn persist_devices(
+    devices: Arc<devices::Registry>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = base::stopping(&mut stop) => break,
+            }
+            let d = devices.clone();
+            match tokio::task::spawn_blocking(move || d.persist(false)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the device registry"),
+                Err(e) => tracing::warn!(error = %e, "writing the device registry failed"),
             }
         }
     })

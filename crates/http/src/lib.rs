@@ -12,6 +12,7 @@ mod auth;
 mod cameras_api;
 pub mod control;
 mod dashboards_api;
+mod devices_api;
 mod error;
 mod export;
 mod extract;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub forwarder: Option<Arc<forward::Forwarder>>,
     /// What `/metrics` serves, when the server keeps self-metrics.
     pub metrics: Option<Arc<base::metrics::Registry>>,
+    /// The device registry, when the broker runs.
+    pub devices: Option<Arc<devices::Registry>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -100,6 +103,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(prom_api::routes())
         .merge(influx_api::routes())
         .merge(dashboards_api::reader_routes())
+        .merge(devices_api::routes())
         .route_layer(axum::middleware::from_fn(auth::readers));
     let admin = Router::new()
         .merge(accounts_api::admin_routes())
@@ -153,6 +157,7 @@ mod tests {
             search: None,
             forwarder: None,
             metrics: None,
+            devices: None,
             ready: AtomicBool::new(true),
         };
         adjust(&mut state);

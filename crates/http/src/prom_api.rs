@@ -6,6 +6,7 @@
 //! responses in Prometheus' exact JSON shapes. Evaluation runs on query
 //! threads (`query::run`), never on the async workers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -274,13 +275,45 @@ fn every_series() -> Matcher {
     Matcher::regex(METRIC_NAME, ".+").expect("a valid regex")
 }
 
-/// perch keeps no metric metadata (type, help, unit); an empty map is
-/// Prometheus' answer for metrics without any.
+/// One metric's metadata, as Prometheus lists it.
 #[derive(Serialize)]
-struct NoMetadata {}
+struct MetricMetadata {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    help: &'static str,
+    unit: String,
+}
 
-async fn metadata() -> Success<NoMetadata> {
-    Success(NoMetadata {})
+/// Units of metrics, from the devices (discovery configs, firmware
+/// conventions) and `[devices] units`; perch keeps no types or help texts.
+/// `metric` narrows to one metric, `limit` to that many metrics.
+async fn metadata(
+    State(app): State<SharedState>,
+    QueryParams(p): QueryParams,
+) -> Result<Success<BTreeMap<String, Vec<MetricMetadata>>>, ApiError> {
+    let lim = limit(&p)?;
+    let only = p.get("metric").filter(|m| !m.is_empty());
+    let units = tokio::task::spawn_blocking(move || super::devices_api::units(&app))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Success(
+        units
+            .into_iter()
+            .filter(|(m, _)| only.is_none_or(|o| o == m))
+            .take(lim)
+            .map(|(m, units)| {
+                let entries = units
+                    .into_iter()
+                    .map(|unit| MetricMetadata {
+                        kind: "unknown",
+                        help: "",
+                        unit,
+                    })
+                    .collect();
+                (m, entries)
+            })
+            .collect(),
+    ))
 }
 
 /// Keys sorted, as this answer has always had them.

@@ -32,12 +32,15 @@ fn file(path: &str) -> Option<&'static [u8]> {
         .map(|f| f.contents())
 }
 
-/// The dashboard's pages: the nav bar's six and a camera's own page. The
+/// The dashboard's pages: the nav bar's seven, a camera's own page and a
+/// device's (whose id may hold `/`, so the rest of the path is its id). The
 /// Metrics page lives at `/graph` (as in Prometheus' own UI): `/metrics` is
 /// where Prometheus scrapes perch.
 const PAGES: &[&str] = &[
     "/overview",
     "/explorer",
+    "/devices",
+    "/devices/{*id}",
     "/graph",
     "/cameras",
     "/cameras/{name}",

@@ -288,10 +288,13 @@ async fn perch_run(
     let accounts = Arc::new(Accounts::open(&storage.trees())?);
     accounts.add("bench", Role::Admin, "bench-password", &[], 0)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let devices = devices::Registry::open(&storage.trees(), &config.devices, clock.clone())?;
     let broker = super::Broker::start(
         &config.mqtt,
+        ingest::conventions::Settings::from_config(&config.devices),
         accounts,
         storage.clone(),
+        devices,
         clock.clone(),
         stop_rx,
         sinks(&dir, clock.clone())?,

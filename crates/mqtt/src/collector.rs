@@ -1,7 +1,8 @@
 //! The collector: every message the broker accepts is handed here, in
-//! process, before it is routed. It updates the explorer, turns the payload
-//! into samples (`ingest::mqtt_payload` with the configured rules) and hands
-//! them to storage in batches.
+//! process, before it is routed. It reads the message by the device
+//! conventions (`ingest::conventions`, the configured rules first), tells
+//! the device registry what it said, records in the explorer how it was
+//! read, and hands the samples to storage in batches.
 //!
 //! Nothing is dropped on the way: the hand-over channel is bounded and a full
 //! channel makes the publishing connection wait (and, through TCP, the
@@ -9,29 +10,48 @@
 //! in memory; when storage is overloaded the collector waits and retries.
 //! Only if storage refuses writes (disk full) are samples dropped, counted
 //! and reported; the broker keeps relaying meanwhile.
+//!
+//! Nothing is silent either: every message counts under one outcome of
+//! `perch_ingest_messages_total`, and what could not be made sense of (a time
+//! that did not parse, an unusable discovery config, a template perch does
+//! not evaluate) is logged as a warning once per topic and kind, which the
+//! dashboard's recent problems show.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use devices::Registry;
+use ingest::conventions::{Interpreter, NoticeKind, Reading};
+use ingest::mqtt_payload::PayloadFormat;
 use tokio::sync::mpsc;
 
-use super::explorer::{Explorer, Inbound};
-use ingest::mqtt_payload::{parse_message, PayloadFormat};
-use ingest::rules::Rules;
+use super::explorer::{Explorer, Inbound, ReadSummary};
 use store::{SeriesSamples, Storage, StorageError};
 
 /// Samples collected before a batch goes to storage regardless.
 const BATCH_SAMPLES: usize = 20_000;
+/// (topic, kind) pairs already reported, at most; past it, new ones are
+/// reported too but no longer remembered.
+const NOTICES_REMEMBERED: usize = 10_000;
 
 #[derive(Default)]
 pub struct CollectorCounters {
     pub messages: AtomicU64,
-    pub samples: AtomicU64,
+    /// Messages by outcome: some samples stored, none to store, an unknown
+    /// format, or every sample refused by storage.
+    pub messages_stored: AtomicU64,
+    pub messages_no_samples: AtomicU64,
     pub unparsed: AtomicU64,
+    pub messages_rejected: AtomicU64,
+    pub samples: AtomicU64,
     pub sentinels_dropped: AtomicU64,
     pub samples_rejected: AtomicU64,
     pub samples_lost: AtomicU64,
+    /// Notices reported (a time, discovery config or template not used).
+    pub notices: AtomicU64,
     /// Milliseconds from a message's arrival to its samples being stored,
     /// for the last batch.
     pub lag_ms: AtomicI64,
@@ -46,6 +66,19 @@ pub trait MessageSink: Send + Sync {
     fn accept(&self, msg: &Arc<Inbound>);
 }
 
+/// What the collector works with.
+pub struct CollectorParts {
+    pub explorer: Arc<Explorer>,
+    pub storage: Arc<Storage>,
+    pub interpreter: Interpreter,
+    pub devices: Arc<Registry>,
+    pub counters: Arc<CollectorCounters>,
+    pub sinks: Vec<Arc<dyn MessageSink>>,
+    /// The retained messages restored at start, learnt from (discovery
+    /// configs, device lists, availability) before the first new message.
+    pub retained: Vec<(String, Bytes)>,
+}
+
 pub struct Collector {
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,17 +86,11 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector thread; it ends when every sender is dropped,
     /// after storing what it holds.
-    pub fn start(
-        explorer: Arc<Explorer>,
-        storage: Arc<Storage>,
-        rules: Rules,
-        counters: Arc<CollectorCounters>,
-        sinks: Vec<Arc<dyn MessageSink>>,
-    ) -> (Collector, InboundSender) {
+    pub fn start(parts: CollectorParts) -> (Collector, InboundSender) {
         let (tx, rx) = mpsc::channel(1024);
         let thread = std::thread::Builder::new()
             .name("perch-collector".into())
-            .spawn(move || run(rx, &explorer, &storage, &rules, &counters, &sinks))
+            .spawn(move || run(rx, parts))
             .expect("spawn collector");
         (
             Collector {
@@ -82,23 +109,26 @@ impl Collector {
 
 struct Pending {
     series: Vec<SeriesSamples>,
+    /// Per message with samples, where its series end in `series`.
+    message_ends: Vec<usize>,
     samples: usize,
     oldest_ms: Option<i64>,
 }
 
-fn run(
-    mut rx: mpsc::Receiver<Vec<Inbound>>,
-    explorer: &Explorer,
-    storage: &Storage,
-    rules: &Rules,
-    counters: &CollectorCounters,
-    sinks: &[Arc<dyn MessageSink>],
-) {
+fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
+    let mut notices = Notices::default();
+    let now = parts.storage.now_ms();
+    for (topic, payload) in std::mem::take(&mut parts.retained) {
+        let reading = parts.interpreter.learn(&topic, &payload, now);
+        parts.devices.learn(&reading);
+    }
     let mut pending = Pending {
         series: Vec::new(),
+        message_ends: Vec::new(),
         samples: 0,
         oldest_ms: None,
     };
+    let counters = &*parts.counters;
     loop {
         // Block when idle; otherwise take what is there and store as soon as
         // the queue is momentarily empty, so latency stays low and batches
@@ -109,7 +139,7 @@ fn run(
             match rx.try_recv() {
                 Ok(b) => Some(b),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    store(storage, &mut pending, counters);
+                    store(&parts.storage, &mut pending, counters);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -117,39 +147,113 @@ fn run(
         };
         // No more senders, or the empty batch `Broker::stop` sends.
         let Some(batch) = batch.filter(|b| !b.is_empty()) else {
-            store(storage, &mut pending, counters);
+            store(&parts.storage, &mut pending, counters);
             return;
         };
-        for msg in batch {
+        for mut msg in batch {
             counters.messages.fetch_add(1, Ordering::Relaxed);
-            let parsed = parse_message(&msg.topic, &msg.payload, msg.time_ms, rules);
-            match parsed.format {
-                // An empty payload clears a retained message: not a payload
-                // in an unknown format.
-                PayloadFormat::Unparsed if !msg.payload.is_empty() => {
-                    counters.unparsed.fetch_add(1, Ordering::Relaxed);
-                }
-                PayloadFormat::Unparsed => {}
-                _ => {
-                    let n: usize = parsed.series.iter().map(|s| s.samples.len()).sum();
-                    if n > 0 {
-                        pending.samples += n;
-                        pending.oldest_ms.get_or_insert(msg.time_ms);
-                        pending.series.extend(parsed.series);
-                    }
-                }
-            }
+            let reading = parts
+                .interpreter
+                .read(&msg.topic, &msg.payload, msg.time_ms);
+            parts.devices.observe(&msg.topic, &reading, msg.time_ms);
+            notices.report(&msg.topic, &reading, counters);
+            msg.read = Some(summary(&reading, msg.payload.is_empty()));
             counters
                 .sentinels_dropped
-                .fetch_add(parsed.dropped_sentinels as u64, Ordering::Relaxed);
+                .fetch_add(reading.dropped_sentinels as u64, Ordering::Relaxed);
+            let n = reading.samples();
+            if n > 0 {
+                pending.samples += n;
+                pending.oldest_ms.get_or_insert(msg.time_ms);
+                pending.series.extend(reading.series);
+                pending.message_ends.push(pending.series.len());
+            } else if reading.format == PayloadFormat::Unparsed && !msg.payload.is_empty() {
+                // An empty payload clears a retained message: not a payload
+                // in an unknown format.
+                counters.unparsed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.messages_no_samples.fetch_add(1, Ordering::Relaxed);
+            }
             let msg = Arc::new(msg);
-            for sink in sinks {
+            for sink in &parts.sinks {
                 sink.accept(&msg);
             }
-            explorer.record(msg);
+            parts.explorer.record(msg);
         }
         if pending.samples >= BATCH_SAMPLES {
-            store(storage, &mut pending, counters);
+            store(&parts.storage, &mut pending, counters);
+        }
+    }
+}
+
+/// How a message was read, for the explorer.
+fn summary(r: &Reading, empty: bool) -> ReadSummary {
+    let samples = r.samples();
+    let outcome = if samples > 0 {
+        "stored"
+    } else if r.format == PayloadFormat::Unparsed && !empty {
+        "unparsed"
+    } else {
+        "no_samples"
+    };
+    let note = r
+        .notices
+        .first()
+        .map(|n| n.message.clone())
+        .or_else(|| r.errors.first().cloned())
+        .or_else(|| match (samples, r.format) {
+            (0, PayloadFormat::Ignored) => Some("ignored by a rule (ignore = true)".into()),
+            (0, _) if empty => Some("empty payload".into()),
+            _ => None,
+        });
+    ReadSummary {
+        family: r.family.as_str(),
+        format: format_name(r.format),
+        series: r.series.len(),
+        samples,
+        outcome,
+        note,
+    }
+}
+
+fn format_name(f: PayloadFormat) -> &'static str {
+    match f {
+        PayloadFormat::Number => "number",
+        PayloadFormat::Boolean => "boolean",
+        PayloadFormat::Json => "json",
+        PayloadFormat::OpenTsdb => "opentsdb",
+        PayloadFormat::LineProtocol => "line_protocol",
+        PayloadFormat::Text => "text",
+        PayloadFormat::Unparsed => "unparsed",
+        PayloadFormat::Ignored => "ignored",
+    }
+}
+
+/// Reports each (topic, kind) of notice once, as a warning the dashboard's
+/// recent problems show.
+#[derive(Default)]
+struct Notices {
+    reported: HashSet<(String, NoticeKind)>,
+}
+
+impl Notices {
+    fn report(&mut self, topic: &str, r: &Reading, counters: &CollectorCounters) {
+        for n in &r.notices {
+            let key = (topic.to_string(), n.kind);
+            if self.reported.contains(&key) {
+                continue;
+            }
+            counters.notices.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                topic,
+                family = r.family.as_str(),
+                kind = n.kind.as_str(),
+                "{}",
+                n.message
+            );
+            if self.reported.len() < NOTICES_REMEMBERED {
+                self.reported.insert(key);
+            }
         }
     }
 }
@@ -159,6 +263,7 @@ fn store(storage: &Storage, pending: &mut Pending, counters: &CollectorCounters)
         return;
     }
     let series = std::mem::take(&mut pending.series);
+    let ends = std::mem::take(&mut pending.message_ends);
     let samples = std::mem::take(&mut pending.samples);
     let oldest = pending.oldest_ms.take();
     let started = Instant::now();
@@ -177,6 +282,10 @@ fn store(storage: &Storage, pending: &mut Pending, counters: &CollectorCounters)
                         tracing::debug!(error = %e, rejected, "samples from MQTT refused");
                     }
                 }
+                let mut refused: Vec<usize> = r.rejected.iter().map(|(i, _)| *i).collect();
+                refused.sort_unstable();
+                refused.dedup();
+                count_messages(&ends, &refused, counters);
                 break;
             }
             Err(StorageError::Overloaded { .. }) if started.elapsed() < Duration::from_secs(60) => {
@@ -186,6 +295,9 @@ fn store(storage: &Storage, pending: &mut Pending, counters: &CollectorCounters)
                 counters
                     .samples_lost
                     .fetch_add(samples as u64, Ordering::Relaxed);
+                counters
+                    .messages_rejected
+                    .fetch_add(ends.len() as u64, Ordering::Relaxed);
                 tracing::warn!(error = %e, samples, "samples from MQTT could not be stored");
                 break;
             }
@@ -195,5 +307,45 @@ fn store(storage: &Storage, pending: &mut Pending, counters: &CollectorCounters)
         counters
             .lag_ms
             .store(storage.now_ms().saturating_sub(t), Ordering::Relaxed);
+    }
+}
+
+/// Counts each message of a stored batch as stored, or as rejected when
+/// storage refused every one of its series (`refused`: series indices,
+/// sorted, once each).
+fn count_messages(ends: &[usize], refused: &[usize], counters: &CollectorCounters) {
+    let mut refused = refused.iter().copied().peekable();
+    let mut start = 0;
+    for &end in ends {
+        let mut refused_here = 0;
+        while let Some(&i) = refused.peek() {
+            if i >= end {
+                break;
+            }
+            refused_here += usize::from(i >= start);
+            refused.next();
+        }
+        let counter = if refused_here == end - start {
+            &counters.messages_rejected
+        } else {
+            &counters.messages_stored
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        start = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_count_as_rejected_only_when_every_series_was() {
+        let counters = CollectorCounters::default();
+        // Three messages: series 0..2, 2..3, 3..5; all of the second and one
+        // of the third refused.
+        count_messages(&[2, 3, 5], &[2, 4], &counters);
+        assert_eq!(counters.messages_stored.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.messages_rejected.load(Ordering::Relaxed), 1);
     }
 }

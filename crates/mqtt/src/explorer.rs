@@ -27,6 +27,23 @@ pub struct Inbound {
     pub retain: bool,
     pub client_id: Arc<str>,
     pub time_ms: i64,
+    /// How the collector read it; set before the explorer records it.
+    pub read: Option<ReadSummary>,
+}
+
+/// How one message was read, for the explorer: as which family and format,
+/// how many series and samples it gave, and why none where it gave none.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadSummary {
+    pub family: &'static str,
+    pub format: &'static str,
+    pub series: usize,
+    pub samples: usize,
+    /// `stored` (it gave samples), `no_samples` or `unparsed`.
+    pub outcome: &'static str,
+    /// The first reason something was not stored, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A message as the explorer keeps and shows it.
@@ -42,6 +59,8 @@ pub struct Shown {
     pub retain: bool,
     pub client_id: String,
     pub time_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadSummary>,
 }
 
 impl Shown {
@@ -72,6 +91,7 @@ impl Shown {
             retain: m.retain,
             client_id: m.client_id.to_string(),
             time_ms: m.time_ms,
+            read: m.read.clone(),
         }
     }
 }

@@ -337,6 +337,7 @@ impl Shared {
                 retain,
                 client_id: Arc::from(source),
                 time_ms: now,
+                read: None,
             }])
             .await
             .map_err(|_| PublishError::Stopping)?;
@@ -375,31 +376,39 @@ impl Broker {
     /// Starts the router, restores retained messages, starts the collector
     /// and binds the listeners. Fails (with the address and key) if a port
     /// cannot be bound.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         cfg: &MqttConfig,
+        conventions: ingest::conventions::Settings,
         accounts: Arc<Accounts>,
         storage: Arc<Storage>,
+        devices: Arc<devices::Registry>,
         clock: Arc<dyn Clock>,
         shutdown: watch::Receiver<bool>,
         sinks: Vec<Arc<dyn MessageSink>>,
     ) -> Result<Broker, MqttError> {
         let rules = ingest::rules::Rules::compile(&cfg.rules)?;
         let retained = retained::RetainedStore::open(&storage.trees())?;
+        let restored = retained.all();
         let links = LinkFactory::new(router_config(cfg));
         let internal = InternalPublisher::open(&links)
             .await
             .map_err(MqttError::Router)?;
         let explorer = Arc::new(Explorer::new(cfg.max_topics, cfg.history_bytes.0 as usize));
         let collector_counters = Arc::new(CollectorCounters::default());
-        let (collector, collector_tx) = collector::Collector::start(
-            explorer.clone(),
+        let (collector, collector_tx) = collector::Collector::start(collector::CollectorParts {
+            explorer: explorer.clone(),
             storage,
-            rules,
-            collector_counters.clone(),
+            interpreter: ingest::conventions::Interpreter::new(rules, conventions),
+            devices,
+            counters: collector_counters.clone(),
             sinks,
-        );
+            retained: restored
+                .iter()
+                .map(|m| (m.topic.clone(), bytes::Bytes::from(m.payload.clone())))
+                .collect(),
+        });
         // Back into the router before any client can subscribe.
-        let restored = retained.all();
         for m in &restored {
             if let Err(e) = internal.publish(&m.topic, &m.payload, m.qos, true).await {
                 tracing::warn!(error = %e, topic = m.topic, "could not restore a retained message");
@@ -727,10 +736,25 @@ impl base::metrics::MetricSource for Broker {
             "Topics the explorer tracks.",
             self.explorer.topic_count() as f64,
         ));
+        for (outcome, v) in [
+            ("stored", &c.messages_stored),
+            ("no_samples", &c.messages_no_samples),
+            ("unparsed", &c.unparsed),
+            ("rejected", &c.messages_rejected),
+        ] {
+            out.push(
+                P::counter(
+                    "perch_ingest_messages_total",
+                    "Messages the collector read, by outcome: samples stored, none to store, an unknown format, every sample refused by storage.",
+                    get(v),
+                )
+                .with_label("outcome", outcome),
+            );
+        }
         out.push(P::counter(
-            "perch_ingest_messages_total",
-            "Messages the collector parsed.",
-            get(&c.messages),
+            "perch_ingest_notices_total",
+            "Times a topic's message could not be read fully (a time, discovery config or template not used); each is logged once per topic.",
+            get(&c.notices),
         ));
         out.push(P::counter(
             "perch_ingest_samples_total",

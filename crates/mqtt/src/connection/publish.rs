@@ -134,6 +134,7 @@ impl Session {
             retain: publish.retain,
             client_id: self.client_id.clone(),
             time_ms: now,
+            read: None,
         }
     }
 
