@@ -5,6 +5,11 @@
 //   PERCH_URL      perch's HTTP address, e.g. http://127.0.0.1:18080 (required)
 //   PERCH_SERIES   a metric name with samples, e.g. env_temp (required)
 //   PERCH_CAMERA   a streaming camera's name; empty skips the video steps
+//   PERCH_DEVICE   a device's id with recent samples (e.g. garden/shed, a
+//                  zigbee2mqtt friendly name); empty skips the device steps
+//   PERCH_DEVICE_METRIC, PERCH_DEVICE_UNIT   one of its metrics and that
+//                  metric's unit (default temperature, °C)
+//   PERCH_OFFLINE_DEVICE  a device that is offline (for the Overview)
 //   SCREENSHOT_DIR where screenshots go (default: test-artifacts/browser)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //
@@ -17,6 +22,10 @@ import path from 'node:path';
 const BASE = (process.env.PERCH_URL || '').replace(/\/+$/, '');
 const SERIES = process.env.PERCH_SERIES || '';
 const CAMERA = process.env.PERCH_CAMERA || '';
+const DEVICE = process.env.PERCH_DEVICE || '';
+const DEVICE_METRIC = process.env.PERCH_DEVICE_METRIC || 'temperature';
+const DEVICE_UNIT = process.env.PERCH_DEVICE_UNIT || '°C';
+const OFFLINE_DEVICE = process.env.PERCH_OFFLINE_DEVICE || '';
 const SHOTS = process.env.SCREENSHOT_DIR || 'test-artifacts/browser';
 const ADMIN = { name: 'admin', password: 'correct horse battery' };
 const VIEWER = { name: 'watcher', password: 'viewer password 1' };
@@ -69,6 +78,34 @@ async function run(name, fn) {
 
 async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** A device's page path: each segment of its id encoded, the slashes kept. */
+function devicePath(id) {
+  return '/devices/' + id.split('/').map(encodeURIComponent).join('/');
+}
+
+/** Fails if the page scrolls sideways (a phone must not). */
+async function noSidewaysScroll(page) {
+  const [sw, w] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  if (sw > w + 1) throw new Error(`the page is ${sw} px wide on a ${w} px screen`);
+}
+
+/** Pixels of a chart's canvas that are drawn in the first series' colour. */
+async function seriesPixels(canvas) {
+  return canvas.evaluate(c => {
+    const colour = getComputedStyle(document.documentElement).getPropertyValue('--series').split(',')[0].trim();
+    const probe = document.createElement('canvas').getContext('2d');
+    probe.fillStyle = colour;
+    probe.fillRect(0, 0, 1, 1);
+    const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i + 3] > 60 && Math.abs(d[i] - r) < 40 && Math.abs(d[i + 1] - g) < 40 && Math.abs(d[i + 2] - b) < 40) n++;
+    }
+    return n;
+  });
 }
 
 function expectPath(page, p) {
@@ -130,7 +167,7 @@ async function main() {
   });
 
   const nav = page.getByRole('navigation', { name: 'Main' });
-  for (const name of ['Overview', 'Explorer', 'Metrics', 'Cameras', 'Search', 'Settings']) {
+  for (const name of ['Overview', 'Explorer', 'Devices', 'Metrics', 'Cameras', 'Search', 'Settings']) {
     await run(`page ${name}`, async () => {
       await nav.getByRole('link', { name, exact: true }).click();
       // Metrics lives at /graph: /metrics is the Prometheus scrape endpoint.
@@ -193,6 +230,26 @@ async function main() {
     await page.locator('.panel .chart canvas').first().waitFor();
   });
 
+  await run('metrics chart shows units', async () => {
+    // A unit from /api/v1/metadata over the axis and after the legend's values.
+    if (DEVICE) {
+      await page.goto(BASE + '/graph?' + new URLSearchParams({ q: DEVICE_METRIC, range: '1h' }));
+      await page.locator('.panel .chart canvas').first().waitFor();
+      const units = await page.evaluate(async () => (await (await fetch('/api/v1/metadata')).json()).data);
+      if (!(units[DEVICE_METRIC] || []).some(u => u.unit === DEVICE_UNIT)) throw new Error(`/api/v1/metadata says ${JSON.stringify(units[DEVICE_METRIC])} for ${DEVICE_METRIC}`);
+      const axis = (await page.locator('.panel .axis-unit').first().textContent()).trim();
+      if (axis !== DEVICE_UNIT) throw new Error(`the axis unit is ${JSON.stringify(axis)}, not ${DEVICE_UNIT}`);
+      const last = (await page.locator('table.legend td.last').first().textContent()).trim();
+      if (!last.endsWith(' ' + DEVICE_UNIT) || !/\d/.test(last)) throw new Error(`the legend's last value is ${JSON.stringify(last)}`);
+      console.log(`# legend: last ${DEVICE_METRIC} = ${last}`);
+      await shot(page, 'metrics-units');
+      await page.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, range: '1h' }));
+      await page.locator('.panel .chart canvas').first().waitFor();
+    }
+    // A series without a unit has none over its axis.
+    if (await page.locator('.panel .axis-unit').count()) throw new Error(`a unit is shown for ${SERIES}, which has none`);
+  });
+
   await run('dashboard saved and found after reload', async () => {
     await page.getByLabel('Dashboard name').fill(DASHBOARD);
     await page.getByRole('button', { name: 'Save dashboard' }).click();
@@ -211,6 +268,107 @@ async function main() {
     await page.locator('.panel .chart canvas').first().waitFor();
     await shot(page, 'metrics-dashboard');
   });
+
+  if (DEVICE) {
+    const row = page.locator(`table.devices tr[data-device="${DEVICE}"]`);
+    await run(`devices list shows ${DEVICE}`, async () => {
+      await nav.getByRole('link', { name: 'Devices', exact: true }).click();
+      await expectPath(page, '/devices');
+      // The list refreshes every 10 s: the device is there once its first
+      // message was read.
+      await row.waitFor({ timeout: 30000 });
+      const badge = row.locator('.badge');
+      const status = (await badge.textContent()).trim();
+      if (status !== 'online') throw new Error(`${DEVICE} is ${JSON.stringify(status)}`);
+      const why = await badge.getAttribute('title');
+      if (!/^online: .+/.test(why || '')) throw new Error(`the status says no reason: ${JSON.stringify(why)}`);
+      const chip = row.locator(`.chip[data-metric="${DEVICE_METRIC}"]`);
+      await chip.waitFor({ timeout: 20000 });
+      const text = (await chip.textContent()).trim();
+      const value = Number(await chip.getAttribute('data-value'));
+      if (!Number.isFinite(value) || !text.endsWith(` ${DEVICE_UNIT}`) || !/\d/.test(text)) throw new Error(`the last ${DEVICE_METRIC} shown is ${JSON.stringify(text)}`);
+      const battery = (await row.locator('td.battery').textContent()).trim();
+      if (!/^\d+ %$/.test(battery)) throw new Error(`the battery shown is ${JSON.stringify(battery)}`);
+      const signal = (await row.locator('td.signal').textContent()).trim();
+      if (!/\d/.test(signal)) throw new Error(`the signal shown is ${JSON.stringify(signal)}`);
+      console.log(`# ${DEVICE}: ${status}, ${text}, battery ${battery}, signal ${signal}`);
+      await shot(page, 'devices-list');
+    });
+
+    await run('devices search and status filter', async () => {
+      const search = page.getByLabel('Search devices');
+      const rows = page.locator('table.devices tbody tr');
+      await search.fill(DEVICE.split('/').at(-1));
+      await page.waitForURL(u => new URL(u).searchParams.get('q') === DEVICE.split('/').at(-1));
+      await row.waitFor();
+      for (const id of await rows.evaluateAll(trs => trs.map(tr => tr.dataset.device))) {
+        if (!id.includes(DEVICE.split('/').at(-1))) throw new Error(`the search shows ${id}`);
+      }
+      await search.fill('no such device at all');
+      await page.getByText('No device matches.').waitFor();
+      await search.fill('');
+      await page.getByLabel('Status').selectOption('offline');
+      await row.waitFor({ state: 'detached' });
+      if (OFFLINE_DEVICE) await page.locator(`table.devices tr[data-device="${OFFLINE_DEVICE}"] .badge.offline`).waitFor();
+      await page.getByLabel('Status').selectOption('online');
+      await row.waitFor();
+      if (await page.locator('table.devices .badge.offline').count()) throw new Error('an offline device is listed as online');
+      await page.getByLabel('Status').selectOption('all');
+    });
+
+    await run(`device page of ${DEVICE} with charts`, async () => {
+      await row.getByRole('link').first().click();
+      await expectPath(page, devicePath(DEVICE));
+      await page.getByRole('heading', { level: 1 }).filter({ hasText: DEVICE }).waitFor();
+      // Opened directly (the server answers the page for ids with a slash).
+      await page.reload();
+      await page.getByRole('heading', { level: 1 }).filter({ hasText: DEVICE }).waitFor();
+      await page.getByLabel('Time range').selectOption('1h');
+      const panel = page.locator(`.charts .panel[data-metric="${DEVICE_METRIC}"]`);
+      const canvas = panel.locator('.chart canvas').first();
+      await canvas.waitFor();
+      const axis = (await panel.locator('.axis-unit').first().textContent()).trim();
+      if (axis !== DEVICE_UNIT) throw new Error(`the axis unit is ${JSON.stringify(axis)}, not ${DEVICE_UNIT}`);
+      const last = panel.locator('table.legend td.last').first();
+      const v = await last.getAttribute('data-value');
+      const text = (await last.textContent()).trim();
+      if (!Number.isFinite(Number(v)) || v === '' || !text.endsWith(` ${DEVICE_UNIT}`)) throw new Error(`the legend's last value is ${JSON.stringify(text)}`);
+      // uPlot draws after layout: wait for the line itself.
+      let drawn = 0;
+      for (let i = 0; i < 20 && !drawn; i++) { drawn = await seriesPixels(canvas); if (!drawn) await page.waitForTimeout(250); }
+      if (!drawn) throw new Error(`the ${DEVICE_METRIC} chart's canvas has no line on it`);
+      console.log(`# ${DEVICE} page: ${DEVICE_METRIC} last ${text}, ${drawn} px of line`);
+      const links = await page.locator('ul.links a').evaluateAll(as => as.map(a => a.getAttribute('href')));
+      if (!links.some(h => h.startsWith('/search?q='))) throw new Error(`no link to Search: ${links}`);
+      await shot(page, 'device-page');
+    });
+
+    await run('device topic opens in the Explorer with how it was read', async () => {
+      const topic = 'zigbee2mqtt/' + DEVICE;
+      await page.locator('ul.links').getByRole('link', { name: topic, exact: true }).click();
+      await page.waitForURL(u => new URL(u).pathname === '/explorer' && new URL(u).searchParams.get('topic') === topic);
+      await page.getByRole('heading', { name: topic, level: 3 }).waitFor();
+      const read = page.locator('.kv .read').first();
+      await read.waitFor();
+      const text = (await read.textContent()).trim();
+      if (!/zigbee2mqtt/.test(text) || !/\d+ series, \d+ samples? stored/.test(text)) throw new Error(`the message was read as ${JSON.stringify(text)}`);
+      await page.getByRole('list', { name: `Recent messages on ${topic}` }).locator('.read').first().waitFor();
+      console.log(`# read: ${text}`);
+      await shot(page, 'explorer-device-topic');
+    });
+
+    if (OFFLINE_DEVICE) {
+      await run('overview lists offline devices', async () => {
+        await nav.getByRole('link', { name: 'Overview', exact: true }).click();
+        const box = page.locator('#ov-offline');
+        await box.getByRole('link', { name: OFFLINE_DEVICE, exact: true }).waitFor({ timeout: 20000 });
+        if (await box.getByRole('link', { name: DEVICE, exact: true }).count()) throw new Error(`${DEVICE} is listed offline`);
+        await shot(page, 'overview-offline');
+      });
+    }
+  } else {
+    console.log('# PERCH_DEVICE is empty: device steps skipped');
+  }
 
   if (CAMERA) {
     await run(`camera ${CAMERA} plays live`, async () => {
@@ -349,6 +507,28 @@ async function main() {
     await shot(vp, 'viewer-settings');
     await ctx.close();
   });
+
+  if (DEVICE) {
+    await run('devices on a phone', async () => {
+      const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+      const vp = watch(await ctx.newPage(), 'viewer');
+      await vp.goto(BASE + '/devices');
+      await expectPath(vp, '/login');
+      await signIn(vp, VIEWER.name, VIEWER.password);
+      await expectPath(vp, '/devices');
+      const row = vp.locator(`table.devices tr[data-device="${DEVICE}"]`);
+      await row.locator(`.chip[data-metric="${DEVICE_METRIC}"]`).waitFor();
+      if (!await row.locator('td.battery').isVisible()) throw new Error('the battery is not shown on a phone');
+      await noSidewaysScroll(vp);
+      await shot(vp, 'devices-phone');
+      await vp.goto(BASE + devicePath(DEVICE));
+      await vp.locator(`.charts .panel[data-metric="${DEVICE_METRIC}"] .chart canvas`).first().waitFor();
+      await vp.waitForTimeout(500);
+      await noSidewaysScroll(vp);
+      await shot(vp, 'device-page-phone');
+      await ctx.close();
+    });
+  }
 
   await run('no page errors', async () => {
     for (const p of pages) if (!p.isClosed()) await p.waitForTimeout(200);

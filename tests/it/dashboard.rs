@@ -1,8 +1,10 @@
 //! The web dashboard in real Chromium: `tests/browser/dashboard.mjs`
 //! (playwright-core driving Debian's /usr/bin/chromium) against the real
-//! perch binary with a GStreamer test camera and a written series. The
-//! script onboards the first admin, signs in and out, visits every page,
-//! draws a chart, saves a dashboard, watches the camera and checks that a
+//! perch binary with a GStreamer test camera, a written series and
+//! zigbee2mqtt devices published with mosquitto_pub. The script onboards the
+//! first admin, signs in and out, visits every page, draws a chart, saves a
+//! dashboard, lists the devices and charts one (units on the axis), follows
+//! a device's topic to the Explorer, watches the camera and checks that a
 //! viewer cannot reach Settings; screenshots land in
 //! `test-artifacts/dashboard/`.
 
@@ -13,7 +15,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::camera::{have_gstreamer, TestCamera};
-use common::{basic, free_port, Perch};
+use common::{basic, free_port, have_mosquitto, Perch};
+
+/// A zigbee2mqtt device whose id holds a `/` (its page is
+/// `/devices/garden/shed`), and one that says it is offline.
+const DEVICE: &str = "garden/shed";
+const OFFLINE_DEVICE: &str = "porch_light";
 
 /// Every step the script reports, in order.
 const STEPS: &[&str] = &[
@@ -23,6 +30,7 @@ const STEPS: &[&str] = &[
     "sign in",
     "page Overview",
     "page Explorer",
+    "page Devices",
     "page Metrics",
     "page Cameras",
     "page Search",
@@ -30,6 +38,7 @@ const STEPS: &[&str] = &[
     "overview shows host health",
     "metrics chart of env_temp",
     "metrics zoom by dragging",
+    "metrics chart shows units",
     "dashboard saved and found after reload",
     "camera yard plays live",
     "camera yard page",
@@ -41,6 +50,33 @@ const STEPS: &[&str] = &[
     "viewer may not see Settings",
     "no page errors",
 ];
+
+/// The steps of the devices, run when mosquitto_pub could publish them.
+const DEVICE_STEPS: &[&str] = &[
+    "devices list shows garden/shed",
+    "devices search and status filter",
+    "device page of garden/shed with charts",
+    "device topic opens in the Explorer with how it was read",
+    "overview lists offline devices",
+    "devices on a phone",
+];
+
+/// Publishes `payload` on `topic` as the device account `zigbee`.
+fn publish(p: &Perch, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &p.mqtt_port.to_string()])
+        .args(["-u", "zigbee", "-P", "zigbee-pass", "-q", "1"])
+        .args(["-t", topic, "-m", payload]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let out = cmd.output().expect("mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn the_dashboard_works_in_chromium() {
@@ -99,9 +135,65 @@ fn the_dashboard_works_in_chromium() {
     );
     assert_eq!(r.status, 204, "{}", r.body);
 
+    // Devices as zigbee2mqtt publishes them: a state message per device
+    // (read by the zigbee2mqtt convention: series with a `device` label and
+    // units, battery and link quality in the registry), and an
+    // availability message saying a third is offline.
+    let devices = have_mosquitto();
+    if devices {
+        let (code, _, err) = p.cli(
+            &[
+                "user",
+                "add",
+                "zigbee",
+                "--role",
+                "device",
+                "--password",
+                "zigbee-pass",
+                "--topic",
+                "zigbee2mqtt/#",
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        publish(
+            &p,
+            "zigbee2mqtt/living_room",
+            r#"{"temperature":21.5,"humidity":48,"battery":97,"linkquality":120}"#,
+            false,
+        );
+        for (i, t) in [20.5, 21.0, 21.25, 21.5].iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(1100));
+            }
+            publish(
+                &p,
+                &format!("zigbee2mqtt/{DEVICE}"),
+                &format!(
+                    r#"{{"temperature":{t},"humidity":{},"battery":87,"linkquality":90}}"#,
+                    60 + i
+                ),
+                false,
+            );
+        }
+        publish(
+            &p,
+            &format!("zigbee2mqtt/{OFFLINE_DEVICE}/availability"),
+            r#"{"state":"offline"}"#,
+            true,
+        );
+    }
+
     let shots = root.join("test-artifacts/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
-    let mut child = Command::new("node")
+    let mut node = Command::new("node");
+    if devices {
+        node.env("PERCH_DEVICE", DEVICE)
+            .env("PERCH_DEVICE_METRIC", "temperature")
+            .env("PERCH_DEVICE_UNIT", "°C")
+            .env("PERCH_OFFLINE_DEVICE", OFFLINE_DEVICE);
+    }
+    let mut child = node
         .arg(&script)
         .env("PERCH_URL", p.url(""))
         .env("PERCH_CAMERA", "yard")
@@ -129,15 +221,29 @@ fn the_dashboard_works_in_chromium() {
         "the browser script failed:\n{stdout}\n{stderr}\n--- perch log ---\n{}",
         p.log()
     );
-    for step in STEPS {
+    let device_steps = if devices { DEVICE_STEPS } else { &[] };
+    for step in STEPS.iter().chain(device_steps) {
         assert!(
             stdout.lines().any(|l| l == format!("ok {step}")),
             "step {step:?} not reported:\n{stdout}"
         );
     }
+    let device_pages: &[&str] = if devices {
+        &[
+            "devices-list",
+            "device-page",
+            "devices-phone",
+            "device-page-phone",
+        ]
+    } else {
+        &[]
+    };
     for page in [
-        "overview", "explorer", "metrics", "cameras", "search", "settings",
-    ] {
+        "overview", "explorer", "devices", "metrics", "cameras", "search", "settings",
+    ]
+    .iter()
+    .chain(device_pages)
+    {
         let shot = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
         assert!(

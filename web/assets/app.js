@@ -8,6 +8,7 @@ import { session, api, h, goLogin, notify } from './lib.js';
 const PAGES = {
   overview: { title: 'Overview', load: () => import('./pages/overview.js') },
   explorer: { title: 'Explorer', load: () => import('./pages/explorer.js') },
+  devices: { title: 'Devices', load: () => import('./pages/devices.js') },
   // The Metrics page lives at /graph (as in Prometheus): /metrics is where
   // Prometheus scrapes perch.
   graph: { title: 'Metrics', load: () => import('./pages/metrics.js') },

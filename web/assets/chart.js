@@ -1,8 +1,9 @@
 // uPlot, loaded on first use from /assets/vendor/ (scripts/vendor-web puts
-// it there), wrapped for perch: theme colours, resize, drag-to-zoom, and a
-// legend table with min / max / last that toggles series.
+// it there), wrapped for perch: theme colours, resize, drag-to-zoom, units
+// on the y axes, and a legend table with min / max / last that toggles
+// series.
 
-import { h, fmtNum, seriesName } from './lib.js';
+import { h, fmtNum, fmtUnit, seriesName } from './lib.js';
 
 let loading = null;
 export function loadUPlot() {
@@ -43,13 +44,13 @@ export function alignMatrices(results, queries = []) {
       // An expression's result has no name: say which query it came from.
       const name = seriesName(r.metric);
       const label = r.metric && r.metric.__name__ ? name : name === '{}' ? (queries[qi] || name) : `${queries[qi] || ''} ${name}`.trim();
-      series.push({ label, points: m });
+      series.push({ label, metric: r.metric || {}, points: m });
     }
   }
   const xs = [...times].sort((a, b) => a - b);
   return {
     xs,
-    series: series.map(s => ({ label: s.label, values: xs.map(t => (s.points.has(t) ? s.points.get(t) : null)) })),
+    series: series.map(s => ({ label: s.label, metric: s.metric, values: xs.map(t => (s.points.has(t) ? s.points.get(t) : null)) })),
   };
 }
 
@@ -65,9 +66,23 @@ function stats(values) {
 }
 
 /**
+ * Which y axis each series goes on, by unit: one axis when all series share
+ * a unit (or none has one), a left and a right one for two units; with more
+ * than two, one axis without a unit (the legend still says each series').
+ * → {axes: [unit|null, …] (1 or 2), of: [axis index per series]}
+ */
+export function unitAxes(units) {
+  const distinct = [...new Set(units.map(u => u || null))];
+  if (distinct.length === 2) return { axes: distinct, of: units.map(u => distinct.indexOf(u || null)) };
+  return { axes: [distinct.length === 1 ? distinct[0] : null], of: units.map(() => 0) };
+}
+
+/**
  * A line (or bar) chart in `container` with a legend table after it.
- * opts: {xs (seconds), series: [{label, values}], xRange: [from, to] (seconds), height, bars,
- *        legend (false: none), onSelect(fromMs, toMs), yFormat}
+ * opts: {xs (seconds), series: [{label, values, unit}], xRange: [from, to] (seconds), height, bars,
+ *        legend (false: none), onSelect(fromMs, toMs), yFormat, unit (for series without one),
+ *        spanGaps (join the points across gaps: sparse sensors)}
+ * A unit is written above its y axis and after the legend's values.
  * Returns {destroy()}.
  */
 export async function chart(container, opts) {
@@ -75,7 +90,16 @@ export async function chart(container, opts) {
   const colours = palette();
   const plotBox = h('div', { class: 'chart' });
   const legend = opts.legend === false ? null : h('table', { class: 'legend' });
-  container.replaceChildren(plotBox, legend || '');
+  const units = opts.series.map(s => s.unit || opts.unit || null);
+  const yAxes = unitAxes(units);
+  // The units as text over the axes (uPlot draws on a canvas, which neither
+  // a screen reader nor a test can read).
+  const unitRow = yAxes.axes.some(Boolean)
+    ? h('div', { class: 'axis-units' },
+      h('span', { class: 'axis-unit', title: 'Unit of the left axis' }, yAxes.axes[0] || ''),
+      yAxes.axes[1] ? h('span', { class: 'axis-unit right', title: 'Unit of the right axis' }, yAxes.axes[1]) : null)
+    : null;
+  container.replaceChildren(unitRow || '', plotBox, legend || '');
   let u = null;
   const shown = opts.series.map(() => true);
 
@@ -86,13 +110,14 @@ export async function chart(container, opts) {
     const width = Math.max(plotBox.clientWidth || container.clientWidth || 300, 200);
     const series = [{}].concat(opts.series.map((s, i) => ({
       label: s.label,
+      scale: yAxes.of[i] ? 'y2' : 'y',
       show: shown[i],
       stroke: colours[i % colours.length],
       fill: opts.bars ? colours[i % colours.length] + '99' : undefined,
       width: 1.5,
-      spanGaps: false,
+      spanGaps: !!opts.spanGaps,
       paths: opts.bars ? uPlot.paths.bars({ size: [0.9, 40], align: 1 }) : undefined,
-      value: (_, v) => fmtNum(v),
+      value: (_, v) => fmtUnit(v, units[i]),
       ...(opts.bars ? { points: { show: false } } : {}),
     })));
     u = new uPlot({
@@ -106,8 +131,11 @@ export async function chart(container, opts) {
       scales: { x: { time: true, ...(opts.xRange ? { range: () => opts.xRange } : {}) } },
       axes: [
         { ...axis },
-        { ...axis, size: 60, values: (_, ticks) => ticks.map(v => (opts.yFormat || fmtNum)(v)) },
-      ],
+        { ...axis, scale: 'y', size: 60, values: (_, ticks) => ticks.map(v => (opts.yFormat || fmtNum)(v)) },
+      ].concat(yAxes.axes.length > 1 ? [{
+        ...axis, scale: 'y2', side: 1, size: 60, grid: { show: false },
+        values: (_, ticks) => ticks.map(v => (opts.yFormat || fmtNum)(v)),
+      }] : []),
       hooks: {
         setSelect: [uu => {
           if (!opts.onSelect || uu.select.width < 3) return;
@@ -128,7 +156,7 @@ export async function chart(container, opts) {
     opts.series.forEach((s, i) => {
       const st = stats(s.values);
       const colour = colours[i % colours.length];
-      const fmt = opts.yFormat || fmtNum;
+      const fmt = v => fmtUnit(v, units[i], opts.yFormat || fmtNum);
       body.append(h('tr', { class: shown[i] ? '' : 'off' },
         h('td', null, h('button', {
           type: 'button', 'aria-pressed': String(shown[i]), title: 'Show or hide this series',

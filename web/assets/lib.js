@@ -140,6 +140,12 @@ export function fmtNum(v) {
   return v.toLocaleString(undefined, { maximumFractionDigits: a < 1 ? 4 : a < 100 ? 2 : 1 });
 }
 
+/** A number with its unit, if any: `21.5 °C`, `48 %`. */
+export function fmtUnit(v, unit, fmt = fmtNum) {
+  const text = fmt(v);
+  return unit && v !== null && v !== undefined && !Number.isNaN(v) ? `${text} ${unit}` : text;
+}
+
 export function fmtBytes(b) {
   if (b === null || b === undefined || Number.isNaN(b)) return 'n/a';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -192,6 +198,56 @@ export async function instant(query, signal) {
   if (d.resultType === 'scalar') return [{ metric: {}, value: Number(d.result[1]) }];
   if (d.resultType === 'matrix') return d.result.map(r => ({ metric: r.metric, value: Number(r.values.at(-1)?.[1]) }));
   return [];
+}
+
+let unitsCache = null; // {at, promise}
+/**
+ * Metric name → its unit, from `/api/v1/metadata` (units the devices and
+ * `[devices] units` state). A metric whose devices disagree has none here.
+ * Fetched at most once a minute and shared by the pages; never throws
+ * (no units is a fine answer).
+ */
+export function metricUnits() {
+  if (unitsCache && Date.now() - unitsCache.at < 60000) return unitsCache.promise;
+  const promise = api('/api/v1/metadata')
+    .then(d => {
+      const m = new Map();
+      for (const [name, entries] of Object.entries(d || {})) {
+        const units = [...new Set((entries || []).map(e => e.unit).filter(Boolean))];
+        if (units.length === 1) m.set(name, units[0]);
+      }
+      return m;
+    })
+    .catch(e => { console.warn('metadata:', e.message); unitsCache = null; return new Map(); });
+  unitsCache = { at: Date.now(), promise };
+  return promise;
+}
+
+/** A device's page: each segment of its id encoded, the slashes kept. */
+export function deviceHref(id) {
+  return '/devices/' + String(id).split('/').map(encodeURIComponent).join('/');
+}
+
+/** Text matched literally inside a PromQL regex string (`=~"…"`). */
+export function regexQuote(s) {
+  return escapeLabel(String(s).replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+}
+
+/** Why a device is online or offline, in words (its `status_reason`). */
+export function deviceStatusText(d) {
+  if (d.status_reason === 'reported') return d.online ? 'it says it is online' : 'it says it is offline (last will or availability)';
+  if (d.status_reason === 'silent') return `silent longer than its usual interval${d.interval_ms ? ` (${fmtInterval(d.interval_ms)})` : ''} allows`;
+  if (d.status_reason === 'active') return 'sends as usual';
+  return d.status_reason || '';
+}
+
+/** 90000 → "1.5 min". */
+export function fmtInterval(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 60e3) return `${fmtNum(ms / 1e3)} s`;
+  if (ms < 3600e3) return `${fmtNum(ms / 60e3)} min`;
+  if (ms < 86400e3) return `${fmtNum(ms / 3600e3)} h`;
+  return `${fmtNum(ms / 86400e3)} d`;
 }
 
 /** Runs `fn` now and then every `ms` (≥ 1 s), never overlapping; returns stop(). */

@@ -1,10 +1,30 @@
 // Explorer: the broker's topic tree with last values and rates
-// (/api/v1/topics, every 3 s), a live tail over server-sent events
+// (/api/v1/topics, every 3 s), a topic's recent messages
+// (/api/v1/messages?topic=), a live tail over server-sent events
 // (/api/v1/live?topic=FILTER), and a publish form (POST /api/v1/publish).
+// Each message says how perch read it (its `read`: family, format, series
+// and samples stored, or why none). /explorer?topic=T opens with T chosen.
 
 import { api, h, field, notify, every, fmtNum, fmtTime, showError, isAdmin } from '../lib.js';
 
 const TAIL_MAX = 200;
+const RECENT = 20;
+
+/** How perch read a message, in one short line (nothing if not known). */
+function readLine(read) {
+  if (!read) return null;
+  const how = [read.family, read.format].filter(Boolean).join(' · ');
+  let what;
+  if (read.outcome === 'stored') {
+    what = `${read.series} series, ${read.samples} sample${read.samples === 1 ? '' : 's'} stored`;
+    if (read.note) what += ` (${read.note})`;
+  } else if (read.outcome === 'unparsed') {
+    what = `not read${read.note ? ': ' + read.note : ''}`;
+  } else {
+    what = `no samples${read.note ? ': ' + read.note : ''}`;
+  }
+  return h('div', { class: `read ${read.outcome || ''}`, title: 'How perch read this message' }, `${how} → ${what}`);
+}
 
 function preview(last) {
   if (!last) return '';
@@ -14,13 +34,20 @@ function preview(last) {
 
 export default async function (view, ctx) {
   // ---- topic tree ----
-  const filterInput = h('input', { id: 'tree-filter', value: '#', spellcheck: 'false' });
+  const wanted = (ctx.query.get('topic') || '').trim();
+  const filterInput = h('input', { id: 'tree-filter', value: wanted || '#', spellcheck: 'false' });
   const treeBox = h('ul', { class: 'tree', 'aria-label': 'Topics' });
   const treeStatus = h('p', { class: 'muted' });
   const detail = h('div', { 'aria-live': 'polite' });
   const open = new Set();
   let root = null;
   let selected = null;
+  let pendingSelect = wanted || null;
+  if (wanted) {
+    // Its ancestors open, so that it shows in the tree.
+    const levels = wanted.split('/');
+    for (let i = 1; i < levels.length; i++) open.add(levels.slice(0, i).join('/'));
+  }
 
   function nodeEl(node) {
     const label = [
@@ -31,7 +58,7 @@ export default async function (view, ctx) {
     ];
     if (!node.children.length) {
       return h('li', null, h('button', {
-        type: 'button', class: 'leaf', style: { border: 0, background: 'none', padding: 0, textAlign: 'left' },
+        type: 'button', class: 'leaf', dataset: { topic: node.topic }, style: { border: 0, background: 'none', padding: 0, textAlign: 'left' },
         'aria-pressed': String(selected === node.topic),
         onclick: () => select(node),
       }, label));
@@ -48,19 +75,56 @@ export default async function (view, ctx) {
     return h('li', null, d);
   }
 
+  function findNode(n, topic) {
+    if (n.topic === topic) return n;
+    for (const c of n.children) {
+      if (topic === c.topic || topic.startsWith(c.topic + '/')) {
+        const f = findNode(c, topic);
+        if (f) return f;
+      }
+    }
+    return null;
+  }
+
+  let recentAbort = null;
+  async function loadRecent(topic, box) {
+    if (recentAbort) recentAbort.abort();
+    const ac = new AbortController();
+    recentAbort = ac;
+    ctx.signal.addEventListener('abort', () => ac.abort(), { once: true });
+    try {
+      const list = await api(`/api/v1/messages?limit=${RECENT}&topic=` + encodeURIComponent(topic), { signal: ac.signal });
+      box.replaceChildren(list.length
+        ? h('ul', { class: 'messages', 'aria-label': `Recent messages on ${topic}` }, list.map(m => h('li', null,
+          h('div', { class: 'muted small' }, fmtTime(m.time_ms), ` · ${m.client_id}${m.retain ? ' · retained' : ''}`),
+          h('pre', null, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 500 ? m.payload.slice(0, 500) + '…' : m.payload)),
+          readLine(m.read))))
+        : h('p', { class: 'muted' }, 'No recent messages kept for this topic.'));
+    } catch (e) {
+      if (e.name !== 'AbortError') showError(box, e);
+    }
+  }
+
   function select(node) {
     selected = node.topic;
+    const u = '/explorer?topic=' + encodeURIComponent(node.topic);
+    if (location.pathname === '/explorer' && location.pathname + location.search !== u) history.replaceState(null, '', u);
+    for (const b of treeBox.querySelectorAll('button.leaf')) b.setAttribute('aria-pressed', String(b.dataset.topic === node.topic));
     const l = node.last;
+    const recent = h('div', null, h('p', { class: 'muted' }, 'Loading recent messages…'));
     detail.replaceChildren(h('h3', { class: 'mono' }, node.topic),
       l ? h('dl', { class: 'kv' },
         h('dt', null, 'time'), h('dd', null, fmtTime(l.time_ms)),
         h('dt', null, 'client'), h('dd', { class: 'mono' }, l.client_id),
         h('dt', null, 'qos / retain'), h('dd', null, `${l.qos} / ${l.retain}`),
         h('dt', null, 'size'), h('dd', null, `${l.bytes} B${l.truncated ? ' (truncated)' : ''} ${l.encoding === 'base64' ? 'base64' : ''}`),
-        h('dt', null, 'payload'), h('dd', null, h('pre', null, l.payload))) : h('p', { class: 'muted' }, 'No message on this topic itself.'),
+        h('dt', null, 'payload'), h('dd', null, h('pre', null, l.payload)),
+        l.read ? [h('dt', null, 'read as'), h('dd', null, readLine(l.read))] : null) : h('p', { class: 'muted' }, 'No message on this topic itself.'),
       h('p', { class: 'row' },
         h('button', { type: 'button', onclick: () => { tailInput.value = node.children.length ? `${node.topic}/#` : node.topic; startTail(); } }, 'Tail this topic'),
-        pubTopic ? h('button', { type: 'button', onclick: () => { pubTopic.value = node.topic; pubPayload.focus(); } }, 'Publish to it') : null));
+        pubTopic ? h('button', { type: 'button', onclick: () => { pubTopic.value = node.topic; pubPayload.focus(); } }, 'Publish to it') : null),
+      ...(l ? [h('h4', null, 'Recent messages'), recent] : []));
+    if (l) loadRecent(node.topic, recent);
   }
 
   async function loadTree() {
@@ -75,13 +139,18 @@ export default async function (view, ctx) {
     treeStatus.textContent = top.length ? `${root.messages} messages, ${fmtNum(root.rate_per_sec)}/s` : 'No topics yet.';
     // Keep the tree still while someone is moving through it with the keyboard.
     if (!treeBox.contains(document.activeElement)) treeBox.replaceChildren(...top.map(nodeEl));
+    if (pendingSelect) {
+      const node = findNode(root, pendingSelect);
+      if (node) { pendingSelect = null; select(node); }
+      else if (!top.length) detail.replaceChildren(h('p', { class: 'muted' }, `No messages on ${wanted} yet.`));
+    }
   }
 
   const treeForm = h('form', { class: 'row', onsubmit: e => { e.preventDefault(); loadTree(); } },
     field('Topic filter', filterInput, { class: 'grow' }), h('button', { type: 'submit' }, 'Apply'));
 
   // ---- live tail ----
-  const tailInput = h('input', { id: 'tail-filter', value: '#', spellcheck: 'false' });
+  const tailInput = h('input', { id: 'tail-filter', value: wanted || '#', spellcheck: 'false' });
   const pauseButton = h('button', { type: 'button', 'aria-pressed': 'false' }, 'Pause');
   const tailBody = h('tbody');
   const tailStatus = h('p', { class: 'muted', 'aria-live': 'polite' });
@@ -93,7 +162,8 @@ export default async function (view, ctx) {
     const rows = pending.splice(0).slice(-TAIL_MAX).reverse().map(m => h('tr', null,
       h('td', null, new Date(m.time_ms).toLocaleTimeString()),
       h('td', { class: 'mono' }, m.topic),
-      h('td', { class: 'mono' }, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 300 ? m.payload.slice(0, 300) + '…' : m.payload))));
+      h('td', null, h('div', { class: 'mono' }, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 300 ? m.payload.slice(0, 300) + '…' : m.payload)),
+        readLine(m.read))));
     tailBody.prepend(...rows);
     while (tailBody.childElementCount > TAIL_MAX) tailBody.lastElementChild.remove();
     tailStatus.textContent = `${received} received${lagged ? `, ${lagged} missed (too fast to show)` : ''}`;
@@ -124,7 +194,7 @@ export default async function (view, ctx) {
     pauseButton.setAttribute('aria-pressed', String(paused));
     if (!paused) flush();
   });
-  ctx.cleanup(() => { if (source) source.close(); clearTimeout(flushTimer); });
+  ctx.cleanup(() => { if (source) source.close(); clearTimeout(flushTimer); if (recentAbort) recentAbort.abort(); });
 
   const tailForm = h('form', { class: 'row', onsubmit: e => { e.preventDefault(); startTail(); } },
     field('Live filter', tailInput, { class: 'grow' }), h('button', { type: 'submit' }, 'Apply'), pauseButton,
@@ -162,7 +232,7 @@ export default async function (view, ctx) {
           h('div', { class: 'tail' }, h('table', null,
             h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'topic'), h('th', null, 'payload'))), tailBody))),
         publishCard)));
-  detail.append(h('p', { class: 'muted' }, 'Choose a topic in the tree.'));
+  if (!detail.childElementCount) detail.append(h('p', { class: 'muted' }, wanted ? `Looking for ${wanted}…` : 'Choose a topic in the tree.'));
   startTail();
   ctx.cleanup(every(3000, loadTree));
 }

@@ -5,8 +5,10 @@
 //   /graph?dashboard=NAME&from=…&to=…             (a saved dashboard)
 // (/graph as in Prometheus' UI: /metrics is perch's own scrape endpoint.)
 // `range=6h` is short for from=now-6h&to=now.
+// Series of a metric with a unit (/api/v1/metadata) show it on the axis and
+// in the legend.
 
-import { api, h, field, notify, showError, isAdmin, resolveTime, parseDuration, seriesName, fmtNum } from '../lib.js';
+import { api, h, field, notify, showError, isAdmin, resolveTime, parseDuration, seriesName, fmtUnit, metricUnits } from '../lib.js';
 import { chart, alignMatrices } from '../chart.js';
 
 const PRESETS = ['15m', '1h', '6h', '24h', '7d', '30d'];
@@ -30,6 +32,9 @@ export default async function (view, ctx) {
   let cameras = [];
   let refreshTimer = null;
   const panelViews = [];  // {panel, el, destroy}
+  // Units by metric name, asked once per visit (a failure means no units).
+  const unitsOf = metricUnits();
+  const nameOf = metric => (metric && metric.__name__) || null;
 
   // ---- URL → state ----
   const q = ctx.query;
@@ -320,6 +325,7 @@ export default async function (view, ctx) {
           const at = dash.range.to === 'now' ? '' : `&time=${end / 1000}`;
           const results = await Promise.all(queries.map(qq =>
             api(`/api/v1/query?query=${encodeURIComponent(qq)}${at}`, { signal: ac.signal })));
+          const units = await unitsOf;
           const rows = [];
           for (const d of results) {
             if (d.resultType === 'scalar') rows.push({ metric: {}, value: Number(d.result[1]) });
@@ -327,7 +333,7 @@ export default async function (view, ctx) {
           }
           destroyChart(); destroyChart = () => {};
           body.replaceChildren(h('div', { class: 'stat-values' }, rows.length ? rows.map(r => h('div', { class: 'stat' },
-            h('div', { class: 'value last', dataset: { value: r.value } }, fmtNum(r.value)),
+            h('div', { class: 'value last', dataset: { value: r.value } }, fmtUnit(r.value, units.get(nameOf(r.metric)))),
             h('div', { class: 'sub mono' }, seriesName(r.metric)))) : h('p', { class: 'muted' }, 'No data')));
           return;
         }
@@ -337,6 +343,8 @@ export default async function (view, ctx) {
           api(`/api/v1/query_range?query=${encodeURIComponent(qq)}&start=${start / 1000}&end=${end / 1000}&step=${step}`, { signal: ac.signal })
             .then(d => (d.resultType === 'matrix' ? d.result : []))));
         const data = alignMatrices(results, queries);
+        const units = await unitsOf;
+        for (const s of data.series) s.unit = units.get(nameOf(s.metric)) || null;
         destroyChart();
         if (!data.series.length) { destroyChart = () => {}; body.replaceChildren(h('p', { class: 'muted' }, 'No data in this range.')); return; }
         const box = h('div');

@@ -1,7 +1,11 @@
 // Overview: host health from perch's self-metrics (PromQL instant queries),
-// the cameras' latest snapshots, and recent warnings and errors.
+// the cameras' latest snapshots, offline devices (only when there are any)
+// and recent warnings and errors.
 
-import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, showError } from '../lib.js';
+import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError, deviceHref, deviceStatusText } from '../lib.js';
+
+/** Offline devices listed before "and N more". */
+const OFFLINE_SHOWN = 8;
 
 const Q = {
   cpu: 'perch_host_cpu_usage_ratio',
@@ -33,8 +37,12 @@ export default async function (view, ctx) {
   const healthError = h('div');
   const camGrid = h('div', { class: 'grid wide' });
   const events = h('div', { class: 'scroll' });
+  const offlineList = h('ul', { class: 'offline-list' });
+  const offline = h('section', { id: 'ov-offline', hidden: true, 'aria-labelledby': 'ov-offline-t' },
+    h('h2', { id: 'ov-offline-t' }, 'Offline devices'), h('div', { class: 'card' }, offlineList));
   view.append(h('h1', null, 'Overview'), healthError, health,
     h('h2', null, 'Cameras'), camGrid,
+    offline,
     h('h2', null, 'Recent warnings and errors'), events);
 
   const ratio = (tl, used, total, fmt) => {
@@ -108,7 +116,23 @@ export default async function (view, ctx) {
         h('td', null, e.message))))));
   }
 
+  // Nothing at all while every device is online, or there are none (or the
+  // registry does not run).
+  async function offline_() {
+    let list;
+    try { list = await api('/api/v1/devices?status=offline', { signal: ctx.signal }); }
+    catch (e) { if (e.name !== 'AbortError') { offline.hidden = true; console.warn('devices:', e.message); } return; }
+    offline.hidden = !list.length;
+    if (!list.length) { offlineList.replaceChildren(); return; }
+    offlineList.replaceChildren(...list.slice(0, OFFLINE_SHOWN).map(d => h('li', null,
+      h('span', { class: 'badge offline' }, 'offline'), ' ',
+      h('a', { href: deviceHref(d.id) }, d.name && d.name !== d.id ? d.name : d.id), ' ',
+      h('span', { class: 'muted' }, `last seen ${fmtAgo(d.last_seen_ms)} · ${deviceStatusText(d)}`))),
+    ...(list.length > OFFLINE_SHOWN ? [h('li', null, h('a', { href: '/devices?status=offline' }, `All ${list.length} offline devices`))] : []));
+  }
+
   ctx.cleanup(every(5000, health_));
+  ctx.cleanup(every(10000, offline_));
   ctx.cleanup(every(15000, cameras));
   ctx.cleanup(every(10000, events_));
 }
