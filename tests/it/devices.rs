@@ -459,3 +459,564 @@ fn the_corpus_is_stored_and_its_devices_listed() {
         );
     }
 }
+
+/// Many messages over one MQTT connection (rumqttc), QoS 1, each
+/// acknowledged before this returns: faster than a mosquitto_pub each.
+fn publish_many(p: &Perch, messages: &[(String, Vec<u8>)]) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CLIENTS: AtomicU32 = AtomicU32::new(0);
+    let id = format!(
+        "perch-it-devices-{}-{}",
+        std::process::id(),
+        CLIENTS.fetch_add(1, Ordering::Relaxed)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", p.mqtt_port);
+        opts.set_credentials(crate::common::ADMIN, crate::common::ADMIN_PASSWORD);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(64);
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+        let to_send = messages.to_vec();
+        let sender = tokio::spawn(async move {
+            for (topic, payload) in to_send {
+                client
+                    .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+            // Kept until every PUBACK is in: dropping it ends the event loop.
+            client
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut acked = 0;
+        while acked < messages.len() {
+            match tokio::time::timeout(Duration::from_secs(1), events.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(e)) => panic!("MQTT connection failed: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {acked} of {} PUBACKs",
+                messages.len()
+            );
+        }
+        let client = sender.await.unwrap();
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+    });
+}
+
+/// How the explorer says the last message on `topic` was read.
+fn read_summary(p: &Perch, topic: &str) -> serde_json::Value {
+    let r = p.get(&format!(
+        "/api/v1/messages?topic={}&limit=1",
+        urlencode(topic)
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let m = &v["data"][0];
+    assert_eq!(m["topic"], topic, "no message on {topic:?} in the explorer");
+    m["read"].clone()
+}
+
+/// The one series matching `selector`: its times and values.
+fn one_series(p: &Perch, selector: &str) -> (Vec<i64>, Vec<f64>) {
+    let mut found = p.export(selector);
+    assert_eq!(found.len(), 1, "{selector}: {found:?}");
+    let (_, t, v) = found.remove(0);
+    (t, v)
+}
+
+/// A device over `/api/v1/devices/{id}`, each level of the id percent-encoded
+/// (dots too, so that `..` is an id, not a path step).
+fn device(p: &Perch, id: &str) -> crate::common::Resp {
+    let enc = |level: &str| urlencode(level).replace('.', "%2E");
+    p.get(&format!(
+        "/api/v1/devices/{}",
+        id.split('/').map(enc).collect::<Vec<_>>().join("/")
+    ))
+}
+
+fn listed_devices(p: &Perch) -> Vec<serde_json::Value> {
+    let r = p.get("/api/v1/devices");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["data"].as_array().unwrap().clone()
+}
+
+/// Seconds since the epoch as Tasmota writes its `Time`: local time without
+/// an offset (here the zone is UTC).
+fn tasmota_time(epoch_s: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch_s, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// tests/fixtures/devices/tasmota.toml, docs/DS18x20.md line 69, with its
+/// `Time` replaced.
+fn ds18b20(time: &str) -> String {
+    format!(
+        r#"{{"Time":"{time}","DS18B20-1":{{"Id":"00000566CC39","Temperature":13.3}},"DS18B20-2":{{"Id":"0000059352D4","Temperature":1.2}},"DS18B20-3":{{"Id":"000005937C90","Temperature":22.5}},"TempUnit":"C"}}"#
+    )
+}
+
+/// tests/fixtures/devices/owntracks.toml (quicksetup.md line 140) with `tst`
+/// and `created_at` replaced.
+fn owntracks_location(tst: i64) -> String {
+    format!(
+        r#"{{"_type":"location","SSID":"mywifi","alt":154,"batt":53,"conn":"w","created_at":{tst},"lat":48.856826,"lon":2.292713,"tid":"j1","tst":{tst},"vel":0}}"#
+    )
+}
+
+#[test]
+fn device_clocks_are_the_sample_time_when_they_are_right() {
+    if !have_mosquitto() {
+        return;
+    }
+    let p = Perch::start_with(&format!("{CONFIG}[devices]\ntime_zone = \"UTC\"\n"));
+    let now_s = now_ms() / 1000;
+    let device_s = now_s - 120;
+    publish(
+        &p,
+        "tele/cellar/SENSOR",
+        ds18b20(&tasmota_time(device_s)).as_bytes(),
+        false,
+    );
+    publish(
+        &p,
+        "owntracks/jane/nokia",
+        owntracks_location(device_s).as_bytes(),
+        false,
+    );
+    wait_read(&p, 2.0);
+    let (t, v) = one_series(
+        &p,
+        r#"temperature{device="cellar",id="0000059352D4",sensor="DS18B20",topic="tele/cellar/SENSOR"}"#,
+    );
+    assert_eq!(
+        (t, v),
+        (vec![device_s * 1000], vec![1.2]),
+        "Tasmota's Time, read in UTC"
+    );
+    for (metric, value) in [
+        ("latitude", 48.856826),
+        ("altitude", 154.0),
+        ("battery", 53.0),
+    ] {
+        let (t, v) = one_series(
+            &p,
+            &format!(r#"{metric}{{device="jane/nokia",topic="owntracks/jane/nokia"}}"#),
+        );
+        assert_eq!(
+            (t, v),
+            (vec![device_s * 1000], vec![value]),
+            "OwnTracks {metric}"
+        );
+    }
+    assert_eq!(
+        metric(&p, "perch_ingest_notices_total", ""),
+        0.0,
+        "times within 15 minutes are believed without a notice"
+    );
+
+    // Clocks 2 hours off: the arrival time, and a notice each.
+    let off = tasmota_time(now_s - 7200);
+    let before = now_ms();
+    publish(&p, "tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
+    publish(
+        &p,
+        "owntracks/jane/phone",
+        owntracks_location(now_s + 7200).as_bytes(),
+        false,
+    );
+    wait_read(&p, 4.0);
+    let after = now_ms();
+    let (t, v) = one_series(
+        &p,
+        r#"temperature{device="attic",id="00000566CC39",sensor="DS18B20"}"#,
+    );
+    assert_eq!(v, vec![13.3]);
+    assert!(
+        (before..=after).contains(&t[0]),
+        "a clock 2 h late: sample at {} not at the arrival time ({before}..{after})",
+        t[0]
+    );
+    let (t, _) = one_series(&p, r#"latitude{device="jane/phone"}"#);
+    assert!(
+        (before..=after).contains(&t[0]),
+        "a clock 2 h ahead: sample at {} not at the arrival time ({before}..{after})",
+        t[0]
+    );
+    assert_eq!(metric(&p, "perch_ingest_notices_total", ""), 2.0);
+    let read = read_summary(&p, "tele/attic/SENSOR");
+    assert_eq!(read["outcome"], "stored");
+    let note = read["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&off),
+        "the explorer says which time was not believed: {read}"
+    );
+    // Once per topic: the same clock again is not a new notice.
+    publish(&p, "tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
+    wait_read(&p, 5.0);
+    assert_eq!(metric(&p, "perch_ingest_notices_total", ""), 2.0);
+}
+
+/// tests/fixtures/devices/homeassistant.toml's humidity config (the Home
+/// Assistant docs' "Sensors" example no2) with a `device` block added.
+const BEDROOM_HUMIDITY: &str = r#"{"device_class": "humidity", "name": "Humidity", "state_topic": "homeassistant/sensor/sensorBedroom/state", "unit_of_measurement": "%", "value_template": "{{ value_json.humidity}}", "device": {"identifiers": ["th-0042"], "name": "Bedroom sensor", "manufacturer": "Acme", "model": "TH-2", "sw_version": "1.4.2"}}"#;
+
+#[test]
+fn devices_and_discovery_configs_survive_a_restart() {
+    if !have_mosquitto() {
+        return;
+    }
+    let mut p = Perch::start_with(CONFIG);
+    publish(
+        &p,
+        "homeassistant/sensor/sensorBedroomH/config",
+        BEDROOM_HUMIDITY.as_bytes(),
+        true,
+    );
+    // tests/fixtures/devices/tasmota.toml: INFO1 of wemos2, and a reading.
+    publish(
+        &p,
+        "tele/wemos2/INFO1",
+        br#"{"Module":"Generic","Version":"7.0.0.3(tasmota)","FallbackTopic":"cmnd/DVES_15568C_fb/","GroupTopic":"cmnd/sonoffs/"}"#,
+        false,
+    );
+    publish(
+        &p,
+        "tele/wemos2/SENSOR",
+        ds18b20("2021-01-02T09:09:44").as_bytes(),
+        false,
+    );
+    wait_read(&p, 3.0);
+    let status = p.stop();
+    assert!(status.success(), "perch stopped with {status}");
+    p.restart();
+
+    let listed = listed_devices(&p);
+    let ids: Vec<&str> = listed.iter().filter_map(|d| d["id"].as_str()).collect();
+    // The device's first identifier is its id (docs/devices.md).
+    assert_eq!(ids, ["th-0042", "wemos2"], "{listed:?}");
+    let ha = device(&p, "th-0042").json()["data"].clone();
+    assert_eq!(ha["family"], "homeassistant");
+    assert_eq!(ha["name"], "Bedroom sensor");
+    assert_eq!(ha["manufacturer"], "Acme");
+    assert_eq!(ha["model"], "TH-2");
+    assert_eq!(ha["firmware"], "1.4.2");
+    let tasmota = device(&p, "wemos2").json()["data"].clone();
+    assert_eq!(tasmota["family"], "tasmota");
+    assert_eq!(tasmota["model"], "Generic");
+    assert_eq!(tasmota["firmware"], "7.0.0.3(tasmota)");
+    assert_eq!(tasmota["metrics"]["temperature"], "°C", "{tasmota}");
+    assert_eq!(
+        one_series(&p, r#"temperature{device="wemos2",id="000005937C90"}"#).1,
+        vec![22.5],
+        "samples from before the restart"
+    );
+
+    // A state on the config's topic, after the restart: read as the entity
+    // only if the retained config was learnt at start.
+    publish(
+        &p,
+        "homeassistant/sensor/sensorBedroom/state",
+        br#"{ "temperature": 23.20, "humidity": 43.70 }"#,
+        false,
+    );
+    wait_read(&p, 1.0);
+    let (_, v) = one_series(
+        &p,
+        r#"humidity{device="th-0042",entity="sensorBedroomH",topic="homeassistant/sensor/sensorBedroom/state"}"#,
+    );
+    assert_eq!(v, vec![43.7]);
+    let read = read_summary(&p, "homeassistant/sensor/sensorBedroom/state");
+    assert_eq!(read["family"], "homeassistant", "{read}");
+    assert_eq!(read["samples"], 1, "{read}");
+    let meta = p.get("/api/v1/metadata?metric=humidity").json();
+    assert_eq!(meta["data"]["humidity"][0]["unit"], "%", "{meta}");
+    let ha = device(&p, "th-0042").json()["data"].clone();
+    assert_eq!(ha["metrics"]["humidity"], "%", "{ha}");
+}
+
+/// Bytes that are no format: not UTF-8, not JSON, not a number.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = vec![0xff, 0xfe];
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push((x >> 24) as u8);
+    }
+    out
+}
+
+#[test]
+fn bad_device_input_is_explained_counted_and_survived() {
+    if !have_mosquitto() {
+        return;
+    }
+    let p = Perch::start_with(CONFIG);
+    publish(
+        &p,
+        "tele/keep/SENSOR",
+        ds18b20("2021-01-02T09:09:44").as_bytes(),
+        false,
+    );
+    wait_read(&p, 1.0);
+    let unparsed0 = metric(&p, "perch_ingest_messages_total", "outcome=\"unparsed\"");
+    let notices0 = metric(&p, "perch_ingest_notices_total", "");
+    let untracked0 = metric(&p, "perch_devices_untracked_total", "");
+    let mut sent = 1.0;
+
+    // Discovery configs that cannot be used, each with a reason.
+    // MAX_CONFIG_BYTES in crates/ingest/src/conventions/homeassistant.rs.
+    let big = format!(
+        r#"{{"name":"Big","state_topic":"bad/big/state","unit_of_measurement":"W","icon":"{}"}}"#,
+        "x".repeat(64 * 1024)
+    );
+    let not_json = r#"{"name": "Broken", "state_topic": "bad/broken/state""#;
+    let template = "{{ value_json.x * 2 }}";
+    let with_template = format!(
+        r#"{{"name":"Doubled","state_topic":"bad/tpl/state","value_template":"{template}"}}"#
+    );
+    let bad_configs: [(&str, &[u8], &str); 4] = [
+        ("homeassistant/sensor/big/config", big.as_bytes(), "64 KiB"),
+        (
+            "homeassistant/sensor/broken/config",
+            not_json.as_bytes(),
+            "not JSON",
+        ),
+        (
+            "zigbee2mqtt/bridge/devices",
+            br#"{"friendly_name":"not a list"}"#,
+            "",
+        ),
+        (
+            "homeassistant/sensor/doubled/config",
+            with_template.as_bytes(),
+            "",
+        ),
+    ];
+    for (topic, payload, _) in &bad_configs {
+        publish(&p, topic, payload, true);
+        sent += 1.0;
+    }
+    publish(&p, "bad/tpl/state", br#"{"x": 21}"#, false);
+    publish(&p, "bad/big/state", b"12", false);
+    sent += 2.0;
+
+    // Random bytes where each family's messages go.
+    let random_topics = [
+        "tele/rnd/SENSOR",
+        "stat/rnd/STATUS8",
+        "shellies/shelly1pm-rnd/relay/0/power",
+        "shellyplus1pm-rnd/status/switch:0",
+        "shellyplus1pm-rnd/events/rpc",
+        "zigbee2mqtt/rnd_sensor",
+        "zigbee2mqtt/bridge/devices",
+        "rndnode/sensor/temperature/state",
+        "owntracks/rnd/phone",
+        "frigate/stats",
+        "frigate/front_door/person",
+        "homeassistant/sensor/rnd/config",
+    ];
+    for (i, topic) in random_topics.iter().enumerate() {
+        publish(&p, topic, &random_bytes(i as u64, 64 + 37 * i), false);
+        sent += 1.0;
+    }
+
+    // Odd device ids, by Tasmota topics and zigbee2mqtt friendly names.
+    let long_tasmota = "t".repeat(300);
+    let long_z2m = format!("room/{}", "z".repeat(300));
+    let odd_ids = [
+        "bäckerei ofen ☃",
+        "..",
+        "%2F",
+        "a b/c d",
+        "キッチン",
+        long_tasmota.as_str(),
+    ];
+    for id in odd_ids {
+        publish(
+            &p,
+            &format!("tele/{id}/SENSOR"),
+            ds18b20("2021-01-02T09:09:44").as_bytes(),
+            false,
+        );
+        sent += 1.0;
+    }
+    // tests/fixtures/devices/zigbee2mqtt.toml, office/sensor's state.
+    let z2m_state =
+        r#"{"battery":30,"humidity":63.4,"linkquality":47,"temperature":21.1,"voltage":2500}"#;
+    let odd_names = ["Küche/Lampe 1", "..%2F..", " lead", long_z2m.as_str()];
+    for name in odd_names {
+        publish(
+            &p,
+            &format!("zigbee2mqtt/{name}"),
+            z2m_state.as_bytes(),
+            false,
+        );
+        sent += 1.0;
+    }
+    wait_read(&p, sent);
+
+    // Counted: every random payload as unparsed (and nothing else: the
+    // relay check's text below would be).
+    assert_eq!(
+        metric(&p, "perch_ingest_messages_total", "outcome=\"unparsed\"") - unparsed0,
+        random_topics.len() as f64,
+        "{:#?}",
+        random_topics
+            .iter()
+            .map(|t| (t, read_summary(&p, t)))
+            .collect::<Vec<_>>()
+    );
+    // A notice each for the big, broken and random configs, the bridge
+    // list that is not an array (the random one after it is the same
+    // topic and kind: reported once), the template not evaluated.
+    let notices = metric(&p, "perch_ingest_notices_total", "") - notices0;
+
+    // Still answering, still relaying.
+    assert_eq!(p.get("/api/v1/devices").status, 200);
+    assert_eq!(p.get("/healthz").status, 200);
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &p.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ])
+        .args(["-t", "relay/check", "-C", "1", "-W", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    let mut tries = 0;
+    while sub.try_wait().unwrap().is_none() {
+        assert!(tries < 50, "mosquitto_sub received nothing");
+        tries += 1;
+        publish(&p, "relay/check", b"still here", false);
+        sent += 1.0;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still here");
+    wait_read(&p, sent);
+
+    // What was stored before is there.
+    assert_eq!(
+        one_series(&p, r#"temperature{device="keep",id="000005937C90"}"#).1,
+        vec![22.5]
+    );
+
+    // The reasons, in the explorer.
+    for (topic, _, why) in &bad_configs[..2] {
+        let read = read_summary(&p, topic);
+        assert_eq!(read["outcome"], "no_samples", "{topic}: {read}");
+        let note = read["note"].as_str().unwrap_or_default();
+        assert!(note.contains(why), "{topic}: {read}");
+    }
+    let read = read_summary(&p, "bad/tpl/state");
+    assert_eq!(read["samples"], 0, "{read}");
+    assert!(
+        read["note"].as_str().unwrap_or_default().contains(template),
+        "the explorer names the template: {read}"
+    );
+    assert!(p.export(r#"{__name__="doubled"}"#).is_empty());
+    // A refused config names no state topic: its topic is read generically.
+    let read = read_summary(&p, "bad/big/state");
+    assert_eq!(read["family"], "generic", "{read}");
+    assert!(p.export(r#"{topic="bad/big/state",entity!=""}"#).is_empty());
+    for topic in random_topics {
+        let read = read_summary(&p, topic);
+        assert_eq!(read["outcome"], "unparsed", "{topic}: {read}");
+    }
+    // And a time notice per odd Tasmota topic: the fixture's 2021 clock.
+    assert_eq!(notices, 5.0 + odd_ids.len() as f64);
+
+    // Odd ids are devices like any other, their samples stored under them;
+    // ids over MAX_ID_BYTES are not tracked, counted, their samples stored.
+    let listed = listed_devices(&p);
+    let ids: Vec<&str> = listed.iter().filter_map(|d| d["id"].as_str()).collect();
+    for id in odd_ids.iter().chain(&odd_names) {
+        let tracked = id.len() <= devices::MAX_ID_BYTES;
+        assert_eq!(ids.contains(id), tracked, "{id:?} in {ids:?}");
+        let r = device(&p, id);
+        if tracked {
+            assert_eq!(r.status, 200, "{id:?}: {}", r.body);
+            assert_eq!(r.json()["data"]["id"], *id);
+        } else {
+            assert_eq!(r.status, 404, "{id:?}: {}", r.body);
+        }
+        let sel = format!(
+            "{{__name__=\"temperature\",device={}}}",
+            serde_json::to_string(id).unwrap()
+        );
+        let found = p.export(&sel);
+        assert!(!found.is_empty(), "no samples of {id:?}");
+    }
+    assert_eq!(
+        metric(&p, "perch_devices_untracked_total", "") - untracked0,
+        2.0,
+        "one per message of an id over {} bytes",
+        devices::MAX_ID_BYTES
+    );
+}
+
+#[test]
+fn many_devices_past_the_limit_are_stored_but_not_tracked() {
+    if !have_mosquitto() {
+        return;
+    }
+    let p = Perch::start_with(&format!("{CONFIG}[devices]\nmax_devices = 50\n"));
+    let messages: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| {
+            (
+                format!("zigbee2mqtt/room{i:03}/sensor"),
+                format!(
+                    r#"{{"battery":30,"humidity":63.4,"linkquality":47,"temperature":{},"voltage":2500}}"#,
+                    10.0 + f64::from(i) / 10.0
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    publish_many(&p, &messages);
+    wait_read(&p, 200.0);
+    eprintln!("200 devices published and read in {:?}", started.elapsed());
+
+    let listed = listed_devices(&p);
+    assert_eq!(listed.len(), 50);
+    assert!(listed
+        .iter()
+        .all(|d| d["family"] == "zigbee2mqtt" && d["battery"] == 30.0));
+    assert_eq!(metric(&p, "perch_devices_untracked_total", ""), 150.0);
+    let series = p.export(r#"temperature{device=~"room[0-9]+/sensor"}"#);
+    assert_eq!(series.len(), 200);
+    for (labels, _, values) in &series {
+        let device = labels["device"].as_str().unwrap();
+        let i: u32 = device[4..7].parse().unwrap();
+        assert_eq!(values, &vec![10.0 + f64::from(i) / 10.0], "{device}");
+    }
+    assert_eq!(
+        p.export(r#"{__name__=~"humidity|battery|linkquality|voltage",device=~"room.*"}"#)
+            .len(),
+        800
+    );
+    // Again: known devices stay, the others are still not tracked.
+    publish_many(&p, &messages);
+    wait_read(&p, 400.0);
+    assert_eq!(listed_devices(&p).len(), 50);
+    assert_eq!(metric(&p, "perch_devices_untracked_total", ""), 300.0);
+}

@@ -136,8 +136,9 @@ pub struct DeviceStatus {
 
 #[derive(Default)]
 struct Counters {
-    /// Devices not tracked because `max_devices` was reached, or whose id
-    /// was refused.
+    /// Messages of devices not tracked because `max_devices` was reached,
+    /// or whose id was refused: once per message and device, however many
+    /// series it gave.
     untracked: AtomicU64,
     /// Series names and topics past the per-device bounds.
     dropped_details: AtomicU64,
@@ -232,6 +233,8 @@ impl Registry {
         let family = reading.family.as_str();
         let mut inner = self.inner.lock();
         let mut touched: Vec<String> = Vec::new();
+        // Ids refused for this message: counted once, not once per series.
+        let mut refused: Vec<&str> = Vec::new();
         for report in &reading.devices {
             if report.removed {
                 if inner.devices.remove(&report.id).is_some() {
@@ -240,7 +243,7 @@ impl Registry {
                 }
                 continue;
             }
-            if self.admit(&mut inner, &report.id, received_ms) {
+            if self.admit(&mut inner, &report.id, received_ms, &mut refused) {
                 let entry = inner.devices.get_mut(&report.id).expect("admitted");
                 let changed = merge_report(&mut entry.device, report);
                 if changed {
@@ -253,7 +256,7 @@ impl Registry {
             let Some(id) = s.labels.get("device") else {
                 continue;
             };
-            if !self.admit(&mut inner, id, received_ms) {
+            if !self.admit(&mut inner, id, received_ms, &mut refused) {
                 continue;
             }
             let metric = s.labels.get(METRIC_NAME).unwrap_or_default();
@@ -345,14 +348,24 @@ impl Registry {
         }
     }
 
-    /// Makes room for `id` if it is new; false when it cannot be tracked.
-    fn admit(&self, inner: &mut Inner, id: &str, now_ms: i64) -> bool {
+    /// Makes room for `id` if it is new; false when it cannot be tracked,
+    /// counted unless `refused` (this message's refused ids) has it.
+    fn admit<'r>(
+        &self,
+        inner: &mut Inner,
+        id: &'r str,
+        now_ms: i64,
+        refused: &mut Vec<&'r str>,
+    ) -> bool {
         if inner.devices.contains_key(id) {
             return true;
         }
         let bad_id = id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control);
         if bad_id || inner.devices.len() >= self.max_devices {
-            self.counters.untracked.fetch_add(1, Ordering::Relaxed);
+            if !refused.contains(&id) {
+                refused.push(id);
+                self.counters.untracked.fetch_add(1, Ordering::Relaxed);
+            }
             if inner.refused.len() < 64 && inner.refused.insert(id.to_string()) {
                 if bad_id {
                     tracing::warn!(
@@ -566,7 +579,7 @@ impl MetricSource for Registry {
         }
         out.push(MetricPoint::counter(
             "perch_devices_untracked_total",
-            "Device ids not tracked: over devices.max_devices, or an unusable id.",
+            "Messages of devices not tracked, once per device a message names: over devices.max_devices, or an unusable id.",
             self.counters.untracked.load(Ordering::Relaxed) as f64,
         ));
         out.push(MetricPoint::counter(

@@ -205,3 +205,30 @@ fn bounded_and_odd_ids_refused() {
         .collect();
     assert_eq!(up.len(), 100);
 }
+
+#[test]
+fn an_untracked_device_counts_once_per_message() {
+    let trees = store::Trees::temporary().unwrap();
+    let clock = ManualClock::new(T0);
+    let c = config::DevicesConfig {
+        max_devices: 1,
+        ..config()
+    };
+    let r = open(&trees, &clock, &c);
+    r.observe("t", &reading(vec![sample("a", "x", T0)], vec![]), T0);
+    // Five series and a report of a device past the limit: one message.
+    let series = ["a", "b", "c", "d", "e"]
+        .map(|m| sample("over", m, T0))
+        .to_vec();
+    let m = reading(series, vec![DeviceReport::new("over", Family::Tasmota)]);
+    r.observe("t", &m, T0);
+    r.observe("t", &m, T0);
+    let mut points = Vec::new();
+    r.collect(&mut points);
+    let untracked = points
+        .iter()
+        .find(|p| p.name == "perch_devices_untracked_total")
+        .unwrap();
+    assert_eq!(untracked.value, 2.0);
+    assert_eq!(r.list().len(), 1);
+}

@@ -361,3 +361,41 @@ fn generic(msg: &Message, rules: &Rules) -> Reading {
         ..Reading::new(Family::Generic, p.format)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that are not text, on each family's topics: claimed by the
+    /// family, no samples, the reason given, and `Unparsed` (the collector
+    /// counts the message as `unparsed`), whatever the topic.
+    #[test]
+    fn bytes_that_are_not_text_are_unparsed_in_every_family() {
+        let mut i = Interpreter::new(Rules::default(), Settings::default());
+        let bytes = [0xff, 0xfe, 0x00, 0x81, b'{'];
+        for (topic, family) in [
+            ("tele/x/SENSOR", Family::Tasmota),
+            ("stat/x/STATUS8", Family::Tasmota),
+            ("shellies/shelly1pm-x/relay/0/power", Family::Shelly),
+            ("shellyplus1pm-x/status/switch:0", Family::Shelly),
+            ("zigbee2mqtt/x", Family::Zigbee2Mqtt),
+            ("zigbee2mqtt/bridge/devices", Family::Zigbee2Mqtt),
+            ("node/sensor/t/state", Family::EspHome),
+            ("owntracks/u/d", Family::OwnTracks),
+            ("frigate/stats", Family::Frigate),
+            ("frigate/cam/person", Family::Frigate),
+            ("homeassistant/sensor/x/config", Family::HomeAssistant),
+        ] {
+            let r = i.read(topic, &bytes, 0);
+            assert_eq!(r.family, family, "{topic}");
+            assert_eq!(r.format, PayloadFormat::Unparsed, "{topic}");
+            assert_eq!(r.samples(), 0, "{topic}");
+            assert!(
+                r.errors.iter().all(|e| !e.contains("\"\"")),
+                "{topic}: a reason that names an empty payload: {:?}",
+                r.errors
+            );
+            assert!(!r.errors.is_empty(), "{topic}: no reason");
+        }
+    }
+}

@@ -399,7 +399,7 @@ fn bridge_info(msg: &Message, ctx: &Ctx) -> Reading {
 /// The bridge's device list: every device reported with its model, vendor
 /// and firmware, and remembered; devices gone from the list are removed.
 fn bridge_devices(msg: &Message, ctx: &mut Ctx) -> Reading {
-    let mut r = Reading::new(Family::Zigbee2Mqtt, PayloadFormat::Json);
+    let mut r = Reading::new(Family::Zigbee2Mqtt, values::payload_format(msg.payload));
     let list = match serde_json::from_slice::<Value>(msg.payload) {
         Ok(Value::Array(list)) => list,
         _ if msg.payload.is_empty() => return r,
