@@ -95,8 +95,8 @@ impl<'a, 'm> Out<'a, 'm> {
         match levels {
             ["available"] => self.available(),
             ["stats"] => self.stats(),
-            ["events"
-            | "reviews"
+            ["events"] => self.events(),
+            ["reviews"
             | "tracked_object_update"
             | "triggers"
             | "camera_activity"
@@ -296,8 +296,86 @@ impl<'a, 'm> Out<'a, 'm> {
         }
     }
 
-    /// Events, reviews, object updates and the web UI's states: JSON that
-    /// is checked but not stored.
+    /// `events`: while an object is tracked, its score at the frame's time
+    /// (`after.frame_time`); when it ends, how long it was tracked and its
+    /// top score, at `after.end_time`. Labelled by `camera` and `label` (the
+    /// object class), never by the event id: that would make a series per
+    /// object. The times are believed as device clocks are (15 minutes).
+    fn events(&mut self) {
+        self.r.format = values::payload_format(self.msg.payload);
+        let event = match serde_json::from_slice::<Value>(self.msg.payload) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                self.r.errors.push("the event is not a JSON object".into());
+                return;
+            }
+            Err(e) => {
+                self.r.errors.push(format!("the event is not JSON: {e}"));
+                return;
+            }
+        };
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+        let Some(after) = event.get("after").and_then(Value::as_object) else {
+            self.r
+                .errors
+                .push("the event has no \"after\" object".into());
+            return;
+        };
+        let text = |k: &str| {
+            after
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let (Some(camera), Some(label)) = (text("camera"), text("label")) else {
+            self.r
+                .errors
+                .push("the event names no camera or label".into());
+            return;
+        };
+        let number = |k: &str| {
+            after
+                .get(k)
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite())
+        };
+        let ended = kind == "end";
+        let time_key = if ended { "end_time" } else { "frame_time" };
+        let t = match after.get(time_key).filter(|v| !v.is_null()) {
+            None => self.msg.received_ms,
+            Some(v) => {
+                let (t, why) = values::device_time(
+                    values::time_value(v, &values::Zone::Utc),
+                    self.msg.received_ms,
+                );
+                if let Some(why) = why {
+                    self.r.notices.push(Notice {
+                        kind: NoticeKind::Time,
+                        message: format!("event {time_key} {v}: {why}"),
+                    });
+                }
+                t
+            }
+        };
+        let labels = [("camera", camera), ("label", label)];
+        if let Some(score) = number("score") {
+            self.sample("frigate_event_score", &labels, t, score);
+        }
+        if ended {
+            if let (Some(start), Some(end)) = (number("start_time"), number("end_time")) {
+                if end >= start {
+                    self.sample("frigate_event_duration", &labels, t, end - start);
+                    self.unit("frigate_event_duration", "s");
+                }
+            }
+            if let Some(top) = number("top_score") {
+                self.sample("frigate_event_top_score", &labels, t, top);
+            }
+        }
+    }
+
+    /// Reviews, object updates and the web UI's states: JSON that is
+    /// checked but not stored.
     fn json_not_samples(&mut self) {
         self.r.format = PayloadFormat::Json;
         if let Err(e) = serde_json::from_slice::<Value>(self.msg.payload) {
@@ -309,7 +387,8 @@ impl<'a, 'm> Out<'a, 'm> {
     /// and processes' figures, at the time the stats were taken
     /// (`service.last_updated`).
     fn stats(&mut self) {
-        self.r.format = PayloadFormat::Json;
+        // Json, or Unparsed when the payload is not even text.
+        self.r.format = values::payload_format(self.msg.payload);
         let obj = match serde_json::from_slice::<Value>(self.msg.payload) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
@@ -572,6 +651,18 @@ mod tests {
         render_samples(&read(topic, payload))
     }
 
+    fn read_at(topic: &str, payload: &str, received_ms: i64) -> Reading {
+        Interpreter::new(Rules::default(), Settings::default()).read(
+            topic,
+            payload.as_bytes(),
+            received_ms,
+        )
+    }
+
+    fn s_of(r: &Reading) -> Vec<String> {
+        render_samples(r)
+    }
+
     #[test]
     fn other_topics_are_not_frigates() {
         for t in [
@@ -658,10 +749,6 @@ mod tests {
             ("frigate/front/audio/transcription", "hello there"),
             ("frigate/profile/state", "home"),
             ("frigate/restart", ""),
-            (
-                "frigate/events",
-                r#"{"type":"new","before":{"frame_time":1607123961.8}}"#,
-            ),
         ] {
             let r = read(t, p);
             assert_eq!(r.family, Family::Frigate, "{t}");
@@ -680,6 +767,42 @@ mod tests {
         assert!(r.series.is_empty() && r.errors.is_empty());
         // Even a snapshot that happens to be a number.
         assert!(read("frigate/front/person/snapshot", "1").series.is_empty());
+    }
+
+    #[test]
+    fn events_give_scores_and_durations_at_their_time() {
+        let new = r#"{"type":"new","before":null,"after":{"camera":"yard","label":"car","frame_time":1700000000.25,"score":0.71,"top_score":0.71,"start_time":1700000000.0,"end_time":null,"id":"1700000000.0-abc"}}"#;
+        let r = read_at("frigate/events", new, 1_700_000_001_000);
+        assert_eq!(
+            s_of(&r),
+            [
+                r#"frigate_event_score{camera="yard",device="frigate",label="car",topic="frigate/events"} 0.71 @1700000000250"#
+            ]
+        );
+        let end = r#"{"type":"end","after":{"camera":"yard","label":"car","frame_time":1700000030.5,"score":0.8,"top_score":0.93,"start_time":1700000000.0,"end_time":1700000031.0}}"#;
+        let r = read_at("frigate/events", end, 1_700_000_032_000);
+        assert_eq!(
+            s_of(&r),
+            [
+                r#"frigate_event_score{camera="yard",device="frigate",label="car",topic="frigate/events"} 0.8 @1700000031000"#,
+                r#"frigate_event_duration{camera="yard",device="frigate",label="car",topic="frigate/events"} 31.0 @1700000031000"#,
+                r#"frigate_event_top_score{camera="yard",device="frigate",label="car",topic="frigate/events"} 0.93 @1700000031000"#,
+            ]
+        );
+        assert_eq!(r.units, [("frigate_event_duration".into(), "s".into())]);
+        // A frame an hour old: the arrival time, and why.
+        let r = read_at("frigate/events", new, 1_700_003_600_000);
+        assert!(s_of(&r)[0].ends_with("@1700003600000"), "{:?}", s_of(&r));
+        assert_eq!(r.notices.len(), 1);
+        for (payload, why) in [
+            (r#"{"type":"new"}"#, "no \"after\""),
+            (r#"{"type":"new","after":{"label":"car"}}"#, "no camera"),
+            ("[1]", "not a JSON object"),
+        ] {
+            let r = read_at("frigate/events", payload, 0);
+            assert!(r.series.is_empty());
+            assert!(r.errors[0].contains(why), "{:?}", r.errors);
+        }
     }
 
     #[test]
