@@ -30,7 +30,7 @@ use rustc_hash::FxHashMap;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use thiserror::Error;
 
-use super::conventions::values::{is_time_key, number_in_string};
+use super::conventions::values::{self, is_time_key, number_in_string, state_word};
 use super::line_protocol::{self, Precision};
 use super::opentsdb;
 use super::rules::{RuleConfig, Rules};
@@ -92,7 +92,8 @@ impl ParsedMessage {
 /// Generic JSON: each numeric or boolean leaf of an object is a series named
 /// by its keys joined with `_` and sanitized (`{"env":{"co2":612}}` →
 /// `env_co2`); so is a string that holds a number (`"47.69"`, read by
-/// [`number_in_string`]). Other strings and nulls are not samples,
+/// [`number_in_string`]) or a two-state word (`"ON"`, `"closed"`: 1 or 0 by
+/// [`state_word`]). Other strings and nulls are not samples,
 /// and neither are arrays inside an object (`{"t":[21,22]}`): positions are
 /// not names, and indexing them would make series that mean different
 /// things from message to message.
@@ -557,7 +558,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         match self.role {
             Role::Timestamp => self.w.timestamp(text_ms(v).ok_or(NotATimestamp::Text(v))),
             Role::Field => {
-                if let Some(value) = number_in_string(v) {
+                if let Some(value) = number_in_string(v).or_else(|| state_word(v)) {
                     self.w.leaf(value);
                 }
             }
@@ -612,19 +613,7 @@ fn epoch_ms(t: i64) -> Option<i64> {
 }
 
 fn epoch_ms_f64(t: f64) -> Option<i64> {
-    let ms = if t < 1e11 {
-        t * 1e3
-    } else if t < 1e14 {
-        t
-    } else if t < 1e17 {
-        t / 1e3
-    } else {
-        t / 1e6
-    }
-    .round();
-    // Refuses negatives and NaN; 2^63 is exactly representable, and anything
-    // from there up does not fit.
-    (0.0..i64::MAX as f64).contains(&ms).then_some(ms as i64)
+    values::epoch_ms(t).ok()
 }
 
 fn text_ms(s: &str) -> Option<i64> {
@@ -772,7 +761,7 @@ mod tests {
             "[1, 2, 3]",
             "[]",
             "{}",
-            r#"{"state": "on"}"#,
+            r#"{"state": "heating"}"#,
             r#"[[{"a": 1}]]"#,
         ] {
             check("t", nothing, PayloadFormat::Json, &[]);
@@ -824,17 +813,20 @@ mod tests {
     }
 
     #[test]
-    fn json_numbers_in_strings_are_numbers() {
+    fn json_numbers_and_state_words_in_strings_are_values() {
         let t = |s: &str| format!("{s} @{NOW}");
         check(
             "home/env",
             r#"{"t": "21.5", "h": " 48 ", "n": {"x": "-3e2"}, "name": "lab", "bad": "nan",
-                "inf": "inf", "hex": "0x1f", "unit": "12 %", "empty": ""}"#,
+                "inf": "inf", "hex": "0x1f", "unit": "12 %", "empty": "", "power": "ON",
+                "door": "closed", "serial": "021528603314"}"#,
             PayloadFormat::Json,
             &[
                 &t(r#"t{topic="home/env"} 21.5"#),
                 &t(r#"h{topic="home/env"} 48.0"#),
                 &t(r#"n_x{topic="home/env"} -300.0"#),
+                &t(r#"power{topic="home/env"} 1.0"#),
+                &t(r#"door{topic="home/env"} 0.0"#),
             ],
         );
         // A string of a field that another field already named is refused
@@ -1335,7 +1327,7 @@ mod tests {
     }
 
     /// What `perch bench mqtt` publishes (a JSON object of seven numeric
-    /// fields), read with no rule:
+    /// fields), read with no rule, generically and through the conventions:
     /// `cargo test --release --lib mqtt_payload::tests::throughput_bench_payload -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1365,23 +1357,39 @@ mod tests {
             t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
         };
         let n = 500_000;
-        let best = (0..5)
-            .map(|_| {
-                let start = cpu_secs();
-                let mut samples = 0;
-                for i in 0..n {
-                    let p = &payloads[i % payloads.len()];
-                    let m = parse_message("bench/site0/dev0/env", p.as_bytes(), NOW, &rules);
-                    samples += m.series.len();
-                }
-                assert_eq!(samples, 7 * n);
-                cpu_secs() - start
-            })
-            .fold(f64::INFINITY, f64::min);
-        println!(
-            "bench payload, 7 fields {:>9.0} messages/s",
-            n as f64 / best
+        let mut interpreter = crate::conventions::Interpreter::new(
+            no_rules(),
+            crate::conventions::Settings::default(),
         );
+        let mut read = |generic: bool, p: &str| {
+            if generic {
+                parse_message("bench/site0/dev0/env", p.as_bytes(), NOW, &rules)
+                    .series
+                    .len()
+            } else {
+                interpreter
+                    .read("bench/site0/dev0/env", p.as_bytes(), NOW)
+                    .series
+                    .len()
+            }
+        };
+        for (generic, what) in [(true, "generic reading"), (false, "by the conventions")] {
+            let best = (0..5)
+                .map(|_| {
+                    let start = cpu_secs();
+                    let mut samples = 0;
+                    for i in 0..n {
+                        samples += read(generic, &payloads[i % payloads.len()]);
+                    }
+                    assert_eq!(samples, 7 * n);
+                    cpu_secs() - start
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!(
+                "bench payload, 7 fields, {what:<18} {:>9.0} messages/s",
+                n as f64 / best
+            );
+        }
     }
 
     /// `cargo test --release --lib mqtt_payload::tests::throughput -- --ignored --nocapture`

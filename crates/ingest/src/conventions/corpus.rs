@@ -183,3 +183,16 @@ fn every_corpus_message_reads_as_expected() {
         failures.join("\n")
     );
 }
+
+/// An interpreter with default settings and device clocks read as UTC, as
+/// the corpus reads them, for the families' unit tests.
+pub fn utc_interpreter() -> Interpreter {
+    let mut s = Settings::default();
+    s.time_zones.default = Zone::Utc;
+    Interpreter::new(Rules::default(), s)
+}
+
+/// The labels of each series of a reading, as `Labels` displays them.
+pub fn series_names(r: &Reading) -> Vec<String> {
+    r.series.iter().map(|s| s.labels.to_string()).collect()
+}

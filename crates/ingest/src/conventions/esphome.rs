@@ -123,16 +123,17 @@ pub(crate) fn metric_of(topic: &str) -> Option<String> {
 /// The message read as ESPHome's, or `None` if it is not one.
 pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
     let topic = msg.topic;
-    let format = values::payload_format(msg.payload);
     if let Some(name) = topic.strip_prefix("esphome/discover/") {
         return Some(discover(msg, name));
     }
     if topic == "esphome/discover" || topic.starts_with("esphome/ping/") {
-        return Some(Reading::new(Family::EspHome, format));
+        return Some(Reading::new(
+            Family::EspHome,
+            values::payload_format(msg.payload),
+        ));
     }
-    let text = msg.text();
     if let Some(node) = topic.strip_suffix("/status").filter(|n| !n.is_empty()) {
-        let online = match text.map(str::trim) {
+        let online = match msg.text().map(str::trim) {
             Some("online") => true,
             Some("offline") => false,
             _ => return None,
@@ -144,13 +145,15 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
         return Some(r);
     }
     if topic.strip_suffix("/debug").is_some_and(|n| !n.is_empty())
-        && text.is_some_and(|t| t.starts_with('[') || t.starts_with('\u{1b}'))
+        && matches!(msg.payload.first(), Some(b'[' | 0x1b))
     {
         // A log line, never a sample.
         return Some(Reading::new(Family::EspHome, PayloadFormat::Text));
     }
+    // The topic first: this runs on every message no earlier family took.
     let l = layout(topic)?;
-    let mut r = Reading::new(Family::EspHome, format);
+    let text = msg.text();
+    let mut r = Reading::new(Family::EspHome, values::payload_format(msg.payload));
     if l.command {
         return Some(r);
     }

@@ -13,8 +13,7 @@
 //! metric that family stores, and the family asks [`Discovery`] for units
 //! and device metadata.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
@@ -32,9 +31,9 @@ pub(crate) const MAX_CONFIG_BYTES: usize = 64 * 1024;
 pub(crate) struct Discovery {
     /// By config key: the config topic, plus `#<component id>` for the
     /// components of a device config.
-    entities: HashMap<String, Entity>,
+    entities: FxHashMap<String, Entity>,
     /// Topic → keys of the entities that read, watch or command it.
-    topics: HashMap<String, Vec<String>>,
+    topics: FxHashMap<String, Vec<String>>,
 }
 
 /// What a discovery config says about one entity.

@@ -9,6 +9,9 @@
 //! both generations (and a Gen2 prefix set to `shellies/<name>`) name a
 //! device the same on all its topics.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
@@ -21,7 +24,7 @@ pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
     if let Some(prefix) = topic.strip_suffix("/events/rpc") {
         return gen2_events(msg, prefix);
     }
-    if let Some((prefix, component)) = topic.rsplit_once("/status/") {
+    if let Some((prefix, component)) = status_split(topic) {
         if let Some(r) = gen2_status(msg, prefix, component) {
             return Some(r);
         }
@@ -35,11 +38,20 @@ pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
         }
     }
     // Commands to a Gen2 device (RPC requests, the MQTT control interface).
+    static COMMAND: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"/command/"));
     let command = topic.strip_suffix("/rpc").is_some_and(shelly_like)
-        || topic
-            .split_once("/command/")
-            .is_some_and(|(prefix, _)| shelly_like(prefix));
+        || COMMAND
+            .find(topic.as_bytes())
+            .is_some_and(|at| shelly_like(&topic[..at]));
     command.then(|| Reading::new(Family::Shelly, PayloadFormat::Ignored))
+}
+
+/// `<prefix>/status/<component>` split at its last `/status/`; a searcher
+/// built once, as this runs on every message.
+fn status_split(topic: &str) -> Option<(&str, &str)> {
+    static STATUS: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"/status/"));
+    let at = STATUS.rfind(topic.as_bytes())?;
+    Some((&topic[..at], &topic[at + "/status/".len()..]))
 }
 
 /// The device a Shelly state topic belongs to (for Home Assistant
@@ -48,7 +60,7 @@ pub(crate) fn device_of(topic: &str) -> Option<&str> {
     if let Some(prefix) = topic.strip_suffix("/events/rpc") {
         return shelly_like(prefix).then(|| device_id(prefix));
     }
-    if let Some((prefix, component)) = topic.rsplit_once("/status/") {
+    if let Some((prefix, component)) = status_split(topic) {
         let (_, channel) = component_name(component)?;
         let ours = !prefix.is_empty() && (channel.is_some() || shelly_like(prefix));
         return ours.then(|| device_id(prefix));
@@ -464,7 +476,12 @@ fn gen1(msg: &Message, rest: &str) -> Option<Reading> {
     let mut r = Reading::new(Family::Shelly, PayloadFormat::Number);
     let mut d = DeviceReport::new(id, Family::Shelly);
     let mut out = Out::new(msg.topic, id);
-    let text = msg.text().map(str::trim).unwrap_or("");
+    let Some(text) = msg.text().map(str::trim) else {
+        r.format = PayloadFormat::Unparsed;
+        r.errors.push(format!("{}: not UTF-8", gen1_where(&topic)));
+        r.devices.push(d);
+        return Some(r);
+    };
     let name = topic.attribute.or(topic.component).unwrap_or("");
     let mut labels = Vec::new();
     if let Some(c) = topic.component {
@@ -687,19 +704,8 @@ fn info(msg: &Message, id: &str) -> Reading {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Interpreter, Settings};
+    use super::super::corpus::{series_names as names, utc_interpreter as interp};
     use super::*;
-    use crate::rules::Rules;
-
-    fn interp() -> Interpreter {
-        let mut s = Settings::default();
-        s.time_zones.default = values::Zone::Utc;
-        Interpreter::new(Rules::default(), s)
-    }
-
-    fn names(r: &Reading) -> Vec<String> {
-        r.series.iter().map(|s| s.labels.to_string()).collect()
-    }
 
     #[test]
     fn gen1_topics() {

@@ -180,6 +180,12 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
 /// The layouts Tasmota's FullTopic allows, recognised by their prefix and
 /// last level.
 fn parse_topic(topic: &str) -> Option<Topic> {
+    // Without allocating first: this runs on every message.
+    let first = topic.split('/').next()?;
+    let before_last = topic.rsplit('/').nth(1)?;
+    if !matches!(first, "tele" | "stat" | "cmnd") && !matches!(before_last, "tele" | "stat") {
+        return None;
+    }
     let levels: Vec<&str> = topic.split('/').collect();
     let n = levels.len();
     if n < 3 || levels.iter().any(|l| l.is_empty()) {
@@ -662,19 +668,10 @@ fn zigbee(zb: &Map<String, Value>, bridge_topic: &str, out: &mut Out, r: &mut Re
 
 #[cfg(test)]
 mod tests {
+    use super::super::corpus::{series_names as names, utc_interpreter as interp};
     use super::super::{Interpreter, Settings};
     use super::*;
     use crate::rules::Rules;
-
-    fn interp() -> Interpreter {
-        let mut s = Settings::default();
-        s.time_zones.default = values::Zone::Utc;
-        Interpreter::new(Rules::default(), s)
-    }
-
-    fn names(r: &Reading) -> Vec<String> {
-        r.series.iter().map(|s| s.labels.to_string()).collect()
-    }
 
     #[test]
     fn topics() {

@@ -24,6 +24,9 @@
 //! buffer): only a time that is not one, or one more than 15 minutes after
 //! the arrival, is replaced by the arrival time, with a notice.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use std::collections::hash_map::Entry;
 
 use base::labels::METRIC_NAME;
@@ -46,10 +49,12 @@ pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
     if msg.payload.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    let text = msg.text()?;
-    if !text.contains("\"fields\"") && !text.contains("\"metrics\"") {
+    static FIELDS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"fields\""));
+    static METRICS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"metrics\""));
+    if FIELDS.find(msg.payload).is_none() && METRICS.find(msg.payload).is_none() {
         return None;
     }
+    let text = msg.text()?;
     let Ok(Value::Object(top)) = serde_json::from_str::<Value>(text) else {
         return None;
     };

@@ -125,7 +125,13 @@ pub fn is_time_key(key: &str) -> bool {
         "unixtime",
         "epoch",
     ];
-    KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+    // Every key of every JSON message comes here: most are rejected by
+    // their length and first letter before any comparison.
+    let Some(first) = key.as_bytes().first().map(u8::to_ascii_lowercase) else {
+        return false;
+    };
+    KEYS.iter()
+        .any(|k| k.len() == key.len() && k.as_bytes()[0] == first && key.eq_ignore_ascii_case(k))
 }
 
 /// Why a time field was not used.
