@@ -40,6 +40,8 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/labels"),
     ("GET", "/api/v1/label/__name__/values"),
     ("GET", "/api/v1/metadata"),
+    ("GET", "/api/v1/devices"),
+    ("GET", "/api/v1/devices/kitchen/plug"),
     ("GET", "/api/v1/status/buildinfo"),
     ("GET", "/api/v1/format_query"),
     ("GET", "/api/v1/query_exemplars"),
@@ -135,6 +137,8 @@ fn every_route_but_the_public_ones_needs_credentials() {
     for page in [
         "/overview",
         "/explorer",
+        "/devices",
+        "/devices/kitchen/plug",
         "/graph",
         "/cameras",
         "/cameras/yard",
