@@ -28,11 +28,16 @@ use ingest::conventions::{Interpreter, NoticeKind, Reading};
 use ingest::mqtt_payload::PayloadFormat;
 use tokio::sync::mpsc;
 
-use super::explorer::{Explorer, Inbound, ReadSummary};
+use super::explorer::{Explorer, Inbound, Outcome, ReadSummary};
 use store::{SeriesSamples, Storage, StorageError};
 
-/// Samples collected before a batch goes to storage regardless.
-const BATCH_SAMPLES: usize = 20_000;
+/// Samples collected before a batch goes to storage regardless. Small
+/// enough that a batch is still in the CPU's cache when storage reads it
+/// (keys, labels) and when it is dropped: at 20 000, once the collector fell
+/// behind, batches grew to the limit, every append missed the cache, and
+/// the collector stayed behind — `perch bench mqtt` lost a third of its
+/// throughput (docs/mqtt.md, Benchmark).
+const BATCH_SAMPLES: usize = 2_000;
 /// (topic, kind) pairs already reported, at most; past it, new ones are
 /// reported too but no longer remembered.
 const NOTICES_REMEMBERED: usize = 10_000;
@@ -190,42 +195,30 @@ fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
 fn summary(r: &Reading, empty: bool) -> ReadSummary {
     let samples = r.samples();
     let outcome = if samples > 0 {
-        "stored"
+        Outcome::Stored
     } else if r.format == PayloadFormat::Unparsed && !empty {
-        "unparsed"
+        Outcome::Unparsed
     } else {
-        "no_samples"
+        Outcome::NoSamples
     };
     let note = r
         .notices
         .first()
-        .map(|n| n.message.clone())
-        .or_else(|| r.errors.first().cloned())
-        .or_else(|| match (samples, r.format) {
-            (0, PayloadFormat::Ignored) => Some("ignored by a rule (ignore = true)".into()),
-            (0, _) if empty => Some("empty payload".into()),
+        .map(|n| n.message.as_str())
+        .or_else(|| r.errors.first().map(String::as_str))
+        .or(match (samples, r.format) {
+            (0, PayloadFormat::Ignored) => Some("ignored by a rule (ignore = true)"),
+            (0, _) if empty => Some("empty payload"),
             _ => None,
-        });
+        })
+        .map(Box::from);
     ReadSummary {
-        family: r.family.as_str(),
-        format: format_name(r.format),
-        series: r.series.len(),
-        samples,
+        family: r.family,
+        format: r.format,
+        series: u32::try_from(r.series.len()).unwrap_or(u32::MAX),
+        samples: u32::try_from(samples).unwrap_or(u32::MAX),
         outcome,
         note,
-    }
-}
-
-fn format_name(f: PayloadFormat) -> &'static str {
-    match f {
-        PayloadFormat::Number => "number",
-        PayloadFormat::Boolean => "boolean",
-        PayloadFormat::Json => "json",
-        PayloadFormat::OpenTsdb => "opentsdb",
-        PayloadFormat::LineProtocol => "line_protocol",
-        PayloadFormat::Text => "text",
-        PayloadFormat::Unparsed => "unparsed",
-        PayloadFormat::Ignored => "ignored",
     }
 }
 

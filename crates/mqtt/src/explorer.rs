@@ -7,6 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ingest::conventions::Family;
+use ingest::mqtt_payload::PayloadFormat;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -33,17 +35,47 @@ pub struct Inbound {
 
 /// How one message was read, for the explorer: as which family and format,
 /// how many series and samples it gave, and why none where it gave none.
+/// Kept small (it rides along every message in the history): enums, not
+/// strings, and the note boxed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReadSummary {
-    pub family: &'static str,
-    pub format: &'static str,
-    pub series: usize,
-    pub samples: usize,
-    /// `stored` (it gave samples), `no_samples` or `unparsed`.
-    pub outcome: &'static str,
+    #[serde(serialize_with = "family_name")]
+    pub family: Family,
+    #[serde(serialize_with = "format_name")]
+    pub format: PayloadFormat,
+    pub series: u32,
+    pub samples: u32,
+    pub outcome: Outcome,
     /// The first reason something was not stored, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Box<str>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It gave samples.
+    Stored,
+    NoSamples,
+    /// No format matched.
+    Unparsed,
+}
+
+fn family_name<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(f.as_str())
+}
+
+fn format_name<S: serde::Serializer>(f: &PayloadFormat, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match f {
+        PayloadFormat::Number => "number",
+        PayloadFormat::Boolean => "boolean",
+        PayloadFormat::Json => "json",
+        PayloadFormat::OpenTsdb => "opentsdb",
+        PayloadFormat::LineProtocol => "line_protocol",
+        PayloadFormat::Text => "text",
+        PayloadFormat::Unparsed => "unparsed",
+        PayloadFormat::Ignored => "ignored",
+    })
 }
 
 /// A message as the explorer keeps and shows it.
@@ -114,7 +146,9 @@ impl TopicStats {
 
 struct Inner {
     topics: HashMap<String, TopicStats>,
-    history: VecDeque<Arc<Inbound>>,
+    /// With what each costs, so that forgetting the oldest reads nothing of
+    /// it (it is long out of the CPU's cache).
+    history: VecDeque<(Arc<Inbound>, usize)>,
     history_bytes: usize,
 }
 
@@ -158,7 +192,6 @@ impl Explorer {
         let _ = self.live.send(msg.clone());
         let mut inner = self.inner.lock();
         let now = msg.time_ms;
-        let kept = msg.payload.len().min(PREVIEW_BYTES) + msg.topic.len() + 64;
         match inner.topics.get_mut(&msg.topic) {
             Some(t) => {
                 t.rate = t.rate_at(now) + 1.0 / RATE_TAU_SECS;
@@ -185,13 +218,15 @@ impl Explorer {
                 }
             }
         }
-        inner.history_bytes += kept;
-        inner.history.push_back(trimmed(msg));
+        let kept = trimmed(msg);
+        let cost = kept_bytes(&kept);
+        inner.history_bytes += cost;
+        inner.history.push_back((kept, cost));
         while inner.history_bytes > self.max_history_bytes {
-            let Some(old) = inner.history.pop_front() else {
+            let Some((_, cost)) = inner.history.pop_front() else {
                 break;
             };
-            inner.history_bytes -= old.payload.len() + old.topic.len() + 64;
+            inner.history_bytes -= cost;
         }
     }
 
@@ -202,6 +237,7 @@ impl Explorer {
             .history
             .iter()
             .rev()
+            .map(|(m, _)| m)
             .filter(|m| topic_matches(filter, &m.topic))
             .take(limit)
             .map(|m| Shown::of(m))
@@ -270,6 +306,17 @@ impl Explorer {
 }
 
 /// History keeps a preview, not megabyte payloads.
+/// What a message in the history costs, counted against `history_bytes`:
+/// its text, its read summary's note and the record itself.
+fn kept_bytes(m: &Inbound) -> usize {
+    let note = m
+        .read
+        .as_ref()
+        .and_then(|r| r.note.as_ref())
+        .map_or(0, |n| n.len());
+    m.payload.len() + m.topic.len() + note + std::mem::size_of::<Inbound>() + 16
+}
+
 fn trimmed(msg: Arc<Inbound>) -> Arc<Inbound> {
     if msg.payload.len() <= PREVIEW_BYTES {
         return msg;

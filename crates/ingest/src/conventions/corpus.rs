@@ -196,3 +196,22 @@ pub fn utc_interpreter() -> Interpreter {
 pub fn series_names(r: &Reading) -> Vec<String> {
     r.series.iter().map(|s| s.labels.to_string()).collect()
 }
+
+/// Every message of every corpus file, in file order.
+pub fn messages() -> Vec<CorpusMessage> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
+        .expect("tests/fixtures/devices")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            toml::from_str::<CorpusFile>(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+                .message
+        })
+        .collect()
+}

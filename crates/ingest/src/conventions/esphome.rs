@@ -14,7 +14,7 @@
 use serde_json::Value;
 
 use super::values::{self, SeriesOut};
-use super::{Ctx, DeviceReport, Family, Message, Reading};
+use super::{Ctx, DeviceReport, Family, Message, Reading, Settings};
 use crate::mqtt_payload::PayloadFormat;
 
 /// The entity components ESPHome's MQTT component publishes (the
@@ -103,6 +103,15 @@ fn layout(topic: &str) -> Option<Layout<'_>> {
             command,
         },
     )
+}
+
+/// Whether [`read`] may claim `topic`, whatever the payload: a cheap test
+/// that is true for every topic it claims (and for some others).
+pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+    topic.starts_with("esphome/")
+        || ["/status", "/debug", "/state", "/command"]
+            .iter()
+            .any(|end| topic.ends_with(end))
 }
 
 /// The device (node) of an ESPHome state or command topic.

@@ -19,11 +19,18 @@
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
-use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading};
+use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings};
 use crate::mqtt_payload::PayloadFormat;
 
 /// The topic prefix, and the server's device id.
 const PREFIX: &str = "frigate";
+
+/// Whether [`read`] may claim `topic`, whatever the payload.
+pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+    topic
+        .strip_prefix(PREFIX)
+        .is_some_and(|r| r.starts_with('/'))
+}
 
 /// The message read as Frigate's, or `None` if it is not one.
 pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {

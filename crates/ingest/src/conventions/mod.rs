@@ -284,15 +284,19 @@ pub struct Interpreter {
 }
 
 type FamilyReader = fn(&Message, &mut Ctx) -> Option<Reading>;
+/// A family's cheap test of a topic: true for every topic its reader
+/// claims, whatever the payload, so that a message of none of them (most
+/// of a busy broker's) costs a few comparisons, not every reader's checks.
+type TopicTest = fn(&str, &Settings) -> bool;
 
 /// The families recognised by topic layout, tried in this order.
-const BY_TOPIC: &[FamilyReader] = &[
-    tasmota::read,
-    shelly::read,
-    zigbee2mqtt::read,
-    esphome::read,
-    owntracks::read,
-    frigate::read,
+const BY_TOPIC: &[(TopicTest, FamilyReader)] = &[
+    (tasmota::may_claim, tasmota::read),
+    (shelly::may_claim, shelly::read),
+    (zigbee2mqtt::may_claim, zigbee2mqtt::read),
+    (esphome::may_claim, esphome::read),
+    (owntracks::may_claim, owntracks::read),
+    (frigate::may_claim, frigate::read),
 ];
 
 impl Interpreter {
@@ -339,9 +343,11 @@ impl Interpreter {
         if let Some(r) = homeassistant::read(msg, &mut ctx) {
             return r;
         }
-        for read in BY_TOPIC {
-            if let Some(r) = read(msg, &mut ctx) {
-                return r;
+        for (may_claim, read) in BY_TOPIC {
+            if may_claim(msg.topic, ctx.settings) {
+                if let Some(r) = read(msg, &mut ctx) {
+                    return r;
+                }
             }
         }
         if let Some(r) = telegraf::read(msg, &mut ctx) {
@@ -365,6 +371,64 @@ fn generic(msg: &Message, rules: &Rules) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each family's topic test is true for every topic its reader claims:
+    /// over every corpus message, and over topics near the families' own
+    /// with other payloads, a reader whose test says no claims nothing.
+    #[test]
+    fn topic_tests_never_refuse_what_a_family_claims() {
+        let settings = Settings::default();
+        let mut state = State::default();
+        let mut topics: Vec<(String, Vec<u8>)> = corpus::messages()
+            .into_iter()
+            .map(|m| (m.topic, m.payload.into_bytes()))
+            .collect();
+        let payloads: [&[u8]; 5] = [b"ON", b"21.5", b"{}", b"online", br#"{"src":"x"}"#];
+        for topic in [
+            "a/b/state",
+            "a/b/c/state",
+            "a/sensor/t/state",
+            "x/status/switch:0",
+            "x/status",
+            "x/debug",
+            "x/events/rpc",
+            "home/ShellyPlus1-A/online",
+            "shellyplus1-a/rpc",
+            "x/tele/SENSOR",
+            "tele/x",
+            "zigbee2mqtt",
+            "owntracks/u",
+            "frigatex/stats",
+            "",
+            "/",
+        ] {
+            for p in payloads {
+                topics.push((topic.to_string(), p.to_vec()));
+            }
+        }
+        for (topic, payload) in &topics {
+            let msg = Message {
+                topic,
+                payload,
+                received_ms: 0,
+            };
+            for (may_claim, read) in BY_TOPIC {
+                if may_claim(topic, &settings) {
+                    continue;
+                }
+                let mut ctx = Ctx {
+                    settings: &settings,
+                    state: &mut state,
+                };
+                if let Some(r) = read(&msg, &mut ctx) {
+                    panic!(
+                        "{topic}: claimed as {} by a family whose topic test says no",
+                        r.family
+                    );
+                }
+            }
+        }
+    }
 
     /// Bytes that are not text, on each family's topics: claimed by the
     /// family, no samples, the reason given, and `Unparsed` (the collector

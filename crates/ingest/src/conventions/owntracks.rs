@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
-use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading};
+use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings};
 use crate::mqtt_payload::PayloadFormat;
 
 /// The subtopics of `owntracks/<user>/<device>` the apps publish or
@@ -129,6 +129,11 @@ const NOT_QUANTITIES: &[&str] = &[
 ];
 
 /// The device id (`<user>/<device>`) and subtopic of an OwnTracks topic.
+/// Whether [`read`] may claim `topic`, whatever the payload.
+pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+    topic.starts_with("owntracks/")
+}
+
 fn layout(topic: &str) -> Option<(&str, Option<&str>)> {
     let rest = topic.strip_prefix("owntracks/")?;
     let mut levels = rest.split('/');

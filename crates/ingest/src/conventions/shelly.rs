@@ -15,7 +15,7 @@ use memchr::memmem::{Finder, FinderRev};
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
-use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Signal};
+use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings, Signal};
 use crate::mqtt_payload::PayloadFormat;
 
 /// The message read as Shelly's, or `None` if it is not one.
@@ -52,6 +52,19 @@ fn status_split(topic: &str) -> Option<(&str, &str)> {
     static STATUS: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"/status/"));
     let at = STATUS.rfind(topic.as_bytes())?;
     Some((&topic[..at], &topic[at + "/status/".len()..]))
+}
+
+/// Whether [`read`] may claim `topic`, whatever the payload: a cheap test
+/// that is true for every topic it claims (and for some others). Every
+/// layout but `…/status/<component>` and `…/events/rpc` needs a prefix that
+/// [`shelly_like`] accepts, which holds `shell` in some case.
+pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+    topic.ends_with("/events/rpc")
+        || status_split(topic).is_some()
+        || topic
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"shell"))
 }
 
 /// The device a Shelly state topic belongs to (for Home Assistant

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::values::{self, SeriesOut};
-use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Signal};
+use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings, Signal};
 use crate::mqtt_payload::PayloadFormat;
 
 /// What the last topic level says the payload is.
@@ -31,6 +31,14 @@ struct Topic {
     suffix: Suffix,
     /// `%topic%/%prefix%/` layout: claimed only if the payload fits.
     swapped: bool,
+}
+
+/// Whether [`read`] may claim `topic`, whatever the payload: a cheap test
+/// that is true for every topic it claims (and for some others).
+pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+    let first = topic.split('/').next().unwrap_or("");
+    let before_last = topic.rsplit('/').nth(1).unwrap_or("");
+    matches!(first, "tele" | "stat" | "cmnd") || matches!(before_last, "tele" | "stat")
 }
 
 /// The device a Tasmota state topic belongs to (for Home Assistant

@@ -98,6 +98,11 @@ fn strip<'a>(topic: &'a str, settings: &Settings) -> Option<&'a str> {
     (!rest.is_empty()).then_some(rest)
 }
 
+/// Whether [`read`] may claim `topic`, whatever the payload.
+pub(crate) fn may_claim(topic: &str, settings: &Settings) -> bool {
+    strip(topic, settings).is_some()
+}
+
 /// The device id a zigbee2mqtt topic is about: the friendly name, or the
 /// base topic for the bridge's own topics. `None` if not zigbee2mqtt's.
 pub(crate) fn device_of<'a>(topic: &'a str, settings: &'a Settings) -> Option<&'a str> {
