@@ -27,7 +27,7 @@ use std::sync::Arc;
 use base::labels::METRIC_NAME;
 use base::metrics::{MetricPoint, MetricSource};
 use base::Clock;
-use ingest::conventions::{DeviceReport, Reading, Signal};
+use ingest::conventions::{DeviceReport, Family, Reading, Signal};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -217,11 +217,18 @@ impl Registry {
     /// Takes in what one message said: its device reports, and the devices
     /// its series are labelled with.
     pub fn observe(&self, topic: &str, reading: &Reading, received_ms: i64) {
+        // Telegraf's series keep exactly its tags (the same series as its
+        // line protocol), so its device, the host, is the `host` label.
+        let device_label = if reading.family == Family::Telegraf {
+            "host"
+        } else {
+            "device"
+        };
         if reading.devices.is_empty()
             && !reading
                 .series
                 .iter()
-                .any(|s| s.labels.get("device").is_some())
+                .any(|s| s.labels.get(device_label).is_some())
         {
             return;
         }
@@ -253,7 +260,7 @@ impl Registry {
             }
         }
         for s in &reading.series {
-            let Some(id) = s.labels.get("device") else {
+            let Some(id) = s.labels.get(device_label) else {
                 continue;
             };
             if !self.admit(&mut inner, id, received_ms, &mut refused) {

@@ -232,3 +232,32 @@ fn an_untracked_device_counts_once_per_message() {
     assert_eq!(untracked.value, 2.0);
     assert_eq!(r.list().len(), 1);
 }
+
+/// Telegraf's series carry its tags only: the `host` tag is the device.
+#[test]
+fn a_telegraf_host_has_its_series() {
+    let trees = store::Trees::temporary().unwrap();
+    let clock = ManualClock::new(T0);
+    let r = open(&trees, &clock, &config());
+    let series = |host: &str| SeriesSamples {
+        labels: Labels::from_pairs([
+            ("__name__", "docker_n_images"),
+            ("host", host),
+            ("topic", "telegraf"),
+        ]),
+        samples: vec![(T0, 660.0)],
+    };
+    let m = Reading {
+        series: vec![series("raynor"), series("amaranth")],
+        devices: vec![DeviceReport::new("raynor", Family::Telegraf)],
+        ..Reading::new(Family::Telegraf, PayloadFormat::Json)
+    };
+    r.observe("telegraf", &m, T0);
+    for host in ["raynor", "amaranth"] {
+        let d = r.get(host).unwrap();
+        assert!(d.device.metrics.contains_key("docker_n_images"), "{host}");
+    }
+    // Elsewhere `host` is only a label.
+    r.observe("x", &reading(vec![series("edge01")], vec![]), T0);
+    assert!(r.get("edge01").is_none());
+}
