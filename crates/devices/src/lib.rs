@@ -28,6 +28,7 @@ use base::labels::METRIC_NAME;
 use base::metrics::{MetricPoint, MetricSource};
 use base::Clock;
 use ingest::conventions::{DeviceReport, Family, Reading, Signal};
+use ingest::mqtt_payload::PayloadFormat;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -38,6 +39,11 @@ pub const MAX_METRICS: usize = 256;
 pub const MAX_TOPICS: usize = 32;
 /// A device id's longest length in bytes.
 pub const MAX_ID_BYTES: usize = 256;
+/// Names, makers, models and firmware versions are cut to this many bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Topics and series names longer than this are not remembered (counted in
+/// `perch_devices_details_dropped_total`): the registry is kept in memory.
+pub const MAX_DETAIL_BYTES: usize = 1024;
 /// How often a device whose only change is its last-seen time is written.
 pub const LAST_SEEN_EVERY_MS: i64 = 5 * 60 * 1000;
 /// No device is called offline for silence shorter than this.
@@ -218,17 +224,21 @@ impl Registry {
     /// its series are labelled with.
     pub fn observe(&self, topic: &str, reading: &Reading, received_ms: i64) {
         // Telegraf's series keep exactly its tags (the same series as its
-        // line protocol), so its device, the host, is the `host` label.
-        let device_label = if reading.family == Family::Telegraf {
-            "host"
-        } else {
-            "device"
+        // line protocol), so its device, the host, is the `host` label. The
+        // tags of line protocol and OpenTSDB name anything (`disk,device=sda1`
+        // is a partition): there only the conventions and rules say what a
+        // device is.
+        let device_label = match (reading.family, reading.format) {
+            (Family::Telegraf, _) => "host",
+            (Family::Generic, PayloadFormat::LineProtocol | PayloadFormat::OpenTsdb) => "",
+            _ => "device",
         };
         if reading.devices.is_empty()
-            && !reading
-                .series
-                .iter()
-                .any(|s| s.labels.get(device_label).is_some())
+            && (device_label.is_empty()
+                || !reading
+                    .series
+                    .iter()
+                    .any(|s| s.labels.get(device_label).is_some()))
         {
             return;
         }
@@ -251,7 +261,9 @@ impl Registry {
                 continue;
             }
             if self.admit(&mut inner, &report.id, received_ms, &mut refused) {
-                let entry = inner.devices.get_mut(&report.id).expect("admitted");
+                let Some(entry) = inner.devices.get_mut(&report.id) else {
+                    continue;
+                };
                 let changed = merge_report(&mut entry.device, report);
                 if changed {
                     inner.dirty.insert(report.id.clone());
@@ -259,7 +271,7 @@ impl Registry {
                 touched.push(report.id.clone());
             }
         }
-        for s in &reading.series {
+        for s in reading.series.iter().filter(|_| !device_label.is_empty()) {
             let Some(id) = s.labels.get(device_label) else {
                 continue;
             };
@@ -272,14 +284,16 @@ impl Registry {
                 .get(metric)
                 .map(String::as_str)
                 .or_else(|| units.get(metric).copied());
-            let entry = inner.devices.get_mut(id).expect("admitted");
+            let Some(entry) = inner.devices.get_mut(id) else {
+                continue;
+            };
             let d = &mut entry.device;
             let mut changed = false;
             if d.family.is_none() {
                 d.family = Some(family.to_string());
                 changed = true;
             }
-            let room = d.metrics.len() < MAX_METRICS;
+            let room = d.metrics.len() < MAX_METRICS && metric.len() <= MAX_DETAIL_BYTES;
             match d.metrics.get_mut(metric) {
                 Some(known) => {
                     if unit.is_some() && known.as_deref() != unit {
@@ -306,11 +320,13 @@ impl Registry {
         touched.sort();
         touched.dedup();
         for id in touched {
-            let entry = inner.devices.get_mut(&id).expect("admitted");
+            let Some(entry) = inner.devices.get_mut(&id) else {
+                continue;
+            };
             let d = &mut entry.device;
             let mut changed = false;
             if !d.topics.contains(topic) {
-                if d.topics.len() < MAX_TOPICS {
+                if d.topics.len() < MAX_TOPICS && topic.len() <= MAX_DETAIL_BYTES {
                     d.topics.insert(topic.to_string());
                     changed = true;
                 } else {
@@ -495,7 +511,8 @@ impl Registry {
             for (id, e) in devices.iter_mut() {
                 let due = dirty.contains(id)
                     || (e.device.last_seen_ms != e.persisted_last_seen
-                        && (all || now - e.persisted_last_seen >= LAST_SEEN_EVERY_MS));
+                        && (all
+                            || now.saturating_sub(e.persisted_last_seen) >= LAST_SEEN_EVERY_MS));
                 if !due {
                     continue;
                 }
@@ -520,8 +537,9 @@ impl Registry {
 fn merge_report(d: &mut Device, r: &DeviceReport) -> bool {
     let mut changed = false;
     let mut set = |slot: &mut Option<String>, v: &Option<String>| {
-        if v.is_some() && slot != v {
-            slot.clone_from(v);
+        let v = v.as_deref().map(|t| clip(t, MAX_TEXT_BYTES));
+        if v.is_some() && slot.as_deref() != v {
+            *slot = v.map(str::to_string);
             changed = true;
         }
     };
@@ -543,6 +561,18 @@ fn merge_report(d: &mut Device, r: &DeviceReport) -> bool {
         d.signal = Some(s.into());
     }
     changed
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A message from the device at `t`: its last-seen time and usual interval.

@@ -261,3 +261,44 @@ fn a_telegraf_host_has_its_series() {
     r.observe("x", &reading(vec![series("edge01")], vec![]), T0);
     assert!(r.get("edge01").is_none());
 }
+
+/// Line protocol's tags name anything: `device=sda1` is a partition.
+#[test]
+fn line_protocol_device_tags_are_not_devices() {
+    let trees = store::Trees::temporary().unwrap();
+    let clock = ManualClock::new(T0);
+    let r = open(&trees, &clock, &config());
+    let m = Reading {
+        series: vec![sample("sda1", "disk_used", T0)],
+        ..Reading::new(Family::Generic, PayloadFormat::LineProtocol)
+    };
+    r.observe("telegraf/disk", &m, T0);
+    assert!(r.list().is_empty());
+    // A rule's capture on a JSON topic is one.
+    let m = Reading {
+        series: vec![sample("shed", "t", T0)],
+        ..Reading::new(Family::Generic, PayloadFormat::Json)
+    };
+    r.observe("sensors/shed/env", &m, T0);
+    assert!(r.get("shed").is_some());
+}
+
+/// Long texts are cut; long topics and series names are not remembered.
+#[test]
+fn long_details_are_bounded() {
+    let trees = store::Trees::temporary().unwrap();
+    let clock = ManualClock::new(T0);
+    let r = open(&trees, &clock, &config());
+    let mut report = DeviceReport::new("plug", Family::Shelly);
+    report.model = Some("é".repeat(MAX_TEXT_BYTES));
+    let long = "x".repeat(MAX_DETAIL_BYTES + 1);
+    r.observe(
+        &long,
+        &reading(vec![sample("plug", &long, T0)], vec![report]),
+        T0,
+    );
+    let d = r.get("plug").unwrap();
+    let model = d.device.model.unwrap();
+    assert!(model.len() <= MAX_TEXT_BYTES && model.chars().all(|c| c == 'é'));
+    assert!(d.device.metrics.is_empty() && d.device.topics.is_empty());
+}

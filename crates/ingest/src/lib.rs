@@ -22,12 +22,29 @@ pub use opentsdb::{BodyError, ParsedPoints, PointError};
 pub use rules::{FilterError, RuleConfig, RuleError, RuleMatch, Rules};
 pub use vm_import::{ImportError, ParsedImport};
 
-/// Checks the `[[mqtt.rules]]` of a configuration: that every topic filter
-/// compiles, with its captures (a [`config::Check`]).
+/// Checks the `[[mqtt.rules]]` of a configuration (that every topic filter
+/// compiles, with its captures) and the device clocks' time zones (a
+/// [`config::Check`]).
 pub fn check_config(config: &config::Config, issues: &mut config::Issues) {
     for (index, rule) in config.mqtt.rules.iter().enumerate() {
         if let Err(e) = Rules::compile(std::slice::from_ref(rule)) {
             issues.add(format!("mqtt.rules[{index}].topic"), e.reason.to_string());
+        }
+    }
+    const ZONES: &str = "`local`, `UTC` or an offset such as `+01:00` (zone names such as Europe/Berlin are not supported)";
+    let devices = &config.devices;
+    if conventions::Zone::parse(&devices.time_zone).is_none() {
+        issues.add(
+            "devices.time_zone",
+            format!("{:?} is not a time zone: {ZONES}", devices.time_zone),
+        );
+    }
+    for (device, zone) in &devices.time_zones {
+        if conventions::Zone::parse(zone).is_none() {
+            issues.add(
+                format!("devices.time_zones.{device}"),
+                format!("{zone:?} is not a time zone: {ZONES}"),
+            );
         }
     }
 }
@@ -41,6 +58,29 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn time_zones_are_checked() {
+        let mut config = config::Config::default();
+        config.devices.time_zone = "Europe/Berlin".into();
+        config
+            .devices
+            .time_zones
+            .insert("kitchen".into(), "+-1".into());
+        config
+            .devices
+            .time_zones
+            .insert("garage".into(), "+02:00".into());
+        let mut issues = config::Issues::default();
+        check_config(&config, &mut issues);
+        let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["devices.time_zone", "devices.time_zones.kitchen"]);
+        assert!(
+            issues.0[0].reason.contains("not supported"),
+            "{:?}",
+            issues.0
+        );
+    }
 
     fn all_parsers(bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);

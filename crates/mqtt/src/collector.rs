@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use devices::Registry;
-use ingest::conventions::{Interpreter, NoticeKind, Reading};
+use ingest::conventions::{Family, Interpreter, NoticeKind, Reading};
 use ingest::mqtt_payload::PayloadFormat;
 use tokio::sync::mpsc;
 
@@ -38,6 +38,8 @@ use store::{SeriesSamples, Storage, StorageError};
 /// the collector stayed behind — `perch bench mqtt` lost a third of its
 /// throughput (docs/mqtt.md, Benchmark).
 const BATCH_SAMPLES: usize = 2_000;
+/// A notice logged is cut to this many bytes.
+const NOTICE_BYTES: usize = 512;
 /// (topic, kind) pairs already reported, at most; past it, new ones are
 /// reported too but no longer remembered.
 const NOTICES_REMEMBERED: usize = 10_000;
@@ -207,7 +209,10 @@ fn summary(r: &Reading, empty: bool) -> ReadSummary {
         .map(|n| n.message.as_str())
         .or_else(|| r.errors.first().map(String::as_str))
         .or(match (samples, r.format) {
-            (0, PayloadFormat::Ignored) => Some("ignored by a rule (ignore = true)"),
+            (0, PayloadFormat::Ignored) if r.family == Family::Generic => {
+                Some("ignored by a rule (ignore = true)")
+            }
+            (0, PayloadFormat::Ignored) => Some("a command to the device, not a reading"),
             (0, _) if empty => Some("empty payload"),
             _ => None,
         })
@@ -237,12 +242,20 @@ impl Notices {
                 continue;
             }
             counters.notices.fetch_add(1, Ordering::Relaxed);
+            // Notices quote payloads; a log line stays readable.
+            let mut message = n.message.as_str();
+            if message.len() > NOTICE_BYTES {
+                let mut end = NOTICE_BYTES;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message = &message[..end];
+            }
             tracing::warn!(
                 topic,
                 family = r.family.as_str(),
                 kind = n.kind.as_str(),
-                "{}",
-                n.message
+                "{message}"
             );
             if self.reported.len() < NOTICES_REMEMBERED {
                 self.reported.insert(key);

@@ -161,6 +161,15 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
     }
     // The topic first: this runs on every message no earlier family took.
     let l = layout(topic)?;
+    // JSON where ESPHome sends a plain value is not ESPHome's: a hand-made
+    // `<x>/sensor/<y>/state` layout, read generically instead (only lights,
+    // events and update offers are JSON in ESPHome).
+    if !l.command
+        && !matches!(l.component, "light" | "event" | "update")
+        && matches!(msg.payload.trim_ascii_start().first(), Some(b'{' | b'['))
+    {
+        return None;
+    }
     let text = msg.text();
     let mut r = Reading::new(Family::EspHome, values::payload_format(msg.payload));
     if l.command {
@@ -335,6 +344,21 @@ mod tests {
 
     fn read(topic: &str, payload: &str) -> Reading {
         Interpreter::new(Rules::default(), Settings::default()).read(topic, payload.as_bytes(), 5)
+    }
+
+    /// JSON on a layout that looks like ESPHome's but where ESPHome sends a
+    /// plain value: a hand-made topic, read generically (no device).
+    #[test]
+    fn json_on_a_plain_value_topic_is_not_esphomes() {
+        let r = read("home/sensor/env/state", r#"{"temperature":21}"#);
+        assert_eq!(r.family, Family::Generic);
+        assert_eq!(r.samples(), 1);
+        assert!(r.devices.is_empty());
+        let r = read(
+            "home/light/lamp/state",
+            r#"{"state":"ON","brightness":200}"#,
+        );
+        assert_eq!(r.family, Family::EspHome);
     }
 
     #[test]

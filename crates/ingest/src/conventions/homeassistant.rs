@@ -25,6 +25,13 @@ use super::{
 /// Configs larger than this are refused (a discovery config is a few
 /// hundred bytes; a device config with many components a few KiB).
 pub(crate) const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Bounds on what one config may make perch remember, whatever its bytes:
+/// `~` is copied into every topic and a device config's shared options into
+/// every component, so a 64 KiB config could otherwise expand a
+/// thousandfold.
+const MAX_TOPIC_BYTES: usize = 512;
+const MAX_AVAILABILITY: usize = 8;
+const MAX_COMPONENTS: usize = 128;
 
 /// The entities discovery configs announced, and the topics they read.
 #[derive(Default)]
@@ -223,7 +230,10 @@ fn under(topic: &str, prefix: &str) -> bool {
 }
 
 /// The family that reads `topic` by its layout, and the device id it gives.
-fn native(topic: &str, settings: &Settings) -> Option<(Family, String)> {
+/// ESPHome's layout (`<node>/sensor/<id>/state`) is also what people write
+/// by hand: it is ESPHome's only when `esphome` says the config may be
+/// (its device says ESPHome, or it has no value template to apply).
+fn native(topic: &str, settings: &Settings, esphome: bool) -> Option<(Family, String)> {
     // States under the discovery prefix (its docs' examples use
     // `homeassistant/<component>/<id>/state`) are discovery's.
     if under(topic, &settings.homeassistant_prefix) {
@@ -238,7 +248,9 @@ fn native(topic: &str, settings: &Settings) -> Option<(Family, String)> {
     if let Some(id) = shelly::device_of(topic) {
         return Some((Family::Shelly, id.to_string()));
     }
-    esphome::device_of(topic).map(|id| (Family::EspHome, id.to_string()))
+    esphome::device_of(topic)
+        .filter(|_| esphome)
+        .map(|id| (Family::EspHome, id.to_string()))
 }
 
 /// The metric a native family stores the value `read` gives as, if known.
@@ -318,7 +330,13 @@ fn read_config(msg: &Message, ctx: &mut Ctx, path: &str) -> Reading {
         return r;
     }
     let cfg = match serde_json::from_slice::<Value>(msg.payload) {
-        Ok(Value::Object(m)) => expand(m),
+        Ok(Value::Object(m)) => match expand_bounded(m) {
+            Ok(m) => m,
+            Err(why) => {
+                discovery_notice(&mut r, why.to_string());
+                return r;
+            }
+        },
         Ok(_) => {
             discovery_notice(&mut r, "the config is not a JSON object".into());
             return r;
@@ -362,6 +380,16 @@ fn read_device_config(
         return;
     }
     cfg.remove("origin");
+    if cmps.len() > MAX_COMPONENTS {
+        discovery_notice(
+            r,
+            format!(
+                "the device config has {} components, more than the {MAX_COMPONENTS} perch reads",
+                cmps.len()
+            ),
+        );
+        return;
+    }
     let prefix = format!("{}#", msg.topic);
     let mut kept = Vec::new();
     for (cid, c) in cmps {
@@ -385,7 +413,13 @@ fn read_device_config(
         let mut merged = cfg.clone();
         merged.extend(c);
         // The shared base topic `~` applies to the component's topics too.
-        let merged = expand(merged);
+        let merged = match expand_bounded(merged) {
+            Ok(m) => m,
+            Err(why) => {
+                discovery_notice(r, format!("component {cid:?}: {why}"));
+                continue;
+            }
+        };
         let entity = build_entity(ctx.settings, &platform, Some(id), &cid, &merged, r);
         let key = format!("{prefix}{cid}");
         kept.push(key.clone());
@@ -487,12 +521,12 @@ fn build_entity(
     r: &mut Reading,
 ) -> Option<Entity> {
     let text = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
-    let topic = |k: &str| -> Result<Option<String>, String> {
+    let topic = |k: &str| -> Result<Option<String>, ConfigError> {
         match cfg.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{k} is not a string")),
+            Some(_) => Err(ConfigError::NotAString(k.to_string())),
         }
     };
     let template = |k: &str| {
@@ -504,7 +538,7 @@ fn build_entity(
     let state_topic = match topic("state_topic") {
         Ok(t) => t,
         Err(e) => {
-            discovery_notice(r, e);
+            discovery_notice(r, e.to_string());
             return None;
         }
     };
@@ -553,7 +587,11 @@ fn build_entity(
     let identifier = first("identifiers", Value::as_str);
     let connection = first("connections", |v| v.as_array()?.get(1)?.as_str());
     let dev_name = dev_text("name");
-    let native_dev = state_topic.as_deref().and_then(|t| native(t, settings));
+    let esphome = dev_text("sw_version")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("esphome"))
+        || text("value_template").is_none();
+    let native_of = |t: &str| native(t, settings, esphome);
+    let native_dev = state_topic.as_deref().and_then(native_of);
     let (family, id) = match &native_dev {
         Some((f, id)) => (*f, id.clone()),
         // The identifier first: every config of a device repeats it, where
@@ -593,7 +631,7 @@ fn build_entity(
                         metric: String,
                         role| {
         if let Some(t) = topic {
-            let native = native(&t, settings);
+            let native = native_of(&t);
             // Left to a native family: the metric that family stores, if
             // known (else none, and no unit is reported for it).
             let metric = match &native {
@@ -700,13 +738,13 @@ fn build_entity(
         });
     }
     // Topics left to a native family are not watched here either.
-    availability.retain(|a| native(&a.topic, settings).is_none());
+    availability.retain(|a| native_of(&a.topic).is_none());
 
     let mut commands: Vec<String> = cfg
         .iter()
         .filter(|(k, _)| k.ends_with("command_topic"))
         .filter_map(|(_, v)| v.as_str())
-        .filter(|t| !t.is_empty() && native(t, settings).is_none())
+        .filter(|t| !t.is_empty() && native_of(t).is_none())
         .map(str::to_string)
         .collect();
     commands.sort();
@@ -810,6 +848,49 @@ const DEVICE_ABBREVIATIONS: &[(&str, &str)] = &[
     ("sn", "serial_number"),
     ("sw", "sw_version"),
 ];
+
+/// [`expand`], refusing a config whose topics, once expanded, are longer
+/// than [`MAX_TOPIC_BYTES`] or that watches more than [`MAX_AVAILABILITY`]
+/// availability topics.
+fn expand_bounded(cfg: Map<String, Value>) -> Result<Map<String, Value>, ConfigError> {
+    let cfg = expand(cfg);
+    let items = match cfg.get("availability") {
+        Some(Value::Array(a)) => a.as_slice(),
+        _ => &[],
+    };
+    if items.len() > MAX_AVAILABILITY {
+        return Err(ConfigError::Availability(items.len()));
+    }
+    let topics = cfg
+        .iter()
+        .filter(|(k, _)| k.ends_with("topic"))
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(
+            items
+                .iter()
+                .filter_map(|i| Some(("availability topic", i.get("topic")?))),
+        );
+    for (key, v) in topics {
+        if let Some(t) = v.as_str().filter(|t| t.len() > MAX_TOPIC_BYTES) {
+            return Err(ConfigError::LongTopic {
+                key: key.to_string(),
+                len: t.len(),
+            });
+        }
+    }
+    Ok(cfg)
+}
+
+/// Why a discovery config, or a part of it, is not used.
+#[derive(Debug, thiserror::Error)]
+enum ConfigError {
+    #[error("{0} is not a string")]
+    NotAString(String),
+    #[error("{0} availability topics, more than the {MAX_AVAILABILITY} perch watches")]
+    Availability(usize),
+    #[error("{key} is {len} bytes long, more than the {MAX_TOPIC_BYTES} perch keeps")]
+    LongTopic { key: String, len: usize },
+}
 
 /// Expands abbreviations (in the device and availability items too) and
 /// the base topic `~` at the start or end of topics, as Home Assistant does.
@@ -1713,6 +1794,75 @@ mod tests {
             assert_eq!(r.devices[0].id, id, "{state_topic}");
             assert_ne!(i.read(state_topic, b"{}", 0).family, Family::HomeAssistant);
         }
+    }
+
+    /// A config may not make perch remember much more than its bytes: `~`
+    /// copied into long topics, many availability topics or components.
+    #[test]
+    fn configs_that_would_expand_are_refused() {
+        let mut i = interp();
+        let base = "b".repeat(MAX_TOPIC_BYTES);
+        let avty: Vec<String> = (0..=MAX_AVAILABILITY)
+            .map(|n| format!(r#"{{"t":"a/{n}"}}"#))
+            .collect();
+        let cmps: Vec<String> = (0..=MAX_COMPONENTS)
+            .map(|n| format!(r#""c{n}":{{"p":"sensor","val_tpl":"{{{{ value_json.a }}}}"}}"#))
+            .collect();
+        for (topic, config, why) in [
+            (
+                "homeassistant/sensor/x/config",
+                format!(r#"{{"~":"{base}","stat_t":"~/s"}}"#),
+                "state_topic is",
+            ),
+            (
+                "homeassistant/sensor/x/config",
+                format!(r#"{{"stat_t":"s","avty":[{}]}}"#, avty.join(",")),
+                "availability topics",
+            ),
+            (
+                "homeassistant/device/x/config",
+                format!(
+                    r#"{{"dev":{{"ids":"x"}},"stat_t":"s","cmps":{{{}}}}}"#,
+                    cmps.join(",")
+                ),
+                "components",
+            ),
+            (
+                "homeassistant/device/x/config",
+                format!(
+                    r#"{{"dev":{{"ids":"x"}},"~":"{base}","stat_t":"~/s","cmps":{{"a":{{"p":"sensor"}},"b":{{"p":"sensor","name":"B"}}}}}}"#
+                ),
+                "state_topic is",
+            ),
+        ] {
+            let r = i.read(topic, config.as_bytes(), 0);
+            assert!(
+                r.notices.iter().any(|n| n.message.contains(why)),
+                "{why}: {:?}",
+                r.notices
+            );
+            assert_eq!(i.read("s", b"1", 0).family, Family::Generic, "{why}");
+        }
+    }
+
+    /// A hand-made config on a topic shaped like ESPHome's, with a value
+    /// template: Home Assistant's entity, read by its template.
+    #[test]
+    fn hand_made_esphome_like_topics_are_discoverys() {
+        let mut i = interp();
+        i.read(
+            "homeassistant/sensor/env/temperature/config",
+            br#"{"name":"Temperature","stat_t":"home/sensor/env/state","val_tpl":"{{ value_json.temperature }}","unit_of_meas":"\u00b0C","dev":{"ids":"env1"}}"#,
+            0,
+        );
+        let r = i.read("home/sensor/env/state", br#"{"temperature":21.5}"#, 0);
+        assert_eq!(r.family, Family::HomeAssistant);
+        assert_eq!(
+            samples(&r),
+            [
+                r#"temperature{device="env1",entity="temperature",topic="home/sensor/env/state"} 21.5 @0"#
+            ]
+        );
     }
 
     #[test]

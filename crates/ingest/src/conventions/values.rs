@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use base::labels::METRIC_NAME;
-use base::names::{sanitize_label_name, sanitize_metric_name};
+use base::names::sanitize_metric_name;
 use base::{Labels, SeriesSamples};
 use chrono::{DateTime, NaiveDateTime, TimeZone as _};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -234,6 +235,9 @@ impl Zone {
             _ => return None,
         };
         let digits: String = rest.chars().filter(|c| *c != ':').collect();
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let (h, m) = match digits.len() {
             1 | 2 => (digits.parse::<i32>().ok()?, 0),
             3 | 4 => {
@@ -349,18 +353,18 @@ pub fn snake_case(s: &str) -> String {
     out
 }
 
-/// A label value or name from a key: label names are sanitized, values
-/// kept as they are.
-pub fn label_name(s: &str) -> String {
-    sanitize_label_name(&snake_case(s)).into_owned()
-}
-
 /// Collects samples into series; two samples of the same labels go into
 /// one series.
 #[derive(Default)]
 pub struct SeriesOut {
     series: Vec<SeriesSamples>,
+    /// Where each series is, once there are more than [`SCAN_SERIES`]: a
+    /// payload with a hundred thousand keys must not cost their square.
+    index: FxHashMap<Labels, usize>,
 }
+
+/// Series found by a scan, below which an index costs more than it saves.
+const SCAN_SERIES: usize = 16;
 
 impl SeriesOut {
     /// Adds a sample of metric `name` with `labels` (besides `__name__`).
@@ -371,12 +375,27 @@ impl SeriesOut {
         }
         let l =
             Labels::from_pairs(std::iter::once((METRIC_NAME, name)).chain(labels.iter().copied()));
-        match self.series.iter_mut().find(|s| s.labels == l) {
-            Some(s) => s.samples.push((t, v)),
-            None => self.series.push(SeriesSamples {
-                labels: l,
-                samples: vec![(t, v)],
-            }),
+        let found = if self.series.len() <= SCAN_SERIES {
+            self.series.iter().position(|s| s.labels == l)
+        } else {
+            if self.index.is_empty() {
+                self.index = (self.series.iter().enumerate())
+                    .map(|(i, s)| (s.labels.clone(), i))
+                    .collect();
+            }
+            self.index.get(&l).copied()
+        };
+        match found {
+            Some(i) => self.series[i].samples.push((t, v)),
+            None => {
+                if !self.index.is_empty() {
+                    self.index.insert(l.clone(), self.series.len());
+                }
+                self.series.push(SeriesSamples {
+                    labels: l,
+                    samples: vec![(t, v)],
+                });
+            }
         }
     }
 
@@ -392,6 +411,24 @@ impl SeriesOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many series in one message: each sample in its own series, in
+    /// order, the same labels twice in one series, in linear time.
+    #[test]
+    fn series_out_with_many_series() {
+        let mut out = SeriesOut::default();
+        let n = 100_000;
+        for i in 0..n {
+            out.push(&format!("m{i}"), &[("device", "d")], 1, i as f64);
+        }
+        out.push("m5", &[("device", "d")], 2, 5.0);
+        out.push("m50000", &[("device", "d")], 2, 7.0);
+        let series = out.into_series();
+        assert_eq!(series.len(), n);
+        assert_eq!(series[5].samples, [(1, 5.0), (2, 5.0)]);
+        assert_eq!(series[50_000].samples, [(1, 50_000.0), (2, 7.0)]);
+        assert_eq!(series[99_999].labels.metric_name(), Some("m99999"));
+    }
 
     #[test]
     fn words_and_numbers() {
@@ -449,6 +486,8 @@ mod tests {
             Some(Some(-3_600_000))
         );
         assert!(Zone::parse("+25").is_none());
+        assert!(Zone::parse("+-1").is_none());
+        assert!(Zone::parse("Europe/Berlin").is_none());
     }
 
     #[test]
