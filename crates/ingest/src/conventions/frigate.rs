@@ -303,23 +303,51 @@ impl<'a, 'm> Out<'a, 'm> {
         }
     }
 
+    /// The payload as a JSON object, or an error naming `what` it is.
+    fn json_object(&mut self, what: &str) -> Option<Map<String, Value>> {
+        // Json, or Unparsed when the payload is not even text.
+        self.r.format = values::payload_format(self.msg.payload);
+        match serde_json::from_slice::<Value>(self.msg.payload) {
+            Ok(Value::Object(m)) => Some(m),
+            Ok(_) => {
+                self.r.errors.push(format!("{what}: not a JSON object"));
+                None
+            }
+            Err(e) => {
+                self.r.errors.push(format!("{what}: not JSON: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The sample time a time field `field` gives, believed as a device
+    /// clock is (within 15 minutes, else the arrival time and a notice);
+    /// the arrival time without it.
+    fn time_of(&mut self, v: Option<&Value>, field: &str) -> i64 {
+        let Some(v) = v else {
+            return self.msg.received_ms;
+        };
+        let (t, why) = values::device_time(
+            values::time_value(v, &values::Zone::Utc),
+            self.msg.received_ms,
+        );
+        if let Some(why) = why {
+            self.r.notices.push(Notice {
+                kind: NoticeKind::Time,
+                message: format!("{field} {v}: {why}"),
+            });
+        }
+        t
+    }
+
     /// `events`: while an object is tracked, its score at the frame's time
     /// (`after.frame_time`); when it ends, how long it was tracked and its
     /// top score, at `after.end_time`. Labelled by `camera` and `label` (the
     /// object class), never by the event id: that would make a series per
     /// object. The times are believed as device clocks are (15 minutes).
     fn events(&mut self) {
-        self.r.format = values::payload_format(self.msg.payload);
-        let event = match serde_json::from_slice::<Value>(self.msg.payload) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                self.r.errors.push("the event is not a JSON object".into());
-                return;
-            }
-            Err(e) => {
-                self.r.errors.push(format!("the event is not JSON: {e}"));
-                return;
-            }
+        let Some(event) = self.json_object("the event") else {
+            return;
         };
         let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
         let Some(after) = event.get("after").and_then(Value::as_object) else {
@@ -348,22 +376,10 @@ impl<'a, 'm> Out<'a, 'm> {
         };
         let ended = kind == "end";
         let time_key = if ended { "end_time" } else { "frame_time" };
-        let t = match after.get(time_key).filter(|v| !v.is_null()) {
-            None => self.msg.received_ms,
-            Some(v) => {
-                let (t, why) = values::device_time(
-                    values::time_value(v, &values::Zone::Utc),
-                    self.msg.received_ms,
-                );
-                if let Some(why) = why {
-                    self.r.notices.push(Notice {
-                        kind: NoticeKind::Time,
-                        message: format!("event {time_key} {v}: {why}"),
-                    });
-                }
-                t
-            }
-        };
+        let t = self.time_of(
+            after.get(time_key).filter(|v| !v.is_null()),
+            &format!("event {time_key}"),
+        );
         let labels = [("camera", camera), ("label", label)];
         if let Some(score) = number("score") {
             self.sample("frigate_event_score", &labels, t, score);
@@ -394,36 +410,14 @@ impl<'a, 'm> Out<'a, 'm> {
     /// and processes' figures, at the time the stats were taken
     /// (`service.last_updated`).
     fn stats(&mut self) {
-        // Json, or Unparsed when the payload is not even text.
-        self.r.format = values::payload_format(self.msg.payload);
-        let obj = match serde_json::from_slice::<Value>(self.msg.payload) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                self.r.errors.push("stats are not a JSON object".into());
-                return;
-            }
-            Err(e) => {
-                self.r.errors.push(format!("stats are not JSON: {e}"));
-                return;
-            }
+        let Some(obj) = self.json_object("stats") else {
+            return;
         };
         let service = obj.get("service").and_then(Value::as_object);
-        let t = match service.and_then(|s| s.get("last_updated")) {
-            None => self.msg.received_ms,
-            Some(v) => {
-                let (t, why) = values::device_time(
-                    values::time_value(v, &values::Zone::Utc),
-                    self.msg.received_ms,
-                );
-                if let Some(why) = why {
-                    self.r.notices.push(Notice {
-                        kind: NoticeKind::Time,
-                        message: format!("service.last_updated {v}: {why}"),
-                    });
-                }
-                t
-            }
-        };
+        let t = self.time_of(
+            service.and_then(|s| s.get("last_updated")),
+            "service.last_updated",
+        );
         if let Some(v) = service
             .and_then(|s| s.get("version"))
             .and_then(Value::as_str)
