@@ -772,6 +772,10 @@ pub struct DevicesConfig {
     pub homeassistant_prefix: String,
     /// zigbee2mqtt's base topic.
     pub zigbee2mqtt_prefix: String,
+    /// Frigate's `mqtt.topic_prefix`; also the Frigate server's device id.
+    pub frigate_prefix: String,
+    /// The OwnTracks apps' base topic (`owntracks`, their default).
+    pub owntracks_prefix: String,
     /// The zone of device clocks that send local time without an offset
     /// (Tasmota): `local` (the box's), `UTC`, or an offset like `+01:00`.
     pub time_zone: String,
@@ -792,6 +796,8 @@ impl Default for DevicesConfig {
             max_entities: 10_000,
             homeassistant_prefix: "homeassistant".into(),
             zigbee2mqtt_prefix: "zigbee2mqtt".into(),
+            frigate_prefix: "frigate".into(),
+            owntracks_prefix: "owntracks".into(),
             time_zone: "local".into(),
             time_zones: BTreeMap::new(),
             offline_after_intervals: 3,
@@ -1039,6 +1045,8 @@ impl Config {
         for (key, prefix) in [
             ("devices.homeassistant_prefix", &d.homeassistant_prefix),
             ("devices.zigbee2mqtt_prefix", &d.zigbee2mqtt_prefix),
+            ("devices.frigate_prefix", &d.frigate_prefix),
+            ("devices.owntracks_prefix", &d.owntracks_prefix),
         ] {
             if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
                 issues.add(

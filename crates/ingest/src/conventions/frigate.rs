@@ -1,7 +1,7 @@
 //! Frigate (NVR): see docs/devices.md.
 //!
-//! Frigate publishes under its topic prefix (`frigate`, the default; perch
-//! has no setting for another one yet): `available` (`online`, `offline` as
+//! Frigate publishes under its topic prefix (`[devices] frigate_prefix`,
+//! `frigate` by default): `available` (`online`, `offline` as
 //! its last will, `stopped`), `stats` (the JSON of `/api/stats`, at
 //! `mqtt.stats_interval`), the JSON of `events`, `reviews`,
 //! `tracked_object_update` and the like, and per camera (or zone)
@@ -11,7 +11,7 @@
 //! `<camera>/status/<role>`, `<camera>/audio/<type>`, and command topics
 //! ending in `set`.
 //!
-//! The device is the Frigate server (id `frigate`); cameras, zones,
+//! The device is the Frigate server (its id is the prefix, `frigate`); cameras, zones,
 //! objects, detectors and the like are labels: the count topics do not say
 //! whether their first level is a camera or a zone, and what is online or
 //! offline is the server.
@@ -23,18 +23,17 @@ use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Set
 use crate::mqtt_payload::PayloadFormat;
 
 /// The topic prefix, and the server's device id.
-const PREFIX: &str = "frigate";
-
 /// Whether [`read`] may claim `topic`, whatever the payload.
-pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
+pub(crate) fn may_claim(topic: &str, settings: &Settings) -> bool {
     topic
-        .strip_prefix(PREFIX)
+        .strip_prefix(settings.frigate_prefix.as_str())
         .is_some_and(|r| r.starts_with('/'))
 }
 
 /// The message read as Frigate's, or `None` if it is not one.
-pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
-    let rest = msg.topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
+    let prefix = ctx.settings.frigate_prefix.as_str();
+    let rest = msg.topic.strip_prefix(prefix)?.strip_prefix('/')?;
     if rest.is_empty() {
         return None;
     }
@@ -42,24 +41,27 @@ pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
     if levels.iter().any(|l| l.is_empty()) {
         return None;
     }
-    Some(Out::new(msg).read(&levels))
+    Some(Out::new(msg, prefix).read(&levels))
 }
 
 /// What one message gives, while it is read.
 struct Out<'a, 'm> {
     msg: &'a Message<'m>,
+    /// The topic prefix: the server's device id.
+    server: &'a str,
     r: Reading,
     series: SeriesOut,
     device: DeviceReport,
 }
 
 impl<'a, 'm> Out<'a, 'm> {
-    fn new(msg: &'a Message<'m>) -> Self {
+    fn new(msg: &'a Message<'m>, server: &'a str) -> Self {
         Out {
             msg,
+            server,
             r: Reading::new(Family::Frigate, PayloadFormat::Unparsed),
             series: SeriesOut::default(),
-            device: DeviceReport::new(PREFIX, Family::Frigate),
+            device: DeviceReport::new(server, Family::Frigate),
         }
     }
 
@@ -73,7 +75,7 @@ impl<'a, 'm> Out<'a, 'm> {
     /// and `labels`.
     fn sample(&mut self, metric: &str, labels: &[(&str, &str)], t: i64, v: f64) {
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 2);
-        all.push(("device", PREFIX));
+        all.push(("device", self.server));
         all.push(("topic", self.msg.topic));
         all.extend_from_slice(labels);
         self.series.push(metric, &all, t, v);

@@ -209,6 +209,10 @@ pub struct Settings {
     pub homeassistant_prefix: String,
     /// zigbee2mqtt's base topic.
     pub zigbee2mqtt_prefix: String,
+    /// Frigate's topic prefix, and the id of the Frigate server device.
+    pub frigate_prefix: String,
+    /// The OwnTracks apps' base topic.
+    pub owntracks_prefix: String,
     /// Entities and bridge devices remembered, at most.
     pub max_entities: usize,
     /// Time zone of device clocks that send local time without an offset
@@ -224,6 +228,8 @@ impl Settings {
             enabled: c.conventions,
             homeassistant_prefix: c.homeassistant_prefix.clone(),
             zigbee2mqtt_prefix: c.zigbee2mqtt_prefix.clone(),
+            frigate_prefix: c.frigate_prefix.clone(),
+            owntracks_prefix: c.owntracks_prefix.clone(),
             max_entities: c.max_entities,
             time_zones: TimeZones {
                 default: Zone::parse(&c.time_zone).unwrap_or_default(),
@@ -243,6 +249,8 @@ impl Default for Settings {
             enabled: true,
             homeassistant_prefix: "homeassistant".into(),
             zigbee2mqtt_prefix: "zigbee2mqtt".into(),
+            frigate_prefix: "frigate".into(),
+            owntracks_prefix: "owntracks".into(),
             max_entities: 10_000,
             time_zones: values::TimeZones::default(),
         }
@@ -371,6 +379,41 @@ fn generic(msg: &Message, rules: &Rules) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frigate and OwnTracks under other prefixes, as configured.
+    #[test]
+    fn frigate_and_owntracks_prefixes_are_settings() {
+        let settings = Settings {
+            frigate_prefix: "nvr".into(),
+            owntracks_prefix: "phones/ot".into(),
+            ..Settings::default()
+        };
+        let mut i = Interpreter::new(Rules::default(), settings);
+        let r = i.read("nvr/front/person", b"2", 0);
+        assert_eq!(r.family, Family::Frigate);
+        assert_eq!(r.devices[0].id, "nvr");
+        assert_eq!(r.series[0].labels.get("device"), Some("nvr"));
+        assert_eq!(
+            i.read("frigate/front/person", b"2", 0).family,
+            Family::Generic
+        );
+        let r = i.read(
+            "phones/ot/jane/phone",
+            br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":0}"#,
+            0,
+        );
+        assert_eq!(r.family, Family::OwnTracks);
+        assert_eq!(r.devices[0].id, "jane/phone");
+        assert_eq!(
+            i.read(
+                "owntracks/jane/phone",
+                br#"{"_type":"location","lat":1}"#,
+                0
+            )
+            .family,
+            Family::Generic
+        );
+    }
 
     /// Each family's topic test is true for every topic its reader claims:
     /// over every corpus message, and over topics near the families' own

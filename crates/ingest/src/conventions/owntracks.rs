@@ -128,14 +128,17 @@ const NOT_QUANTITIES: &[&str] = &[
     "raw_line",
 ];
 
-/// The device id (`<user>/<device>`) and subtopic of an OwnTracks topic.
 /// Whether [`read`] may claim `topic`, whatever the payload.
-pub(crate) fn may_claim(topic: &str, _settings: &Settings) -> bool {
-    topic.starts_with("owntracks/")
+pub(crate) fn may_claim(topic: &str, settings: &Settings) -> bool {
+    topic
+        .strip_prefix(settings.owntracks_prefix.as_str())
+        .is_some_and(|r| r.starts_with('/'))
 }
 
-fn layout(topic: &str) -> Option<(&str, Option<&str>)> {
-    let rest = topic.strip_prefix("owntracks/")?;
+/// The device id (`<user>/<device>`) and subtopic of an OwnTracks topic
+/// under the base topic `prefix`.
+fn layout<'t>(topic: &'t str, prefix: &str) -> Option<(&'t str, Option<&'t str>)> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
     let mut levels = rest.split('/');
     let user = levels.next()?;
     let device = levels.next()?;
@@ -150,8 +153,8 @@ fn layout(topic: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// The message read as OwnTracks's, or `None` if it is not one.
-pub(crate) fn read(msg: &Message, _ctx: &mut Ctx) -> Option<Reading> {
-    let (id, sub) = layout(msg.topic)?;
+pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
+    let (id, sub) = layout(msg.topic, &ctx.settings.owntracks_prefix)?;
     let mut r = Reading::new(Family::OwnTracks, PayloadFormat::Json);
     if msg.payload.iter().all(u8::is_ascii_whitespace) {
         // A retained message cleared.
@@ -427,17 +430,20 @@ mod tests {
 
     #[test]
     fn layouts() {
-        assert_eq!(layout("owntracks/jane/phone"), Some(("jane/phone", None)));
         assert_eq!(
-            layout("owntracks/jane/phone/event"),
+            layout("owntracks/jane/phone", "owntracks"),
+            Some(("jane/phone", None))
+        );
+        assert_eq!(
+            layout("owntracks/jane/phone/event", "owntracks"),
             Some(("jane/phone", Some("event")))
         );
-        assert_eq!(layout("owntracks/jane"), None);
-        assert_eq!(layout("owntracks//phone"), None);
-        assert_eq!(layout("owntracks/jane/"), None);
-        assert_eq!(layout("owntracks/jane/phone/other"), None);
-        assert_eq!(layout("owntracks/jane/phone/event/x"), None);
-        assert_eq!(layout("tele/jane/phone"), None);
+        assert_eq!(layout("owntracks/jane", "owntracks"), None);
+        assert_eq!(layout("owntracks//phone", "owntracks"), None);
+        assert_eq!(layout("owntracks/jane/", "owntracks"), None);
+        assert_eq!(layout("owntracks/jane/phone/other", "owntracks"), None);
+        assert_eq!(layout("owntracks/jane/phone/event/x", "owntracks"), None);
+        assert_eq!(layout("tele/jane/phone", "owntracks"), None);
         // Not OwnTracks's: read generically.
         assert_eq!(
             read("owntracks/jane/phone/other", "{\"a\":1}").family,
