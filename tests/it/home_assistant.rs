@@ -496,6 +496,12 @@ fn home_assistant_uses_perch_as_its_broker() {
     if !have_mosquitto() {
         return;
     }
+    // scripts/test could not install Home Assistant (it needs PyPI and a
+    // Python 3.13) and said so; the discovery corpus still runs.
+    if std::env::var_os("PERCH_SKIP_HASS").is_some() {
+        eprintln!("SKIP: PERCH_SKIP_HASS is set: Home Assistant is not installed");
+        return;
+    }
     let Some(hass) = hass_program() else {
         missing_peer("Home Assistant (scripts/ha-venv installs it into build/ha-venv)");
         return;
