@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -91,20 +91,7 @@ impl Subscriber {
             .stderr(Stdio::piped())
             .spawn()
             .expect("mosquitto_sub");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("stderr: {l}"));
-            }
-        });
+        let rx = common::output_lines(&mut child);
         // Give it time to connect and subscribe.
         std::thread::sleep(Duration::from_millis(400));
         Subscriber { child, lines: rx }
