@@ -122,31 +122,37 @@ pub fn settings() -> Settings {
     s
 }
 
-#[test]
-fn every_corpus_message_reads_as_expected() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
+/// Every corpus file, by file name, in name order.
+pub fn files() -> Vec<(String, CorpusFile)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir())
         .expect("tests/fixtures/devices")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
-    files.sort();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let corpus = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                corpus,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_corpus_message_reads_as_expected() {
     let mut failures = Vec::new();
     let mut count = 0;
-    for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
-        let corpus: CorpusFile =
-            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let mut interp = Interpreter::new(Rules::default(), settings());
+    for (file, corpus) in files() {
+        let mut interp = utc_interpreter();
         for (i, m) in corpus.message.iter().enumerate() {
             count += 1;
             let r = interp.read(&m.topic, m.payload.as_bytes(), m.received_ms);
-            let where_ = format!(
-                "{} message {} ({} on {})",
-                file.file_name().unwrap().to_string_lossy(),
-                i + 1,
-                m.source,
-                m.topic
-            );
+            let where_ = format!("{file} message {} ({} on {})", i + 1, m.source, m.topic);
             let samples = render_samples(&r);
             if samples != m.samples {
                 failures.push(format!(
@@ -187,9 +193,7 @@ fn every_corpus_message_reads_as_expected() {
 /// An interpreter with default settings and device clocks read as UTC, as
 /// the corpus reads them, for the families' unit tests.
 pub fn utc_interpreter() -> Interpreter {
-    let mut s = Settings::default();
-    s.time_zones.default = Zone::Utc;
-    Interpreter::new(Rules::default(), s)
+    Interpreter::new(Rules::default(), settings())
 }
 
 /// The labels of each series of a reading, as `Labels` displays them.
@@ -199,19 +203,5 @@ pub fn series_names(r: &Reading) -> Vec<String> {
 
 /// Every message of every corpus file, in file order.
 pub fn messages() -> Vec<CorpusMessage> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("tests/fixtures/devices")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            toml::from_str::<CorpusFile>(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
-                .message
-        })
-        .collect()
+    files().into_iter().flat_map(|(_, f)| f.message).collect()
 }
