@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use super::values::{self, SeriesOut};
+use super::values::{self, DeviceSeries};
 use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings};
 use crate::mqtt_payload::PayloadFormat;
 
@@ -47,10 +47,8 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
 /// What one message gives, while it is read.
 struct Out<'a, 'm> {
     msg: &'a Message<'m>,
-    /// The topic prefix: the server's device id.
-    server: &'a str,
     r: Reading,
-    series: SeriesOut,
+    series: DeviceSeries<'a>,
     device: DeviceReport,
 }
 
@@ -58,33 +56,26 @@ impl<'a, 'm> Out<'a, 'm> {
     fn new(msg: &'a Message<'m>, server: &'a str) -> Self {
         Out {
             msg,
-            server,
             r: Reading::new(Family::Frigate, PayloadFormat::Unparsed),
-            series: SeriesOut::default(),
+            series: DeviceSeries::new(server, msg.topic),
             device: DeviceReport::new(server, Family::Frigate),
         }
     }
 
     fn finish(mut self) -> Reading {
         self.r.devices.push(self.device);
-        self.r.series = self.series.into_series();
+        self.series.finish(&mut self.r);
         self.r
     }
 
     /// A sample of `metric` with the family's labels (`device`, `topic`)
     /// and `labels`.
     fn sample(&mut self, metric: &str, labels: &[(&str, &str)], t: i64, v: f64) {
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 2);
-        all.push(("device", self.server));
-        all.push(("topic", self.msg.topic));
-        all.extend_from_slice(labels);
-        self.series.push(metric, &all, t, v);
+        self.series.push(metric, labels, t, v, None);
     }
 
     fn unit(&mut self, metric: &str, unit: &str) {
-        if !self.r.units.iter().any(|(m, _)| m == metric) {
-            self.r.units.push((metric.to_string(), unit.to_string()));
-        }
+        self.series.unit(metric, Some(unit));
     }
 
     /// The payload as trimmed text, or an error.

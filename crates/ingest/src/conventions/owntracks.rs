@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use super::values::{self, SeriesOut};
+use super::values::{self, DeviceSeries};
 use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings};
 use crate::mqtt_payload::PayloadFormat;
 
@@ -185,8 +185,7 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
     let mut d = DeviceReport::new(id, Family::OwnTracks);
     let mut out = Out {
         msg,
-        id,
-        series: SeriesOut::default(),
+        series: DeviceSeries::new(id, msg.topic),
         reading: &mut r,
     };
     match kind {
@@ -219,8 +218,10 @@ pub(crate) fn read(msg: &Message, ctx: &mut Ctx) -> Option<Reading> {
         // samples.
         _ => {}
     }
-    let series = out.series.into_series();
-    r.series = series;
+    let Out {
+        series, reading, ..
+    } = out;
+    series.finish(reading);
     r.devices.push(d);
     Some(r)
 }
@@ -237,24 +238,13 @@ fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
 /// Samples, units and notices of one message.
 struct Out<'a, 'm> {
     msg: &'a Message<'m>,
-    id: &'a str,
-    series: SeriesOut,
+    series: DeviceSeries<'a>,
     reading: &'a mut Reading,
 }
 
 impl Out<'_, '_> {
     fn push(&mut self, metric: &str, extra: &[(&str, &str)], t: i64, v: f64, unit: Option<&str>) {
-        if metric.is_empty() {
-            return;
-        }
-        let mut labels = vec![("device", self.id), ("topic", self.msg.topic)];
-        labels.extend_from_slice(extra);
-        self.series.push(metric, &labels, t, v);
-        if let Some(u) = unit {
-            if !self.reading.units.iter().any(|(m, _)| m == metric) {
-                self.reading.units.push((metric.to_string(), u.to_string()));
-            }
-        }
+        self.series.push(metric, extra, t, v, unit);
     }
 
     /// The sample time: `tst` when it is close to the arrival time, else

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use memchr::memmem::{Finder, FinderRev};
 use serde_json::{Map, Value};
 
-use super::values::{self, SeriesOut};
+use super::values::{self, DeviceSeries};
 use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings, Signal};
 use crate::mqtt_payload::PayloadFormat;
 
@@ -119,10 +119,7 @@ fn online(msg: &Message, id: &str) -> Reading {
 
 /// Samples, units and notices of one message.
 struct Out<'a> {
-    topic: &'a str,
-    device: &'a str,
-    series: SeriesOut,
-    units: Vec<(String, String)>,
+    series: DeviceSeries<'a>,
     notices: Vec<Notice>,
     errors: Vec<String>,
 }
@@ -130,32 +127,18 @@ struct Out<'a> {
 impl<'a> Out<'a> {
     fn new(topic: &'a str, device: &'a str) -> Out<'a> {
         Out {
-            topic,
-            device,
-            series: SeriesOut::default(),
-            units: Vec::new(),
+            series: DeviceSeries::new(device, topic),
             notices: Vec::new(),
             errors: Vec::new(),
         }
     }
 
     fn push(&mut self, name: &str, extra: &[(&str, &str)], t: i64, v: f64, unit: Option<&str>) {
-        if name.is_empty() {
-            return;
-        }
-        let mut labels = vec![("device", self.device), ("topic", self.topic)];
-        labels.extend_from_slice(extra);
-        self.series.push(name, &labels, t, v);
-        if let Some(u) = unit {
-            if !self.units.iter().any(|(m, _)| m == name) {
-                self.units.push((name.to_string(), u.to_string()));
-            }
-        }
+        self.series.push(name, extra, t, v, unit);
     }
 
     fn finish(self, r: &mut Reading) {
-        r.series = self.series.into_series();
-        r.units = self.units;
+        self.series.finish(r);
         r.notices = self.notices;
         r.errors.extend(self.errors);
     }

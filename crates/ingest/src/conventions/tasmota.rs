@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::values::{self, SeriesOut};
+use super::values::{self, DeviceSeries};
 use super::{Ctx, DeviceReport, Family, Message, Notice, NoticeKind, Reading, Settings, Signal};
 use crate::mqtt_payload::PayloadFormat;
 
@@ -261,48 +261,27 @@ const EVENT_BLOCKS: &[&str] = &[
 
 /// Samples, units and notices of one message.
 struct Out<'a> {
-    topic: &'a str,
-    device: &'a str,
     received_ms: i64,
-    series: SeriesOut,
-    units: Vec<(String, String)>,
+    series: DeviceSeries<'a>,
     notices: Vec<Notice>,
 }
 
 impl<'a> Out<'a> {
     fn new(msg: &Message<'a>, device: &'a str) -> Out<'a> {
         Out {
-            topic: msg.topic,
-            device,
             received_ms: msg.received_ms,
-            series: SeriesOut::default(),
-            units: Vec::new(),
+            series: DeviceSeries::new(device, msg.topic),
             notices: Vec::new(),
         }
     }
 
     fn finish(self, r: &mut Reading) {
-        r.series = self.series.into_series();
-        r.units = self.units;
+        self.series.finish(r);
         r.notices = self.notices;
     }
 
-    fn unit(&mut self, metric: &str, unit: Option<&str>) {
-        if let Some(u) = unit.filter(|u| !u.is_empty()) {
-            if !self.units.iter().any(|(m, _)| m == metric) {
-                self.units.push((metric.to_string(), u.to_string()));
-            }
-        }
-    }
-
     fn push(&mut self, name: &str, extra: &[(&str, &str)], t: i64, v: f64, unit: Option<&str>) {
-        if name.is_empty() {
-            return;
-        }
-        let mut labels = vec![("device", self.device), ("topic", self.topic)];
-        labels.extend_from_slice(extra);
-        self.series.push(name, &labels, t, v);
-        self.unit(name, unit);
+        self.series.push(name, extra, t, v, unit);
     }
 
     fn power(&mut self, channel: u32, t: i64, v: f64) {
@@ -316,7 +295,7 @@ impl<'a> Out<'a> {
         let (field, parsed) = if let Some(e) = obj.get("Epoch") {
             ("Epoch", values::time_value(e, &values::Zone::Utc))
         } else if let Some(t) = obj.get("Time") {
-            let zone = ctx.settings.time_zones.of(self.device);
+            let zone = ctx.settings.time_zones.of(self.series.device);
             let parsed = match t {
                 Value::String(s) => values::time_text(&dotted_date(s), zone),
                 other => values::time_value(other, zone),
@@ -629,7 +608,6 @@ fn zigbee(zb: &Map<String, Value>, bridge_topic: &str, out: &mut Out, r: &mut Re
         let mut d = DeviceReport::new(&id, Family::Tasmota);
         d.model = text_field(obj, "ModelId");
         d.manufacturer = text_field(obj, "Manufacturer");
-        let (dev_topic, dev_id) = (out.topic, id.as_str());
         for (k, v) in obj {
             if matches!(
                 k.as_str(),
@@ -665,10 +643,7 @@ fn zigbee(zb: &Map<String, Value>, bridge_topic: &str, out: &mut Out, r: &mut Re
                 }
                 _ => (values::metric_name([k.as_str()]), None),
             };
-            let mut l = vec![("device", dev_id), ("topic", dev_topic)];
-            l.extend_from_slice(&labels);
-            out.series.push(&name, &l, t, x);
-            out.unit(&name, unit);
+            out.series.push_for(&id, &name, &labels, t, x, unit);
         }
         r.devices.push(d);
     }

@@ -408,6 +408,70 @@ impl SeriesOut {
     }
 }
 
+/// The series of one message about one device: each labelled `device` and
+/// `topic` besides its own labels, with the units of their metrics (the
+/// first unit given for a metric wins).
+pub(crate) struct DeviceSeries<'a> {
+    pub device: &'a str,
+    pub topic: &'a str,
+    series: SeriesOut,
+    units: Vec<(String, String)>,
+}
+
+impl<'a> DeviceSeries<'a> {
+    pub fn new(device: &'a str, topic: &'a str) -> DeviceSeries<'a> {
+        DeviceSeries {
+            device,
+            topic,
+            series: SeriesOut::default(),
+            units: Vec::new(),
+        }
+    }
+
+    /// A sample of metric `name` (none if it is empty), with `extra` labels.
+    pub fn push(&mut self, name: &str, extra: &[(&str, &str)], t: i64, v: f64, unit: Option<&str>) {
+        self.push_for(self.device, name, extra, t, v, unit);
+    }
+
+    /// A sample of another device the message speaks for (a bridge's).
+    pub fn push_for(
+        &mut self,
+        device: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+        t: i64,
+        v: f64,
+        unit: Option<&str>,
+    ) {
+        if name.is_empty() {
+            return;
+        }
+        let mut labels = Vec::with_capacity(extra.len() + 2);
+        labels.extend_from_slice(&[("device", device), ("topic", self.topic)]);
+        labels.extend_from_slice(extra);
+        self.series.push(name, &labels, t, v);
+        self.unit(name, unit);
+    }
+
+    pub fn unit(&mut self, metric: &str, unit: Option<&str>) {
+        if let Some(u) = unit.filter(|u| !u.is_empty()) {
+            if !self.units.iter().any(|(m, _)| m == metric) {
+                self.units.push((metric.to_string(), u.to_string()));
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Adds the series and units to the reading.
+    pub fn finish(self, r: &mut super::Reading) {
+        r.series.extend(self.series.into_series());
+        r.units.extend(self.units);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
