@@ -380,6 +380,69 @@ fn generic(msg: &Message, rules: &Rules) -> Reading {
 mod tests {
     use super::*;
 
+    mod fuzz {
+        use std::sync::LazyLock;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Every corpus message, as (topic, payload).
+        static SEEDS: LazyLock<Vec<(String, Vec<u8>)>> = LazyLock::new(|| {
+            corpus::messages()
+                .into_iter()
+                .map(|m| (m.topic, m.payload.into_bytes()))
+                .collect()
+        });
+
+        fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+            for (at, byte, op) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 => bytes.insert(i, *byte),
+                    1 if i < bytes.len() => bytes[i] = *byte,
+                    2 if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.truncate(i),
+                }
+            }
+            bytes
+        }
+
+        proptest! {
+            /// Real messages of every family, their payloads (and now and
+            /// then their topics) mutated, through one interpreter that
+            /// learns from each: nothing panics, and what is stored is
+            /// finite and named.
+            #[test]
+            fn mutated_device_messages_never_panic(
+                messages in prop::collection::vec(
+                    (
+                        any::<prop::sample::Index>(),
+                        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..4u8), 0..6),
+                        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..4u8), 0..2),
+                    ),
+                    1..8,
+                ),
+            ) {
+                let mut i = Interpreter::new(Rules::default(), Settings::default());
+                for (seed, payload_edits, topic_edits) in messages {
+                    let (topic, payload) = &SEEDS[seed.index(SEEDS.len())];
+                    let payload = mutate(payload.clone(), &payload_edits);
+                    let topic = mutate(topic.clone().into_bytes(), &topic_edits);
+                    let topic = String::from_utf8_lossy(&topic);
+                    let r = i.read(&topic, &payload, 1_700_000_000_000);
+                    for s in &r.series {
+                        prop_assert!(s.labels.metric_name().is_some_and(|n| !n.is_empty()));
+                        prop_assert!(s.samples.iter().all(|(_, v)| v.is_finite()));
+                    }
+                    i.learn(&topic, &payload, 1_700_000_000_000);
+                }
+            }
+        }
+    }
+
     /// Frigate and OwnTracks under other prefixes, as configured.
     #[test]
     fn frigate_and_owntracks_prefixes_are_settings() {
