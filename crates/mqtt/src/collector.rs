@@ -164,23 +164,25 @@ fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
                 .read(&msg.topic, &msg.payload, msg.time_ms);
             parts.devices.observe(&msg.topic, &reading, msg.time_ms);
             notices.report(&msg.topic, &reading, counters);
-            msg.read = Some(summary(&reading, msg.payload.is_empty()));
+            let read = summary(&reading, msg.payload.is_empty());
             counters
                 .sentinels_dropped
                 .fetch_add(reading.dropped_sentinels as u64, Ordering::Relaxed);
-            let n = reading.samples();
-            if n > 0 {
-                pending.samples += n;
-                pending.oldest_ms.get_or_insert(msg.time_ms);
-                pending.series.extend(reading.series);
-                pending.message_ends.push(pending.series.len());
-            } else if reading.format == PayloadFormat::Unparsed && !msg.payload.is_empty() {
-                // An empty payload clears a retained message: not a payload
-                // in an unknown format.
-                counters.unparsed.fetch_add(1, Ordering::Relaxed);
-            } else {
-                counters.messages_no_samples.fetch_add(1, Ordering::Relaxed);
+            match read.outcome {
+                Outcome::Stored => {
+                    pending.samples += read.samples as usize;
+                    pending.oldest_ms.get_or_insert(msg.time_ms);
+                    pending.series.extend(reading.series);
+                    pending.message_ends.push(pending.series.len());
+                }
+                Outcome::Unparsed => {
+                    counters.unparsed.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::NoSamples => {
+                    counters.messages_no_samples.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            msg.read = Some(read);
             let msg = Arc::new(msg);
             for sink in &parts.sinks {
                 sink.accept(&msg);
@@ -199,6 +201,8 @@ fn summary(r: &Reading, empty: bool) -> ReadSummary {
     let outcome = if samples > 0 {
         Outcome::Stored
     } else if r.format == PayloadFormat::Unparsed && !empty {
+        // An empty payload clears a retained message: not a payload in an
+        // unknown format.
         Outcome::Unparsed
     } else {
         Outcome::NoSamples
