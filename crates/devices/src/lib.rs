@@ -27,8 +27,7 @@ use std::sync::Arc;
 use base::labels::METRIC_NAME;
 use base::metrics::{MetricPoint, MetricSource};
 use base::Clock;
-use ingest::conventions::{DeviceReport, Family, Reading, Signal};
-use ingest::mqtt_payload::PayloadFormat;
+use ingest::conventions::{DeviceReport, Reading, Signal};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -223,16 +222,7 @@ impl Registry {
     /// Takes in what one message said: its device reports, and the devices
     /// its series are labelled with.
     pub fn observe(&self, topic: &str, reading: &Reading, received_ms: i64) {
-        // Telegraf's series keep exactly its tags (the same series as its
-        // line protocol), so its device, the host, is the `host` label. The
-        // tags of line protocol and OpenTSDB name anything (`disk,device=sda1`
-        // is a partition): there only the conventions and rules say what a
-        // device is.
-        let device_label = match (reading.family, reading.format) {
-            (Family::Telegraf, _) => "host",
-            (Family::Generic, PayloadFormat::LineProtocol | PayloadFormat::OpenTsdb) => "",
-            _ => "device",
-        };
+        let device_label = reading.device_label.unwrap_or_default();
         if reading.devices.is_empty()
             && (device_label.is_empty()
                 || !reading

@@ -233,7 +233,7 @@ fn an_untracked_device_counts_once_per_message() {
     assert_eq!(r.list().len(), 1);
 }
 
-/// Telegraf's series carry its tags only: the `host` tag is the device.
+/// Telegraf's readings name `host` as the device label.
 #[test]
 fn a_telegraf_host_has_its_series() {
     let trees = store::Trees::temporary().unwrap();
@@ -250,6 +250,7 @@ fn a_telegraf_host_has_its_series() {
     let m = Reading {
         series: vec![series("raynor"), series("amaranth")],
         devices: vec![DeviceReport::new("raynor", Family::Telegraf)],
+        device_label: Some("host"),
         ..Reading::new(Family::Telegraf, PayloadFormat::Json)
     };
     r.observe("telegraf", &m, T0);

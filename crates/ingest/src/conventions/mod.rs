@@ -102,11 +102,19 @@ pub struct Reading {
     /// Units of metrics, where the message or a discovery config says them:
     /// (metric name, unit as the device writes it, e.g. `°C`, `kWh`).
     pub units: Vec<(String, String)>,
+    /// The label whose value is the device a series belongs to: `device`,
+    /// Telegraf's `host`; none where the labels are a payload's own tags
+    /// (line protocol, OpenTSDB: `disk,device=sda1` is a partition).
+    pub device_label: Option<&'static str>,
 }
 
 impl Reading {
     pub fn new(family: Family, format: PayloadFormat) -> Reading {
         Reading {
+            device_label: match format {
+                PayloadFormat::LineProtocol | PayloadFormat::OpenTsdb => None,
+                _ => Some("device"),
+            },
             family,
             format,
             series: Vec::new(),

@@ -112,7 +112,12 @@ impl<'m> Out<'m> {
         Out {
             topic: msg.topic,
             received_ms: msg.received_ms,
-            reading: Reading::new(Family::Telegraf, PayloadFormat::Json),
+            reading: Reading {
+                // Its series keep exactly its tags (the series its line
+                // protocol gives): the host is the device.
+                device_label: Some("host"),
+                ..Reading::new(Family::Telegraf, PayloadFormat::Json)
+            },
             series: Vec::new(),
             by_labels: FxHashMap::default(),
             bad_time: None,
@@ -618,6 +623,8 @@ mod tests {
         );
         assert_eq!(r.errors, [r#"metric 3 ("d"): empty value for tag "host""#]);
         assert_eq!(r.samples(), 3);
+        // The registry finds each series' host by this label.
+        assert_eq!(r.device_label, Some("host"));
         // No host: no device, samples still.
         let r = reading(r#"{"name":"cpu","fields":{"value":42},"tags":{},"timestamp":1525478795}"#);
         assert!(r.devices.is_empty());
