@@ -1,8 +1,9 @@
 //! The device registry: every device perch has heard of — from what the
-//! firmware conventions read out of its messages (`ingest::conventions`) and
-//! from the `device` label of its series — with its name, maker, model and
-//! firmware, online or offline, when it was last seen, its battery and
-//! signal, its series with their units, and its topics.
+//! firmware conventions read out of its messages (`ingest::conventions`)
+//! and from the label that names the device of their series
+//! (`Reading::device_label`) — with its name, maker, model and firmware,
+//! online or offline, when it was last seen, its battery and signal, its
+//! series with their units, and its topics.
 //!
 //! Online or offline: a last will, an availability or status topic that
 //! says so wins; otherwise a device that used to send regularly is offline
