@@ -31,7 +31,9 @@ pub enum Command {
     /// Manage user accounts (works whether or not the server is running)
     #[command(subcommand)]
     User(UserCommand),
-    /// Verify a data directory without changing it; exits 1 if it is damaged
+    /// Verify a data directory without changing it (a stopped perch's, or a
+    /// restored backup's); exits 1 if it is damaged, 75 if a running perch
+    /// holds it
     Check {
         #[command(flatten)]
         location: Location,
@@ -116,6 +118,34 @@ impl Location {
             CONFIG_CHECKS,
         )?)
     }
+
+    /// [`Location::load`] for a command on an existing data directory
+    /// (`perch user`, `perch forward`, `perch check`): a directory that
+    /// does not exist is refused, not created, or a forgotten `--data-dir`
+    /// would quietly work on a new, empty ./perch-data.
+    pub fn load_existing(&self) -> anyhow::Result<Config> {
+        let config = self.load()?;
+        if !config.data_dir.exists() {
+            bail!("{}", no_data_dir(&config.data_dir));
+        }
+        Ok(config)
+    }
+
+    /// Whether the data directory was named (`--data-dir`, `PERCH_DATA_DIR`
+    /// or the config file's `data_dir`) rather than the default.
+    fn names_data_dir(&self, config: &Config) -> bool {
+        self.data_dir.is_some() || config.data_dir != Config::default().data_dir
+    }
+}
+
+/// Why a data-directory command refuses a directory that does not exist.
+fn no_data_dir(dir: &Path) -> String {
+    format!(
+        "no data directory at {}: pass --data-dir with the directory `perch serve` uses \
+         (or --config with its config file; the Debian package's is /etc/perch/perch.toml, \
+         its data directory /var/lib/perch)",
+        dir.display()
+    )
 }
 
 /// The checks of what configuration values mean, each by the crate that
@@ -212,6 +242,12 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
     };
     let config = location.load()?;
     let dir = config.data_dir.clone();
+    // Only `user add` on a directory named outright may create it: the
+    // first admin of a perch not started yet. Nothing else starts a new one.
+    let create = !dir.exists();
+    if create && !(matches!(cmd, UserCommand::Add { .. }) && location.names_data_dir(&config)) {
+        bail!("{}", no_data_dir(&dir));
+    }
     let socket = dir.join(crate::server::CONTROL_SOCKET);
     let request = match &cmd {
         UserCommand::Add {
@@ -236,7 +272,14 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::List { .. } => UserRequest::List,
         UserCommand::Del { name, .. } => UserRequest::Del(name.clone()),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if create {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        eprintln!(
+            "perch: created the new data directory {} (`perch serve --data-dir {0}` uses it)",
+            dir.display()
+        );
+    }
     let prepared = format::prepare(&dir)?;
     match format::open_trees(&dir) {
         Ok(trees) => {
@@ -390,7 +433,7 @@ pub fn forward(cmd: ForwardCommand) -> anyhow::Result<()> {
         } => {
             let since =
                 base::units::parse_duration(&since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-            let config = location.load()?;
+            let config = location.load_existing()?;
             let socket = config.data_dir.join(crate::server::CONTROL_SOCKET);
             let since_ms = chrono::Utc::now().timestamp_millis() - since.as_millis() as i64;
             let r = if UnixStream::connect(&socket).is_ok() {
@@ -449,11 +492,27 @@ fn replay_offline(
     Ok(r?)
 }
 
+/// `perch check`'s exit status when a running perch holds the directory
+/// (EX_TEMPFAIL: try again once it is stopped).
+const CHECK_IN_USE: i32 = 75;
+
 pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {
-    let config = location.load()?;
+    let config = location.load_existing()?;
     let report = check::check(&config.data_dir);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.in_use {
+        println!("data directory: {}", config.data_dir.display());
+        println!(
+            "IN USE:         a running perch holds it, so it was not checked (no sign of damage)"
+        );
+        println!(
+            "                stop that perch first (the package's: sudo systemctl stop perch),"
+        );
+        println!(
+            "                or check a backup: perch restore backup.tar --data-dir ./restored"
+        );
+        println!("                                   perch check --data-dir ./restored");
     } else {
         println!("data directory: {}", config.data_dir.display());
         if let Some(v) = report.format_version {
@@ -477,5 +536,11 @@ pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {
         }
         println!("{}", if report.ok() { "OK" } else { "DAMAGED" });
     }
-    Ok(if report.ok() { 0 } else { 1 })
+    Ok(if report.in_use {
+        CHECK_IN_USE
+    } else if report.ok() {
+        0
+    } else {
+        1
+    })
 }

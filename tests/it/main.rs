@@ -27,5 +27,6 @@ mod metrics;
 mod mqtt;
 mod promql_bad_input;
 mod promql_compat;
+mod readme;
 mod search;
 mod storage_api;

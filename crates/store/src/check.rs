@@ -20,7 +20,10 @@ pub struct CheckReport {
     pub windows: usize,
     pub wal_segments: usize,
     pub wal_samples: usize,
-    /// Problems found; empty means the directory is sound.
+    /// A running perch holds the database, so nothing was checked (which
+    /// says nothing about damage): stop it, or check a backup.
+    pub in_use: bool,
+    /// Problems found; empty (and not `in_use`) means the directory is sound.
     pub problems: Vec<String>,
     /// Harmless leftovers of an unclean stop, repaired at the next start.
     pub notes: Vec<String>,
@@ -28,7 +31,7 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && !self.in_use
     }
 }
 
@@ -59,6 +62,10 @@ pub fn check(data_dir: &Path) -> CheckReport {
     }
     let db = match format::open_db(data_dir, 16 << 20) {
         Ok(db) => db,
+        Err(e) if format::is_in_use(&e) => {
+            r.in_use = true;
+            return r;
+        }
         Err(e) => {
             r.problems.push(format!("database: {e}"));
             return r;

@@ -126,8 +126,9 @@ pub(crate) fn open_db(data_dir: &Path, cache_bytes: u64) -> Result<sled::Db, Sto
         .flush_every_ms(Some(1000));
     match catch_unwind(AssertUnwindSafe(|| config.open())) {
         Ok(Ok(db)) => Ok(db),
+        // Always WouldBlock, whatever sled said: [`is_in_use`] tells it so.
         Ok(Err(sled::Error::Io(e))) if is_lock_error(&e) => Err(StorageError::Io(io::Error::new(
-            e.kind(),
+            io::ErrorKind::WouldBlock,
             format!("{} is in use by another perch process", data_dir.display()),
         ))),
         Ok(Err(e)) => Err(e.into()),
@@ -136,6 +137,12 @@ pub(crate) fn open_db(data_dir: &Path, cache_bytes: u64) -> Result<sled::Db, Sto
             panic_message(&panic)
         ))),
     }
+}
+
+/// Whether [`open_db`] failed because another process (a running perch)
+/// holds the database: nothing is wrong with it.
+pub fn is_in_use(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 fn is_lock_error(e: &io::Error) -> bool {
