@@ -188,10 +188,10 @@ run_machine() {
     # What a user relies on: the name, no password on root, mDNS running.
     local facts
     # shellcheck disable=SC2016 # expanded in the guest
-    facts=$(guest 'echo "$(hostname) $(passwd -S root | cut -d" " -f2) $(systemctl is-active avahi-daemon.service)"')
-    [ "$facts" = "perch L active" ] \
-        || { fail "expected hostname perch, root locked (L) and avahi-daemon active, got: $facts"; return 1; }
-    info "hostname perch, root locked, avahi-daemon active"
+    facts=$(guest 'echo "$(hostname) $(passwd -S root | cut -d" " -f2) $(systemctl is-active avahi-daemon.service) $(grep -c "<type>_mqtt._tcp</type>" /etc/avahi/services/perch.service)"')
+    [ "$facts" = "perch L active 1" ] \
+        || { fail "expected hostname perch, root locked (L), avahi-daemon active and announcing _mqtt._tcp (1), got: $facts"; return 1; }
+    info "hostname perch, root locked, avahi-daemon active, perch announced (_http._tcp, _mqtt._tcp)"
     local failed
     failed=$(guest systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')
     [ -z "$failed" ] || info "failed units in the guest (not perch's): $failed"

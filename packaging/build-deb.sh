@@ -76,7 +76,7 @@ trap 'rm -rf "$work"' EXIT
 root="$work/perch_${version}_$arch"
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
     "$root/usr/lib/perch" "$root/usr/lib/sysusers.d" "$root/etc/perch" \
-    "$root/usr/share/doc/perch"
+    "$root/usr/share/doc/perch" "$root/etc/avahi/services"
 install -m 0755 "$binary" "$root/usr/bin/perch"
 # Debug info stays in the build; the package is for an SD card.
 "${gnu}-strip" --strip-debug "$root/usr/bin/perch" 2>/dev/null || strip --strip-debug "$root/usr/bin/perch" 2>/dev/null || true
@@ -84,6 +84,9 @@ install -m 0644 "$repo/systemd/perch.service" "$repo/systemd/perch-tls-keygen.se
 install -m 0755 "$repo/systemd/tls-keygen" "$root/usr/lib/perch/tls-keygen"
 install -m 0644 "$here/sysusers.conf" "$root/usr/lib/sysusers.d/perch.conf"
 install -m 0644 "$here/perch.toml" "$root/etc/perch/perch.toml"
+# mDNS: avahi-daemon (recommended) announces <hostname>.local with perch's
+# web UI and broker, so phones and devices find the box by name.
+install -m 0644 "$here/avahi/perch.service" "$root/etc/avahi/services/perch.service"
 for doc in README.md docs/appliance.md docs/configuration.md docs/mqtt.md docs/storage.md; do
     [ -f "$repo/$doc" ] && install -m 0644 "$repo/$doc" "$root/usr/share/doc/perch/"
 done
@@ -95,7 +98,7 @@ License: Apache-2.0
  On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
 EOF
 install -m 0755 "$here/debian/postinst" "$here/debian/prerm" "$here/debian/postrm" "$root/DEBIAN/"
-echo /etc/perch/perch.toml > "$root/DEBIAN/conffiles"
+printf '%s\n' /etc/perch/perch.toml /etc/avahi/services/perch.service > "$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat > "$root/DEBIAN/control" <<EOF
 Package: perch
@@ -104,6 +107,7 @@ Architecture: $arch
 Maintainer: perch developers <perch@localhost>
 Installed-Size: $size
 Depends: $depends
+Recommends: avahi-daemon, libnss-mdns
 Section: net
 Priority: optional
 Description: self-hosted IoT appliance in one process

@@ -469,6 +469,7 @@ fn the_debian_package_holds_binary_units_conffile_and_scripts() {
         "./usr/lib/perch/tls-keygen",
         "./usr/lib/sysusers.d/perch.conf",
         "./etc/perch/perch.toml",
+        "./etc/avahi/services/perch.service",
         "./usr/share/doc/perch/copyright",
     ] {
         assert!(files.lines().any(|l| l.ends_with(f)), "no {f} in:\n{files}");
@@ -479,11 +480,15 @@ fn the_debian_package_holds_binary_units_conffile_and_scripts() {
         "{control}"
     );
     assert!(control.contains("libc6 (>= 2."), "{control}");
+    assert!(
+        control.contains("Recommends: avahi-daemon, libnss-mdns"),
+        "{control}"
+    );
     let x = dir.path().join("control");
     run(Command::new("dpkg-deb").arg("--control").arg(&deb).arg(&x));
     assert_eq!(
         std::fs::read_to_string(x.join("conffiles")).unwrap().trim(),
-        "/etc/perch/perch.toml"
+        "/etc/perch/perch.toml\n/etc/avahi/services/perch.service"
     );
     let postinst = std::fs::read_to_string(x.join("postinst")).unwrap();
     assert!(postinst.contains("systemd-sysusers perch.conf"));
