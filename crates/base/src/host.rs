@@ -1,6 +1,7 @@
 //! Facts about the machine perch runs on and about perch's own process, as
 //! [`MetricPoint`]s: CPU, load, memory, swap, the data partition, network
-//! bytes, temperatures, uptime, resident memory and CPU time.
+//! bytes, temperatures, uptime, resident memory and CPU time; and the
+//! host's name and LAN addresses, for the page that connects devices.
 //!
 //! Owns one long-lived sysinfo `System`, `Networks` and `Components` (sysinfo
 //! computes CPU usage from the difference between two refreshes, and building
@@ -510,5 +511,78 @@ mod tests {
             "the second reading within the cache time is the first"
         );
         assert!(a.iter().any(|p| p.name == "perch_host_disk_total_bytes"));
+    }
+}
+
+/// The host's name (`perch` when the system does not say).
+pub fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "perch".into())
+}
+
+/// The host's addresses, those a device on the LAN can use first: private
+/// IPv4, other IPv4, global IPv6; link-local and loopback addresses only
+/// when there is nothing else.
+pub fn lan_addresses() -> Vec<String> {
+    let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() else {
+        return Vec::new();
+    };
+    let all: Vec<std::net::IpAddr> = (&networks)
+        .into_iter()
+        .flat_map(|(_, data)| data.ip_networks().iter().map(|n| n.addr))
+        .collect();
+    order_addresses(all)
+}
+
+fn order_addresses(mut all: Vec<std::net::IpAddr>) -> Vec<String> {
+    all.sort_by_key(|a| (address_rank(a), *a));
+    all.dedup();
+    let usable = all.iter().filter(|a| address_rank(a) < 3).count();
+    let shown = if usable == 0 {
+        &all[..]
+    } else {
+        &all[..usable]
+    };
+    shown.iter().map(ToString::to_string).collect()
+}
+
+/// 0: private IPv4 (the LAN), 1: other IPv4, 2: global IPv6, 3:
+/// link-local, 4: loopback.
+fn address_rank(a: &std::net::IpAddr) -> u8 {
+    use std::net::IpAddr;
+    match a {
+        IpAddr::V4(v4) if v4.is_loopback() => 4,
+        IpAddr::V4(v4) if v4.is_link_local() => 3,
+        IpAddr::V4(v4) if v4.is_private() => 0,
+        IpAddr::V4(_) => 1,
+        IpAddr::V6(v6) if v6.is_loopback() => 4,
+        // fe80::/10
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => 3,
+        IpAddr::V6(_) => 2,
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::order_addresses;
+
+    fn order(list: &[&str]) -> Vec<String> {
+        order_addresses(list.iter().map(|s| s.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn lan_addresses_come_first_and_loopback_only_alone() {
+        let all = [
+            "127.0.0.1",
+            "fe80::1",
+            "2001:db8::5",
+            "192.168.1.20",
+            "169.254.3.3",
+            "8.8.4.4",
+        ];
+        assert_eq!(order(&all), ["192.168.1.20", "8.8.4.4", "2001:db8::5"]);
+        assert_eq!(
+            order(&["::1", "127.0.0.1", "fe80::2"]),
+            ["fe80::2", "127.0.0.1", "::1"]
+        );
     }
 }

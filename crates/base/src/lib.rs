@@ -1,9 +1,10 @@
 //! The bottom of perch: what every other crate may use and nothing else
 //! provides. The injectable clock, human units, the error kinds every
 //! crate's errors map to, the metrics registry (with the host's own
-//! metrics), disk facts, the recent warnings and errors, and the shared
-//! model — labels and matchers, series selectors, MQTT topic filters and
-//! metric-name sanitizing. Depends on no other perch crate.
+//! metrics, its name and LAN addresses), disk facts, the recent warnings
+//! and errors, the recent problems (failed sign-ins, refusals, unreadable
+//! payloads), and the shared model — labels and matchers, series
+//! selectors, MQTT topic filters and metric-name sanitizing. Depends on no other perch crate.
 
 pub mod clock;
 pub mod disk;
@@ -13,6 +14,7 @@ pub mod host;
 pub mod labels;
 pub mod metrics;
 pub mod names;
+pub mod problems;
 pub mod selector;
 pub mod topic;
 pub mod units;

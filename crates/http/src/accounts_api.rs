@@ -240,6 +240,7 @@ async fn add_user(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    app.user_added(&user.name);
     Ok((StatusCode::CREATED, Json(user)))
 }
 

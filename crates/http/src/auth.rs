@@ -4,15 +4,18 @@
 //! `Bearer` or `Token` (an API token; `Token` is what InfluxDB clients send),
 //! or, for GET only, an API token in a `token` query parameter (players).
 //! Failed attempts count against the client address in the accounts'
-//! rate limiter, whatever the scheme.
+//! rate limiter, whatever the scheme, and are recorded in the recent
+//! problems the Overview shows (`base::problems`), as are requests refused
+//! for the account's role.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use base::problems::{Problem, ProblemKind};
 use base::ErrorKind;
 use base64::Engine;
 
@@ -131,6 +134,51 @@ pub fn client_key(req_extensions: &axum::http::Extensions) -> String {
     }
 }
 
+/// The client's IP address, as the connection says.
+pub fn client_ip(req_extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    req_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Who made a request and from where, for the problems it causes: the
+/// authenticated user's name (`anonymous` before authentication) and the
+/// client's address.
+pub struct Caller {
+    pub who: String,
+    pub ip: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Self::Rejection> {
+        Ok(Caller {
+            who: parts
+                .extensions
+                .get::<Principal>()
+                .map_or_else(|| "anonymous".to_string(), |p| p.user.name.clone()),
+            ip: client_ip(&parts.extensions),
+        })
+    }
+}
+
+/// Records a refused sign-in in the recent problems.
+fn report_sign_in(app: &SharedState, who: &str, ip: Option<IpAddr>, why: &str) {
+    let problem = Problem::new(ProblemKind::HttpSignIn, who, why).with_address(ip);
+    base::problems::record(problem, app.storage.now_ms());
+}
+
+/// Why a password was refused: an unknown user or a wrong password.
+fn wrong_password_reason(app: &SharedState, name: &str, via: &str) -> String {
+    let what = if app.accounts.get(name).is_some() {
+        "wrong password"
+    } else {
+        "unknown user"
+    };
+    format!("{what} ({via})")
+}
+
 enum Credential {
     Password(String, String),
     Token(String),
@@ -218,8 +266,13 @@ pub async fn authenticate(
                 req.headers(),
                 "sign in: a session cookie, Basic auth or an API token (Bearer/Token) is required",
             )),
-            Err(why) => return Err(unauthorized_for(req.headers(), why)),
+            Err(why) => {
+                let ip = client_ip(req.extensions());
+                report_sign_in(&app, "anonymous", ip, why);
+                return Err(unauthorized_for(req.headers(), why));
+            }
         };
+    let ip = client_ip(req.extensions());
     let ip_key = vec![client_key(req.extensions())];
     let principal = match cred {
         Credential::Session(cookie) => {
@@ -263,24 +316,33 @@ pub async fn authenticate(
             if Accounts::plausible_name(&name) {
                 keys.push(format!("user:{name}"));
             }
-            match verify_password(&app, &keys, now_ms, name, password).await {
+            let who = name.clone();
+            match check_password(&app, &keys, now_ms, name, password).await {
                 Verdict::Valid(user) => Principal {
                     user,
                     via: Via::Password,
                 },
                 Verdict::Wrong => {
+                    let why = wrong_password_reason(&app, &who, "Basic auth");
+                    report_sign_in(&app, &who, ip, &why);
                     return Err(unauthorized_for(
                         req.headers(),
                         "invalid user name or password",
-                    ))
+                    ));
                 }
-                Verdict::Blocked(wait) => return Err(too_many(wait)),
+                Verdict::Blocked(wait) => {
+                    let e = too_many(wait);
+                    report_sign_in(&app, &who, ip, e.message());
+                    return Err(e);
+                }
             }
         }
         Credential::Token(secret) => {
             // A token check is a hash lookup: no queue, no pre-counting.
             if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
-                return Err(too_many(wait));
+                let e = too_many(wait);
+                report_sign_in(&app, "anonymous", ip, e.message());
+                return Err(e);
             }
             match app.accounts.verify_token(&secret, now_ms) {
                 Some(user) => Principal {
@@ -289,15 +351,15 @@ pub async fn authenticate(
                 },
                 None => {
                     app.accounts.limiter.failed(&ip_key, now_ms);
-                    return Err(unauthorized_for(
-                        req.headers(),
-                        "invalid or deleted API token",
-                    ));
+                    let why = "invalid or deleted API token";
+                    report_sign_in(&app, "anonymous", ip, why);
+                    return Err(unauthorized_for(req.headers(), why));
                 }
             }
         }
     };
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(RequestTime(now_ms));
     Ok(next.run(req).await)
 }
 
@@ -309,13 +371,41 @@ pub enum Verdict {
     Blocked(u64),
 }
 
+/// [`check_password`] for the dashboard's sign-in page, which records what
+/// it refuses in the recent problems: a wrong password, an unknown user, too
+/// many failures, a device account (which may not sign in there).
+pub async fn verify_password(
+    app: &SharedState,
+    keys: &[String],
+    now_ms: i64,
+    name: String,
+    password: String,
+) -> Verdict {
+    let ip = keys
+        .iter()
+        .find_map(|k| k.strip_prefix("ip:"))
+        .and_then(|ip| ip.parse().ok());
+    let who = name.clone();
+    let verdict = check_password(app, keys, now_ms, name, password).await;
+    let why = match &verdict {
+        Verdict::Valid(user) if user.role == Role::Device => {
+            "device accounts cannot sign in to the dashboard".to_string()
+        }
+        Verdict::Valid(_) => return verdict,
+        Verdict::Wrong => wrong_password_reason(app, &who, "sign-in page"),
+        Verdict::Blocked(wait) => too_many(*wait).message().to_string(),
+    };
+    report_sign_in(app, &who, ip, &why);
+    verdict
+}
+
 /// Checks a password against the rate limiter's `keys`. Credentials
 /// verified recently pass at once (Grafana's parallel panels send Basic
 /// on every request); others take an argon2 run off the async workers, at
 /// most [`CONCURRENT_VERIFICATIONS`] at once, and are checked against the
 /// limiter again once their turn comes — so a burst of parallel guesses
 /// queues and is cut off after the limit, not verified in full.
-pub async fn verify_password(
+async fn check_password(
     app: &SharedState,
     keys: &[String],
     now_ms: i64,
@@ -355,11 +445,31 @@ fn role_of(req: &Request) -> Option<Role> {
     req.extensions().get::<Principal>().map(|p| p.user.role)
 }
 
+/// 403 for a request its account's role may not make, recorded in the
+/// recent problems with the route.
+fn refused_for_role(req: &Request, why: &'static str) -> ApiError {
+    if let Some(p) = req.extensions().get::<Principal>() {
+        let problem = Problem::new(ProblemKind::HttpSignIn, &p.user.name, why)
+            .with_address(client_ip(req.extensions()))
+            .with_route(req.uri().path());
+        // The request's time: this layer has no state; the authentication
+        // before it took it from the clock.
+        let now_ms = req.extensions().get::<RequestTime>().map_or(0, |t| t.0);
+        base::problems::record(problem, now_ms);
+    }
+    ApiError::forbidden(why)
+}
+
+/// When [`authenticate`] took the request, from the store's clock.
+#[derive(Clone, Copy)]
+struct RequestTime(i64);
+
 /// Routes that read data: admins and viewers (devices only write).
 pub async fn readers(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
         Some(Role::Admin | Role::Viewer) => Ok(next.run(req).await),
-        Some(Role::Device) => Err(ApiError::forbidden(
+        Some(Role::Device) => Err(refused_for_role(
+            &req,
             "device accounts may only publish and write",
         )),
         None => Err(sign_in()),
@@ -370,7 +480,8 @@ pub async fn readers(req: Request, next: Next) -> Result<Response, ApiError> {
 pub async fn writers(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
         Some(Role::Admin | Role::Device) => Ok(next.run(req).await),
-        Some(Role::Viewer) => Err(ApiError::forbidden(
+        Some(Role::Viewer) => Err(refused_for_role(
+            &req,
             "viewer accounts may read and watch, not write",
         )),
         None => Err(sign_in()),
@@ -381,7 +492,7 @@ pub async fn writers(req: Request, next: Next) -> Result<Response, ApiError> {
 pub async fn admins(req: Request, next: Next) -> Result<Response, ApiError> {
     match role_of(&req) {
         Some(Role::Admin) => Ok(next.run(req).await),
-        Some(_) => Err(ApiError::forbidden("only admins may do this")),
+        Some(_) => Err(refused_for_role(&req, "only admins may do this")),
         None => Err(sign_in()),
     }
 }

@@ -53,6 +53,7 @@ async fn add(
     .await
     .map_err(|e| control(ApiError::internal(e.to_string())))?
     .map_err(control)?;
+    app.user_added(&info.name);
     Ok((StatusCode::CREATED, Json(info)))
 }
 

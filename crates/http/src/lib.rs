@@ -10,6 +10,7 @@
 mod accounts_api;
 mod auth;
 mod cameras_api;
+mod connect_api;
 pub mod control;
 mod dashboards_api;
 mod devices_api;
@@ -68,6 +69,14 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+
+    /// A user (re)created under a name: what an older account of that name
+    /// did is not what the Connect page waits for.
+    fn user_added(&self, name: &str) {
+        if let Some(broker) = &self.broker {
+            broker.arrivals().forget(name);
+        }
+    }
 }
 
 pub type SharedState = Arc<AppState>;
@@ -94,6 +103,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/v1/export/csv", get(export::csv).post(export::csv))
         .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/problems", get(status::problems))
         .route("/api/v1/forward", get(forward_api::status))
         .route("/metrics", get(metrics::prometheus))
         .route("/api/v1/topics", get(mqtt_api::topics))
@@ -104,11 +114,13 @@ pub fn router(state: SharedState) -> Router {
         .merge(influx_api::routes())
         .merge(dashboards_api::reader_routes())
         .merge(devices_api::routes())
+        .merge(connect_api::reader_routes())
         .route_layer(axum::middleware::from_fn(auth::readers));
     let admin = Router::new()
         .merge(accounts_api::admin_routes())
         .merge(dashboards_api::admin_routes())
         .merge(forward_api::admin_routes())
+        .merge(connect_api::admin_routes())
         .route_layer(axum::middleware::from_fn(auth::admins));
     let api = Router::new()
         .merge(writes)

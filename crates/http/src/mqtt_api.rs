@@ -20,7 +20,7 @@ use super::{ApiError, Principal, SharedState};
 use mqtt::{topic_matches, Access, Broker, Shown};
 
 /// The broker, when it runs (not in `perch bench http`).
-pub struct RunningBroker(Arc<Broker>);
+pub struct RunningBroker(pub Arc<Broker>);
 
 impl FromRequestParts<SharedState> for RunningBroker {
     type Rejection = ApiError;

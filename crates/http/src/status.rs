@@ -1,8 +1,11 @@
-//! Health and status: `/healthz` for load balancers and systemd, and
-//! `/api/v1/status/tsdb` with what the store holds and any problems.
+//! Health and status: `/healthz` for load balancers and systemd,
+//! `/api/v1/status/tsdb` with what the store holds and any problems, and
+//! `/api/v1/problems`, the recent failed sign-ins, refusals and unreadable
+//! payloads the Overview shows (`base::problems`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::Json;
 use serde::Serialize;
 
 use super::wire::{SortedKeys, Success};
@@ -15,6 +18,12 @@ pub async fn healthz(State(app): State<SharedState>) -> (StatusCode, &'static st
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
+}
+
+/// The recent problems, the last seen first: admins and viewers, as the
+/// recent warnings and errors.
+pub async fn problems() -> Json<Vec<base::problems::Problem>> {
+    Json(base::problems::recent())
 }
 
 /// Prometheus' `headStats` fields where they have a meaning here, then

@@ -41,6 +41,7 @@ const PAGES: &[&str] = &[
     "/explorer",
     "/devices",
     "/devices/{*id}",
+    "/connect",
     "/graph",
     "/cameras",
     "/cameras/{name}",

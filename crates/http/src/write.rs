@@ -7,15 +7,20 @@
 //! A write is acknowledged once it is in the head and the WAL buffer, which is
 //! synced within `storage.flush_interval`; with `storage.sync_writes` the
 //! response waits for the sync.
+//!
+//! A refused write (in whole or in part) is recorded in the recent problems
+//! the Overview shows, with the route and the reason the client was given.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::auth::Caller;
 use super::error::ErrorBody;
 use super::extract::QueryParams;
 use super::{ApiError, SharedState};
+use base::problems::{Problem, ProblemKind};
 use base::ErrorKind;
 use ingest::line_protocol::{self, Precision};
 use ingest::{opentsdb, vm_import};
@@ -26,6 +31,24 @@ const MAX_LISTED: usize = 10;
 
 /// A write answers 204, or in the error shape of the API it speaks.
 type WriteResult = Result<StatusCode, ApiError>;
+
+/// Records a refused write in the recent problems, and passes it on in the
+/// error shape of the API.
+fn answer(
+    app: &SharedState,
+    caller: &Caller,
+    route: &str,
+    body: ErrorBody,
+    result: WriteResult,
+) -> WriteResult {
+    result.map_err(|e| {
+        let problem = Problem::new(ProblemKind::WriteRefused, &caller.who, e.message())
+            .with_address(caller.ip)
+            .with_route(route);
+        base::problems::record(problem, app.storage.now_ms());
+        e.with_body(body)
+    })
+}
 
 /// The body, or a refusal that names the write limit. Write handlers take
 /// the body's rejection themselves: before the handler, it could only be
@@ -131,31 +154,31 @@ async fn line_protocol_write(
 
 pub async fn influx_v1(
     State(app): State<SharedState>,
+    caller: Caller,
     params: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> WriteResult {
-    line_protocol_write(&app, params, body)
-        .await
-        .map_err(|e| e.with_body(ErrorBody::InfluxV1))
+    let result = line_protocol_write(&app, params, body).await;
+    answer(&app, &caller, "/write", ErrorBody::InfluxV1, result)
 }
 
 pub async fn influx_v2(
     State(app): State<SharedState>,
+    caller: Caller,
     params: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> WriteResult {
-    line_protocol_write(&app, params, body)
-        .await
-        .map_err(|e| e.with_body(ErrorBody::InfluxV2))
+    let result = line_protocol_write(&app, params, body).await;
+    answer(&app, &caller, "/api/v2/write", ErrorBody::InfluxV2, result)
 }
 
 pub async fn opentsdb(
     State(app): State<SharedState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> WriteResult {
-    opentsdb_write(&app, body)
-        .await
-        .map_err(|e| e.with_body(ErrorBody::OpenTsdb))
+    let result = opentsdb_write(&app, body).await;
+    answer(&app, &caller, "/api/put", ErrorBody::OpenTsdb, result)
 }
 
 async fn opentsdb_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {
@@ -177,11 +200,17 @@ async fn opentsdb_write(app: &SharedState, read: Result<Bytes, BytesRejection>) 
 
 pub async fn vm_import(
     State(app): State<SharedState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> WriteResult {
-    vm_import_write(&app, body)
-        .await
-        .map_err(|e| e.with_body(ErrorBody::VictoriaMetrics))
+    let result = vm_import_write(&app, body).await;
+    answer(
+        &app,
+        &caller,
+        "/api/v1/import",
+        ErrorBody::VictoriaMetrics,
+        result,
+    )
 }
 
 async fn vm_import_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {

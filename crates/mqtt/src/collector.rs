@@ -22,12 +22,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base::problems::ProblemKind;
 use bytes::Bytes;
 use devices::Registry;
 use ingest::conventions::{Family, Interpreter, NoticeKind, Reading};
 use ingest::mqtt_payload::PayloadFormat;
 use tokio::sync::mpsc;
 
+use super::arrivals::Arrivals;
 use super::explorer::{Explorer, Inbound, Outcome, ReadSummary};
 use store::{SeriesSamples, Storage, StorageError};
 
@@ -66,6 +68,14 @@ pub struct CollectorCounters {
 
 pub type InboundSender = mpsc::Sender<Vec<Inbound>>;
 
+/// Who sent a client's messages: the user it signed in as (none:
+/// anonymous) and its address, for the problems its messages cause.
+#[derive(Debug, Default)]
+pub struct Origin {
+    pub user: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
 /// Something else that wants every message the broker accepts (the search
 /// index). Called on the collector thread: it must hand the message on and
 /// return at once, never wait.
@@ -80,6 +90,7 @@ pub struct CollectorParts {
     pub interpreter: Interpreter,
     pub devices: Arc<Registry>,
     pub counters: Arc<CollectorCounters>,
+    pub arrivals: Arc<Arrivals>,
     pub sinks: Vec<Arc<dyn MessageSink>>,
     /// The retained messages restored at start, learnt from (discovery
     /// configs, device lists, availability) before the first new message.
@@ -165,6 +176,9 @@ fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
             parts.devices.observe(&msg.topic, &reading, msg.time_ms);
             notices.report(&msg.topic, &reading, counters);
             let read = summary(&reading, msg.payload.is_empty());
+            if let Some(user) = msg.origin.as_ref().and_then(|o| o.user.as_deref()) {
+                parts.arrivals.message(user, &msg, &reading.series, &read);
+            }
             counters
                 .sentinels_dropped
                 .fetch_add(reading.dropped_sentinels as u64, Ordering::Relaxed);
@@ -177,6 +191,7 @@ fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
                 }
                 Outcome::Unparsed => {
                     counters.unparsed.fetch_add(1, Ordering::Relaxed);
+                    report_unreadable(&msg, &read, parts.storage.now_ms());
                 }
                 Outcome::NoSamples => {
                     counters.messages_no_samples.fetch_add(1, Ordering::Relaxed);
@@ -193,6 +208,26 @@ fn run(mut rx: mpsc::Receiver<Vec<Inbound>>, mut parts: CollectorParts) {
             store(&parts.storage, &mut pending, counters);
         }
     }
+}
+
+/// A payload no format could read, for the Overview's recent problems;
+/// not an availability word (`online`, `offline`) a device sends on a topic
+/// of its own, which is not a failure.
+fn report_unreadable(msg: &Inbound, read: &ReadSummary, now_ms: i64) {
+    let text = std::str::from_utf8(&msg.payload).unwrap_or("");
+    if ingest::conventions::values::state_word(text).is_some() {
+        return;
+    }
+    let who = match &msg.origin {
+        Some(o) => o.user.as_deref().unwrap_or("anonymous"),
+        None => &msg.client_id,
+    };
+    let why = read.note.as_deref().unwrap_or("no format could read it");
+    let problem = base::problems::Problem::new(ProblemKind::UnreadablePayload, who, why)
+        .with_address(msg.origin.as_ref().and_then(|o| o.ip))
+        .with_client_id(&msg.client_id)
+        .with_topic(&msg.topic);
+    base::problems::record(problem, now_ms);
 }
 
 /// How a message was read, for the explorer.

@@ -28,6 +28,9 @@ pub struct Inbound {
     pub qos: u8,
     pub retain: bool,
     pub client_id: Arc<str>,
+    /// Who signed in and from where, for a client's message; none for
+    /// perch's own (the publish API, wills).
+    pub origin: Option<Arc<super::collector::Origin>>,
     pub time_ms: i64,
     /// How the collector read it; set before the explorer records it.
     pub read: Option<ReadSummary>,

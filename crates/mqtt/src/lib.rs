@@ -10,6 +10,7 @@
 //! (payload parsing, topic rules) and `accounts` (authentication).
 
 mod acl;
+mod arrivals;
 pub mod bench;
 mod codec;
 mod collector;
@@ -41,8 +42,9 @@ use config::MqttConfig;
 use store::Storage;
 
 pub use acl::{invalid_filter, topic_matches, Access};
+pub use arrivals::{Arrival, Arrivals, Connection, FirstMessage};
 pub use collector::{CollectorCounters, MessageSink};
-pub use explorer::{Explorer, Inbound, Shown, TopicNode};
+pub use explorer::{Explorer, Inbound, Outcome, Shown, TopicNode};
 pub use retained::RetainedMessage;
 
 #[derive(Debug, Error)]
@@ -308,6 +310,7 @@ pub(crate) struct Shared {
     counters: Arc<BrokerCounters>,
     wills: Wills,
     collector: collector::InboundSender,
+    arrivals: Arc<Arrivals>,
     internal: InternalPublisher,
     shutdown: watch::Receiver<bool>,
 }
@@ -336,6 +339,7 @@ impl Shared {
                 qos,
                 retain,
                 client_id: Arc::from(source),
+                origin: None,
                 time_ms: now,
                 read: None,
             }])
@@ -396,12 +400,14 @@ impl Broker {
             .map_err(MqttError::Router)?;
         let explorer = Arc::new(Explorer::new(cfg.max_topics, cfg.history_bytes.0 as usize));
         let collector_counters = Arc::new(CollectorCounters::default());
+        let arrivals = Arc::new(Arrivals::default());
         let (collector, collector_tx) = collector::Collector::start(collector::CollectorParts {
             explorer: explorer.clone(),
             storage,
             interpreter: ingest::conventions::Interpreter::new(rules, conventions),
             devices,
             counters: collector_counters.clone(),
+            arrivals: arrivals.clone(),
             sinks,
             retained: restored
                 .iter()
@@ -426,6 +432,7 @@ impl Broker {
             counters: Arc::new(BrokerCounters::default()),
             wills: Wills::default(),
             collector: collector_tx,
+            arrivals,
             internal,
             shutdown: shutdown.clone(),
         });
@@ -472,6 +479,11 @@ impl Broker {
 
     pub fn explorer(&self) -> &Arc<Explorer> {
         &self.explorer
+    }
+
+    /// Who connected with which credentials and what they sent first.
+    pub fn arrivals(&self) -> &Arc<Arrivals> {
+        &self.shared.arrivals
     }
 
     pub fn counters(&self) -> &BrokerCounters {

@@ -1,11 +1,17 @@
 // Overview: host health from perch's self-metrics (PromQL instant queries),
-// the cameras' latest snapshots, offline devices (only when there are any)
-// and recent warnings and errors.
+// the cameras' latest snapshots, offline devices (only when there are any),
+// recent problems (failed sign-ins, refusals, unreadable payloads; from
+// /api/v1/problems) and recent warnings and errors. Until perch holds data
+// of its own (series beyond its self-metrics), it leads to Connect a device.
 
 import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError, deviceHref, deviceStatusText } from '../lib.js';
 
 /** Offline devices listed before "and N more". */
 const OFFLINE_SHOWN = 8;
+/** Recent problems listed at most (the server keeps up to 200). */
+const PROBLEMS_SHOWN = 50;
+/** The log target of problems' own log lines: the problems table shows them. */
+const PROBLEMS_TARGET = 'perch_base::problems';
 
 const Q = {
   cpu: 'perch_host_cpu_usage_ratio',
@@ -37,12 +43,18 @@ export default async function (view, ctx) {
   const healthError = h('div');
   const camGrid = h('div', { class: 'grid wide' });
   const events = h('div', { class: 'scroll' });
+  const problems = h('div', { class: 'scroll', id: 'ov-problems' });
+  const empty = h('section', { id: 'ov-empty', class: 'card ov-empty', hidden: true, 'aria-labelledby': 'ov-empty-t' },
+    h('h2', { id: 'ov-empty-t' }, 'No data yet'),
+    h('p', null, 'Nothing has sent perch a reading yet. Point a device (Tasmota, Shelly, ESPHome, zigbee2mqtt, Telegraf…) at perch\'s MQTT broker and its readings show up here.'),
+    h('p', null, h('a', { class: 'button', href: '/connect' }, 'Connect a device')));
   const offlineList = h('ul', { class: 'offline-list' });
   const offline = h('section', { id: 'ov-offline', hidden: true, 'aria-labelledby': 'ov-offline-t' },
     h('h2', { id: 'ov-offline-t' }, 'Offline devices'), h('div', { class: 'card' }, offlineList));
-  view.append(h('h1', null, 'Overview'), healthError, health,
+  view.append(h('h1', null, 'Overview'), empty, healthError, health,
     h('h2', null, 'Cameras'), camGrid,
     offline,
+    h('h2', { id: 'ov-problems-t' }, 'Recent problems'), problems,
     h('h2', null, 'Recent warnings and errors'), events);
 
   const ratio = (tl, used, total, fmt) => {
@@ -106,7 +118,9 @@ export default async function (view, ctx) {
     let list;
     try { list = await api('/api/v1/events', { signal: ctx.signal }); }
     catch (e) { if (e.name !== 'AbortError') showError(events, e); return; }
-    if (!list || !list.length) { events.replaceChildren(h('p', { class: 'muted' }, 'Nothing to report.')); return; }
+    // Problems log their first occurrence; the problems table has them.
+    list = (list || []).filter(e => e.target !== PROBLEMS_TARGET);
+    if (!list.length) { events.replaceChildren(h('p', { class: 'muted' }, 'Nothing to report.')); return; }
     events.replaceChildren(h('table', null,
       h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'level'), h('th', null, 'where'), h('th', null, 'message'))),
       h('tbody', null, list.slice(0, 50).map(e => h('tr', null,
@@ -114,6 +128,42 @@ export default async function (view, ctx) {
         h('td', { class: e.level === 'ERROR' ? 'bad' : 'warn' }, e.level),
         h('td', { class: 'mono' }, e.target),
         h('td', null, e.message))))));
+  }
+
+  // Identical problems come counted in one row, the last seen first.
+  async function problems_() {
+    let list;
+    try { list = await api('/api/v1/problems', { signal: ctx.signal }); }
+    catch (e) { if (e.name !== 'AbortError') showError(problems, e); return; }
+    if (!list || !list.length) {
+      problems.replaceChildren(h('p', { class: 'muted' }, 'No failed sign-ins, refused publishes or writes, or unreadable payloads.'));
+      return;
+    }
+    problems.replaceChildren(h('table', { class: 'problems', 'aria-labelledby': 'ov-problems-t' },
+      h('thead', null, h('tr', null,
+        h('th', null, 'problem'), h('th', null, 'who'), h('th', null, 'where'), h('th', null, 'why'),
+        h('th', { class: 'num' }, 'count'), h('th', null, 'last seen'))),
+      h('tbody', null, list.slice(0, PROBLEMS_SHOWN).map(p => h('tr', { 'data-kind': p.kind },
+        h('td', { 'data-label': 'problem' }, h('span', { class: `badge problem ${p.kind}` }, p.what)),
+        h('td', { class: 'mono who', 'data-label': 'who' }, p.who),
+        h('td', { class: 'mono', 'data-label': 'where' }, p.where || '—'),
+        h('td', { 'data-label': 'why' }, p.why),
+        h('td', { class: 'num', 'data-label': 'count' }, String(p.count)),
+        h('td', { class: 'when', 'data-label': 'last seen', title: `first ${fmtTime(p.first_ms)}, last ${fmtTime(p.last_ms)}` }, fmtAgo(p.last_ms)))))),
+    ...(list.length > PROBLEMS_SHOWN ? [h('p', { class: 'muted' }, `and ${list.length - PROBLEMS_SHOWN} more (GET /api/v1/problems)`)] : []));
+  }
+
+  // "No data yet" until the store holds a metric other than perch's own
+  // self-metrics (metric names of all time: the index answers); checked no
+  // more once it does.
+  let hasData = false;
+  async function empty_() {
+    if (hasData) return;
+    let names;
+    try { names = await api('/api/v1/label/__name__/values', { signal: ctx.signal }); }
+    catch (e) { if (e.name !== 'AbortError') empty.hidden = true; return; }
+    hasData = (names || []).some(n => !n.startsWith('perch_'));
+    empty.hidden = hasData;
   }
 
   // Nothing at all while every device is online, or there are none (or the
@@ -135,4 +185,6 @@ export default async function (view, ctx) {
   ctx.cleanup(every(10000, offline_));
   ctx.cleanup(every(15000, cameras));
   ctx.cleanup(every(10000, events_));
+  ctx.cleanup(every(10000, problems_));
+  ctx.cleanup(every(10000, empty_));
 }

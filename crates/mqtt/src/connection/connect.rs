@@ -4,10 +4,12 @@
 //! protocol has a code for it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base::problems::{Problem, ProblemKind};
 use bytes::BytesMut;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -22,6 +24,7 @@ use super::session::{idle_limit, Limits, Session, Will};
 use super::write_packets;
 use crate::acl::{invalid_topic_name, Access};
 use crate::codec::{self, CodecError, Version};
+use crate::collector::Origin;
 use crate::transport::Transport;
 use crate::Shared;
 
@@ -40,6 +43,7 @@ impl Drop for Slot {
 /// Reads and answers the CONNECT; on success the session is ready to run.
 pub(super) async fn accept(
     mut transport: Transport,
+    peer: std::net::SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Session, ConnectError> {
     let limits = Limits::from_config(&shared.config);
@@ -57,6 +61,9 @@ pub(super) async fn accept(
         transport,
         version,
         limits,
+        peer: peer.ip(),
+        client_id_sent: connect.client_id.clone(),
+        user: login.as_ref().map(|l| l.username.clone()),
     };
     let access = handshake.authenticate(login).await?;
     handshake.check_will(will.as_ref(), &access).await?;
@@ -67,14 +74,29 @@ pub(super) async fn accept(
         .await?;
 
     let Handshake {
-        shared, transport, ..
+        shared,
+        transport,
+        user: origin_user,
+        ..
     } = handshake;
+    let origin = Arc::new(Origin {
+        user: origin_user.filter(|u| !u.is_empty()),
+        ip: Some(peer.ip()),
+    });
+    let client_id: Arc<str> = Arc::from(client_id);
+    if let Some(user) = &origin.user {
+        let now = shared.clock.now_ms();
+        shared
+            .arrivals
+            .connected(user, &client_id, peer, transport.kind(), now);
+    }
     Ok(Session {
         shared,
         transport,
         input,
         version,
-        client_id: Arc::from(client_id),
+        client_id,
+        origin,
         access,
         will: will.map(|message| Will {
             message,
@@ -147,6 +169,10 @@ struct Handshake {
     transport: Transport,
     version: Version,
     limits: Limits,
+    /// Who asks, for the problems a refusal reports.
+    peer: IpAddr,
+    client_id_sent: String,
+    user: Option<String>,
 }
 
 impl Handshake {
@@ -157,6 +183,11 @@ impl Handshake {
                 return Ok(Access::Everything);
             }
             self.count_auth_failure();
+            self.report(
+                ProblemKind::MqttSignIn,
+                "anonymous clients are not allowed (mqtt.allow_anonymous)",
+                None,
+            );
             let refused = ConnectError::AnonymousRefused;
             return Err(self.refuse(ConnectReturnCode::NotAuthorized, refused).await);
         };
@@ -171,6 +202,12 @@ impl Handshake {
             return Ok(Access::for_user(&info));
         }
         self.count_auth_failure();
+        let why = if self.shared.accounts.get(&login.username).is_some() {
+            "wrong password"
+        } else {
+            "unknown user"
+        };
+        self.report(ProblemKind::MqttSignIn, why, None);
         tokio::time::sleep(AUTH_FAILURE_DELAY).await;
         let refused = ConnectError::BadCredentials {
             user: login.username,
@@ -178,6 +215,18 @@ impl Handshake {
         Err(self
             .refuse(ConnectReturnCode::BadUserNamePassword, refused)
             .await)
+    }
+
+    /// Records a refusal in the recent problems the Overview shows.
+    fn report(&self, kind: ProblemKind, why: &str, topic: Option<&str>) {
+        let who = self.user.as_deref().unwrap_or("anonymous");
+        let mut problem = Problem::new(kind, who, why)
+            .with_address(Some(self.peer))
+            .with_client_id(&self.client_id_sent);
+        if let Some(topic) = topic {
+            problem = problem.with_topic(topic);
+        }
+        base::problems::record(problem, self.shared.clock.now_ms());
     }
 
     fn count_auth_failure(&self) {
@@ -198,9 +247,15 @@ impl Handshake {
             return Ok(());
         };
         let topic = String::from_utf8_lossy(&will.topic);
-        if invalid_topic_name(&topic).is_none() && access.can_publish(&topic) {
+        let invalid = invalid_topic_name(&topic);
+        if invalid.is_none() && access.can_publish(&topic) {
             return Ok(());
         }
+        let why = invalid.unwrap_or(match access {
+            Access::ReadOnly => "a will from a viewer account, which may not publish",
+            _ => "a will outside the account's topics",
+        });
+        self.report(ProblemKind::MqttPublishRefused, why, Some(&topic));
         let refused = ConnectError::WillNotAllowed {
             topic: topic.into_owned(),
         };

@@ -35,7 +35,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(transport: Transport, peer: std::net::SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("mqtt", %peer, via = transport.kind(), client_id = tracing::field::Empty);
     async move {
-        match connect::accept(transport, shared).await {
+        match connect::accept(transport, peer, shared).await {
             Ok(session) => session.run().await,
             Err(e) => tracing::debug!(error = %e, "connection closed"),
         }

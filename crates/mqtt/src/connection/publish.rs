@@ -12,7 +12,9 @@ use rumqttd::protocol::{
 use super::error::Violation;
 use super::session::{Batch, Session};
 use crate::acl::invalid_topic_name;
+use crate::acl::Access;
 use crate::explorer::Inbound;
+use base::problems::{Problem, ProblemKind};
 
 /// QoS 1/2 state perch keeps beside the router's.
 #[derive(Default)]
@@ -89,6 +91,7 @@ impl Session {
             .acl_denied
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%topic, "publish refused by the ACL");
+        self.report_refusal(ProblemKind::MqttPublishRefused, topic);
         match qos {
             1 => {
                 let ack = PubAck {
@@ -107,6 +110,23 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// Records an ACL refusal in the recent problems the Overview shows.
+    pub(super) fn report_refusal(&self, kind: ProblemKind, topic: &str) {
+        let why = match (&self.access, kind) {
+            (Access::ReadOnly, ProblemKind::MqttPublishRefused) => {
+                "viewer accounts may subscribe, not publish"
+            }
+            (_, ProblemKind::MqttSubscribeRefused) => "filter outside the account's topics",
+            _ => "topic outside the account's topics",
+        };
+        let who = self.origin.user.as_deref().unwrap_or("anonymous");
+        let problem = Problem::new(kind, who, why)
+            .with_address(self.origin.ip)
+            .with_client_id(&self.client_id)
+            .with_topic(topic);
+        base::problems::record(problem, self.shared.clock.now_ms());
     }
 
     /// Records a retained message and counts the publish; returns it for the
@@ -133,6 +153,7 @@ impl Session {
             qos,
             retain: publish.retain,
             client_id: self.client_id.clone(),
+            origin: Some(self.origin.clone()),
             time_ms: now,
             read: None,
         }

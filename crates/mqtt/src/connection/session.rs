@@ -38,6 +38,8 @@ pub(super) struct Session {
     pub(super) version: Version,
     /// As the client sent it, or assigned by perch.
     pub(super) client_id: Arc<str>,
+    /// The user it signed in as and its address, for the problems it causes.
+    pub(super) origin: Arc<crate::collector::Origin>,
     pub(super) access: Access,
     pub(super) will: Option<Will>,
     /// How long the client may stay silent (see [`idle_limit`]).

@@ -11,6 +11,7 @@ use rumqttd::protocol::{
 use super::session::{Batch, Session};
 use crate::acl::invalid_filter;
 use crate::codec::Version;
+use base::problems::ProblemKind;
 
 /// SUBSCRIBE packet id → per requested filter, perch's refusal, or `None`
 /// where the router decides. Kept for SUBSCRIBEs perch passed on in part, as
@@ -61,6 +62,7 @@ impl Session {
                 .counters
                 .acl_denied
                 .fetch_add(1, Ordering::Relaxed);
+            self.report_refusal(ProblemKind::MqttSubscribeRefused, filter);
             return Some(match self.version {
                 Version::V5 => SubscribeReasonCode::NotAuthorized,
                 Version::V311 => SubscribeReasonCode::Failure,
