@@ -269,6 +269,168 @@ async function main() {
     await shot(page, 'metrics-dashboard');
   });
 
+  // ---- charts people can read (issue 15) ----
+  const canvasOf = p => p.locator('.panel .chart canvas').first();
+  const legendNames = p => p.locator('table.legend tbody button').evaluateAll(bs => bs.map(b => b.textContent.trim()));
+
+  await run('metrics range preset 5m and typed now-10m', async () => {
+    await page.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, range: '1h' }));
+    await canvasOf(page).waitFor();
+    await page.getByLabel('Time range').selectOption('5m');
+    await page.waitForURL(u => new URL(u).searchParams.get('range') === '5m');
+    await canvasOf(page).waitFor();
+    // A live range refreshes by itself, at an interval chosen from the range.
+    if (await page.locator('#refresh').inputValue() !== 'auto') throw new Error('auto-refresh is not on by default');
+    const every = (await page.locator('#refresh-state').textContent()).trim();
+    if (every !== 'every 10 s') throw new Error(`auto-refresh of a 5 m range says ${JSON.stringify(every)}`);
+    // Typed as in Grafana; kept relative in the URL.
+    await page.getByLabel('Time range').selectOption('custom');
+    await page.getByLabel('From', { exact: true }).fill('now-10m');
+    await page.getByLabel('To', { exact: true }).fill('now');
+    await page.getByRole('button', { name: 'Apply range' }).click();
+    await page.waitForURL(u => new URL(u).searchParams.get('from') === 'now-10m' && new URL(u).searchParams.get('to') === 'now');
+    await canvasOf(page).waitFor();
+    await page.reload();
+    await canvasOf(page).waitFor();
+    if (await page.locator('#range').inputValue() !== 'custom') throw new Error('the typed range is not shown as custom after a reload');
+    const from = await page.getByLabel('From', { exact: true }).inputValue();
+    if (from !== 'now-10m') throw new Error(`after a reload From is ${JSON.stringify(from)}, not now-10m`);
+    if (!/every \d+ s/.test(await page.locator('#refresh-state').textContent())) throw new Error('now-10m to now does not auto-refresh');
+    // An absolute start still works, and stops the refresh.
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600e3);
+    const p2 = n => String(n).padStart(2, '0');
+    const typed = `${twoHoursAgo.getFullYear()}-${p2(twoHoursAgo.getMonth() + 1)}-${p2(twoHoursAgo.getDate())} ${p2(twoHoursAgo.getHours())}:${p2(twoHoursAgo.getMinutes())}`;
+    const oneHourAgo = new Date(Date.now() - 3600e3);
+    const typedEnd = `${oneHourAgo.getFullYear()}-${p2(oneHourAgo.getMonth() + 1)}-${p2(oneHourAgo.getDate())} ${p2(oneHourAgo.getHours())}:${p2(oneHourAgo.getMinutes())}`;
+    await page.getByLabel('From', { exact: true }).fill(typed);
+    await page.getByLabel('To', { exact: true }).fill(typedEnd);
+    await page.getByRole('button', { name: 'Apply range' }).click();
+    await page.waitForURL(u => /^\d+$/.test(new URL(u).searchParams.get('from') || '') && /^\d+$/.test(new URL(u).searchParams.get('to') || ''));
+    await page.waitForFunction(() => /paused/.test(document.getElementById('refresh-state').textContent));
+    // Turned off, the choice is in the URL.
+    await page.getByLabel('Time range').selectOption('15m');
+    await page.getByLabel('Auto-refresh').selectOption('0');
+    await page.waitForURL(u => new URL(u).searchParams.get('refresh') === 'off' && new URL(u).searchParams.get('range') === '15m');
+    await page.getByLabel('Auto-refresh').selectOption('auto');
+    await page.waitForURL(u => !new URL(u).searchParams.has('refresh'));
+    await shot(page, 'metrics-range');
+  });
+
+  await run('relative dashboard reopens as relative', async () => {
+    await page.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, range: '6h' }));
+    await canvasOf(page).waitFor();
+    await page.getByLabel('Dashboard name').fill('relative-test');
+    await page.getByRole('button', { name: 'Save dashboard' }).click();
+    await page.waitForURL(u => new URL(u).searchParams.get('dashboard') === 'relative-test');
+    const saved = await page.evaluate(async () => (await (await fetch('/api/v1/dashboards/relative-test')).json()));
+    if (saved.range?.from !== 'now-6h' || saved.range?.to !== 'now') throw new Error(`saved range is ${JSON.stringify(saved.range)}`);
+    await page.goto(BASE + '/graph?dashboard=relative-test');
+    await page.waitForFunction(() => document.getElementById('dash-select')?.value === 'relative-test');
+    await canvasOf(page).waitFor();
+    if (await page.locator('#range').inputValue() !== '6h') throw new Error(`reopened on ${await page.locator('#range').inputValue()}, not the last 6 h`);
+    if (new URL(page.url()).searchParams.get('range') !== '6h') throw new Error(`the URL says ${page.url()}`);
+    // A dashboard saved by an older perch, with fixed timestamps, opens on them.
+    const to = Date.now() - 60e3, from = to - 3600e3;
+    const status = await page.evaluate(async ([f, t, q]) => {
+      const st = await (await fetch('/api/v1/auth/state')).json();
+      const csrf = (st.data || st).csrf;
+      const r = await fetch('/api/v1/dashboards/old-fixed', {
+        method: 'PUT', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: JSON.stringify({ range: { from: f, to: t }, refresh: 0, panels: [{ title: '', kind: 'line', queries: [q], camera: '' }] }),
+      });
+      return r.status;
+    }, [from, to, SERIES]);
+    if (status !== 200) throw new Error(`saving an old-style dashboard answered ${status}`);
+    await page.goto(BASE + '/graph?dashboard=old-fixed');
+    await canvasOf(page).waitFor();
+    if (await page.locator('#range').inputValue() !== 'custom') throw new Error('a fixed range is not shown as custom');
+    const shownFrom = await page.getByLabel('From', { exact: true }).inputValue();
+    if (!/^\d{4}-\d\d-\d\d \d\d:\d\d/.test(shownFrom)) throw new Error(`From shows ${JSON.stringify(shownFrom)}`);
+    const u = new URL(page.url());
+    if (u.searchParams.get('from') !== String(from) || u.searchParams.get('to') !== String(to)) throw new Error(`the URL says ${page.url()}`);
+    await lastValue();
+  });
+
+  await run('legend alias from a template and unit on the axis', async () => {
+    // The default legend: the metric and only the labels that differ.
+    await page.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, range: '1h' }));
+    await canvasOf(page).waitFor();
+    const plain = await legendNames(page);
+    if (plain.join() !== SERIES) throw new Error(`the default legend is ${JSON.stringify(plain)}, not ${SERIES}`);
+    // A template and a unit typed in the panel's editor.
+    await page.getByRole('button', { name: 'Edit' }).first().click();
+    await page.getByLabel('Legend (query 1, panel 1)').fill('Lab {{room}}');
+    await page.getByLabel('Unit (query 1, panel 1)').fill('°C');
+    await page.getByRole('button', { name: 'Run' }).click();
+    await page.waitForFunction(() => [...document.querySelectorAll('table.legend tbody button')].some(b => b.textContent.trim() === 'Lab lab'));
+    const axis = (await page.locator('.panel .axis-unit').first().textContent()).trim();
+    if (axis !== '°C') throw new Error(`the axis unit is ${JSON.stringify(axis)}`);
+    const last = (await page.locator('table.legend td.last').first().textContent()).trim();
+    if (!/\d °C$/.test(last)) throw new Error(`the legend's last value is ${JSON.stringify(last)}`);
+    const u = new URL(page.url());
+    if (u.searchParams.get('legend') !== 'Lab {{room}}' || u.searchParams.get('unit') !== '°C') throw new Error(`the URL says ${page.url()}`);
+    if (DEVICE) {
+      await page.goto(BASE + '/graph?' + new URLSearchParams({ q: DEVICE_METRIC, legend: '{{device}}', range: '1h' }));
+      await canvasOf(page).waitFor();
+      const names = await legendNames(page);
+      if (!names.includes(DEVICE)) throw new Error(`the legend shows ${JSON.stringify(names)}, not ${DEVICE}`);
+      const axisD = (await page.locator('.panel .axis-unit').first().textContent()).trim();
+      if (axisD !== DEVICE_UNIT) throw new Error(`the axis unit is ${JSON.stringify(axisD)}, not ${DEVICE_UNIT}`);
+      // Without a template: the labels that differ, not the whole selector.
+      await page.goto(BASE + '/graph?' + new URLSearchParams({ q: DEVICE_METRIC, range: '1h' }));
+      await canvasOf(page).waitFor();
+      const auto = await legendNames(page);
+      const mine = auto.find(n => n.includes(`"${DEVICE}"`));
+      if (!mine || !mine.startsWith(DEVICE_METRIC + '{')) throw new Error(`the default legend is ${JSON.stringify(auto)}`);
+      console.log(`# legend: ${JSON.stringify(auto)}`);
+    }
+    await shot(page, 'metrics-legend');
+  });
+
+  await run('chart tooltip shows values', async () => {
+    await page.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, legend: 'Lab {{room}}', unit: '°C', range: '1h' }));
+    await canvasOf(page).waitFor();
+    const over = page.locator('.panel .u-over').first();
+    const box = await over.boundingBox();
+    await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2);
+    const tip = page.locator('.panel .chart-tip').first();
+    await tip.waitFor({ state: 'visible' });
+    const text = (await tip.textContent()).trim();
+    if (!/Lab lab/.test(text) || !/\d °C/.test(text)) throw new Error(`the tooltip says ${JSON.stringify(text)}`);
+    const tb = await tip.boundingBox();
+    const pb = await page.locator('.panel .chart').first().boundingBox();
+    if (tb.x < pb.x - 1 || tb.x + tb.width > pb.x + pb.width + 1) throw new Error('the tooltip sticks out of its chart');
+    console.log(`# tooltip: ${text}`);
+    await shot(page, 'metrics-tooltip');
+    await page.mouse.move(0, 0);
+  });
+
+  await run('find series by a label value', async () => {
+    await page.goto(BASE + '/graph');
+    await page.getByRole('heading', { name: 'Metrics', level: 1 }).waitFor();
+    // perch's own metrics are apart, folded under "perch itself".
+    await page.locator('aside.browser ul[aria-label="Metric names"] li').first().waitFor();
+    const mine = await page.locator('aside.browser ul[aria-label="Metric names"] button').evaluateAll(bs => bs.map(b => b.textContent));
+    if (!mine.includes(SERIES) || mine.some(n => n.startsWith('perch_'))) throw new Error(`the user's metrics are ${JSON.stringify(mine)}`);
+    const own = page.locator('aside.browser > details.own');
+    if (await own.getAttribute('open') !== null) throw new Error('"perch itself" is open by default');
+    if (!/perch itself/.test(await own.locator('summary').textContent())) throw new Error('no "perch itself" group');
+    // env_temp has room="lab": typing the value finds it.
+    const value = 'lab';
+    await page.getByLabel('Find series').fill(value);
+    const hit = page.locator('aside.browser ul[aria-label="Matching series"]').getByRole('button', { name: `${SERIES}{room="lab"}`, exact: true });
+    await hit.waitFor();
+    await hit.click();
+    await page.waitForURL(u => new URL(u).searchParams.getAll('q').includes(`${SERIES}{room="lab"}`));
+    await canvasOf(page).waitFor();
+    if (DEVICE) {
+      const part = DEVICE.split('/').at(-1);
+      await page.getByLabel('Find series').fill(part);
+      await page.locator('aside.browser ul[aria-label="Matching series"] button', { hasText: `device="${DEVICE}"` }).first().waitFor();
+    }
+    await shot(page, 'metrics-find');
+  });
+
   if (DEVICE) {
     const row = page.locator(`table.devices tr[data-device="${DEVICE}"]`);
     await run(`devices list shows ${DEVICE}`, async () => {
@@ -355,6 +517,21 @@ async function main() {
       await page.getByRole('list', { name: `Recent messages on ${topic}` }).locator('.read').first().waitFor();
       console.log(`# read: ${text}`);
       await shot(page, 'explorer-device-topic');
+    });
+
+    await run('explorer topic links to its chart', async () => {
+      const topic = 'zigbee2mqtt/' + DEVICE;
+      await page.goto(BASE + '/explorer?' + new URLSearchParams({ topic }));
+      await page.getByRole('heading', { name: topic, level: 3 }).waitFor();
+      const link = page.getByRole('link', { name: /^Chart its series/ });
+      await link.waitFor();
+      await link.click();
+      await page.waitForURL(u => new URL(u).pathname === '/graph' && new URL(u).searchParams.getAll('q').some(q => q.includes(`topic="${topic}"`)));
+      await canvasOf(page).waitFor();
+      const names = await legendNames(page);
+      if (!names.length) throw new Error('the chart has no series');
+      console.log(`# ${topic} charted: ${JSON.stringify(names)}`);
+      await shot(page, 'explorer-topic-chart');
     });
 
     if (OFFLINE_DEVICE) {
@@ -529,6 +706,53 @@ async function main() {
       await ctx.close();
     });
   }
+
+  await run('metrics, explorer and search fit a 390 px screen', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const vp = watch(await ctx.newPage(), 'viewer');
+    await vp.goto(BASE + '/graph?' + new URLSearchParams({ q: SERIES, range: '1h' }));
+    await expectPath(vp, '/login');
+    await signIn(vp, VIEWER.name, VIEWER.password);
+    await expectPath(vp, '/graph');
+    const fits = async what => {
+      await vp.waitForTimeout(400);
+      const sw = await vp.evaluate(() => document.documentElement.scrollWidth);
+      if (sw > 390) throw new Error(`${what} is ${sw} px wide on a 390 px screen`);
+    };
+    await canvasOf(vp).waitFor();
+    // (the series list above the chart has loaded: the chart stays put)
+    await vp.locator('aside.browser ul[aria-label="Metric names"] button').first().waitFor();
+    await fits('Metrics');
+    // A tap on the chart shows the values there, inside the screen.
+    await vp.locator('.panel .u-over').first().tap({ position: { x: 150, y: 100 } });
+    const tip = vp.locator('.panel .chart-tip').first();
+    await tip.waitFor({ state: 'visible' });
+    const tb = await tip.boundingBox();
+    if (tb.x < 0 || tb.x + tb.width > 390) throw new Error(`the tooltip spans ${tb.x}..${tb.x + tb.width} px`);
+    if (!/\d/.test(await tip.textContent())) throw new Error('the tooltip shows no value');
+    await fits('Metrics with its tooltip');
+    await shot(vp, 'metrics-phone');
+    // The editor of an empty panel, and the series found by a word.
+    await vp.goto(BASE + '/graph');
+    await vp.getByLabel('Query 1 (panel 1)').waitFor();
+    await vp.getByLabel('Find series').fill('lab');
+    await vp.locator('aside.browser ul[aria-label="Matching series"] button').first().waitFor();
+    await fits('Metrics with its editor');
+    await shot(vp, 'metrics-editor-phone');
+    const topic = DEVICE ? 'zigbee2mqtt/' + DEVICE : '';
+    await vp.goto(BASE + '/explorer' + (topic ? '?' + new URLSearchParams({ topic }) : ''));
+    await vp.getByRole('heading', { name: 'Explorer', level: 1 }).waitFor();
+    if (topic) await vp.getByRole('heading', { name: topic, level: 3 }).waitFor();
+    await vp.locator('ul.tree li').first().waitFor({ timeout: 10000 }).catch(() => {});
+    await fits('Explorer');
+    await shot(vp, 'explorer-phone');
+    await vp.goto(BASE + '/search?q=*&range=24h');
+    await vp.getByRole('heading', { name: 'Search', level: 1 }).waitFor();
+    await vp.locator('.hit, .hits .empty, .hits .notice').first().waitFor();
+    await fits('Search');
+    await shot(vp, 'search-phone');
+    await ctx.close();
+  });
 
   await run('no page errors', async () => {
     for (const p of pages) if (!p.isClosed()) await p.waitForTimeout(200);

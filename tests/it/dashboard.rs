@@ -4,8 +4,11 @@
 //! zigbee2mqtt devices published with mosquitto_pub. The script onboards the
 //! first admin, signs in and out, visits every page, draws a chart, saves a
 //! dashboard, lists the devices and charts one (units on the axis), follows
-//! a device's topic to the Explorer, watches the camera and checks that a
-//! viewer cannot reach Settings; screenshots land in
+//! a device's topic to the Explorer and from there to its chart, checks the
+//! charts' time ranges (presets, `now-10m`, relative dashboards), legends
+//! (templates, short names), units, tooltips and "Find series", and that
+//! Metrics, Explorer and Search fit a 390 px phone, watches the camera and
+//! checks that a viewer cannot reach Settings; screenshots land in
 //! `test-artifacts/dashboard/`.
 
 use crate::common;
@@ -40,6 +43,11 @@ const STEPS: &[&str] = &[
     "metrics zoom by dragging",
     "metrics chart shows units",
     "dashboard saved and found after reload",
+    "metrics range preset 5m and typed now-10m",
+    "relative dashboard reopens as relative",
+    "legend alias from a template and unit on the axis",
+    "chart tooltip shows values",
+    "find series by a label value",
     "camera yard plays live",
     "camera yard page",
     "viewer created in Settings",
@@ -48,6 +56,7 @@ const STEPS: &[&str] = &[
     "forwarding target added, changed and deleted in Settings",
     "backup download",
     "viewer may not see Settings",
+    "metrics, explorer and search fit a 390 px screen",
     "no page errors",
 ];
 
@@ -57,6 +66,7 @@ const DEVICE_STEPS: &[&str] = &[
     "devices search and status filter",
     "device page of garden/shed with charts",
     "device topic opens in the Explorer with how it was read",
+    "explorer topic links to its chart",
     "overview lists offline devices",
     "devices on a phone",
 ];
@@ -239,7 +249,18 @@ fn the_dashboard_works_in_chromium() {
         &[]
     };
     for page in [
-        "overview", "explorer", "devices", "metrics", "cameras", "search", "settings",
+        "overview",
+        "explorer",
+        "devices",
+        "metrics",
+        "cameras",
+        "search",
+        "settings",
+        "metrics-range",
+        "metrics-tooltip",
+        "metrics-phone",
+        "explorer-phone",
+        "search-phone",
     ]
     .iter()
     .chain(device_pages)

@@ -2,6 +2,12 @@
 //! queries, time range), kept in the sled tree `dashboards`. perch checks
 //! only their name and size; what a panel means is the UI's business.
 //! Uses `base` and its tree from `store` (`store::Tree::Dashboards`).
+//!
+//! Documents are kept as they came, so a relative time range stays
+//! relative (`{"from": "now-6h", "to": "now"}` opens on the last six hours
+//! whenever it is opened), and documents of older dashboards — fixed
+//! timestamps, no legends or units per query — are returned unchanged for
+//! the page to read (web/assets/pages/metrics.js, `normalise`).
 
 use serde::Serialize;
 use thiserror::Error;
@@ -107,5 +113,75 @@ impl Dashboards {
         let existed = self.tree.remove(name.as_bytes())?.is_some();
         self.tree.flush()?;
         Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn open() -> Dashboards {
+        Dashboards::open(&store::Trees::temporary().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_relative_range_stays_relative() {
+        let d = open();
+        let doc = json!({
+            "version": 2,
+            "range": {"from": "now-6h", "to": "now"},
+            "refresh": "auto",
+            "panels": [{"title": "", "kind": "line", "queries": ["temperature"],
+                        "legends": ["{{device}}"], "units": ["°C"], "camera": ""}],
+        });
+        d.put("greenhouse", doc.to_string().as_bytes(), 1_000)
+            .unwrap();
+        let got = d.get("greenhouse").unwrap().unwrap();
+        assert_eq!(got["range"], json!({"from": "now-6h", "to": "now"}));
+        assert_eq!(got["panels"], doc["panels"]);
+        assert_eq!(got["refresh"], "auto");
+        assert_eq!(got["name"], "greenhouse");
+        assert_eq!(got["updated_ms"], 1_000);
+    }
+
+    #[test]
+    fn older_documents_with_fixed_times_come_back_unchanged() {
+        let d = open();
+        let doc = json!({
+            "range": {"from": 1_714_557_600_000_i64, "to": "1714561200000"},
+            "refresh": 0,
+            "panels": [{"title": "", "kind": "line", "queries": ["env_temp"], "camera": ""}],
+        });
+        d.put("old", doc.to_string().as_bytes(), 5).unwrap();
+        let got = d.get("old").unwrap().unwrap();
+        for key in ["range", "refresh", "panels"] {
+            assert_eq!(got[key], doc[key], "{key}");
+        }
+        let names: Vec<String> = d.list().unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["old"]);
+    }
+
+    #[test]
+    fn bad_names_and_documents_are_refused() {
+        let d = open();
+        assert!(matches!(
+            d.put("a/b", b"{}", 0),
+            Err(DashboardError::BadName(_))
+        ));
+        assert!(matches!(
+            d.put(" ", b"{}", 0),
+            Err(DashboardError::BadName(_))
+        ));
+        assert!(matches!(
+            d.put("x", b"[1]", 0),
+            Err(DashboardError::BadDocument(_))
+        ));
+        assert!(matches!(
+            d.put("x", b"not json", 0),
+            Err(DashboardError::BadDocument(_))
+        ));
+        assert!(d.get("x").unwrap().is_none());
+        assert!(!d.delete("x").unwrap());
     }
 }

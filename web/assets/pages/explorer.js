@@ -4,8 +4,11 @@
 // (/api/v1/live?topic=FILTER), and a publish form (POST /api/v1/publish).
 // Each message says how perch read it (its `read`: family, format, series
 // and samples stored, or why none). /explorer?topic=T opens with T chosen.
+// A topic whose messages were stored as series links to their chart
+// (/graph?q={topic="T"}). Long topics and payloads end in an ellipsis or
+// wrap between words, never mid-word; nothing is wider than a phone.
 
-import { api, h, field, notify, every, fmtNum, fmtTime, showError, isAdmin } from '../lib.js';
+import { api, h, field, every, fmtNum, fmtTime, showError, isAdmin, escapeLabel } from '../lib.js';
 
 const TAIL_MAX = 200;
 const RECENT = 20;
@@ -24,6 +27,16 @@ function readLine(read) {
     what = `no samples${read.note ? ': ' + read.note : ''}`;
   }
   return h('div', { class: `read ${read.outcome || ''}`, title: 'How perch read this message' }, `${how} → ${what}`);
+}
+
+/** A chart of the series a topic's messages stored: `/graph?q=…`. */
+function chartHref(topic, series, lastMs) {
+  const names = [...new Set(series.map(s => s.__name__).filter(Boolean))];
+  const sel = `{topic="${escapeLabel(topic)}"}`;
+  const q = names.length === 1 ? names[0] + sel : sel;
+  const age = Date.now() - (lastMs || Date.now());
+  const range = age < 50 * 60e3 ? '1h' : age < 23 * 3600e3 ? '24h' : age < 6 * 86400e3 ? '7d' : '30d';
+  return '/graph?' + new URLSearchParams({ q, range });
 }
 
 function preview(last) {
@@ -58,12 +71,12 @@ export default async function (view, ctx) {
     ];
     if (!node.children.length) {
       return h('li', null, h('button', {
-        type: 'button', class: 'leaf', dataset: { topic: node.topic }, style: { border: 0, background: 'none', padding: 0, textAlign: 'left' },
+        type: 'button', class: 'leaf', dataset: { topic: node.topic }, title: node.topic,
         'aria-pressed': String(selected === node.topic),
         onclick: () => select(node),
       }, label));
     }
-    const d = h('details', { open: open.has(node.topic) },
+    const d = h('details', { open: open.has(node.topic), title: node.topic },
       h('summary', null, label, node.last ? h('button', { type: 'button', class: 'rate', onclick: e => { e.preventDefault(); select(node); } }, 'show') : null));
     const kids = h('ul');
     if (open.has(node.topic)) kids.append(...node.children.map(nodeEl));
@@ -112,7 +125,8 @@ export default async function (view, ctx) {
     for (const b of treeBox.querySelectorAll('button.leaf')) b.setAttribute('aria-pressed', String(b.dataset.topic === node.topic));
     const l = node.last;
     const recent = h('div', null, h('p', { class: 'muted' }, 'Loading recent messages…'));
-    detail.replaceChildren(h('h3', { class: 'mono' }, node.topic),
+    const chartLink = h('span', { class: 'chart-link' });
+    detail.replaceChildren(h('h3', { class: 'mono topic' }, node.topic),
       l ? h('dl', { class: 'kv' },
         h('dt', null, 'time'), h('dd', null, fmtTime(l.time_ms)),
         h('dt', null, 'client'), h('dd', { class: 'mono' }, l.client_id),
@@ -121,10 +135,29 @@ export default async function (view, ctx) {
         h('dt', null, 'payload'), h('dd', null, h('pre', null, l.payload)),
         l.read ? [h('dt', null, 'read as'), h('dd', null, readLine(l.read))] : null) : h('p', { class: 'muted' }, 'No message on this topic itself.'),
       h('p', { class: 'row' },
+        chartLink,
         h('button', { type: 'button', onclick: () => { tailInput.value = node.children.length ? `${node.topic}/#` : node.topic; startTail(); } }, 'Tail this topic'),
         pubTopic ? h('button', { type: 'button', onclick: () => { pubTopic.value = node.topic; pubPayload.focus(); } }, 'Publish to it') : null),
       ...(l ? [h('h4', null, 'Recent messages'), recent] : []));
-    if (l) loadRecent(node.topic, recent);
+    if (l) { loadRecent(node.topic, recent); findSeries(node.topic, l.time_ms, chartLink); }
+  }
+
+  /** The link to the chart of the series the topic's messages stored, if any. */
+  let seriesAbort = null;
+  async function findSeries(topic, lastMs, box) {
+    if (seriesAbort) seriesAbort.abort();
+    const ac = new AbortController();
+    seriesAbort = ac;
+    ctx.signal.addEventListener('abort', () => ac.abort(), { once: true });
+    try {
+      const sel = `{topic="${escapeLabel(topic)}"}`;
+      const series = await api(`/api/v1/series?limit=200&match[]=${encodeURIComponent(sel)}`, { signal: ac.signal });
+      if (!series.length) return;
+      box.replaceChildren(h('a', { class: 'button primary', href: chartHref(topic, series, lastMs), title: `Chart the series stored from ${topic}` },
+        `Chart its series (${series.length}${series.length >= 200 ? '+' : ''})`));
+    } catch (e) {
+      if (e.name !== 'AbortError') console.warn('series of', topic, e.message);
+    }
   }
 
   async function loadTree() {
@@ -136,13 +169,15 @@ export default async function (view, ctx) {
       return;
     }
     const top = root.topic === '' && !root.last ? root.children : [root];
-    treeStatus.textContent = top.length ? `${root.messages} messages, ${fmtNum(root.rate_per_sec)}/s` : 'No topics yet.';
+    if (top.length) treeStatus.textContent = `${root.messages} messages, ${fmtNum(root.rate_per_sec)}/s`;
+    else if (filter === '#') treeStatus.replaceChildren('No topics yet. ', h('a', { href: '/connect' }, 'Connect a device'), ' and its messages show here.');
+    else treeStatus.textContent = `No topics match ${filter}.`;
     // Keep the tree still while someone is moving through it with the keyboard.
     if (!treeBox.contains(document.activeElement)) treeBox.replaceChildren(...top.map(nodeEl));
     if (pendingSelect) {
       const node = findNode(root, pendingSelect);
       if (node) { pendingSelect = null; select(node); }
-      else if (!top.length) detail.replaceChildren(h('p', { class: 'muted' }, `No messages on ${wanted} yet.`));
+      else if (!top.length) detail.replaceChildren(h('p', { class: 'muted' }, `No messages on ${wanted} yet. `, h('a', { href: '/connect' }, 'Connect a device'), '.'));
     }
   }
 
@@ -160,9 +195,9 @@ export default async function (view, ctx) {
     flushTimer = null;
     if (paused || !pending.length) return;
     const rows = pending.splice(0).slice(-TAIL_MAX).reverse().map(m => h('tr', null,
-      h('td', null, new Date(m.time_ms).toLocaleTimeString()),
-      h('td', { class: 'mono' }, m.topic),
-      h('td', null, h('div', { class: 'mono' }, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 300 ? m.payload.slice(0, 300) + '…' : m.payload)),
+      h('td', { class: 'time' }, new Date(m.time_ms).toLocaleTimeString()),
+      h('td', { class: 'mono topic', title: m.topic }, m.topic),
+      h('td', { class: 'payload' }, h('div', { class: 'mono' }, m.encoding === 'base64' ? `(binary, ${m.bytes} B)` : (m.payload.length > 300 ? m.payload.slice(0, 300) + '…' : m.payload)),
         readLine(m.read))));
     tailBody.prepend(...rows);
     while (tailBody.childElementCount > TAIL_MAX) tailBody.lastElementChild.remove();
@@ -175,7 +210,7 @@ export default async function (view, ctx) {
     tailBody.replaceChildren();
     const filter = tailInput.value.trim() || '#';
     source = new EventSource('/api/v1/live?topic=' + encodeURIComponent(filter));
-    tailStatus.textContent = `Listening on ${filter}…`;
+    tailStatus.textContent = `Listening on ${filter}… (messages show here as they arrive)`;
     source.addEventListener('message', e => {
       received++;
       try { pending.push(JSON.parse(e.data)); } catch { return; }
@@ -194,7 +229,7 @@ export default async function (view, ctx) {
     pauseButton.setAttribute('aria-pressed', String(paused));
     if (!paused) flush();
   });
-  ctx.cleanup(() => { if (source) source.close(); clearTimeout(flushTimer); if (recentAbort) recentAbort.abort(); });
+  ctx.cleanup(() => { if (source) source.close(); clearTimeout(flushTimer); if (recentAbort) recentAbort.abort(); if (seriesAbort) seriesAbort.abort(); });
 
   const tailForm = h('form', { class: 'row', onsubmit: e => { e.preventDefault(); startTail(); } },
     field('Live filter', tailInput, { class: 'grow' }), h('button', { type: 'submit' }, 'Apply'), pauseButton,
@@ -230,7 +265,7 @@ export default async function (view, ctx) {
       h('div', null,
         h('section', { class: 'card' }, h('h2', null, 'Live messages'), tailForm, tailStatus,
           h('div', { class: 'tail' }, h('table', null,
-            h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'topic'), h('th', null, 'payload'))), tailBody))),
+            h('thead', null, h('tr', null, h('th', { class: 'time' }, 'time'), h('th', { class: 'topic' }, 'topic'), h('th', null, 'payload'))), tailBody))),
         publishCard)));
   if (!detail.childElementCount) detail.append(h('p', { class: 'muted' }, wanted ? `Looking for ${wanted}…` : 'Choose a topic in the tree.'));
   startTail();

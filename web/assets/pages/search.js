@@ -1,7 +1,8 @@
 // Search: full-text search over the MQTT history (/api/v1/search), with
 // the matches over time as a bar chart (/api/v1/search/histogram) above the
 // hits; drag across the bars to narrow the time range. The URL carries
-// q, range (or from/to in ms) and sort.
+// q, range (or from/to in ms) and sort. With nothing indexed yet, the page
+// says so and links to /connect.
 
 import { api, h, field, fmtTime, showError, parseDuration } from '../lib.js';
 import { chart } from '../chart.js';
@@ -18,7 +19,7 @@ export default async function (view, ctx) {
   rangeSelect.value = custom ? 'custom' : (RANGES.includes(q.get('range')) ? q.get('range') : '24h');
   sortSelect.value = q.get('sort') === 'relevance' ? 'relevance' : 'time';
 
-  const histBox = h('div', { class: 'card', 'aria-label': 'Matches over time' });
+  const histBox = h('div', { class: 'card hist', 'aria-label': 'Matches over time' });
   const summary = h('p', { class: 'muted', 'aria-live': 'polite' });
   const hits = h('div', { class: 'hits' });
   const more = h('button', { type: 'button', hidden: true }, 'More results');
@@ -84,6 +85,7 @@ export default async function (view, ctx) {
         } else histBox.replaceChildren(h('p', { class: 'muted' }, 'No matches in this range.'));
       }
       hits.append(...res.hits.map(hitEl));
+      if (!append && !res.hits.length) hits.append(await emptyState(text, signal));
       offset += res.hits.length;
       summary.textContent = `${res.total} match${res.total === 1 ? '' : 'es'} from ${fmtTime(from)} to ${fmtTime(to)}` +
         (res.total > offset ? `; showing ${offset}` : '');
@@ -108,6 +110,22 @@ export default async function (view, ctx) {
     histBox, summary, hits, more);
   qInput.focus();
   run();
+}
+
+let indexed = null; // documents in the index, asked once per visit
+/** What to say when nothing matched: no messages at all, or no match. */
+async function emptyState(text, signal) {
+  if (indexed === null) {
+    try { indexed = (await api('/api/v1/search/status', { signal })).documents; } catch (e) { if (e.name === 'AbortError') throw e; indexed = -1; }
+  }
+  if (indexed === 0) {
+    indexed = null; // ask again next time: messages may have come
+    return h('p', { class: 'notice empty' }, 'No messages yet. ', h('a', { href: '/connect' }, 'Connect a device'),
+      ': what it publishes (topics and text payloads) becomes searchable here.');
+  }
+  return h('p', { class: 'muted empty' }, text && text !== '*'
+    ? 'No message matches in this range. Try fewer words, OR, or a longer time range.'
+    : 'No messages in this range. Try a longer time range.');
 }
 
 function escapeHtml(s) {
