@@ -25,6 +25,7 @@ mod home_assistant;
 mod influxql;
 mod metrics;
 mod mqtt;
+mod newcomer;
 mod problems;
 mod promql_bad_input;
 mod promql_compat;

@@ -9,6 +9,7 @@ const PAGES = {
   overview: { title: 'Overview', load: () => import('./pages/overview.js') },
   explorer: { title: 'Explorer', load: () => import('./pages/explorer.js') },
   devices: { title: 'Devices', load: () => import('./pages/devices.js') },
+  connect: { title: 'Connect a device', load: () => import('./pages/connect.js') },
   // The Metrics page lives at /graph (as in Prometheus): /metrics is where
   // Prometheus scrapes perch.
   graph: { title: 'Metrics', load: () => import('./pages/metrics.js') },

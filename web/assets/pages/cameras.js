@@ -2,7 +2,7 @@
 // (/cameras/NAME): live view, status, on-demand snapshot, and a timeline to
 // scrub through a day's snapshots.
 
-import { api, h, field, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError } from '../lib.js';
+import { api, h, field, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError, isAdmin } from '../lib.js';
 import { playLive } from '../mse.js';
 
 function liveBox(c, ctx) {
@@ -23,7 +23,12 @@ export default async function (view, ctx) {
   let list;
   try { list = await api('/api/v1/cameras', { signal: ctx.signal }); }
   catch (e) { if (e.name !== 'AbortError') showError(wall, e); return; }
-  if (!list.length) { wall.append(h('p', { class: 'muted' }, 'No cameras yet. Add one in Settings (admins).')); return; }
+  if (!list.length) {
+    wall.append(h('p', { class: 'muted' }, 'No cameras yet. ',
+      isAdmin() ? h('a', { href: '/settings#settings-cameras' }, 'Add an RTSP camera in Settings') : 'An admin adds them in Settings',
+      '; MQTT devices are connected on ', h('a', { href: '/connect' }, 'Connect a device'), '.'));
+    return;
+  }
   const badges = new Map();
   for (const c of list) {
     const badge = h('span', { class: `badge ${c.status}` }, c.status);

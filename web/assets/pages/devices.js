@@ -144,7 +144,7 @@ async function listPage(view, ctx) {
     // Keep the table still while someone is moving through it with the keyboard.
     if (!table.contains(document.activeElement)) body.replaceChildren(...rows.map(row));
     if (!devices.length) {
-      errorBox.replaceChildren(h('p', { class: 'muted' }, 'No devices yet. A device appears here once perch reads a message of a known firmware (Tasmota, Shelly, zigbee2mqtt, ESPHome, Home Assistant discovery, …) or a series with a ', h('code', null, 'device'), ' label.'));
+      errorBox.replaceChildren(h('p', { class: 'muted' }, 'No devices yet. A device appears here once perch reads a message of a known firmware (Tasmota, Shelly, zigbee2mqtt, ESPHome, Home Assistant discovery, …) or a series with a ', h('code', null, 'device'), ' label. ', h('a', { href: '/connect', class: 'connect-link' }, 'Connect a device'), '.'));
     } else if (!rows.length) {
       errorBox.replaceChildren(h('p', { class: 'muted' }, 'No device matches.'));
     } else if (!errorBox.querySelector('[role="alert"]')) {

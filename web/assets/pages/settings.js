@@ -14,6 +14,8 @@ export default async function (view, ctx) {
       } }, s))));
   const sections = [users(ctx), tokens(ctx), cameras(ctx), forwarding(ctx), storage(ctx), backup(ctx)];
   view.append(...sections);
+  // A link to a section (the Cameras page's "Add an RTSP camera").
+  if (location.hash) document.getElementById(decodeURIComponent(location.hash.slice(1)))?.scrollIntoView();
 }
 
 function slug(s) { return 'settings-' + s.toLowerCase().replace(/\W+/g, '-'); }
@@ -167,7 +169,19 @@ function cameras(ctx) {
       try { const cur = await api(base); status = ` Status: ${cur.status}${cur.last_error ? ` (${cur.last_error})` : ''}.`; } catch { /* shown below */ }
       testBox.replaceChildren(h('div', { class: 'notice error', role: 'alert' }, `${c.name}: ${e.message}.${status}`));
     }
+    loadSoon();
   }
+
+  // A camera's status moves on in the background after it is added or
+  // tested (connecting → streaming): the table follows for a while, without
+  // re-rendering under the user's hands forever.
+  let soon = [];
+  function loadSoon() {
+    for (const t of soon) clearTimeout(t);
+    load();
+    soon = [2000, 5000, 10000, 20000].map(ms => setTimeout(load, ms));
+  }
+  ctx.cleanup(() => { for (const t of soon) clearTimeout(t); });
 
   async function load() {
     try {
@@ -205,7 +219,7 @@ function cameras(ctx) {
       const c = await api(path, { method: editing ? 'PUT' : 'POST', body });
       msg.replaceChildren(h('p', { class: 'notice ok' }, `Camera ${c.name} ${editing ? 'saved' : 'added'}; it connects in the background (Test shows whether it works).`));
       edit(null);
-      load();
+      loadSoon();
     } catch (err) { showError(msg, err); }
   } },
   field('Name', f.name), field('RTSP URL', f.url, { class: 'grow' }), field('Camera username', f.username), field('Camera password', f.password),
