@@ -103,6 +103,11 @@ async function main() {
   await run('onboarding on a fresh box', async () => {
     await page.goto(BASE + '/');
     await expectPath('/onboarding');
+    // The first page anyone sees fits a phone too.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.getByLabel('Username', { exact: true }).waitFor();
+    await fits('/onboarding at 390 px');
+    await page.setViewportSize({ width: 1280, height: 900 });
     await page.getByLabel('Username', { exact: true }).fill(ADMIN.name);
     await page.getByLabel('Password', { exact: true }).fill(ADMIN.password);
     await page.getByRole('button', { name: 'Create admin' }).click();
@@ -134,10 +139,16 @@ async function main() {
     await page.getByLabel('Device account name').fill(DEVICE_USER);
     password = await page.locator('#connect-password').inputValue();
     if (password.length < 12) throw new Error(`the generated password is ${JSON.stringify(password)}`);
+    // A password Tasmota's Backlog would split is refused before it is made.
+    await page.locator('#connect-password').fill('half;other');
+    await page.getByRole('button', { name: 'Create credentials' }).click();
+    const refusal = await page.locator('#connect-creds-msg [role="alert"]').textContent();
+    if (!refusal.includes('";"')) throw new Error(`no refusal naming ";": ${refusal}`);
+    await page.locator('#connect-password').fill(password);
     await page.getByRole('button', { name: 'Create credentials' }).click();
     await page.locator('#connect-creds-msg .notice.ok').waitFor();
     const cmd = await page.locator('#setup-mosquitto').textContent();
-    for (const part of [`-p ${MQTT_PORT}`, `-u '${DEVICE_USER}'`, `-P '${password}'`]) {
+    for (const part of [`-p ${MQTT_PORT}`, `-u ${DEVICE_USER} `, `-P ${password} `]) {
       if (!cmd.includes(part)) throw new Error(`the mosquitto_pub line lacks ${part}: ${cmd}`);
     }
   });
@@ -145,18 +156,18 @@ async function main() {
   await run('every firmware guide is filled in', async () => {
     const expect = {
       Tasmota: [`MqttUser ${DEVICE_USER}`, `MqttPassword ${password}`, `MqttPort ${MQTT_PORT}`, 'Backlog MqttHost '],
-      ESPHome: ['mqtt:', `username: ${DEVICE_USER}`, `password: "${password}"`],
-      zigbee2mqtt: ['base_topic: zigbee2mqtt', `user: ${DEVICE_USER}`, `:${MQTT_PORT}`],
+      ESPHome: ['mqtt:', `username: "${DEVICE_USER}"`, `password: "${password}"`],
+      zigbee2mqtt: ['base_topic: zigbee2mqtt', `user: "${DEVICE_USER}"`, `:${MQTT_PORT}"`],
       Shelly: [DEVICE_USER, password, `:${MQTT_PORT}`],
       'Home Assistant': [DEVICE_USER, password, MQTT_PORT],
       Telegraf: ['[[outputs.mqtt]]', `username = "${DEVICE_USER}"`, '[[outputs.influxdb_v2]]'],
     };
     for (const [name, parts] of Object.entries(expect)) {
-      await page.getByRole('tab', { name, exact: true }).click();
+      await page.getByRole('group', { name: 'Firmware' }).getByRole('button', { name, exact: true }).click();
       const text = await page.locator('#connect-guide').textContent();
       for (const part of parts) if (!text.includes(part)) throw new Error(`${name}: no ${JSON.stringify(part)} in ${text}`);
     }
-    await page.getByRole('tab', { name: 'mosquitto_pub', exact: true }).click();
+    await page.getByRole('group', { name: 'Firmware' }).getByRole('button', { name: 'mosquitto_pub', exact: true }).click();
     await page.locator('#connect-wait').getByText(`Waiting for a device to connect as ${DEVICE_USER}`).waitFor();
     await shot('connect-waiting');
   });

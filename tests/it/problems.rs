@@ -277,11 +277,15 @@ fn http_failures_are_listed_with_who_where_and_why() {
         import[0]
     );
 
-    // Viewers see the list, as they see the recent warnings; devices do not.
+    // Admins only: the user names people tried say which accounts exist.
+    // Nor do those attempts reach the recent warnings viewers read.
     assert_eq!(
         p.get_auth("/api/v1/problems", "watcher", PASSWORD).status,
-        200
+        403
     );
+    let events = p.get_auth("/api/v1/events", "watcher", PASSWORD);
+    assert_eq!(events.status, 200);
+    assert!(!events.body.contains("nobody"), "{}", events.body);
     assert_eq!(
         p.get_auth("/api/v1/problems", "sensor", PASSWORD).status,
         403

@@ -270,3 +270,21 @@ export function notAllowed(main) {
     h('h1', null, 'Not allowed'),
     h('p', { class: 'notice error', role: 'alert' }, 'Not allowed: this page is for admins.'));
 }
+
+/** Copies `text` to the clipboard: the Clipboard API where the page may
+ * use it (https, localhost), else the old execCommand way (plain http on
+ * a LAN address). Returns whether it worked. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const t = h('textarea', { style: { position: 'fixed', opacity: '0' }, 'aria-hidden': 'true' }, text);
+    document.body.append(t);
+    t.select();
+    let ok = false;
+    try { ok = document.execCommand('copy'); } catch { ok = false; }
+    t.remove();
+    return ok;
+  }
+}

@@ -59,7 +59,10 @@ impl Visit for MessageVisitor {
 impl<S: Subscriber> Layer<S> for RecentEventsLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let level = *event.metadata().level();
-        if level > Level::WARN {
+        // Problems have their own list (crate::problems); their log lines
+        // would push real warnings out of this one and show viewers who
+        // tried which user name.
+        if level > Level::WARN || event.metadata().target() == crate::problems::LOG_TARGET {
             return;
         }
         let mut visitor = MessageVisitor(String::new());

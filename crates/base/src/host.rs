@@ -521,16 +521,24 @@ pub fn host_name() -> String {
 
 /// The host's addresses, those a device on the LAN can use first: private
 /// IPv4, other IPv4, global IPv6; link-local and loopback addresses only
-/// when there is nothing else.
+/// when there is nothing else. Bridges of containers and VMs (`docker0`,
+/// `br-…`, `veth…`, `virbr…`) are left out: no device reaches perch there.
 pub fn lan_addresses() -> Vec<String> {
     let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() else {
         return Vec::new();
     };
     let all: Vec<std::net::IpAddr> = (&networks)
         .into_iter()
+        .filter(|(name, _)| !is_virtual_bridge(&name.to_string_lossy()))
         .flat_map(|(_, data)| data.ip_networks().iter().map(|n| n.addr))
         .collect();
     order_addresses(all)
+}
+
+fn is_virtual_bridge(interface: &str) -> bool {
+    ["docker", "br-", "veth", "virbr", "cni", "flannel", "podman"]
+        .iter()
+        .any(|p| interface.starts_with(p))
 }
 
 fn order_addresses(mut all: Vec<std::net::IpAddr>) -> Vec<String> {
@@ -584,5 +592,7 @@ mod address_tests {
             order(&["::1", "127.0.0.1", "fe80::2"]),
             ["fe80::2", "127.0.0.1", "::1"]
         );
+        assert!(super::is_virtual_bridge("docker0") && super::is_virtual_bridge("veth12ab"));
+        assert!(!super::is_virtual_bridge("eth0") && !super::is_virtual_bridge("wlan0"));
     }
 }

@@ -21,6 +21,10 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+/// The target of problems' own log lines (`RecentEventsLayer` leaves them
+/// out: problems have this list).
+pub const LOG_TARGET: &str = "perch_base::problems";
+
 /// Entries kept at most.
 pub const CAPACITY: usize = 200;
 /// Log lines about problems a minute, at most.
@@ -268,7 +272,8 @@ impl Problems {
     }
 
     /// Log lines about problems left out (over the rate) so far.
-    pub fn unlogged(&self) -> u64 {
+    #[cfg(test)]
+    fn unlogged(&self) -> u64 {
         self.state.lock().unlogged
     }
 }
@@ -276,6 +281,7 @@ impl Problems {
 fn log(line: Line) {
     match line {
         Line::First(p) => tracing::warn!(
+            target: LOG_TARGET,
             who = %p.who,
             r#where = %p.where_,
             "{}: {}",
@@ -283,6 +289,7 @@ fn log(line: Line) {
             p.why
         ),
         Line::Repeated(p) => tracing::warn!(
+            target: LOG_TARGET,
             who = %p.who,
             r#where = %p.where_,
             "{}: {} ({} times since {})",
@@ -294,6 +301,7 @@ fn log(line: Line) {
                 .unwrap_or_default()
         ),
         Line::Unlogged(n) => tracing::warn!(
+            target: LOG_TARGET,
             "{n} more problem reports were not logged (at most {LOG_LINES_PER_MINUTE} a minute); the dashboard's Overview counts them all"
         ),
     }

@@ -185,7 +185,7 @@ async fn login(
             "device accounts cannot sign in to the dashboard",
         )),
         Verdict::Wrong => {
-            tracing::warn!(user = %c.username.chars().take(64).collect::<String>(), "failed sign-in");
+            // Logged (rate-limited) with the recent problems, by auth.
             // No Basic challenge: the sign-in page asked, not the browser.
             Err(ApiError::unauthenticated("wrong user name or password"))
         }

@@ -103,7 +103,6 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/v1/export/csv", get(export::csv).post(export::csv))
         .route("/api/v1/status/tsdb", get(status::tsdb))
-        .route("/api/v1/problems", get(status::problems))
         .route("/api/v1/forward", get(forward_api::status))
         .route("/metrics", get(metrics::prometheus))
         .route("/api/v1/topics", get(mqtt_api::topics))
@@ -121,6 +120,8 @@ pub fn router(state: SharedState) -> Router {
         .merge(dashboards_api::admin_routes())
         .merge(forward_api::admin_routes())
         .merge(connect_api::admin_routes())
+        // Admins only: the names people tried reveal which accounts exist.
+        .route("/api/v1/problems", get(status::problems))
         .route_layer(axum::middleware::from_fn(auth::admins));
     let api = Router::new()
         .merge(writes)

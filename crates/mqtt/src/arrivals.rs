@@ -16,11 +16,9 @@ use base::SeriesSamples;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::explorer::{Inbound, Outcome, ReadSummary};
+use crate::explorer::{Inbound, Outcome, ReadSummary, Shown};
 
 const MAX_USERS: usize = 1_024;
-/// Bytes of the first payload kept, as text.
-const PREVIEW_BYTES: usize = 256;
 /// Series of the first message listed by name.
 const LISTED_SERIES: usize = 20;
 
@@ -51,8 +49,11 @@ pub struct FirstMessage {
     pub time_ms: i64,
     pub topic: String,
     pub client_id: String,
-    /// The payload as text (lossy), cut to 256 bytes.
+    /// The payload as the Explorer shows it: text, or base64 when binary,
+    /// cut short.
     pub payload: String,
+    /// `utf8` or `base64`.
+    pub encoding: &'static str,
     /// `stored`, `no_samples` or `unparsed`, as the explorer says.
     pub outcome: Outcome,
     pub samples: u32,
@@ -65,8 +66,7 @@ pub struct FirstMessage {
 #[derive(Default)]
 struct State {
     users: HashMap<Arc<str>, Arrival>,
-    /// Users in the order they were first seen (may hold names since
-    /// forgotten; skipped when evicting).
+    /// Users in the order they were first seen.
     user_order: VecDeque<Arc<str>>,
 }
 
@@ -90,7 +90,7 @@ impl Arrivals {
         arrival.connected = Some(Connection {
             time_ms,
             client_id: client_id.to_string(),
-            address: peer.ip().to_string(),
+            address: peer.ip().to_canonical().to_string(),
             via,
         });
     }
@@ -110,11 +110,13 @@ impl Arrivals {
         if arrival.first_message.is_some() {
             return;
         }
+        let shown = Shown::of(msg);
         arrival.first_message = Some(FirstMessage {
             time_ms: msg.time_ms,
             topic: msg.topic.clone(),
             client_id: msg.client_id.to_string(),
-            payload: preview(&msg.payload),
+            payload: shown.payload,
+            encoding: shown.encoding,
             outcome: read.outcome,
             samples: read.samples,
             series: series
@@ -133,7 +135,9 @@ impl Arrivals {
 
     /// Forgets `user` (the page's "wait again" after new credentials).
     pub fn forget(&self, user: &str) {
-        self.state.lock().users.remove(user);
+        let mut s = self.state.lock();
+        s.users.remove(user);
+        s.user_order.retain(|u| &**u != user);
     }
 }
 
@@ -154,15 +158,6 @@ impl State {
         }
         self.users.get_mut(user).expect("present")
     }
-}
-
-fn preview(payload: &[u8]) -> String {
-    let cut = &payload[..payload.len().min(PREVIEW_BYTES)];
-    let mut text = String::from_utf8_lossy(cut).into_owned();
-    if payload.len() > PREVIEW_BYTES {
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]
@@ -246,10 +241,5 @@ mod tests {
         assert!(s.users.len() <= MAX_USERS);
         assert!(s.users.contains_key(format!("u{}", MAX_USERS + 9).as_str()));
         assert!(!s.users.contains_key("u0"));
-    }
-
-    #[test]
-    fn long_payloads_are_cut() {
-        assert_eq!(preview(&[b'a'; 300]).len(), PREVIEW_BYTES + '…'.len_utf8());
     }
 }

@@ -42,9 +42,9 @@ use config::MqttConfig;
 use store::Storage;
 
 pub use acl::{invalid_filter, topic_matches, Access};
-pub use arrivals::{Arrival, Arrivals, Connection, FirstMessage};
+pub use arrivals::{Arrival, Arrivals};
 pub use collector::{CollectorCounters, MessageSink};
-pub use explorer::{Explorer, Inbound, Outcome, Shown, TopicNode};
+pub use explorer::{Explorer, Inbound, Shown, TopicNode};
 pub use retained::RetainedMessage;
 
 #[derive(Debug, Error)]

@@ -6,7 +6,7 @@
 // (GET /api/v1/connect/arrivals/{user}, every 2 s): when it connected, from
 // where, and what its first message stored.
 
-import { api, h, field, fmtTime, fmtAgo, isAdmin, every, showError } from '../lib.js';
+import { api, h, field, fmtTime, fmtAgo, isAdmin, every, showError, notify, copyText } from '../lib.js';
 
 const POLL_MS = 2000;
 
@@ -19,7 +19,7 @@ const GUIDES = [
   {
     id: 'mosquitto', name: 'mosquitto_pub',
     intro: 'From any machine with the Mosquitto clients (Debian: apt install mosquitto-clients):',
-    text: c => `mosquitto_pub -h ${c.host} -p ${c.port} -u '${c.user}' -P '${c.password}' -t 'home/kitchen/temperature' -m 21.5`,
+    text: c => `mosquitto_pub -h ${shell(c.host)} -p ${c.port} -u ${shell(c.user)} -P ${shell(c.password)} -t 'home/kitchen/temperature' -m 21.5`,
   },
   {
     id: 'tasmota', name: 'Tasmota',
@@ -29,21 +29,21 @@ const GUIDES = [
   {
     id: 'esphome', name: 'ESPHome',
     intro: 'Add to the device\'s YAML and install it (the `mqtt:` component; remove `api:` if Home Assistant should not talk to it directly):',
-    text: c => `mqtt:\n  broker: ${c.host}\n  port: ${c.port}\n  username: ${c.user}\n  password: "${c.password}"`,
+    text: c => `mqtt:\n  broker: ${yaml(c.host)}\n  port: ${c.port}\n  username: ${yaml(c.user)}\n  password: ${yaml(c.password)}`,
   },
   {
     id: 'zigbee2mqtt', name: 'zigbee2mqtt',
     intro: 'In zigbee2mqtt\'s configuration.yaml (data/configuration.yaml), then restart zigbee2mqtt:',
-    text: c => `mqtt:\n  base_topic: zigbee2mqtt\n  server: mqtt://${c.host}:${c.port}\n  user: ${c.user}\n  password: "${c.password}"`,
+    text: c => `mqtt:\n  base_topic: zigbee2mqtt\n  server: ${yaml(`mqtt://${c.hostPort}`)}\n  user: ${yaml(c.user)}\n  password: ${yaml(c.password)}`,
   },
   {
     id: 'shelly', name: 'Shelly',
     intro: 'In the Shelly\'s web UI (Gen2 and later: Settings → MQTT; Gen1: Internet & Security → Advanced – Developer Settings), enable MQTT and fill in:',
     fields: c => [
-      ['Server', `${c.host}:${c.port}`],
+      ['Server', c.hostPort],
       ['Username', c.user],
       ['Password', c.password],
-      ['Client ID / prefix', c.slug + ' (optional)'],
+      ['Client ID / prefix (optional)', c.slug],
       ['Gen2+: Generic status update over MQTT', 'on'],
       ['Gen2+: RPC status notifications over MQTT', 'on'],
     ],
@@ -57,15 +57,15 @@ const GUIDES = [
       ['Username', c.user],
       ['Password', c.password],
     ],
-    after: 'Home Assistant then finds what Tasmota, ESPHome, zigbee2mqtt and Shelly announce on perch\'s broker (MQTT discovery), and perch reads what Home Assistant publishes.',
+    after: 'Home Assistant then finds what announces itself on perch\'s broker with MQTT discovery: ESPHome, and zigbee2mqtt with homeassistant: {enabled: true} (Tasmota needs Home Assistant\'s Tasmota integration; Shelly has its own). perch reads what all of them publish.',
   },
   {
     id: 'telegraf', name: 'Telegraf',
     intro: 'In telegraf.conf, over MQTT (InfluxDB line protocol, read as series by perch):',
-    text: c => `[[outputs.mqtt]]\n  servers = ["tcp://${c.host}:${c.port}"]\n  topic = "telegraf/{{ .Hostname }}/{{ .PluginName }}"\n  username = "${c.user}"\n  password = "${c.password}"\n  data_format = "influx"`,
+    text: c => `[[outputs.mqtt]]\n  servers = [${toml(`tcp://${c.hostPort}`)}]\n  topic = "telegraf/{{ .Hostname }}/{{ .PluginName }}"\n  username = ${toml(c.user)}\n  password = ${toml(c.password)}\n  data_format = "influx"`,
     more: c => ({
       intro: 'Or straight to perch\'s InfluxDB v2 write API, with an API token (make one with "Create a token" above):',
-      text: `[[outputs.influxdb_v2]]\n  urls = ["${c.httpUrl}"]\n  token = "${c.token || '<token>'}"\n  organization = "perch"\n  bucket = "telegraf"`,
+      text: `[[outputs.influxdb_v2]]\n  urls = [${toml(c.httpUrl)}]\n  token = ${toml(c.token || '<token>')}\n  organization = "perch"\n  bucket = "telegraf"`,
     }),
   },
 ];
@@ -82,11 +82,15 @@ export default async function (view, ctx) {
 
   // ---- where perch is
   const hosts = [];
-  const browserHost = location.hostname;
+  // location.hostname keeps an IPv6 address's brackets.
+  const browserHost = location.hostname.replace(/^\[(.*)\]$/, '$1');
   for (const a of info.addresses) hosts.push({ value: a, why: 'LAN address' });
   hosts.push({ value: info.mdns_name, why: 'mDNS name (phones, ESPHome, Home Assistant; some firmware cannot resolve .local)' });
-  if (!['localhost', '127.0.0.1', '::1', '[::1]'].includes(browserHost) && !hosts.some(x => x.value === browserHost)) {
-    hosts.unshift({ value: browserHost, why: 'the address this browser uses' });
+  // The address this browser reached perch by works from the LAN: first.
+  if (!['localhost', '127.0.0.1', '::1'].includes(browserHost)) {
+    const known = hosts.findIndex(x => x.value === browserHost);
+    const entry = known >= 0 ? hosts.splice(known, 1)[0] : { value: browserHost, why: 'the address this browser uses' };
+    hosts.unshift(entry);
   }
   state.host = hosts[0].value;
   const hostSelect = h('select', { id: 'connect-host' }, hosts.map(x => h('option', { value: x.value }, `${x.value} — ${x.why}`)));
@@ -114,19 +118,23 @@ export default async function (view, ctx) {
   view.append(credsSection);
 
   // ---- set-up
-  const guideSelect = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Firmware' });
-  const guideBox = h('div', { id: 'connect-guide', role: 'tabpanel' });
+  const guideSelect = h('div', { class: 'tabs', role: 'group', 'aria-label': 'Firmware' });
+  const guideBox = h('div', { id: 'connect-guide', 'aria-live': 'polite' });
   let guide = GUIDES.find(g => g.id === ctx.query.get('for')) || GUIDES[0];
   view.append(h('section', { class: 'card', 'aria-labelledby': 'setup-h' },
     h('h2', { id: 'setup-h' }, '3. Set up the device'), guideSelect, guideBox));
 
   // ---- waiting
+  // Announced when what is known changes, not at every poll; the seconds
+  // waited tick outside the live region.
   const waitBox = h('div', { id: 'connect-wait', 'aria-live': 'polite' });
+  const waited = h('p', { class: 'muted', id: 'connect-waited', hidden: true });
   view.append(h('section', { class: 'card', 'aria-labelledby': 'wait-h' },
-    h('h2', { id: 'wait-h' }, '4. First message'), waitBox));
+    h('h2', { id: 'wait-h' }, '4. First message'), waitBox, waited));
 
   const values = () => ({
     host: state.host,
+    hostPort: `${hostForUrl(state.host)}:${info.mqtt.tcp || 1883}`,
     port: info.mqtt.tcp || 1883,
     user: state.user || '<user>',
     password: state.password || '<password>',
@@ -137,19 +145,19 @@ export default async function (view, ctx) {
 
   function renderGuides() {
     guideSelect.replaceChildren(...GUIDES.map(g => h('button', {
-      type: 'button', role: 'tab', id: 'guide-' + g.id, 'aria-selected': String(g === guide),
+      type: 'button', id: 'guide-' + g.id, 'aria-pressed': String(g === guide), 'aria-controls': 'connect-guide',
       onclick: () => { guide = g; renderGuides(); },
     }, g.name)));
     const c = values();
     const parts = [h('p', null, guide.intro)];
-    if (guide.text) parts.push(copyable(guide.text(c), 'setup-' + guide.id));
+    if (guide.text) parts.push(copyable(guide.text(c), 'setup-' + guide.id, `the ${guide.name} set-up`));
     if (guide.fields) {
-      parts.push(h('dl', { class: 'kv' }, guide.fields(c).map(([k, v]) => [h('dt', null, k), h('dd', null, copyable(v, null, true))])));
+      parts.push(h('dl', { class: 'kv' }, guide.fields(c).map(([k, v]) => [h('dt', null, k), h('dd', null, copyable(v, null, k, true))])));
     }
     if (guide.after) parts.push(h('p', { class: 'muted' }, guide.after));
     if (guide.more) {
       const m = guide.more(c);
-      parts.push(h('p', null, m.intro), copyable(m.text, 'setup-' + guide.id + '-http'));
+      parts.push(h('p', null, m.intro), copyable(m.text, 'setup-' + guide.id + '-http', `the ${guide.name} HTTP set-up`));
     }
     if (!state.user) parts.push(h('p', { class: 'muted' }, 'The placeholders are filled in once credentials are made or chosen above.'));
     guideBox.replaceChildren(...parts);
@@ -157,11 +165,15 @@ export default async function (view, ctx) {
 
   hostSelect.addEventListener('change', () => { state.host = hostSelect.value; renderGuides(); });
 
-  // Waiting for the first message of state.user.
+  // Waiting for the first message of state.user. Each watch has its own
+  // generation: an answer for an earlier user is dropped.
   let stopPolling = null;
+  let generation = 0;
   function watch(user) {
     if (stopPolling) stopPolling();
     stopPolling = null;
+    const mine = ++generation;
+    waited.hidden = true;
     if (!user) {
       waitBox.replaceChildren(h('p', { class: 'muted' }, 'Make or choose credentials above; this page then waits for the device.'));
       return;
@@ -171,15 +183,23 @@ export default async function (view, ctx) {
       return;
     }
     const started = Date.now();
+    let shownKey = null;
     const tick = async () => {
       let a;
       try {
         a = await api('/api/v1/connect/arrivals/' + encodeURIComponent(user), { signal: ctx.signal });
       } catch (e) {
-        if (e.name !== 'AbortError') showError(waitBox, e);
+        if (e.name !== 'AbortError' && mine === generation) showError(waitBox, e);
         return;
       }
-      waitBox.replaceChildren(...arrivalView(user, a, started));
+      if (mine !== generation) return;
+      const key = JSON.stringify([a.connected && a.connected.time_ms, a.first_message && a.first_message.time_ms, a.messages]);
+      if (key !== shownKey) {
+        shownKey = key;
+        waitBox.replaceChildren(...arrivalView(user, a));
+      }
+      waited.hidden = !!a.first_message;
+      waited.textContent = `Waiting for ${Math.round((Date.now() - started) / 1000)} s.`;
       if (a.first_message && stopPolling) { stopPolling(); stopPolling = null; }
     };
     stopPolling = every(POLL_MS, tick);
@@ -205,6 +225,12 @@ export default async function (view, ctx) {
       msg);
     form.addEventListener('submit', async e => {
       e.preventDefault();
+      const bad = passwordProblem(password.value);
+      if (bad) {
+        msg.replaceChildren(h('p', { class: 'notice error', role: 'alert' }, bad));
+        password.focus();
+        return;
+      }
       const body = {
         name: name.value.trim(), role: 'device', password: password.value,
         topics: topics.value.split(/\n+/).map(s => s.trim()).filter(Boolean),
@@ -254,12 +280,11 @@ export default async function (view, ctx) {
 }
 
 /** What the device did, in words. */
-function arrivalView(user, a, started) {
+function arrivalView(user, a) {
   const out = [];
-  const waited = Math.round((Date.now() - started) / 1000);
   if (!a.connected) {
     out.push(h('p', { class: 'waiting' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }),
-      `Waiting for a device to connect as ${user}… (${waited} s)`));
+      `Waiting for a device to connect as ${user}…`));
     out.push(h('p', { class: 'muted' }, 'Nothing yet? Check the address and port from the device\'s network, the user name and password; refused logins appear under Recent problems on the ',
       h('a', { href: '/overview' }, 'Overview'), '.'));
     return out;
@@ -276,7 +301,7 @@ function arrivalView(user, a, started) {
   out.push(h('div', { class: 'notice ' + (stored ? 'ok' : 'warn'), id: 'connect-first' },
     h('p', null, `First message ${fmtAgo(m.time_ms)} (${fmtTime(m.time_ms)}) on `,
       h('a', { href: '/explorer?topic=' + encodeURIComponent(m.topic) }, h('code', null, m.topic)), ': ',
-      h('code', { class: 'payload' }, m.payload)),
+      m.encoding === 'base64' ? h('span', null, h('code', { class: 'payload' }, m.payload), ' (binary, base64)') : h('code', { class: 'payload' }, m.payload)),
     stored
       ? h('p', null, `Stored ${m.samples} sample${m.samples === 1 ? '' : 's'} in:`)
       : h('p', null, `Stored nothing: ${m.note || (m.outcome === 'unparsed' ? 'the payload is in no format perch reads' : 'no numbers in it')}. The Explorer shows how each message on the topic was read.`),
@@ -286,32 +311,16 @@ function arrivalView(user, a, started) {
   return out;
 }
 
-/** Text with a Copy button. `inline` for a short value in a list. */
-function copyable(text, id, inline = false) {
+/** Text with a Copy button named after `what`. `inline` for a short
+ * value in a list. */
+function copyable(text, id, what, inline = false) {
   const code = inline ? h('code', { id }, text) : h('pre', { id, class: 'snippet', tabindex: 0 }, h('code', null, text));
-  const button = h('button', { type: 'button', class: 'copy', 'aria-label': 'Copy' + (inline ? '' : ' the set-up') }, 'Copy');
+  const button = h('button', { type: 'button', class: 'copy', 'aria-label': `Copy ${what}` }, 'Copy');
   button.addEventListener('click', async () => {
-    const ok = await copyText(text);
-    button.textContent = ok ? 'Copied' : 'Select and copy';
-    setTimeout(() => { button.textContent = 'Copy'; }, 2000);
+    if (await copyText(text)) notify(`Copied ${what}.`);
+    else notify(`Could not copy ${what}: select it and copy it by hand.`, 'error');
   });
   return h('div', { class: inline ? 'copyable inline' : 'copyable' }, code, button);
-}
-
-async function copyText(text) {
-  try {
-    // Only on https or localhost; elsewhere the fallback below.
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    const t = h('textarea', { style: { position: 'fixed', opacity: '0' } }, text);
-    document.body.append(t);
-    t.select();
-    let ok = false;
-    try { ok = document.execCommand('copy'); } catch { ok = false; }
-    t.remove();
-    return ok;
-  }
 }
 
 function newPassword() {
@@ -319,6 +328,33 @@ function newPassword() {
   const bytes = new Uint8Array(20);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, b => alphabet[b % alphabet.length]).join('');
+}
+
+/** Why a password cannot be pasted into every firmware's settings as is,
+ * or null: Tasmota's Backlog splits at `;`, and spaces, quotes and
+ * backslashes need escaping that web forms and consoles do differently. */
+function passwordProblem(p) {
+  if (p.length < 8) return 'The password needs at least 8 characters.';
+  if (p.length > 128) return 'The password may have at most 128 characters.';
+  const bad = [...new Set(p.match(/[^A-Za-z0-9!#$%&()*+,\-./:<=>?@^_{|}~[\]]/g) || [])];
+  if (bad.length) return `The password cannot hold ${bad.map(c => JSON.stringify(c)).join(', ')}: device firmware (Tasmota's console, YAML, shell lines) would read it differently. Letters, digits and !#$%&()*+,-./:<=>?@[]^_{|}~ work everywhere.`;
+  return null;
+}
+
+/** A word for a shell line: single-quoted unless plainly safe. */
+function shell(s) {
+  return /^[A-Za-z0-9._:@%+=,/-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
+}
+
+/** A YAML scalar: always double-quoted (user names such as `on` or `no`
+ * would otherwise be booleans). */
+function yaml(s) {
+  return JSON.stringify(s);
+}
+
+/** A TOML basic string (JSON's escapes are valid TOML ones for these). */
+function toml(s) {
+  return JSON.stringify(s);
 }
 
 /** A Tasmota topic / Shelly prefix from an account name. */

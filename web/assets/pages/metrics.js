@@ -13,7 +13,7 @@
 // the labels that differ between the shown series, and its unit comes from
 // /api/v1/metadata (what the devices say) or its name (`…_bytes`).
 
-import { api, h, field, notify, showError, isAdmin, seriesName, metricUnits } from '../lib.js';
+import { api, h, field, notify, showError, isAdmin, seriesName, metricUnits, copyText } from '../lib.js';
 import { chart, alignMatrices, legendLabels, fmtValue, normUnit, unitFromName, breakable, COMMON_UNITS } from '../chart.js';
 
 const PRESETS = [
@@ -669,8 +669,8 @@ export default async function (view, ctx) {
 
   async function copyLink() {
     const link = location.origin + urlFor();
-    try { await navigator.clipboard.writeText(link); notify('Link copied.'); }
-    catch { window.prompt('Link to this view:', link); }
+    if (await copyText(link)) notify('Link copied.');
+    else window.prompt('Link to this view:', link);
   }
 
   async function loadList(selected) {

@@ -4,14 +4,12 @@
 // /api/v1/problems) and recent warnings and errors. Until perch holds data
 // of its own (series beyond its self-metrics), it leads to Connect a device.
 
-import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError, deviceHref, deviceStatusText } from '../lib.js';
+import { api, h, instant, every, fmtNum, fmtBytes, fmtTime, fmtAgo, showError, deviceHref, deviceStatusText, isAdmin } from '../lib.js';
 
 /** Offline devices listed before "and N more". */
 const OFFLINE_SHOWN = 8;
 /** Recent problems listed at most (the server keeps up to 200). */
 const PROBLEMS_SHOWN = 50;
-/** The log target of problems' own log lines: the problems table shows them. */
-const PROBLEMS_TARGET = 'perch_base::problems';
 
 const Q = {
   cpu: 'perch_host_cpu_usage_ratio',
@@ -54,7 +52,8 @@ export default async function (view, ctx) {
   view.append(h('h1', null, 'Overview'), empty, healthError, health,
     h('h2', null, 'Cameras'), camGrid,
     offline,
-    h('h2', { id: 'ov-problems-t' }, 'Recent problems'), problems,
+    // Admins only: the user names people tried say which accounts exist.
+    ...(isAdmin() ? [h('h2', { id: 'ov-problems-t' }, 'Recent problems'), problems] : []),
     h('h2', null, 'Recent warnings and errors'), events);
 
   const ratio = (tl, used, total, fmt) => {
@@ -118,9 +117,7 @@ export default async function (view, ctx) {
     let list;
     try { list = await api('/api/v1/events', { signal: ctx.signal }); }
     catch (e) { if (e.name !== 'AbortError') showError(events, e); return; }
-    // Problems log their first occurrence; the problems table has them.
-    list = (list || []).filter(e => e.target !== PROBLEMS_TARGET);
-    if (!list.length) { events.replaceChildren(h('p', { class: 'muted' }, 'Nothing to report.')); return; }
+    if (!list || !list.length) { events.replaceChildren(h('p', { class: 'muted' }, 'Nothing to report.')); return; }
     events.replaceChildren(h('table', null,
       h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'level'), h('th', null, 'where'), h('th', null, 'message'))),
       h('tbody', null, list.slice(0, 50).map(e => h('tr', null,
@@ -185,6 +182,6 @@ export default async function (view, ctx) {
   ctx.cleanup(every(10000, offline_));
   ctx.cleanup(every(15000, cameras));
   ctx.cleanup(every(10000, events_));
-  ctx.cleanup(every(10000, problems_));
+  if (isAdmin()) ctx.cleanup(every(10000, problems_));
   ctx.cleanup(every(10000, empty_));
 }

@@ -1,7 +1,7 @@
 // Settings (admins only): users, API tokens, cameras, forwarding targets,
 // storage settings (read-only), backup download, and how to restore.
 
-import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes, fmtNum, every } from '../lib.js';
+import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes, fmtNum, every, copyText } from '../lib.js';
 
 const ROLES = ['admin', 'viewer', 'device'];
 
@@ -105,8 +105,8 @@ function tokens(ctx) {
       msg.replaceChildren(h('div', { class: 'notice ok', role: 'status' },
         h('p', null, `Token ${t.name} (${t.role}) created. Copy it now: it is shown only this once.`),
         h('p', null, secret, ' ', h('button', { type: 'button', onclick: async () => {
-          try { await navigator.clipboard.writeText(t.token); notify('Token copied.'); }
-          catch { window.getSelection().selectAllChildren(secret); }
+          if (await copyText(t.token)) notify('Token copied.');
+          else window.getSelection().selectAllChildren(secret);
         } }, 'Copy')),
         h('p', { class: 'muted' }, 'Use it as ', h('code', null, 'Authorization: Bearer …'), '.')));
       name.value = '';
