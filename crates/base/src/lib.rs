@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod host;
 pub mod labels;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod problems;

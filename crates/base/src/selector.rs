@@ -1,5 +1,6 @@
 //! Series selectors such as `temp{site=~"s[0-9]",dev!="d3"}`, parsed with the
-//! promql-parser crate and turned into matchers.
+//! promql-parser crate (after the checks of [`crate::limits`], as every
+//! query is) and turned into matchers.
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, Expr, VectorSelector};
@@ -21,7 +22,16 @@ impl crate::HasKind for SelectorError {
 /// One selector may be a union (`{a="1" or b="2"}`): a list of matcher sets.
 pub type MatcherSets = Vec<Vec<Matcher>>;
 
+impl From<crate::limits::LimitError> for SelectorError {
+    fn from(e: crate::limits::LimitError) -> SelectorError {
+        SelectorError(e.to_string())
+    }
+}
+
+/// Parses one selector (`match[]`), refusing what is too large or nests
+/// too deeply for the parser ([`crate::limits::check_promql`]) first.
 pub fn parse_selector(s: &str) -> Result<MatcherSets, SelectorError> {
+    crate::limits::check_promql("match[] selector", s)?;
     let expr =
         parser::parse(s).map_err(|e| SelectorError(format!("invalid selector {s:?}: {e}")))?;
     match expr {
@@ -107,5 +117,23 @@ mod tests {
         assert!(parse_selector(r#"{a=""}"#).is_err());
         assert!(parse_selector("rate(x[5m])").is_err());
         assert!(parse_selector("x{").is_err());
+    }
+
+    #[test]
+    fn deep_selectors_are_refused_before_parsing() {
+        let deep = format!("{}m{}", "(".repeat(50_000), ")".repeat(50_000));
+        assert_eq!(
+            parse_selector(&deep).unwrap_err().0,
+            "match[] selector nests deeper than 250 levels (at byte 250)"
+        );
+        // At the limit the parser runs, within a test thread's 2 MiB stack
+        // (a tokio worker's), and says what is wrong.
+        let at_limit = format!("{}m{}", "(".repeat(250), ")".repeat(250));
+        assert!(parse_selector(&at_limit)
+            .unwrap_err()
+            .0
+            .contains("is not a series selector"));
+        let many = format!("{{{}}}", vec!["a=~\"(((((\""; 2000].join(","));
+        assert!(parse_selector(&many).is_err());
     }
 }

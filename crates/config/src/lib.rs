@@ -162,6 +162,16 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted (writes, imports); larger gets 413.
     pub max_body_bytes: ByteSize,
+    /// A connection waiting for a request (new, or idle between keep-alive
+    /// requests) is closed once this passes without a complete request
+    /// line and headers.
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this time; a stalled one
+    /// gets 408.
+    pub body_timeout: Duration,
+    /// Connections open at once from one client address; more are refused
+    /// with 503.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -169,6 +179,9 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("valid"),
             max_body_bytes: ByteSize(32 << 20),
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(60),
+            max_connections_per_client: 64,
         }
     }
 }
@@ -195,6 +208,12 @@ pub struct MqttConfig {
     pub max_inflight: usize,
     /// A connection must send CONNECT within this time.
     pub connect_timeout: Duration,
+    /// A packet whose first bytes have arrived must be complete within
+    /// this time.
+    pub read_timeout: Duration,
+    /// Connections open at once from one client address (TCP, TLS and
+    /// WebSocket together); more are closed at once.
+    pub max_connections_per_client: usize,
     /// Topics the explorer tracks (least active forgotten first).
     pub max_topics: usize,
     /// Memory for the explorer's recent-message history.
@@ -216,6 +235,8 @@ impl Default for MqttConfig {
             max_connections: 1000,
             max_inflight: 100,
             connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            max_connections_per_client: 100,
             max_topics: 10_000,
             history_bytes: ByteSize(16 << 20),
             rules: Vec::new(),
@@ -271,7 +292,10 @@ mod optional_addr {
 pub struct StorageConfig {
     /// How long raw samples are kept.
     pub retention: Duration,
-    /// Disk budget for the time-series data: a size or a share of the partition.
+    /// How far ahead of the clock a sample may be; later ones are refused.
+    pub max_future: Duration,
+    /// Disk budget for the data directory (time series, search index,
+    /// snapshots), never exceeded: a size or a share of the partition.
     pub max_disk_bytes: DiskBudget,
     /// How often the write-ahead log is synced: the most a power cut can lose.
     pub flush_interval: Duration,
@@ -302,6 +326,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             retention: Duration::from_secs(30 * 86_400),
+            max_future: Duration::from_secs(2 * 86_400),
             max_disk_bytes: DiskBudget::PercentOfPartition(50.0),
             flush_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(300),
@@ -333,6 +358,12 @@ pub struct QueryConfig {
     pub max_points_per_series: usize,
     /// How far back an instant selector looks for a sample (Prometheus: 5m).
     pub lookback_delta: Duration,
+    /// An export (`/api/v1/export`, `/api/v1/export/csv`) that works —
+    /// reads and encodes — longer is cut, and so is one whose client takes
+    /// nothing for this long.
+    pub export_timeout: Duration,
+    /// Samples one export may return.
+    pub max_export_samples: usize,
 }
 
 impl Default for QueryConfig {
@@ -343,6 +374,8 @@ impl Default for QueryConfig {
             max_series: 50_000,
             max_points_per_series: 11_000,
             lookback_delta: Duration::from_secs(300),
+            export_timeout: Duration::from_secs(60),
+            max_export_samples: 50_000_000,
         }
     }
 }
@@ -977,6 +1010,12 @@ impl Config {
         if q.max_samples == 0 || q.max_series == 0 || q.max_points_per_series == 0 {
             issues.add("query.max_samples", "query limits must be greater than 0");
         }
+        if q.export_timeout.0.is_zero() || q.max_export_samples == 0 {
+            issues.add(
+                "query.export_timeout",
+                "query.export_timeout and query.max_export_samples must be greater than 0",
+            );
+        }
         for (i, c) in self.cameras.iter().enumerate() {
             if let Err(e) = c.validate() {
                 issues.extend_under(&format!("cameras[{i}]"), e);
@@ -1017,6 +1056,30 @@ impl Config {
         }
         if self.http.max_body_bytes.0 < 1024 {
             issues.add("http.max_body_bytes", "must be at least 1KiB");
+        }
+        for (key, d) in [
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.body_timeout", self.http.body_timeout),
+            ("mqtt.connect_timeout", m.connect_timeout),
+            ("mqtt.read_timeout", m.read_timeout),
+        ] {
+            if d.0.is_zero() {
+                issues.add(key, "must be greater than 0");
+            }
+        }
+        for (key, n) in [
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client,
+            ),
+            (
+                "mqtt.max_connections_per_client",
+                m.max_connections_per_client,
+            ),
+        ] {
+            if n == 0 {
+                issues.add(key, "must be at least 1");
+            }
         }
         let se = &self.search;
         // tantivy's bounds for one indexing thread's memory.

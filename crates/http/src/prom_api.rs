@@ -130,10 +130,14 @@ async fn query_range(
     )
 }
 
-/// `match[]` selectors as matcher sets (each may itself be a union).
+/// `match[]` selectors as matcher sets (each may itself be a union), held
+/// to the limits every query language shares (`base::limits`: how many, how
+/// long, how deep) before any is parsed.
 fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let selectors = p.all("match[]");
+    base::limits::check_selectors(&selectors)?;
     let mut sets = Vec::new();
-    for s in p.all("match[]") {
+    for s in selectors {
         sets.extend(parse_selector(s)?);
     }
     Ok(sets)

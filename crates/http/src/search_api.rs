@@ -10,9 +10,12 @@
 //! - `GET /api/v1/series/search?q=&limit=` → `data: {"total": n,
 //!   "series": [{label: value…}]}` for autocomplete
 //!
-//! Times in requests are RFC 3339 or Unix seconds like the Prometheus API;
-//! times in answers are milliseconds since the epoch. Queries run on
-//! blocking threads.
+//! Times in requests are RFC 3339 or Unix seconds like the Prometheus API,
+//! between 1970 and the end of 9999 (anything else is a 400, never
+//! arithmetic on extremes); times in answers are milliseconds since the
+//! epoch. Queries run on query threads (`query::run`), after the limits
+//! every query language shares (`base::limits`, checked by the search
+//! crate).
 
 use std::sync::Arc;
 
@@ -32,6 +35,11 @@ use store::Labels;
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
+/// The times a search may name: from the epoch (perch stamps messages as it
+/// receives them) to the last millisecond of 9999.
+const MIN_TIME_MS: i64 = 0;
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+const DAY_MS: i64 = 86_400_000;
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
@@ -59,20 +67,33 @@ impl FromRequestParts<SharedState> for Index {
 /// The index's answers, with their keys sorted as they have always been.
 type Found<T> = Result<Success<SortedKeys<T>>, ApiError>;
 
+/// Runs `f` on a query thread (`query::run`: a large stack, a bounded
+/// number at once, shared with PromQL and InfluxQL): tantivy's parser
+/// recurses, and the limits keep it well within even a small stack, but a
+/// query thread leaves no doubt.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
 ) -> Found<T> {
-    let found = tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let found = query::run(move || Ok(f())).await??;
     Ok(Success(SortedKeys(found)))
 }
 
-fn time_param(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
-    match p.get(key).filter(|s| !s.is_empty()) {
-        Some(s) => Ok(parse_time(s, key)?),
-        None => Ok(default),
+/// A time parameter, if given, within what search covers.
+fn opt_time_param(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(s) = p.get(key).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let t = parse_time(s, key)?;
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&t) {
+        return Err(ApiError::invalid(format!(
+            "invalid parameter {key:?}: {s:?} is outside the times search covers, 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+        )));
     }
+    Ok(Some(t))
+}
+
+fn time_param(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
+    Ok(opt_time_param(p, key)?.unwrap_or(default))
 }
 
 fn usize_param(p: &Params, key: &str, default: usize) -> Result<usize, ApiError> {
@@ -98,8 +119,8 @@ async fn search(Index(s): Index, QueryParams(p): QueryParams) -> Found<search::S
     };
     let req = SearchRequest {
         q: p.get("q").unwrap_or("").to_string(),
-        start: time_param(&p, "start", i64::MIN)?,
-        end: time_param(&p, "end", i64::MAX)?,
+        start: time_param(&p, "start", MIN_TIME_MS)?,
+        end: time_param(&p, "end", MAX_TIME_MS)?,
         limit: usize_param(&p, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT),
         offset: usize_param(&p, "offset", 0)?,
         sort,
@@ -112,12 +133,16 @@ async fn histogram(
     Index(s): Index,
     QueryParams(p): QueryParams,
 ) -> Found<search::Histogram> {
-    let end = time_param(&p, "end", app.storage.now_ms())?;
-    let start = time_param(&p, "start", end.saturating_sub(86_400_000))?;
+    // Both checked before either default is filled in.
+    let start = opt_time_param(&p, "start")?;
+    let now = app.storage.now_ms().clamp(MIN_TIME_MS, MAX_TIME_MS);
+    let end = opt_time_param(&p, "end")?.unwrap_or(now);
+    let start = start.unwrap_or(end.saturating_sub(DAY_MS).max(MIN_TIME_MS));
     let step = match p.get("step").filter(|s| !s.is_empty()) {
         Some(st) => parse_duration_ms(st, "step")?,
-        // About 100 bars, whole seconds.
-        None => (end.saturating_sub(start) / 100 / 1000 + 1) * 1000,
+        // About 100 bars, whole seconds (start and end are within the
+        // range above, so this cannot overflow).
+        None => (end.saturating_sub(start).max(0) / 100 / 1000 + 1) * 1000,
     };
     let q = p.get("q").unwrap_or("").to_string();
     blocking(move || s.histogram(&q, start, end, step)).await
@@ -141,7 +166,10 @@ async fn series_search(
     QueryParams(p): QueryParams,
 ) -> Result<Success<SeriesFound>, ApiError> {
     let limit = usize_param(&p, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT);
-    let q = SeriesQuery::new(p.get("q").unwrap_or(""));
+    let q = p.get("q").unwrap_or("");
+    // Every word is compared with every series.
+    base::limits::check_words("series search", q)?;
+    let q = SeriesQuery::new(q);
     let storage = app.storage.clone();
     let found = tokio::task::spawn_blocking(move || {
         let all = storage.select(&[], i64::MIN, i64::MAX);

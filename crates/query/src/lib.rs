@@ -39,6 +39,12 @@ impl base::HasKind for QueryError {
     }
 }
 
+impl From<base::limits::LimitError> for QueryError {
+    fn from(e: base::limits::LimitError) -> QueryError {
+        QueryError::BadData(e.to_string())
+    }
+}
+
 impl From<base::selector::SelectorError> for QueryError {
     fn from(e: base::selector::SelectorError) -> QueryError {
         QueryError::BadData(e.0)

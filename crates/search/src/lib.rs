@@ -60,6 +60,10 @@ pub enum SearchError {
     BadQuery(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Too long, too deep or too many terms (`base::limits`), found before
+    /// tantivy's parser, which recurses, sees the query.
+    #[error(transparent)]
+    Limit(#[from] base::limits::LimitError),
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
     #[error("I/O error: {0}")]
@@ -74,7 +78,9 @@ impl base::HasKind for SearchError {
     fn kind(&self) -> base::ErrorKind {
         use base::ErrorKind as K;
         match self {
-            SearchError::BadQuery(_) | SearchError::BadRequest(_) => K::InvalidArgument,
+            SearchError::BadQuery(_) | SearchError::BadRequest(_) | SearchError::Limit(_) => {
+                K::InvalidArgument
+            }
             SearchError::Stopped => K::Unavailable,
             SearchError::Damaged(_) => K::DataLoss,
             SearchError::Index(_) | SearchError::Io(_) => K::Internal,
@@ -85,7 +91,10 @@ impl base::HasKind for SearchError {
 impl SearchError {
     /// The request was at fault (HTTP 400), not the index.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, SearchError::BadQuery(_) | SearchError::BadRequest(_))
+        matches!(
+            self,
+            SearchError::BadQuery(_) | SearchError::BadRequest(_) | SearchError::Limit(_)
+        )
     }
 }
 
@@ -151,6 +160,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// The schema and the query parser, with no day open yet.
+    fn new() -> Shared {
+        let (schema, fields) = Fields::build();
+        let template = tantivy::Index::create_in_ram(schema);
+        schema::register_tokenizers(&template);
+        let mut parser = QueryParser::for_index(&template, vec![fields.payload, fields.topic]);
+        parser.set_conjunction_by_default();
+        parser.allow_regexes();
+        Shared {
+            fields,
+            parser,
+            periods: RwLock::new(BTreeMap::new()),
+            counters: Counters::default(),
+            problems: Mutex::new(Vec::new()),
+            queued_messages: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            disk_bytes: AtomicU64::new(0),
+            disk_budget: AtomicU64::new(0),
+        }
+    }
+
     fn problem(&self, p: String) {
         let mut v = self.problems.lock();
         if !v.contains(&p) {
@@ -160,6 +190,14 @@ impl Shared {
             }
         }
     }
+}
+
+/// Reads a query as a search does, without an index: for the fuzz targets
+/// (`fuzz/`), which feed it any text.
+#[doc(hidden)]
+pub fn parse_query(q: &str) -> Result<(), SearchError> {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    query::parse(SHARED.get_or_init(Shared::new), q).map(|_| ())
 }
 
 pub struct Search {
@@ -180,23 +218,7 @@ impl Search {
     ) -> Result<Arc<Search>, SearchError> {
         let root = data_dir.join("search");
         std::fs::create_dir_all(&root)?;
-        let (schema, fields) = Fields::build();
-        let template = tantivy::Index::create_in_ram(schema);
-        schema::register_tokenizers(&template);
-        let mut parser = QueryParser::for_index(&template, vec![fields.payload, fields.topic]);
-        parser.set_conjunction_by_default();
-        parser.allow_regexes();
-        let shared = Arc::new(Shared {
-            fields,
-            parser,
-            periods: RwLock::new(BTreeMap::new()),
-            counters: Counters::default(),
-            problems: Mutex::new(Vec::new()),
-            queued_messages: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            disk_bytes: AtomicU64::new(0),
-            disk_budget: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new());
         open_periods(&root, &shared, clock.now_ms())?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
         let mut ctx = writer::Writer::new(

@@ -75,8 +75,12 @@ pub struct Histogram {
     pub buckets: Vec<(i64, u64)>,
 }
 
-/// `q` as a tantivy query; empty or `*` matches everything.
+/// `q` as a tantivy query; empty or `*` matches everything. The limits
+/// every query language shares (`base::limits`) are checked first: tantivy's
+/// parser recurses on every `(` and `NOT`, and a stack overflow would abort
+/// the whole process.
 pub(super) fn parse(shared: &Shared, q: &str) -> Result<Box<dyn Query>, SearchError> {
+    base::limits::check_search(q)?;
     let q = q.trim();
     if q.is_empty() || q == "*" {
         return Ok(Box::new(AllQuery));
@@ -171,7 +175,9 @@ fn within(shared: &Shared, query: &dyn Query, p: &Period, start: i64, end: i64) 
 
 pub(super) fn search(shared: &Shared, req: &SearchRequest) -> Result<SearchResult, SearchError> {
     if req.start > req.end {
-        return Err(SearchError::BadRequest("end is before start".into()));
+        return Err(SearchError::BadRequest(
+            "invalid parameter \"end\": end is before start".into(),
+        ));
     }
     let want = req.offset.saturating_add(req.limit);
     if want > MAX_WINDOW {
@@ -256,17 +262,25 @@ pub(super) fn histogram(
     step: i64,
 ) -> Result<Histogram, SearchError> {
     if step <= 0 {
-        return Err(SearchError::BadRequest("step must be positive".into()));
+        return Err(SearchError::BadRequest(
+            "invalid parameter \"step\": must be positive".into(),
+        ));
     }
     if start > end {
-        return Err(SearchError::BadRequest("end is before start".into()));
+        return Err(SearchError::BadRequest(
+            "invalid parameter \"end\": end is before start".into(),
+        ));
     }
-    let n = (end - start) / step + 1;
-    if n > MAX_BUCKETS {
-        return Err(SearchError::BadRequest(format!(
-            "{n} buckets: at most {MAX_BUCKETS}; use a larger step"
-        )));
-    }
+    // Checked: the extremes of i64 must not wrap around into a wrong answer.
+    let n = end
+        .checked_sub(start)
+        .and_then(|span| (span / step).checked_add(1))
+        .filter(|&n| n <= MAX_BUCKETS)
+        .ok_or_else(|| {
+            SearchError::BadRequest(format!(
+                "[start, end] in steps of {step} ms makes more than {MAX_BUCKETS} buckets; use a larger step or a shorter range"
+            ))
+        })?;
     let query = parse(shared, q)?;
     let mut counts = vec![0u64; n as usize];
     for p in periods(shared, start, end) {
@@ -292,6 +306,7 @@ pub(super) fn histogram(
         buckets: counts
             .into_iter()
             .enumerate()
+            // At most `end`: n − 1 steps from `start` fit in [start, end].
             .map(|(i, c)| (start + i as i64 * step, c))
             .collect(),
     })
@@ -348,7 +363,9 @@ impl SegmentCollector for SegmentBuckets {
 
     fn collect(&mut self, doc: DocId, _: Score) {
         if let Some(t) = self.column.first(doc) {
-            let i = (t - self.start).div_euclid(self.step);
+            let Some(i) = t.checked_sub(self.start).map(|d| d.div_euclid(self.step)) else {
+                return;
+            };
             if let Some(c) = usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)) {
                 *c += 1;
             }
@@ -380,4 +397,38 @@ fn escape_html(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_queries_are_refused_before_tantivy_parses_them() {
+        let refused = |q: &str| match crate::parse_query(q) {
+            Err(SearchError::Limit(e)) => e.to_string(),
+            other => panic!("{q:.40}…: {other:?}"),
+        };
+        let deep = format!("{}a{}", "(".repeat(3000), ")".repeat(3000));
+        assert_eq!(
+            refused(&deep),
+            "search query nests deeper than 250 levels (at byte 250)"
+        );
+        let nots = format!("{}a", "NOT ".repeat(3000));
+        assert_eq!(
+            refused(&nots),
+            "search query has more than 250 parentheses and NOT operators (at byte 1000); split it up"
+        );
+        // At the limit tantivy's parser runs within a test thread's 2 MiB
+        // stack (a blocking thread's): strict, then lenient for the message.
+        let at_limit = format!("{}a{}", "(".repeat(250), ")".repeat(250));
+        assert!(crate::parse_query(&at_limit).is_ok());
+        let at_limit = format!("{}a{}", "(NOT ".repeat(125), ")".repeat(124));
+        assert!(matches!(
+            crate::parse_query(&at_limit),
+            Err(SearchError::BadQuery(_))
+        ));
+        let at_limit = format!("{}a", "NOT ".repeat(250));
+        let _ = crate::parse_query(&at_limit);
+    }
 }

@@ -84,6 +84,10 @@ pub enum ParseError {
     SelectInto,
     #[error("empty query")]
     Empty,
+    /// Too long, too deeply nested or too many operators
+    /// (`base::limits`), found before parsing.
+    #[error(transparent)]
+    Limit(#[from] base::limits::LimitError),
 }
 
 impl base::HasKind for ParseError {
@@ -800,9 +804,39 @@ impl Parser {
     }
 }
 
-/// Parses one or more statements separated by `;`.
+/// Holds the tokens to the limits every query language shares
+/// (`base::limits`): nesting of parentheses (the parser recurses once per
+/// level), operators (each a level of the condition tree) and list items
+/// (each field a column of every row). Positions in the message are byte
+/// offsets, as for the other languages.
+fn check_limits(q: &str, toks: &[(Token, usize)]) -> Result<(), ParseError> {
+    let mut scan = base::limits::Scan::new("InfluxQL query", "operators and list items");
+    for (t, at) in toks {
+        let r = match t {
+            Token::LParen => scan.open(*at),
+            Token::RParen => {
+                scan.close();
+                Ok(())
+            }
+            Token::Op(_) | Token::Comma => scan.item(*at),
+            Token::Ident(k) if k.eq_ignore_ascii_case("and") || k.eq_ignore_ascii_case("or") => {
+                scan.item(*at)
+            }
+            _ => Ok(()),
+        };
+        // Tokens know their character; the message gives the byte.
+        r.map_err(|e| e.map_at(|c| q.char_indices().nth(c).map_or(q.len(), |(b, _)| b)))?;
+    }
+    Ok(())
+}
+
+/// Parses one or more statements separated by `;`, after checking the
+/// limits every query language shares (`base::limits`): the length before
+/// lexing, nesting and operators before parsing.
 pub fn parse(q: &str) -> Result<Vec<Statement>, ParseError> {
+    base::limits::check_length("InfluxQL query", q)?;
     let toks = lex(q)?;
+    check_limits(q, &toks)?;
     let mut p = Parser { toks, pos: 0 };
     let mut out = Vec::new();
     loop {
@@ -1421,6 +1455,49 @@ mod tests {
             error("SELECT mean(v FROM m").to_string(),
             "found FROM, expected ) at char 15"
         );
+    }
+
+    #[test]
+    fn deep_long_and_operator_heavy_queries_are_refused_before_parsing() {
+        let deep = format!(
+            "SELECT * FROM m WHERE {}a = 1{}",
+            "(".repeat(50_000),
+            ")".repeat(50_000)
+        );
+        assert_eq!(
+            error(&deep).to_string(),
+            "InfluxQL query nests deeper than 250 levels (at byte 272)"
+        );
+        // Positions are bytes, also after multi-byte characters.
+        let deep = format!("SELECT * FROM \"é\" WHERE {}a = 1", "(".repeat(300));
+        assert_eq!(
+            error(&deep).to_string(),
+            "InfluxQL query nests deeper than 250 levels (at byte 275)"
+        );
+        let calls = format!("SELECT {}a{} FROM m", "mean(".repeat(300), ")".repeat(300));
+        assert!(matches!(error(&calls), ParseError::Limit(_)));
+        let chain = format!("SELECT * FROM m WHERE {}", vec!["a = 1"; 600].join(" AND "));
+        assert_eq!(
+            error(&chain).to_string(),
+            "InfluxQL query has more than 1000 operators and list items (at byte 5024); split it up"
+        );
+        let fields = format!("SELECT {} FROM m", vec!["a"; 1002].join(","));
+        assert_eq!(
+            error(&fields).to_string(),
+            "InfluxQL query has more than 1000 operators and list items (at byte 2008); split it up"
+        );
+        let long = format!("SELECT * FROM {}", "m".repeat(300_000));
+        assert_eq!(
+            error(&long).to_string(),
+            "InfluxQL query is 300014 bytes long, more than the limit of 262144 bytes"
+        );
+        // Within the limits, deep is fine.
+        let ok = format!(
+            "SELECT * FROM m WHERE {}a = 1{}",
+            "(".repeat(250),
+            ")".repeat(250)
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

@@ -33,80 +33,10 @@ use super::QueryError;
 use config::QueryConfig;
 use store::Storage;
 
-/// Operators (and operator characters) a query may contain. The parser
-/// needs time quadratic in long operator chains (10 000 terms: seconds).
-pub const MAX_OPERATORS: usize = 1000;
-/// Nesting depth of the expression tree: evaluation recurses once per level.
-pub const MAX_DEPTH: usize = 250;
-/// Query text length (Grafana's longest generated regexes stay far below).
-pub const MAX_QUERY_BYTES: usize = 256 * 1024;
-
-/// Checks the query text before the parser sees it.
-fn precheck(q: &str) -> Result<(), QueryError> {
-    if q.len() > MAX_QUERY_BYTES {
-        return Err(QueryError::BadData(format!(
-            "query is {} bytes long, the limit is {MAX_QUERY_BYTES}",
-            q.len()
-        )));
-    }
-    let b = q.as_bytes();
-    let (mut ops, mut depth, mut max_depth) = (0usize, 0usize, 0usize);
-    let mut i = 0;
-    let mut in_braces = false;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'"' | b'\'' | b'`' => {
-                // Skip the string literal (backslash escapes except in `raw`).
-                i += 1;
-                while i < b.len() && b[i] != c {
-                    if b[i] == b'\\' && c != b'`' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'{' => in_braces = true,
-            b'}' => in_braces = false,
-            b'(' | b'[' => {
-                depth += 1;
-                max_depth = max_depth.max(depth);
-            }
-            b')' | b']' => depth = depth.saturating_sub(1),
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' if !in_braces => {
-                ops += 1
-            }
-            c if c.is_ascii_alphabetic() && !in_braces => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                    i += 1;
-                }
-                if matches!(&q[start..i], "and" | "or" | "unless" | "atan2") {
-                    ops += 1;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if ops > MAX_OPERATORS {
-        return Err(QueryError::BadData(format!(
-            "query has more than {MAX_OPERATORS} operators; split it up"
-        )));
-    }
-    if max_depth > MAX_DEPTH {
-        return Err(QueryError::BadData(format!(
-            "query nests deeper than {MAX_DEPTH} levels"
-        )));
-    }
-    Ok(())
-}
+/// The input limits every query language shares (`base::limits`): query
+/// text length, nesting depth (evaluation recurses once per level) and
+/// operators (the parser needs time quadratic in long operator chains).
+pub use base::limits::{MAX_DEPTH, MAX_ITEMS as MAX_OPERATORS, MAX_QUERY_BYTES};
 
 fn depth(e: &Expr, limit: usize) -> usize {
     if limit == 0 {
@@ -126,15 +56,19 @@ fn depth(e: &Expr, limit: usize) -> usize {
 
 /// Parses a query, refusing what would be too costly to parse or evaluate.
 pub fn parse(q: &str) -> Result<Expr, QueryError> {
-    precheck(q)?;
+    base::limits::check_promql("query", q)?;
     let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(q))
         .map_err(|_| QueryError::BadData("the query could not be parsed".into()))?;
     let expr =
         parsed.map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))?;
+    // Chains of operators nest too, without brackets.
     if depth(&expr, MAX_DEPTH + 1) > MAX_DEPTH {
-        return Err(QueryError::BadData(format!(
-            "query nests deeper than {MAX_DEPTH} levels"
-        )));
+        return Err(base::limits::LimitError::TooDeep {
+            what: "query",
+            limit: MAX_DEPTH,
+            at: None,
+        }
+        .into());
     }
     Ok(expr)
 }
