@@ -152,14 +152,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
-    let mut stop = shutdown.clone();
     let app = perch_http::router(state.clone());
-    // Client addresses key the sign-in rate limiter.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+    // With each client's address (it keys the sign-in limiter), and the
+    // header timeout and per-address connection cap of `[http]`.
+    perch_http::serve(listener, app, &config.http, shutdown.clone())
         .await
         .context("HTTP server failed")?;
     let _ = control_task.await;

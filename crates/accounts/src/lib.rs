@@ -8,13 +8,15 @@ mod limiter;
 mod sessions;
 mod tokens;
 
-pub use limiter::LoginLimiter;
+pub use limiter::{Held, LoginLimiter, CONCURRENT_VERIFICATIONS};
 pub use sessions::{Session, SESSION_TTL_MS};
 pub use tokens::{constant_time_eq, TokenInfo};
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
@@ -101,6 +103,19 @@ impl base::HasKind for AccountError {
 
 pub const MIN_PASSWORD: usize = 8;
 
+/// The file in the data directory saying people have had accounts here.
+pub const ACCOUNTS_MARKER: &str = "accounts-existed";
+
+/// What [`Accounts::sign_in`] decided.
+#[derive(Debug)]
+pub enum SignIn {
+    Valid(UserInfo),
+    /// An unknown user or a wrong password (deliberately alike).
+    Wrong,
+    /// Not checked: see [`Held`].
+    Held(Held),
+}
+
 /// A user as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredUser {
@@ -133,10 +148,6 @@ impl StoredUser {
     }
 }
 
-/// Argon2 verifications running at once: each takes ~19 MiB and a core, so
-/// a flood of guesses must queue rather than exhaust a Pi's memory.
-pub const CONCURRENT_VERIFICATIONS: usize = 2;
-
 /// Successful verifications are remembered for a while, keyed by a salted
 /// hash of the credentials, so a client sending Basic auth on every request
 /// (Grafana does) does not cost an argon2 hash each time.
@@ -147,7 +158,8 @@ pub struct Accounts {
     users: sled::Tree,
     sessions: sled::Tree,
     tokens: sled::Tree,
-    /// Failed sign-ins, by client address and by user name.
+    /// Failed sign-ins, by client address and by user name, and the bound
+    /// on argon2 checks ([`Accounts::sign_in`]).
     pub limiter: LoginLimiter,
     cache: Mutex<HashMap<[u8; 32], (UserInfo, Instant)>>,
     cache_salt: [u8; 16],
@@ -157,6 +169,8 @@ pub struct Accounts {
     /// Verified against for unknown names, so that they take as long as
     /// known ones and do not reveal which names exist.
     dummy_hash: std::sync::OnceLock<String>,
+    /// The "accounts existed" marker, see [`Accounts::accounts_lost`].
+    marker: Option<std::path::PathBuf>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -191,6 +205,14 @@ impl Accounts {
             generation: Default::default(),
             dummy_hash: Default::default(),
             cache_salt,
+            marker: trees.data_dir().map(|d| d.join(ACCOUNTS_MARKER)),
+        })
+        .and_then(|a| {
+            // Boxes whose people predate the marker get it now.
+            if a.has_people() {
+                a.mark_people()?;
+            }
+            Ok(a)
         })
     }
 
@@ -238,6 +260,9 @@ impl Accounts {
             return Err(AccountError::Exists(name.to_string()));
         }
         self.users.flush()?;
+        if role != Role::Device {
+            self.mark_people()?;
+        }
         Ok(stored.info(name))
     }
 
@@ -288,6 +313,41 @@ impl Accounts {
             .unwrap_or(true)
     }
 
+    /// The box had people's accounts, but its database no longer does: the
+    /// database was damaged and set aside (or deleted). Onboarding must not
+    /// hand the box to whoever reaches it first; an admin is created on the
+    /// box itself instead. Known from a marker file in the data directory,
+    /// outside the database, written with the first person's account.
+    pub fn accounts_lost(&self) -> bool {
+        self.marker.as_ref().is_some_and(|m| m.exists()) && !self.has_people()
+    }
+
+    /// Why onboarding is refused, with what to do, when [`Accounts::accounts_lost`].
+    pub fn accounts_lost_reason(&self) -> Option<String> {
+        let dir = self.marker.as_ref()?.parent()?;
+        self.accounts_lost().then(|| {
+            format!(
+                "this box had accounts; its database was damaged and set aside, so nobody can sign in and onboarding is closed; create an admin on the box itself: perch user add NAME --role admin --password-stdin --data-dir {}",
+                dir.display()
+            )
+        })
+    }
+
+    fn mark_people(&self) -> Result<(), AccountError> {
+        let Some(m) = &self.marker else {
+            return Ok(());
+        };
+        if m.exists() {
+            return Ok(());
+        }
+        std::fs::write(
+            m,
+            "perch: people have had accounts on this box. If its database is lost, onboarding stays closed until an admin is created with `perch user add`.\n",
+        )
+        .and_then(|_| std::fs::File::open(m)?.sync_all())
+        .map_err(|e| AccountError::Store(e.into()))
+    }
+
     fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.cache_salt);
@@ -306,6 +366,71 @@ impl Accounts {
             .get(&key)
             .filter(|(_, at)| at.elapsed() < VERIFY_CACHE_TTL)
             .map(|(info, _)| info.clone())
+    }
+
+    /// A sign-in with a name and password from `address`, as every front
+    /// end makes it (HTTP Basic, the sign-in page, MQTT CONNECT), through
+    /// the [`LoginLimiter`]: held back after failures, credentials verified
+    /// recently passed at once, others verified on the blocking pool at
+    /// most [`CONCURRENT_VERIFICATIONS`] at a time, and a failure answered
+    /// after the limiter's delay.
+    pub async fn sign_in(
+        self: &Arc<Self>,
+        address: Option<IpAddr>,
+        name: &str,
+        password: &str,
+        now_ms: i64,
+    ) -> SignIn {
+        let limiter = &self.limiter;
+        let plausible = valid_name(name);
+        if let Err(held) = limiter.check(address, name, plausible, now_ms) {
+            return SignIn::Held(held);
+        }
+        if let Some(user) = self.verify_cached(name, password) {
+            limiter.succeeded(address, name, now_ms);
+            return SignIn::Valid(user);
+        }
+        let pending = match limiter.enter(address) {
+            Ok(p) => p,
+            Err(held) => return SignIn::Held(held),
+        };
+        // The address's turn is held until the answer, failure delay and all.
+        let _address_turn = match pending.turn().await {
+            Ok(t) => t,
+            Err(held) => return SignIn::Held(held),
+        };
+        let verified = {
+            let _turn = match limiter.verification().await {
+                Ok(t) => t,
+                Err(held) => return SignIn::Held(held),
+            };
+            // Failures counted while this one waited may hold it back now,
+            // and the same credentials may have been verified meanwhile
+            // (a dashboard's panels at once).
+            if let Err(held) = limiter.check(address, name, plausible, now_ms) {
+                return SignIn::Held(held);
+            }
+            if let Some(user) = self.verify_cached(name, password) {
+                limiter.succeeded(address, name, now_ms);
+                return SignIn::Valid(user);
+            }
+            let (accounts, n, p) = (self.clone(), name.to_string(), password.to_string());
+            tokio::task::spawn_blocking(move || accounts.verify(&n, &p))
+                .await
+                .ok()
+                .flatten()
+        };
+        match verified {
+            Some(user) => {
+                limiter.succeeded(address, name, now_ms);
+                SignIn::Valid(user)
+            }
+            None => {
+                let delay = limiter.failed(address, name, plausible, now_ms);
+                tokio::time::sleep(delay).await;
+                SignIn::Wrong
+            }
+        }
     }
 
     /// Checks a name and password; `None` for an unknown user or a wrong

@@ -3,10 +3,14 @@
 //! session cookie (the dashboard), `Authorization: Basic` (a user),
 //! `Bearer` or `Token` (an API token; `Token` is what InfluxDB clients send),
 //! or, for GET only, an API token in a `token` query parameter (players).
-//! Failed attempts count against the client address in the accounts'
-//! rate limiter, whatever the scheme, and are recorded in the recent
-//! problems the Overview shows (`base::problems`), as are requests refused
-//! for the account's role.
+//! Passwords go through the accounts' sign-in limiter, shared with MQTT
+//! (`accounts::LoginLimiter`: failures held per address and user name, per
+//! user name, and slowed per address); a held-back sign-in gets 429 with
+//! `Retry-After`, a full sign-in queue 503. Unknown API tokens are counted
+//! per address: past a few a minute the answer is 429, though a valid token
+//! always passes. Refusals are recorded in the recent problems the Overview
+//! shows (`base::problems`), as are requests refused for the account's
+//! role.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,7 +24,7 @@ use base::ErrorKind;
 use base64::Engine;
 
 use super::{ApiError, SharedState};
-use accounts::{constant_time_eq, Accounts, Role, UserInfo, CONCURRENT_VERIFICATIONS};
+use accounts::{constant_time_eq, Held, Role, SignIn, UserInfo};
 
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "perch_session";
@@ -93,12 +97,30 @@ fn sign_in() -> ApiError {
     ApiError::unauthenticated("sign in").with_challenge()
 }
 
-pub fn too_many(retry_after_secs: u64) -> ApiError {
-    ApiError::new(
-        ErrorKind::RateLimited,
-        format!("too many failed sign-ins; try again in {retry_after_secs} s"),
-    )
-    .with_retry_after(retry_after_secs)
+/// The answer to a sign-in the limiter held back: 429 after failures, 503
+/// while too many sign-ins are in progress; both say when to retry.
+pub fn too_many(held: Held) -> ApiError {
+    match held {
+        Held::Blocked { retry_after_secs } => ApiError::new(
+            ErrorKind::RateLimited,
+            format!("too many failed sign-ins; try again in {retry_after_secs} s"),
+        )
+        .with_retry_after(retry_after_secs),
+        Held::Busy { retry_after_secs } => ApiError::new(
+            ErrorKind::Unavailable,
+            format!("too many sign-ins in progress; try again in {retry_after_secs} s"),
+        )
+        .with_retry_after(retry_after_secs),
+    }
+}
+
+/// Why a held-back sign-in was refused, for the recent problems: without
+/// the wait, so that a flood is one line there.
+fn held_reason(held: Held) -> &'static str {
+    match held {
+        Held::Blocked { .. } => "too many failed sign-ins: held back",
+        Held::Busy { .. } => "too many sign-ins in progress: asked to retry",
+    }
 }
 
 /// Decodes `Authorization: Basic base64(user:password)`.
@@ -273,7 +295,6 @@ pub async fn authenticate(
             }
         };
     let ip = client_ip(req.extensions());
-    let ip_key = vec![client_key(req.extensions())];
     let principal = match cred {
         Credential::Session(cookie) => {
             let Some((user, session)) = app.accounts.session(&cookie, now_ms) else {
@@ -312,12 +333,8 @@ pub async fn authenticate(
                     "cross-site request with Basic credentials refused",
                 ));
             }
-            let mut keys = ip_key;
-            if Accounts::plausible_name(&name) {
-                keys.push(format!("user:{name}"));
-            }
             let who = name.clone();
-            match check_password(&app, &keys, now_ms, name, password).await {
+            match check_password(&app, ip, now_ms, &name, &password).await {
                 Verdict::Valid(user) => Principal {
                     user,
                     via: Via::Password,
@@ -330,29 +347,31 @@ pub async fn authenticate(
                         "invalid user name or password",
                     ));
                 }
-                Verdict::Blocked(wait) => {
-                    let e = too_many(wait);
-                    report_sign_in(&app, &who, ip, e.message());
-                    return Err(e);
+                Verdict::Blocked(held) => {
+                    report_sign_in(&app, &who, ip, held_reason(held));
+                    return Err(too_many(held));
                 }
             }
         }
         Credential::Token(secret) => {
-            // A token check is a hash lookup: no queue, no pre-counting.
-            if let Err(wait) = app.accounts.limiter.check(&ip_key, now_ms) {
-                let e = too_many(wait);
-                report_sign_in(&app, "anonymous", ip, e.message());
-                return Err(e);
-            }
+            // A token check is a hash lookup: no queue. A valid token always
+            // passes; only the answer to unknown ones changes with their
+            // number.
             match app.accounts.verify_token(&secret, now_ms) {
                 Some(user) => Principal {
                     user,
                     via: Via::Token,
                 },
                 None => {
-                    app.accounts.limiter.failed(&ip_key, now_ms);
                     let why = "invalid or deleted API token";
                     report_sign_in(&app, "anonymous", ip, why);
+                    if let Some(wait) = app.accounts.limiter.token_failed(ip, now_ms) {
+                        return Err(ApiError::new(
+                            ErrorKind::RateLimited,
+                            format!("too many invalid API tokens; try again in {wait} s"),
+                        )
+                        .with_retry_after(wait));
+                    }
                     return Err(unauthorized_for(req.headers(), why));
                 }
             }
@@ -367,13 +386,14 @@ pub async fn authenticate(
 pub enum Verdict {
     Valid(UserInfo),
     Wrong,
-    /// The rate limiter holds these keys back for this many seconds.
-    Blocked(u64),
+    /// Not checked: held back after failures, or too many in progress.
+    Blocked(Held),
 }
 
 /// [`check_password`] for the dashboard's sign-in page, which records what
 /// it refuses in the recent problems: a wrong password, an unknown user, too
-/// many failures, a device account (which may not sign in there).
+/// many failures, a device account (which may not sign in there). `keys`
+/// are the limiter's keys the page had (`ip:<address>` names the client).
 pub async fn verify_password(
     app: &SharedState,
     keys: &[String],
@@ -385,59 +405,34 @@ pub async fn verify_password(
         .iter()
         .find_map(|k| k.strip_prefix("ip:"))
         .and_then(|ip| ip.parse().ok());
-    let who = name.clone();
-    let verdict = check_password(app, keys, now_ms, name, password).await;
+    let verdict = check_password(app, ip, now_ms, &name, &password).await;
     let why = match &verdict {
         Verdict::Valid(user) if user.role == Role::Device => {
             "device accounts cannot sign in to the dashboard".to_string()
         }
         Verdict::Valid(_) => return verdict,
-        Verdict::Wrong => wrong_password_reason(app, &who, "sign-in page"),
-        Verdict::Blocked(wait) => too_many(*wait).message().to_string(),
+        Verdict::Wrong => wrong_password_reason(app, &name, "sign-in page"),
+        Verdict::Blocked(held) => held_reason(*held).to_string(),
     };
-    report_sign_in(app, &who, ip, &why);
+    report_sign_in(app, &name, ip, &why);
     verdict
 }
 
-/// Checks a password against the rate limiter's `keys`. Credentials
-/// verified recently pass at once (Grafana's parallel panels send Basic
-/// on every request); others take an argon2 run off the async workers, at
-/// most [`CONCURRENT_VERIFICATIONS`] at once, and are checked against the
-/// limiter again once their turn comes — so a burst of parallel guesses
-/// queues and is cut off after the limit, not verified in full.
+/// Checks a password from `ip` through the accounts' sign-in limiter,
+/// shared with MQTT ([`accounts::Accounts::sign_in`]): credentials verified
+/// recently pass at once (Grafana's parallel panels send Basic on every
+/// request); others queue for one of a few argon2 checks.
 async fn check_password(
     app: &SharedState,
-    keys: &[String],
+    ip: Option<IpAddr>,
     now_ms: i64,
-    name: String,
-    password: String,
+    name: &str,
+    password: &str,
 ) -> Verdict {
-    static PERMITS: tokio::sync::Semaphore =
-        tokio::sync::Semaphore::const_new(CONCURRENT_VERIFICATIONS);
-    let limiter = &app.accounts.limiter;
-    if let Err(wait) = limiter.check(keys, now_ms) {
-        return Verdict::Blocked(wait);
-    }
-    if let Some(user) = app.accounts.verify_cached(&name, &password) {
-        return Verdict::Valid(user);
-    }
-    let Ok(_permit) = PERMITS.acquire().await else {
-        return Verdict::Wrong;
-    };
-    if let Err(wait) = limiter.check(keys, now_ms) {
-        return Verdict::Blocked(wait);
-    }
-    let accounts = app.accounts.clone();
-    let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
-        .await
-        .ok()
-        .flatten();
-    match verified {
-        Some(user) => Verdict::Valid(user),
-        None => {
-            limiter.failed(keys, now_ms);
-            Verdict::Wrong
-        }
+    match app.accounts.sign_in(ip, name, password, now_ms).await {
+        SignIn::Valid(user) => Verdict::Valid(user),
+        SignIn::Wrong => Verdict::Wrong,
+        SignIn::Held(held) => Verdict::Blocked(held),
     }
 }
 

@@ -4,12 +4,55 @@
 //! kind into the status code and Prometheus' `errorType`, and
 //! [`ApiError::into_response`] renders every shape. Other crates know
 //! nothing of HTTP: they say the kind of their errors through
-//! [`base::HasKind`].
+//! [`base::HasKind`]. Three statuses are HTTP's own, not a kind's: 408 (a
+//! body that did not arrive), 415 (a Content-Encoding perch cannot read),
+//! and hyper's own answers to requests it cannot parse (400, 414, 431),
+//! which get the same JSON body ([`automatic_body`]).
+//!
+//! A message never carries more than [`MAX_MESSAGE_BYTES`]; what it quotes
+//! of a request is cut to an [`excerpt`] first.
+
+use std::borrow::Cow;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base::{ErrorKind, HasKind};
 use serde::Serialize;
+
+/// What an error message quotes of a request (a series, a line, a value),
+/// at most, in bytes.
+pub const MAX_EXCERPT_BYTES: usize = 256;
+/// An error message, at most, in bytes: enough for a list of problems each
+/// quoting an excerpt.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary) with `…`
+/// added where it was cut.
+pub fn excerpt(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// The JSON body of an answer hyper gives itself (a request it cannot
+/// parse), in perch's own error shape.
+pub fn automatic_body(status: StatusCode, message: &str) -> Vec<u8> {
+    let body = PrometheusError {
+        error: message,
+        error_type: if status.is_server_error() {
+            "unavailable"
+        } else {
+            "bad_data"
+        },
+        status: "error",
+    };
+    serde_json::to_vec(&body).expect("serializable")
+}
 
 /// The one mapping of kinds to status codes and Prometheus `errorType`s.
 pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
@@ -56,6 +99,20 @@ pub enum ErrorBody {
     Control,
 }
 
+impl ErrorBody {
+    /// The shape of the API a path belongs to, for answers given before
+    /// its handler runs: the write APIs' own, perch's otherwise.
+    pub fn for_path(path: &str) -> ErrorBody {
+        match path {
+            "/write" => ErrorBody::InfluxV1,
+            "/api/v2/write" => ErrorBody::InfluxV2,
+            "/api/put" => ErrorBody::OpenTsdb,
+            "/api/v1/import" => ErrorBody::VictoriaMetrics,
+            _ => ErrorBody::Prometheus,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     kind: ErrorKind,
@@ -65,6 +122,8 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// Whether a 401 asks for Basic credentials (`WWW-Authenticate`).
     challenge: bool,
+    /// HTTP's own statuses (408, 415), which no kind has.
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -75,7 +134,22 @@ impl ApiError {
             body: ErrorBody::Prometheus,
             retry_after: None,
             challenge: false,
+            status: None,
         }
+    }
+
+    /// 408: the request's body did not arrive in time.
+    pub fn request_timeout(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(ErrorKind::DeadlineExceeded, message);
+        e.status = Some(StatusCode::REQUEST_TIMEOUT);
+        e
+    }
+
+    /// 415: a body in an encoding perch cannot read.
+    pub fn unsupported_encoding(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(ErrorKind::InvalidArgument, message);
+        e.status = Some(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        e
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -110,8 +184,11 @@ impl ApiError {
     }
 
     /// An extractor's refusal (axum's rejections carry a status, not a
-    /// kind), keeping its status.
+    /// kind), keeping its status; its message (which may quote the request)
+    /// cut to two excerpts' length.
     pub fn rejected(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let message: String = message.into();
+        let message = excerpt(&message, 2 * MAX_EXCERPT_BYTES).into_owned();
         let kind = match status {
             StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
             StatusCode::UNPROCESSABLE_ENTITY => ErrorKind::Unprocessable,
@@ -207,7 +284,9 @@ fn influx_v2_code(status: StatusCode) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error_type) = status_of(self.kind);
-        let message = self.message.as_str();
+        let status = self.status.unwrap_or(status);
+        let message = excerpt(&self.message, MAX_MESSAGE_BYTES);
+        let message = message.as_ref();
         let mut r = match self.body {
             ErrorBody::Prometheus => json(
                 status,
@@ -254,9 +333,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"perch\""),
             );
         }
+        // A full disk budget frees itself (the oldest data goes within a
+        // few seconds): writers that honour Retry-After come back then.
         let retry_after = self
             .retry_after
-            .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+            .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1))
+            .or((status == StatusCode::INSUFFICIENT_STORAGE).then_some(5));
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, seconds.into());
         }
@@ -347,6 +429,37 @@ mod tests {
         assert_eq!(header(&headers, "retry-after"), Some("42"));
         let (_, headers, _) = render(ApiError::internal("x")).await;
         assert_eq!(header(&headers, "retry-after"), None);
+    }
+
+    #[tokio::test]
+    async fn http_statuses_of_their_own_keep_the_json_body() {
+        let (status, _, body) = render(ApiError::request_timeout("slow")).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            body,
+            r#"{"error":"slow","errorType":"timeout","status":"error"}"#
+        );
+        let (status, headers, body) =
+            render(ApiError::unsupported_encoding("br").with_body(ErrorBody::InfluxV1)).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(body, r#"{"error":"br"}"#);
+        assert_eq!(header(&headers, "retry-after"), None);
+        let body = automatic_body(StatusCode::URI_TOO_LONG, "long");
+        assert_eq!(
+            body,
+            br#"{"error":"long","errorType":"bad_data","status":"error"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_and_excerpts_are_bounded() {
+        assert_eq!(excerpt("abc", 3), "abc");
+        assert_eq!(excerpt("abcd", 3), "abc…");
+        // Never inside a character.
+        assert_eq!(excerpt("aé", 2), "a…");
+        let (_, _, body) = render(ApiError::invalid("x".repeat(1 << 20))).await;
+        assert!(body.len() < MAX_MESSAGE_BYTES + 100, "{}", body.len());
+        assert!(body.contains("x…"));
     }
 
     #[test]

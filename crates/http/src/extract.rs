@@ -1,9 +1,14 @@
 //! What handlers take from a request, each refusing with an [`ApiError`]:
 //! Prometheus-style parameters ([`Params`], [`QueryParams`]), typed query
 //! strings and path segments ([`Query`], [`Path`]), the body as bytes
-//! ([`Body`]) or as JSON ([`JsonBody`]).
+//! ([`Body`]) or as JSON ([`JsonBody`]). Bodies are read within
+//! `http.body_timeout` of the request's arrival ([`BodyDeadline`]): one that
+//! stalls gets 408 and frees what it held.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
@@ -104,17 +109,62 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
-/// The whole body, within the route's `DefaultBodyLimit`.
+/// When a request's body must have arrived: `http.body_timeout` after the
+/// request did (set by `serve::request_limits`).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline {
+    pub at: tokio::time::Instant,
+    /// `http.body_timeout`, for the message.
+    pub limit: Duration,
+}
+
+/// Why a body could not be read.
+pub enum BodyError {
+    Rejected(BytesRejection),
+    /// Not whole by its [`BodyDeadline`]; carries `http.body_timeout`.
+    TimedOut(Duration),
+}
+
+impl BodyError {
+    /// 408 for a body that did not arrive; otherwise the rejection's status.
+    pub fn into_api_error(self) -> ApiError {
+        match self {
+            BodyError::TimedOut(limit) => ApiError::request_timeout(format!(
+                "the request body did not arrive within http.body_timeout ({})",
+                config::Duration(limit)
+            )),
+            BodyError::Rejected(r) => ApiError::rejected(r.status(), r.body_text()),
+        }
+    }
+}
+
+/// The whole body, within the route's `DefaultBodyLimit` and the request's
+/// [`BodyDeadline`].
+pub async fn bytes_within<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, BodyError> {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = Bytes::from_request(req, state);
+    let read = match deadline {
+        None => read.await,
+        Some(d) => match tokio::time::timeout_at(d.at, read).await {
+            Ok(read) => read,
+            Err(_) => return Err(BodyError::TimedOut(d.limit)),
+        },
+    };
+    read.map_err(BodyError::Rejected)
+}
+
+/// The whole body, within the route's `DefaultBodyLimit` and the request's
+/// [`BodyDeadline`].
 pub struct Body(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Body, ApiError> {
-        Bytes::from_request(req, state)
+        bytes_within(req, state)
             .await
             .map(Body)
-            .map_err(|r| ApiError::rejected(r.status(), r.body_text()))
+            .map_err(BodyError::into_api_error)
     }
 }
 

@@ -24,6 +24,7 @@ mod mqtt_api;
 mod prom_api;
 mod prom_wire;
 mod search_api;
+mod serve;
 mod status;
 mod web;
 mod wire;
@@ -42,6 +43,7 @@ use store::Storage;
 
 pub use auth::{Principal, Via};
 pub use error::{ApiError, ErrorBody};
+pub use serve::serve;
 
 /// Everything handlers use.
 pub struct AppState {
@@ -81,19 +83,16 @@ impl AppState {
 
 pub type SharedState = Arc<AppState>;
 
-/// Write requests handled at once (each holds up to `http.max_body_bytes`).
-const WRITES_IN_FLIGHT: usize = 4;
-
 pub fn router(state: SharedState) -> Router {
     let max_body = state.config.http.max_body_bytes.0 as usize;
-    // Bodies are held in memory while parsed: a few at a time bounds that
-    // memory however many clients write at once; the others wait their turn.
+    // Bodies are held in memory while parsed: the write handlers bound that
+    // memory, and how many are parsed at once, once each body is in (a slow
+    // upload must not hold a turn others wait for).
     let writes = Router::new()
         .route("/write", post(write::influx_v1))
         .route("/api/v2/write", post(write::influx_v2))
         .route("/api/put", post(write::opentsdb))
         .route("/api/v1/import", post(write::vm_import))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(WRITES_IN_FLIGHT))
         .route("/api/v1/publish", post(mqtt_api::publish))
         .route_layer(axum::middleware::from_fn(auth::writers));
     let reads = Router::new()
@@ -136,12 +135,19 @@ pub fn router(state: SharedState) -> Router {
         // Bodies are decompressed before the limit applies, so a small gzip
         // bomb cannot expand past it.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::decompression::RequestDecompressionLayer::new());
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Encodings it cannot read get perch's JSON error body.
+        .layer(axum::middleware::from_fn(serve::known_encodings));
     Router::new()
         .route("/healthz", get(status::healthz))
         .merge(accounts_api::public_routes())
         .merge(web::routes())
         .merge(api)
+        // Every body is read within http.body_timeout.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            serve::request_limits,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

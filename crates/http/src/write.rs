@@ -10,15 +10,30 @@
 //!
 //! A refused write (in whole or in part) is recorded in the recent problems
 //! the Overview shows, with the route and the reason the client was given.
+//! It names each failing series once, cut to [`MAX_EXCERPT_BYTES`].
+//!
+//! Bodies are held in memory while parsed, so writes are bounded twice: a
+//! body is read ([`WriteBody`]) only within a memory budget of
+//! [`BUDGET_BODIES`] × `http.max_body_bytes` (reserving its declared length,
+//! or the whole limit when undeclared), of which one client address may
+//! hold half (more gets 429), and within `http.body_timeout` (a stalled
+//! upload gets 408 and frees its share); then at most [`WRITES_IN_FLIGHT`]
+//! are parsed and stored at once. A slow upload thus never holds a turn
+//! others wait for.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::auth::Caller;
-use super::error::ErrorBody;
-use super::extract::QueryParams;
+use super::auth::{client_ip, Caller};
+use super::error::{excerpt, ErrorBody, MAX_EXCERPT_BYTES};
+use super::extract::{bytes_within, BodyDeadline, BodyError, QueryParams};
 use super::{ApiError, SharedState};
 use base::problems::{Problem, ProblemKind};
 use base::ErrorKind;
@@ -50,12 +65,144 @@ fn answer(
     })
 }
 
-/// The body, or a refusal that names the write limit. Write handlers take
-/// the body's rejection themselves: before the handler, it could only be
-/// refused in perch's own shape, not the API's.
-fn read_body(read: Result<Bytes, BytesRejection>, limit: u64) -> Result<Bytes, ApiError> {
-    read.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// Writes parsed and stored at once (each holds its body while parsed).
+pub const WRITES_IN_FLIGHT: usize = 4;
+/// The memory write bodies may hold at once, in `http.max_body_bytes`.
+pub const BUDGET_BODIES: u64 = 4;
+
+static PARSING: Semaphore = Semaphore::const_new(WRITES_IN_FLIGHT);
+
+/// The memory budget of write bodies, in KiB, and who holds how much.
+struct WriteGate {
+    budget_kib: usize,
+    memory: Arc<Semaphore>,
+    held: Mutex<HashMap<Option<IpAddr>, usize>>,
+}
+
+/// A body's share of the budget, returned on drop.
+pub struct Reservation {
+    gate: &'static WriteGate,
+    ip: Option<IpAddr>,
+    kib: usize,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut held = self
+            .gate
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = held.get_mut(&self.ip) {
+            *h = h.saturating_sub(self.kib);
+            if *h == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl WriteGate {
+    /// The process's gate, sized by the first `http.max_body_bytes` seen.
+    fn get(max_body: u64) -> &'static WriteGate {
+        static GATE: OnceLock<WriteGate> = OnceLock::new();
+        GATE.get_or_init(|| {
+            let budget_kib = (BUDGET_BODIES * max_body).div_ceil(1024) as usize;
+            WriteGate {
+                budget_kib,
+                memory: Arc::new(Semaphore::new(budget_kib)),
+                held: Mutex::new(HashMap::new()),
+            }
+        })
+    }
+
+    /// Reserves `kib` for a body from `ip`: refused at once past the
+    /// address's half, waited for until `deadline` otherwise.
+    async fn reserve(
+        &'static self,
+        ip: Option<IpAddr>,
+        kib: usize,
+        deadline: Option<BodyDeadline>,
+    ) -> Result<Reservation, ApiError> {
+        let kib = kib.clamp(1, (self.budget_kib / 2).max(1));
+        {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let h = held.entry(ip).or_insert(0);
+            if *h + kib > self.budget_kib / 2 {
+                if *h == 0 {
+                    held.remove(&ip);
+                }
+                return Err(ApiError::new(
+                    base::ErrorKind::RateLimited,
+                    "too many writes in progress from this address; wait for them to finish",
+                )
+                .with_retry_after(1));
+            }
+            *h += kib;
+        }
+        let mut reservation = Reservation {
+            gate: self,
+            ip,
+            kib,
+            _permit: None,
+        };
+        let acquire = self.memory.clone().acquire_many_owned(kib as u32);
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d.at, acquire).await.ok(),
+            None => Some(acquire.await),
+        };
+        match permit {
+            Some(Ok(p)) => {
+                reservation._permit = Some(p);
+                Ok(reservation)
+            }
+            _ => Err(ApiError::unavailable(
+                "too many writes in progress; retry shortly",
+            )),
+        }
+    }
+}
+
+/// A write's body, read within the write memory budget and
+/// `http.body_timeout`, with its share of the budget; or why not, for the
+/// handler to answer in its API's shape.
+pub struct WriteBody(Result<(Bytes, Reservation), ApiError>);
+
+impl FromRequest<SharedState> for WriteBody {
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, app: &SharedState) -> Result<WriteBody, Infallible> {
+        let max = app.config.http.max_body_bytes.0;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(max)
+            .min(max);
+        let ip = client_ip(req.extensions());
+        let deadline = req.extensions().get::<BodyDeadline>().copied();
+        let gate = WriteGate::get(max);
+        let kib = declared.div_ceil(1024) as usize;
+        let reservation = match gate.reserve(ip, kib, deadline).await {
+            Ok(r) => r,
+            Err(e) => return Ok(WriteBody(Err(e))),
+        };
+        let read = bytes_within(req, app)
+            .await
+            .map_err(|e| body_error(e, max))
+            .map(|body| (body, reservation));
+        Ok(WriteBody(read))
+    }
+}
+
+/// A body that could not be read: 413 names the write limit, 408 the body
+/// timeout. Write handlers take the body's rejection themselves: before the
+/// handler, it could only be refused in perch's own shape, not the API's.
+fn body_error(e: BodyError, limit: u64) -> ApiError {
+    match e {
+        BodyError::Rejected(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
                 ErrorKind::PayloadTooLarge,
                 format!(
@@ -63,10 +210,23 @@ fn read_body(read: Result<Bytes, BytesRejection>, limit: u64) -> Result<Bytes, A
                     config::ByteSize(limit)
                 ),
             )
-        } else {
+        }
+        BodyError::Rejected(rej) => {
             ApiError::rejected(rej.status(), format!("cannot read the request body: {rej}"))
         }
-    })
+        timed_out => timed_out.into_api_error(),
+    }
+}
+
+/// One series a write could not store: named once, cut to an excerpt.
+fn series_problem(series: &str, error: &str) -> String {
+    let shown = excerpt(series, MAX_EXCERPT_BYTES);
+    let text = if !series.is_empty() && error.contains(series) {
+        error.replacen(series, &shown, 1)
+    } else {
+        format!("series {shown}: {error}")
+    };
+    excerpt(&text, 2 * MAX_EXCERPT_BYTES).into_owned()
 }
 
 fn utf8(body: &Bytes) -> Result<&str, ApiError> {
@@ -92,7 +252,10 @@ async fn store(
             .await
             .unwrap_or_else(|e| Err(StorageError::Corrupt(format!("write task failed: {e}"))))?;
     for (i, e) in &result.rejected {
-        problems.push(format!("series {}: {e}", series[*i].labels));
+        problems.push(series_problem(
+            &series[*i].labels.to_string(),
+            &e.to_string(),
+        ));
     }
     if app.storage.sync_writes() && result.samples > 0 {
         app.storage.wait_durable(result.wal_position).await;
@@ -110,7 +273,7 @@ async fn store(
         &problems
             .iter()
             .take(MAX_LISTED)
-            .cloned()
+            .map(|p| excerpt(p, 2 * MAX_EXCERPT_BYTES))
             .collect::<Vec<_>>()
             .join("; "),
     );
@@ -123,18 +286,20 @@ async fn store(
 async fn line_protocol_write(
     app: &SharedState,
     QueryParams(params): QueryParams,
-    read: Result<Bytes, BytesRejection>,
+    body: WriteBody,
 ) -> WriteResult {
-    let body = read_body(read, app.config.http.max_body_bytes.0)?;
+    let (body, _reservation) = body.0?;
     let precision = match params.get("precision").filter(|p| !p.is_empty()) {
         None => Precision::Nanoseconds,
         Some(p) => Precision::parse(p).ok_or_else(|| {
             ApiError::invalid(format!(
-                "invalid precision {p:?}: use ns, us, ms, s, m or h"
+                "invalid precision {:?}: use ns, us, ms, s, m or h",
+                excerpt(p, 16)
             ))
         })?,
     };
     utf8(&body)?;
+    let _turn = parsing_turn().await?;
     let now = app.storage.now_ms();
     let parsed = tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&body).expect("checked above");
@@ -152,11 +317,19 @@ async fn line_protocol_write(
     .await
 }
 
+/// A turn at parsing and storing, once the body is in.
+async fn parsing_turn() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    PARSING
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("perch is stopping"))
+}
+
 pub async fn influx_v1(
     State(app): State<SharedState>,
     caller: Caller,
     params: QueryParams,
-    body: Result<Bytes, BytesRejection>,
+    body: WriteBody,
 ) -> WriteResult {
     let result = line_protocol_write(&app, params, body).await;
     answer(&app, &caller, "/write", ErrorBody::InfluxV1, result)
@@ -166,7 +339,7 @@ pub async fn influx_v2(
     State(app): State<SharedState>,
     caller: Caller,
     params: QueryParams,
-    body: Result<Bytes, BytesRejection>,
+    body: WriteBody,
 ) -> WriteResult {
     let result = line_protocol_write(&app, params, body).await;
     answer(&app, &caller, "/api/v2/write", ErrorBody::InfluxV2, result)
@@ -175,14 +348,15 @@ pub async fn influx_v2(
 pub async fn opentsdb(
     State(app): State<SharedState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: WriteBody,
 ) -> WriteResult {
     let result = opentsdb_write(&app, body).await;
     answer(&app, &caller, "/api/put", ErrorBody::OpenTsdb, result)
 }
 
-async fn opentsdb_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {
-    let body = read_body(read, app.config.http.max_body_bytes.0)?;
+async fn opentsdb_write(app: &SharedState, body: WriteBody) -> WriteResult {
+    let (body, _reservation) = body.0?;
+    let _turn = parsing_turn().await?;
     let parsed = opentsdb::parse(&body, &[])?;
     let problems = parsed
         .errors
@@ -201,7 +375,7 @@ async fn opentsdb_write(app: &SharedState, read: Result<Bytes, BytesRejection>) 
 pub async fn vm_import(
     State(app): State<SharedState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: WriteBody,
 ) -> WriteResult {
     let result = vm_import_write(&app, body).await;
     answer(
@@ -213,8 +387,9 @@ pub async fn vm_import(
     )
 }
 
-async fn vm_import_write(app: &SharedState, read: Result<Bytes, BytesRejection>) -> WriteResult {
-    let body = read_body(read, app.config.http.max_body_bytes.0)?;
+async fn vm_import_write(app: &SharedState, body: WriteBody) -> WriteResult {
+    let (body, _reservation) = body.0?;
+    let _turn = parsing_turn().await?;
     let parsed = vm_import::parse(utf8(&body)?);
     let problems = parsed
         .errors
@@ -228,4 +403,24 @@ async fn vm_import_write(app: &SharedState, read: Result<Bytes, BytesRejection>)
         parsed.refused.saturating_sub(parsed.errors.len()),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_series_is_named_once_and_cut_short() {
+        let name = format!("{}{{}}", "m".repeat(1 << 20));
+        let error = format!("invalid series {name}: value of label \"__name__\" is too long");
+        let p = series_problem(&name, &error);
+        assert!(p.len() < 2 * MAX_EXCERPT_BYTES + 8, "{}", p.len());
+        assert_eq!(p.matches('…').count(), 1, "{p}");
+        let quoted = p.split('…').next().unwrap();
+        assert_eq!(quoted.len(), "invalid series ".len() + MAX_EXCERPT_BYTES);
+        assert!(p.starts_with("invalid series mmm"), "{p}");
+        assert!(p.contains('…'));
+        // An error that does not name the series gets it in front.
+        assert_eq!(series_problem("cpu{}", "too old"), "series cpu{}: too old");
+    }
 }

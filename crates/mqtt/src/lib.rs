@@ -12,7 +12,9 @@
 mod acl;
 mod arrivals;
 pub mod bench;
-mod codec;
+// Public for the fuzz targets (`fuzz/`) only.
+#[doc(hidden)]
+pub mod codec;
 mod collector;
 mod connection;
 mod explorer;
@@ -313,6 +315,8 @@ pub(crate) struct Shared {
     arrivals: Arc<Arrivals>,
     internal: InternalPublisher,
     shutdown: watch::Receiver<bool>,
+    /// Connections per client address.
+    clients: connection::Clients,
 }
 
 impl Shared {
@@ -435,6 +439,7 @@ impl Broker {
             arrivals,
             internal,
             shutdown: shutdown.clone(),
+            clients: Default::default(),
         });
         let mut broker = Broker {
             shared: shared.clone(),
@@ -620,7 +625,7 @@ async fn serve_websocket(listener: TcpListener, shared: Arc<Shared>) {
 
     async fn upgrade(
         State(shared): State<Arc<Shared>>,
-        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ConnectInfo(transport::Peer(peer)): ConnectInfo<transport::Peer>,
         ws: WebSocketUpgrade,
     ) -> impl IntoResponse {
         let max = shared.config.max_payload_bytes.0 as usize + 64 * 1024;
@@ -636,13 +641,17 @@ async fn serve_websocket(listener: TcpListener, shared: Arc<Shared>) {
     }
 
     let mut shutdown = shared.shutdown.clone();
+    let listener = transport::WsListener {
+        inner: listener,
+        shared: shared.clone(),
+    };
     let app = axum::Router::new()
         .route("/", axum::routing::get(upgrade))
         .route("/mqtt", axum::routing::get(upgrade))
         .with_state(shared);
     let _ = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<transport::Peer>(),
     )
     .with_graceful_shutdown(async move {
         let _ = shutdown.wait_for(|s| *s).await;

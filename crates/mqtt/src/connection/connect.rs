@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::{Held, SignIn};
 use base::problems::{Problem, ProblemKind};
 use bytes::BytesMut;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -28,7 +29,8 @@ use crate::collector::Origin;
 use crate::transport::Transport;
 use crate::Shared;
 
-/// Failed logins wait this long before the answer, slowing guessing.
+/// Sign-ins the limiter held back wait this long before the answer (failed
+/// checks wait as long as the limiter says).
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 /// Owns a connection slot; releases it on drop.
@@ -109,6 +111,7 @@ pub(super) async fn accept(
         in_flight: InFlight::default(),
         refused_filters: HashMap::new(),
         topic_aliases: HashMap::new(),
+        partial_since: None,
         _slot: slot,
     })
 }
@@ -135,7 +138,8 @@ async fn read_connect(
 
 /// The first packet with the protocol version it asks for, once whole. A
 /// CONNECT perch cannot read gets the refusal its protocol level has for it,
-/// as far as that can be written: the reason logged is the refusal's.
+/// as far as that can be written: the reason logged is the refusal's. v3.1.1
+/// has no code for a malformed CONNECT: the connection is closed (MQTT-4.8.0-1).
 async fn decode_connect(
     transport: &mut Transport,
     input: &mut BytesMut,
@@ -152,15 +156,30 @@ async fn decode_connect(
         }
         Err(e) => return Err(ConnectError::NotMqtt(e)),
     };
-    match codec::decode(version, input, max_packet) {
-        Ok(packet) => Ok(Some((version, packet))),
-        Err(CodecError::Incomplete(_)) => Ok(None),
-        Err(e) => {
-            let refusal = connack(ConnectReturnCode::MalformedPacket, false, None);
-            let _ = write_packets(transport, version, vec![refusal]).await;
-            Err(ConnectError::BadConnect(e))
+    let checked =
+        codec::check_connect_header(input).and_then(|()| codec::decode(version, input, max_packet));
+    let e = match checked {
+        Ok(packet) => return Ok(Some((version, packet))),
+        Err(CodecError::Incomplete(_)) => return Ok(None),
+        Err(e) => e,
+    };
+    // MQTT-3.1.2-1: another protocol's name is refused as an unacceptable
+    // protocol (v3.1.1 0x01, v5 0x84); anything else malformed is, in v5,
+    // 0x81.
+    let code = match (&e, version) {
+        (CodecError::ProtocolName(_), Version::V311) => {
+            Some(ConnectReturnCode::RefusedProtocolVersion)
         }
+        (CodecError::ProtocolName(_), Version::V5) => {
+            Some(ConnectReturnCode::UnsupportedProtocolVersion)
+        }
+        (_, Version::V5) => Some(ConnectReturnCode::MalformedPacket),
+        (_, Version::V311) => None,
+    };
+    if let Some(code) = code {
+        let _ = write_packets(transport, version, vec![connack(code, false, None)]).await;
     }
+    Err(ConnectError::BadConnect(e))
 }
 
 /// A connection whose CONNECT has been read, until it is answered.
@@ -177,6 +196,11 @@ struct Handshake {
 
 impl Handshake {
     /// A perch user by name and password, or anonymous where allowed.
+    /// Passwords go through the accounts' sign-in limiter, shared with
+    /// HTTP: a name held back after failures is refused unchecked, after
+    /// [`AUTH_FAILURE_DELAY`], with 0x05 not authorized (v3.1.1) or 0x9F
+    /// connection rate exceeded (v5); a sign-in queue that is full gets
+    /// 0x03 server unavailable or 0x89 server busy.
     async fn authenticate(&mut self, login: Option<Login>) -> Result<Access, ConnectError> {
         let Some(login) = login else {
             if self.shared.config.allow_anonymous {
@@ -191,30 +215,61 @@ impl Handshake {
             let refused = ConnectError::AnonymousRefused;
             return Err(self.refuse(ConnectReturnCode::NotAuthorized, refused).await);
         };
-        let accounts = self.shared.accounts.clone();
-        let (user, password) = (login.username.clone(), login.password);
-        // Password hashing is slow by design: off the async workers.
-        let verified = tokio::task::spawn_blocking(move || accounts.verify(&user, &password))
-            .await
-            .ok()
-            .flatten();
-        if let Some(info) = verified {
-            return Ok(Access::for_user(&info));
-        }
+        let now = self.shared.clock.now_ms();
+        let signed_in = self
+            .shared
+            .accounts
+            .sign_in(Some(self.peer), &login.username, &login.password, now)
+            .await;
+        let held = match signed_in {
+            SignIn::Valid(info) => return Ok(Access::for_user(&info)),
+            SignIn::Wrong => {
+                self.count_auth_failure();
+                let why = if self.shared.accounts.get(&login.username).is_some() {
+                    "wrong password"
+                } else {
+                    "unknown user"
+                };
+                self.report(ProblemKind::MqttSignIn, why, None);
+                let refused = ConnectError::BadCredentials {
+                    user: login.username,
+                };
+                return Err(self
+                    .refuse(ConnectReturnCode::BadUserNamePassword, refused)
+                    .await);
+            }
+            SignIn::Held(held) => held,
+        };
         self.count_auth_failure();
-        let why = if self.shared.accounts.get(&login.username).is_some() {
-            "wrong password"
-        } else {
-            "unknown user"
+        let wait = held.retry_after_secs();
+        let (code, refused) = match (held, self.version) {
+            (Held::Blocked { .. }, Version::V311) => (
+                ConnectReturnCode::NotAuthorized,
+                ConnectError::SignInsHeld { wait },
+            ),
+            (Held::Blocked { .. }, Version::V5) => (
+                ConnectReturnCode::ConnectionRateExceeded,
+                ConnectError::SignInsHeld { wait },
+            ),
+            (Held::Busy { .. }, Version::V311) => (
+                ConnectReturnCode::ServiceUnavailable,
+                ConnectError::SignInsBusy { wait },
+            ),
+            (Held::Busy { .. }, Version::V5) => (
+                ConnectReturnCode::ServerBusy,
+                ConnectError::SignInsBusy { wait },
+            ),
+        };
+        // Without the wait, so that a flood is one line of the problems.
+        let why = match held {
+            Held::Blocked { .. } => "too many failed sign-ins: held back",
+            Held::Busy { .. } => "too many sign-ins in progress: asked to retry",
         };
         self.report(ProblemKind::MqttSignIn, why, None);
+        // Unchecked, but not at once: a client retrying at once would spin.
         tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        let refused = ConnectError::BadCredentials {
-            user: login.username,
-        };
-        Err(self
-            .refuse(ConnectReturnCode::BadUserNamePassword, refused)
-            .await)
+        let reason = (self.version == Version::V5).then(|| refused.to_string());
+        Err(self.refuse_with_reason(code, reason, refused).await)
     }
 
     /// Records a refusal in the recent problems the Overview shows.
@@ -357,7 +412,21 @@ impl Handshake {
     /// Answers the CONNECT with a refusal. If even that cannot be written,
     /// the failed write is the reason reported.
     async fn refuse(&mut self, code: ConnectReturnCode, reason: ConnectError) -> ConnectError {
-        match self.write_connack(code, false, None).await {
+        self.refuse_with_reason(code, None, reason).await
+    }
+
+    /// [`Handshake::refuse`] with a reason string for a v5 client.
+    async fn refuse_with_reason(
+        &mut self,
+        code: ConnectReturnCode,
+        reason_string: Option<String>,
+        reason: ConnectError,
+    ) -> ConnectError {
+        let props = reason_string.map(|r| ConnAckProperties {
+            reason_string: Some(r),
+            ..Default::default()
+        });
+        match self.write_connack(code, false, props).await {
             Ok(()) => reason,
             Err(e) => e.into(),
         }

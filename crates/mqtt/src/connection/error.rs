@@ -35,6 +35,12 @@ pub(crate) enum ConnectError {
     BadCredentials { user: String },
     #[error("anonymous client refused (mqtt.allow_anonymous = false)")]
     AnonymousRefused,
+    #[error("too many failed sign-ins; try again in {wait} s")]
+    SignInsHeld { wait: u64 },
+    #[error("too many sign-ins in progress; try again in {wait} s")]
+    SignInsBusy { wait: u64 },
+    #[error("too many connections from this address (mqtt.max_connections_per_client = {limit})")]
+    AddressLimit { limit: usize },
     #[error("will topic {topic:?} not allowed")]
     WillNotAllowed { topic: String },
     #[error("connection limit of {limit} reached (mqtt.max_connections)")]
@@ -62,7 +68,10 @@ impl HasKind for ConnectError {
                 K::Unauthenticated
             }
             ConnectError::WillNotAllowed { .. } => K::PermissionDenied,
-            ConnectError::ConnectionLimit { .. } => K::Unavailable,
+            ConnectError::SignInsHeld { .. } => K::RateLimited,
+            ConnectError::ConnectionLimit { .. }
+            | ConnectError::AddressLimit { .. }
+            | ConnectError::SignInsBusy { .. } => K::Unavailable,
             ConnectError::Router(e) => e.kind(),
             ConnectError::Write(e) => e.kind(),
         }
@@ -79,6 +88,8 @@ pub(crate) enum SessionError {
     Read(io::Error),
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
+    #[error("a packet begun was not complete within {limit:?} (mqtt.read_timeout)")]
+    ReadTimeout { limit: std::time::Duration },
     /// Boxed, as in [`RouterError`].
     #[error("router link closed: {0}")]
     RouterClosed(#[source] Box<LinkError>),
@@ -95,7 +106,9 @@ impl HasKind for SessionError {
     fn kind(&self) -> K {
         match self {
             SessionError::ClosedByClient | SessionError::Read(_) => K::Unavailable,
-            SessionError::KeepAliveTimeout => K::DeadlineExceeded,
+            SessionError::KeepAliveTimeout | SessionError::ReadTimeout { .. } => {
+                K::DeadlineExceeded
+            }
             SessionError::RouterClosed(_) | SessionError::WakeFailed(_) => K::Unavailable,
             SessionError::Write(e) => e.kind(),
             SessionError::Violation(e) => e.kind(),

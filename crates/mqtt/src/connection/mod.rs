@@ -16,6 +16,8 @@ mod publish;
 mod session;
 mod subscribe;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,15 +28,26 @@ use tracing::Instrument;
 use super::codec::{self, Version};
 use super::transport::Transport;
 use super::Shared;
-use error::WriteError;
+use error::{ConnectError, WriteError};
 
 /// A write to a client that takes longer is given up on, and the client
 /// dropped: a stuck subscriber must not hold resources forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn serve(transport: Transport, peer: std::net::SocketAddr, shared: Arc<Shared>) {
+pub async fn serve(mut transport: Transport, peer: std::net::SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("mqtt", %peer, via = transport.kind(), client_id = tracing::field::Empty);
     async move {
+        // A WebSocket's slot is its listener's (`transport::WsListener`).
+        let _client = match transport {
+            Transport::Stream(_) => match ClientSlot::take(&shared, peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    transport.close().await;
+                    return;
+                }
+            },
+            Transport::WebSocket(_) => None,
+        };
         match connect::accept(transport, peer, shared).await {
             Ok(session) => session.run().await,
             Err(e) => tracing::debug!(error = %e, "connection closed"),
@@ -42,6 +55,63 @@ pub async fn serve(transport: Transport, peer: std::net::SocketAddr, shared: Arc
     }
     .instrument(span)
     .await
+}
+
+/// Connections open per client address (`mqtt.max_connections_per_client`),
+/// from accept to close, whether or not their CONNECT was accepted.
+#[derive(Default)]
+pub(crate) struct Clients {
+    open: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+    /// When a refusal was last logged, so that a flood logs a line a minute.
+    warned: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// One connection counted against its address; uncounted on drop.
+pub(crate) struct ClientSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    /// `None` when the address has `mqtt.max_connections_per_client` open:
+    /// the connection is closed unanswered (reading its CONNECT would hold
+    /// it longer).
+    pub(crate) fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ClientSlot> {
+        let limit = shared.config.max_connections_per_client;
+        let clients = &shared.clients;
+        {
+            let mut open = clients.open.lock();
+            let n = open.entry(ip).or_insert(0);
+            if *n < limit {
+                *n += 1;
+                return Some(ClientSlot {
+                    shared: shared.clone(),
+                    ip,
+                });
+            }
+        }
+        let error = ConnectError::AddressLimit { limit };
+        let mut warned = clients.warned.lock();
+        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *warned = Some(std::time::Instant::now());
+            tracing::warn!(%ip, %error, "connection refused");
+        } else {
+            tracing::debug!(%ip, %error, "connection refused");
+        }
+        None
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.shared.clients.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Encodes `packets` and writes them in one go.

@@ -52,6 +52,9 @@ pub(super) struct Session {
     /// v5 topic aliases the client set, to know the topic of an aliased
     /// publish.
     pub(super) topic_aliases: HashMap<u16, String>,
+    /// Since when the input holds the start of a packet not yet whole
+    /// (`mqtt.read_timeout`).
+    pub(super) partial_since: Option<Instant>,
     /// Dropped last, once the connection is closed.
     pub(super) _slot: Slot,
 }
@@ -76,6 +79,8 @@ pub(super) struct Limits {
     /// mqtt.max_inflight: unacknowledged QoS 1/2 publishes from the client
     /// before perch stops reading its socket.
     pub(super) max_inflight: usize,
+    /// mqtt.read_timeout: how long a packet begun may take to complete.
+    pub(super) read_timeout: Duration,
 }
 
 impl Limits {
@@ -85,7 +90,16 @@ impl Limits {
             max_payload,
             max_packet: max_payload + 64 * 1024,
             max_inflight: cfg.max_inflight,
+            read_timeout: cfg.read_timeout.std(),
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -130,6 +144,8 @@ enum Event {
     Input(io::Result<usize>),
     Router(Result<Option<Notification>, Box<LinkError>>),
     Silence,
+    /// A packet begun did not complete within `mqtt.read_timeout`.
+    Stalled,
     Shutdown,
 }
 
@@ -154,10 +170,16 @@ impl Session {
             // Past the inflight limit the client is not read, so TCP holds
             // it back until the router's acknowledgements catch up.
             let reading = self.in_flight.unacknowledged.len() < self.limits.max_inflight;
+            if !reading {
+                // perch is not reading: the client is not late.
+                self.partial_since = self.partial_since.map(|_| Instant::now());
+            }
+            let stalled_at = self.partial_since.map(|t| t + self.limits.read_timeout);
             let event = tokio::select! {
                 read = self.transport.read_into(&mut self.input), if reading => Event::Input(read),
                 n = self.from_router.next() => Event::Router(n.map_err(Box::new)),
                 _ = tokio::time::sleep_until((last_heard + self.idle_limit).into()) => Event::Silence,
+                _ = sleep_until_some(stalled_at), if reading && stalled_at.is_some() => Event::Stalled,
                 _ = base::stopping(&mut shutdown) => Event::Shutdown,
             };
             match event {
@@ -177,6 +199,11 @@ impl Session {
                 Event::Silence => {
                     self.kick(DisconnectReasonCode::KeepAliveTimeout).await;
                     return End::Dropped(SessionError::KeepAliveTimeout);
+                }
+                Event::Stalled => {
+                    self.kick(DisconnectReasonCode::KeepAliveTimeout).await;
+                    let limit = self.limits.read_timeout;
+                    return End::Dropped(SessionError::ReadTimeout { limit });
                 }
                 Event::Shutdown => return End::ServerShutdown,
             }
@@ -212,8 +239,18 @@ impl Session {
     /// The next complete packet in the input, if there is one.
     fn next_packet(&mut self) -> Result<Option<Packet>, Violation> {
         match codec::decode(self.version, &mut self.input, self.limits.max_packet) {
-            Ok(packet) => Ok(Some(packet)),
-            Err(CodecError::Incomplete(_)) => Ok(None),
+            Ok(packet) => {
+                self.partial_since = None;
+                Ok(Some(packet))
+            }
+            Err(CodecError::Incomplete(_)) => {
+                if self.input.is_empty() {
+                    self.partial_since = None;
+                } else if self.partial_since.is_none() {
+                    self.partial_since = Some(Instant::now());
+                }
+                Ok(None)
+            }
             Err(CodecError::TooLarge { .. }) => Err(Violation::PacketTooLarge {
                 limit: self.limits.max_payload,
             }),
