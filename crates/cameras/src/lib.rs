@@ -181,7 +181,10 @@ impl Cameras {
         Ok(cameras)
     }
 
-    async fn launch(&self, config: CameraConfig, from_config: bool) -> Result<(), CameraError> {
+    async fn launch(&self, mut config: CameraConfig, from_config: bool) -> Result<(), CameraError> {
+        // The config file and definitions stored before this was done may
+        // still carry credentials in the URL, which retina refuses.
+        move_url_credentials(&mut config)?;
         config
             .validate()
             .map_err(|issues| CameraError::Invalid(issues.into()))?;
@@ -290,7 +293,10 @@ impl Cameras {
     }
 
     /// Adds a camera through the API; it is kept in the database.
-    pub async fn create(&self, config: CameraConfig) -> Result<CameraView, CameraError> {
+    /// Credentials in the URL (`rtsp://user:pass@host/…`) become its
+    /// username and password.
+    pub async fn create(&self, mut config: CameraConfig) -> Result<CameraView, CameraError> {
+        move_url_credentials(&mut config)?;
         config
             .validate()
             .map_err(|issues| CameraError::Invalid(issues.into()))?;
@@ -325,6 +331,7 @@ impl Cameras {
             r.camera.config.clone()
         };
         config.name = name.to_string();
+        move_url_credentials(&mut config)?;
         if config.password.is_none() && config.username == old.username {
             config.password = old.password;
         }
@@ -484,6 +491,76 @@ impl Cameras {
     }
 }
 
+/// Moves credentials written into the URL (`rtsp://user:pass@host/…`, a
+/// form cameras' manuals give) into `username` and `password`,
+/// percent-decoded, and keeps the URL without them: RTSP clients (retina
+/// among them) take credentials apart from the URL, and the API must not
+/// show the password back. Refused when they contradict the `username` or
+/// `password` given alongside.
+pub fn move_url_credentials(config: &mut CameraConfig) -> Result<(), CameraError> {
+    let Ok(mut u) = url::Url::parse(&config.url) else {
+        // Not a URL: validation says so.
+        return Ok(());
+    };
+    if u.username().is_empty() && u.password().is_none() {
+        return Ok(());
+    }
+    let invalid = |msg: String| {
+        let mut issues = config::Issues::default();
+        issues.add("url", msg);
+        CameraError::Invalid(InvalidCamera::Settings(issues))
+    };
+    let user = percent_decode(u.username()).ok_or_else(|| {
+        invalid("the user name in the URL is not valid percent-encoded UTF-8".into())
+    })?;
+    let password = match u.password() {
+        Some(p) => Some(percent_decode(p).ok_or_else(|| {
+            invalid("the password in the URL is not valid percent-encoded UTF-8".into())
+        })?),
+        None => None,
+    };
+    if let Some(given) = &config.username {
+        if *given != user {
+            return Err(invalid(format!(
+                "the URL names user {user:?} but username is {given:?}: give the credentials once, in username and password"
+            )));
+        }
+    }
+    if let (Some(given), Some(p)) = (&config.password, &password) {
+        if given != p {
+            return Err(invalid(
+                "the URL carries a password different from password: give the credentials once, in username and password".into(),
+            ));
+        }
+    }
+    config.username = Some(user);
+    if password.is_some() {
+        config.password = password;
+    }
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    config.url = u.to_string();
+    Ok(())
+}
+
+/// `%XX` escapes decoded; `None` if they do not make UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The URL without credentials someone may have put in it.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -551,5 +628,52 @@ impl base::metrics::MetricSource for Cameras {
             "Time from the last scheduled tick to its file written.",
             self.last_snapshot_latency_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn camera(url: &str) -> CameraConfig {
+        serde_json::from_value(serde_json::json!({"name": "door", "url": url})).unwrap()
+    }
+
+    #[test]
+    fn credentials_in_the_url_move_to_username_and_password() {
+        let mut c = camera("rtsp://viewer:s3cret%40pw%3A1@192.168.1.40:554/stream1");
+        move_url_credentials(&mut c).unwrap();
+        assert_eq!(c.url, "rtsp://192.168.1.40:554/stream1");
+        assert_eq!(c.username.as_deref(), Some("viewer"));
+        assert_eq!(c.password.as_deref(), Some("s3cret@pw:1"));
+        // A URL without them is left alone; the same ones again agree.
+        let before = c.clone();
+        move_url_credentials(&mut c).unwrap();
+        assert_eq!(c, before);
+        let mut c = camera("rtsp://viewer:s3cret%40pw%3A1@192.168.1.40/stream1");
+        c.username = Some("viewer".into());
+        move_url_credentials(&mut c).unwrap();
+        assert_eq!(c.password.as_deref(), Some("s3cret@pw:1"));
+        // A user alone keeps a password given apart.
+        let mut c = camera("rtsp://admin@cam/live");
+        c.password = Some("pw".into());
+        move_url_credentials(&mut c).unwrap();
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("admin"), Some("pw"))
+        );
+        assert_eq!(c.url, "rtsp://cam/live");
+    }
+
+    #[test]
+    fn contradicting_credentials_are_refused_without_showing_the_password() {
+        let mut c = camera("rtsp://viewer:one@cam/live");
+        c.username = Some("other".into());
+        let e = move_url_credentials(&mut c).unwrap_err().to_string();
+        assert!(e.contains("url") && e.contains("username"), "{e}");
+        let mut c = camera("rtsp://viewer:one@cam/live");
+        c.password = Some("two".into());
+        let e = move_url_credentials(&mut c).unwrap_err().to_string();
+        assert!(!e.contains("one") && !e.contains("two"), "{e}");
     }
 }

@@ -151,6 +151,9 @@ fn downscale(rgb: &[u8], w: usize, h: usize, new_w: usize) -> (Vec<u8>, usize, u
 pub struct SnapshotStore {
     root: PathBuf,
     tree: sled::Tree,
+    /// For the disk budget: a snapshot reserves its room before it is
+    /// written.
+    trees: store::Trees,
 }
 
 fn key(camera: &str, id: i64) -> Vec<u8> {
@@ -174,6 +177,7 @@ impl SnapshotStore {
         Ok(SnapshotStore {
             root,
             tree: trees.open(store::Tree::Snapshots)?,
+            trees: trees.clone(),
         })
     }
 
@@ -195,6 +199,8 @@ impl SnapshotStore {
         trigger: &str,
     ) -> Result<SnapshotMeta, SnapshotError> {
         let path = self.path(camera, id);
+        // Reserve, then write: refused when storage.max_disk_bytes is full.
+        let _room = self.trees.reserve_disk("a snapshot", jpeg.len() as u64)?;
         std::fs::create_dir_all(path.parent().expect("in a directory"))?;
         let tmp = path.with_extension("tmp");
         let written = std::fs::write(&tmp, jpeg)

@@ -40,6 +40,10 @@ pub fn admin_routes() -> Router<SharedState> {
 struct AuthState {
     csrf: Option<String>,
     onboarding: bool,
+    /// Why onboarding is closed on a box that had accounts (its database
+    /// was set aside) and what to do; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    onboarding_refused: Option<String>,
     user: Option<SignedInUser>,
 }
 
@@ -53,6 +57,7 @@ fn auth_state(app: &SharedState, user: Option<&UserInfo>, csrf: Option<&str>) ->
     AuthState {
         csrf: csrf.map(str::to_string),
         onboarding: !app.accounts.has_people(),
+        onboarding_refused: app.accounts.accounts_lost_reason(),
         user: user.map(|u| SignedInUser {
             name: u.name.clone(),
             role: u.role,
@@ -148,6 +153,9 @@ async fn onboard(
         return Err(ApiError::conflict(
             "this perch already has users; sign in instead",
         ));
+    }
+    if let Some(reason) = app.accounts.accounts_lost_reason() {
+        return Err(ApiError::forbidden(reason));
     }
     let accounts = Arc::clone(&app.accounts);
     let now = app.storage.now_ms();

@@ -95,6 +95,7 @@ pub fn check(data_dir: &Path) -> CheckReport {
             repair.truncated_bytes
         ));
     }
+    r.problems.extend(repair.lost.iter().cloned());
     if repair.removed_orphans > 0 {
         r.notes
             .push(format!("{} orphaned block files", repair.removed_orphans));
@@ -102,38 +103,47 @@ pub fn check(data_dir: &Path) -> CheckReport {
     for t in TIERS {
         r.windows += files.windows(t).len();
     }
-    let mut problems = Vec::new();
+    let problems = std::cell::RefCell::new(Vec::new());
     let mut samples = 0u64;
-    let verified = files.verify(|tier, window, group, body| match Block::parse(body) {
-        Ok(block) => match block.read(None) {
-            Ok(cols) => {
-                for (id, c) in cols {
-                    if tier == Tier::Raw {
-                        samples += c.ts.len() as u64;
+    let verified = files.verify(
+        |tier, window, group, body| {
+            let mut problems = problems.borrow_mut();
+            match Block::parse(body) {
+                Ok(block) => match block.read(None) {
+                    Ok(cols) => {
+                        for (id, c) in cols {
+                            if tier == Tier::Raw {
+                                samples += c.ts.len() as u64;
+                            }
+                            match index.get(id) {
+                                None => problems.push(format!(
+                                    "block of window {window} ({}) holds unknown series {id}",
+                                    tier.dir_name()
+                                )),
+                                Some(info) if info.group != group => problems.push(format!(
+                                    "series {id} is stored under group {group}, the index says {}",
+                                    info.group
+                                )),
+                                Some(_) => {}
+                            }
+                            if c.ts
+                                .iter()
+                                .any(|t| tier.window_of(*t) != window && tier == Tier::Raw)
+                            {
+                                problems.push(format!(
+                                    "series {id} has samples outside window {window}"
+                                ));
+                            }
+                        }
                     }
-                    match index.get(id) {
-                        None => problems.push(format!(
-                            "block of window {window} ({}) holds unknown series {id}",
-                            tier.dir_name()
-                        )),
-                        Some(info) if info.group != group => problems.push(format!(
-                            "series {id} is stored under group {group}, the index says {}",
-                            info.group
-                        )),
-                        Some(_) => {}
-                    }
-                    if c.ts
-                        .iter()
-                        .any(|t| tier.window_of(*t) != window && tier == Tier::Raw)
-                    {
-                        problems.push(format!("series {id} has samples outside window {window}"));
-                    }
-                }
+                    Err(e) => problems.push(format!("window {window} ({}): {e}", tier.dir_name())),
+                },
+                Err(e) => problems.push(format!("window {window} ({}): {e}", tier.dir_name())),
             }
-            Err(e) => problems.push(format!("window {window} ({}): {e}", tier.dir_name())),
         },
-        Err(e) => problems.push(format!("window {window} ({}): {e}", tier.dir_name())),
-    });
+        |damage| problems.borrow_mut().push(damage),
+    );
+    let mut problems = problems.into_inner();
     match verified {
         Ok(n) => r.blocks = n,
         Err(e) => problems.push(e.to_string()),

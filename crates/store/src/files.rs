@@ -121,7 +121,7 @@ pub struct NewBlock {
     pub max_ts: i64,
 }
 
-const RECORD_HEADER: usize = 8 + 1 + 8 + 4 + 4;
+pub(crate) const RECORD_HEADER: usize = 8 + 1 + 8 + 4 + 4;
 
 fn flip(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
@@ -239,6 +239,9 @@ pub struct FilesRepair {
     /// Bytes past the recorded end of files (torn appends).
     pub truncated_bytes: u64,
     pub removed_orphans: usize,
+    /// Files shorter than their index says (cut by damage, or by a copy
+    /// that did not finish): what was lost, for the problems list.
+    pub lost: Vec<String>,
 }
 
 impl BlockFiles {
@@ -301,7 +304,10 @@ impl BlockFiles {
                 match keep {
                     Some(meta) => {
                         let len = e.metadata()?.len();
-                        if len > meta.file_len {
+                        if len < meta.file_len {
+                            let (w, _) = parsed.expect("kept files parse");
+                            repair.lost.push(self.cut_short(t, w, meta, len, apply)?);
+                        } else if len > meta.file_len {
                             if apply {
                                 OpenOptions::new()
                                     .write(true)
@@ -321,6 +327,89 @@ impl BlockFiles {
             }
         }
         Ok(repair)
+    }
+
+    /// A window file shorter than its index: the blocks past its end are
+    /// lost; with `apply` their index entries go and the window's totals are
+    /// recomputed, so that reads, compaction and `perch check` see a
+    /// consistent (smaller) window. Returns what was lost, in words.
+    fn cut_short(
+        &self,
+        tier: Tier,
+        window: i64,
+        meta: WindowMeta,
+        len: u64,
+        apply: bool,
+    ) -> Result<String, StorageError> {
+        let entries = self.window_blocks(tier, window)?;
+        let (kept, lost): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, _, e)| e.offset + e.len as u64 <= len);
+        let lost_samples: u64 = lost.iter().map(|(_, _, e)| e.samples as u64).sum();
+        let msg = format!(
+            "block file {} is {len} bytes, its index expects {}: {} block(s) with {lost_samples} samples past its end are lost{}",
+            self.path(tier, window, meta.generation).display(),
+            meta.file_len,
+            lost.len(),
+            if apply { " (removed from the index; the rest of the window is kept)" } else { "" }
+        );
+        if !apply {
+            return Ok(msg);
+        }
+        let end = kept
+            .iter()
+            .map(|(_, _, e)| e.offset + e.len as u64)
+            .max()
+            .unwrap_or(0);
+        let mut new_meta = WindowMeta {
+            file_len: end,
+            live_bytes: kept.iter().map(|(_, _, e)| e.len as u64).sum(),
+            samples: kept.iter().map(|(_, _, e)| e.samples as u64).sum(),
+            blocks: kept.len() as u64,
+            min_ts: kept
+                .iter()
+                .map(|(_, _, e)| e.min_ts)
+                .min()
+                .unwrap_or(i64::MAX),
+            max_ts: kept
+                .iter()
+                .map(|(_, _, e)| e.max_ts)
+                .max()
+                .unwrap_or(i64::MIN),
+            ..meta
+        };
+        // Rollups of a raw window are derived again from what is left.
+        if tier == Tier::Raw {
+            new_meta.rolled_up = false;
+        }
+        let mut batch = sled::Batch::default();
+        for (g, seq, _) in &lost {
+            batch.remove(block_key(tier, window, *g, *seq));
+        }
+        batch.insert(meta_key(tier, window), encode_meta(&new_meta));
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        OpenOptions::new()
+            .write(true)
+            .open(self.path(tier, window, meta.generation))?
+            .set_len(end)?;
+        self.windows.lock().insert((tier, window), new_meta);
+        Ok(msg)
+    }
+
+    /// Blocks of a window that cannot be read back (checksum, short file).
+    pub fn damaged_blocks(&self, tier: Tier, window: i64) -> Vec<String> {
+        let entries = match self.window_blocks(tier, window) {
+            Ok(e) => e,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut out = Vec::new();
+        for (_, _, e) in entries {
+            if let Err(err) = self.read_record(tier, window, &e) {
+                out.push(err.to_string());
+            }
+        }
+        out
     }
 
     pub fn windows(&self, tier: Tier) -> Vec<(i64, WindowMeta)> {
@@ -344,10 +433,6 @@ impl BlockFiles {
             .range((tier, lo)..=(tier, end))
             .map(|((_, w), m)| (*w, *m))
             .collect()
-    }
-
-    pub fn total_file_bytes(&self) -> u64 {
-        self.windows.lock().values().map(|m| m.file_len).sum()
     }
 
     /// Block entries of one group in one window, in write order.
@@ -423,7 +508,18 @@ impl BlockFiles {
         })?;
         let file = self.read_handle(tier, window, meta.generation)?;
         let mut buf = vec![0u8; entry.len as usize];
-        file.read_exact_at(&mut buf, entry.offset)?;
+        match file.read_exact_at(&mut buf, entry.offset) {
+            Ok(()) => {}
+            // The file ends before the block: damage, like a bad checksum.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(StorageError::Corrupt(format!(
+                    "block at {}:{} lies past the end of the file",
+                    self.path(tier, window, meta.generation).display(),
+                    entry.offset
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
         if buf.len() < RECORD_HEADER {
             return Err(StorageError::Corrupt("short block record".into()));
         }
@@ -657,29 +753,39 @@ impl BlockFiles {
         Ok(meta.file_len.saturating_sub(new_meta.file_len))
     }
 
-    /// Reads and checks every record of every window, for `perch check`.
+    /// Reads and checks every record of every window, for `perch check`:
+    /// each readable block goes to `on_block`, each problem to `on_damage`.
     pub fn verify(
         &self,
         mut on_block: impl FnMut(Tier, i64, GroupId, &[u8]),
+        mut on_damage: impl FnMut(String),
     ) -> Result<usize, StorageError> {
         let mut n = 0;
         let windows = self.windows.lock().clone();
         for ((tier, window), meta) in windows {
             let path = self.path(tier, window, meta.generation);
-            let len = fs::metadata(&path)
-                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", path.display())))?
-                .len();
+            let len = match fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    on_damage(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
             if len < meta.file_len {
-                return Err(StorageError::Corrupt(format!(
+                on_damage(format!(
                     "{} is {len} bytes, the index expects {}",
                     path.display(),
                     meta.file_len
-                )));
+                ));
             }
             for (g, _, e) in self.window_blocks(tier, window)? {
-                let body = self.read_record(tier, window, &e)?;
-                on_block(tier, window, g, &body);
-                n += 1;
+                match self.read_record(tier, window, &e) {
+                    Ok(body) => {
+                        on_block(tier, window, g, &body);
+                        n += 1;
+                    }
+                    Err(err) => on_damage(format!("window {window} ({}): {err}", tier.dir_name())),
+                }
             }
         }
         Ok(n)

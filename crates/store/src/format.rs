@@ -104,7 +104,7 @@ pub fn prepare(data_dir: &Path) -> Result<Prepared, StorageError> {
 /// crates' trees while no server runs (`perch user`). Check its format with
 /// [`stamp_or_check`] before use.
 pub fn open_trees(data_dir: &Path) -> Result<crate::Trees, StorageError> {
-    open_db(data_dir, 8 << 20).map(crate::Trees::new)
+    open_db(data_dir, 8 << 20).map(|db| crate::Trees::new(db, Some(data_dir.to_path_buf()), None))
 }
 
 /// [`check_db_version`] for trees opened with [`open_trees`].

@@ -75,6 +75,8 @@ pub struct Head {
     /// Raw windows that samples in this head fall in.
     pub windows: FxHashSet<i64>,
     last_window: Option<i64>,
+    /// Disk budget reserved for this head's blocks (see `space::Budget`).
+    pub reserved: u64,
 }
 
 impl Head {
@@ -98,6 +100,7 @@ impl Head {
             spans: std::mem::take(&mut self.spans),
             windows: std::mem::take(&mut self.windows),
             wal_boundary,
+            reserved: std::sync::atomic::AtomicU64::new(std::mem::take(&mut self.reserved)),
         };
         self.samples = 0;
         self.last_window = None;
@@ -114,6 +117,9 @@ pub struct FrozenHead {
     pub windows: FxHashSet<i64>,
     /// WAL segments below this hold only samples of this or older heads.
     pub wal_boundary: u64,
+    /// Disk budget still reserved for its blocks; the checkpoint converts
+    /// it as it writes them and gives back the rest.
+    pub reserved: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]

@@ -46,7 +46,11 @@ pub use base::labels::{self, LabelLimits, Labels, MatchOp, Matcher};
 pub use base::SeriesSamples;
 pub use read::{SeriesData, SeriesRollup};
 pub use rollup::Buckets;
+pub use space::{Reservation as DiskReservation, Usage as DiskUsage};
 pub use trees::{Tree, Trees};
+/// For the fuzz targets (`fuzz/`): decoding a WAL segment's bytes.
+#[doc(hidden)]
+pub use wal::{read_records, ReplayStats, WalRecord};
 
 use files::BlockFiles;
 use head::{FrozenHead, Head};
@@ -79,13 +83,23 @@ pub enum StorageError {
     Overloaded { pending: usize },
     #[error("the disk is full or failing; writes are refused until space is freed (see /api/v1/status/tsdb)")]
     CannotPersist,
-    #[error("series {labels}: {count} sample(s) refused, e.g. at {ts}: older than the raw data kept (everything up to {floor} is dropped or past storage.retention) or beyond ±2^53 ms")]
+    #[error("series {labels}: {count} sample(s) refused, e.g. at {ts} ({}): older than the raw data kept (everything up to {floor} ({}) is dropped or past storage.retention; to import older history, raise storage.retention first) or beyond ±2^53 ms", rfc3339(*ts), rfc3339(*floor))]
     OutOfBounds {
         labels: String,
         count: usize,
         ts: i64,
         floor: i64,
     },
+    #[error("{count} sample(s) refused, e.g. at {ts} ({}): more than storage.max_future ({allowance}) ahead of the clock ({}); check the sender's clock and the timestamps' unit (ns, ms or s), or raise storage.max_future to store future data such as forecasts", rfc3339(*ts), rfc3339(*now))]
+    TooFarAhead {
+        labels: String,
+        count: usize,
+        ts: i64,
+        now: i64,
+        allowance: config::Duration,
+    },
+    #[error("{0}")]
+    BudgetFull(BudgetFull),
     #[error("query would read more than {limit} samples")]
     TooManySamples { limit: usize },
     #[error("data directory {dir} has format {found}, this perch understands up to {supported}; upgrade perch")]
@@ -104,10 +118,11 @@ impl base::HasKind for StorageError {
         match self {
             StorageError::InvalidSeries { .. }
             | StorageError::TooManySeries { .. }
-            | StorageError::OutOfBounds { .. } => K::InvalidArgument,
+            | StorageError::OutOfBounds { .. }
+            | StorageError::TooFarAhead { .. } => K::InvalidArgument,
             StorageError::TooManySamples { .. } => K::Unprocessable,
             StorageError::Overloaded { .. } => K::Unavailable,
-            StorageError::CannotPersist => K::InsufficientStorage,
+            StorageError::CannotPersist | StorageError::BudgetFull(_) => K::InsufficientStorage,
             StorageError::Corrupt(_) | StorageError::Block(_) => K::DataLoss,
             StorageError::Io(_) | StorageError::Db(_) | StorageError::FormatTooNew { .. } => {
                 K::Internal
@@ -124,6 +139,7 @@ impl StorageError {
             StorageError::InvalidSeries { .. }
                 | StorageError::TooManySeries { .. }
                 | StorageError::OutOfBounds { .. }
+                | StorageError::TooFarAhead { .. }
         )
     }
 
@@ -135,6 +151,51 @@ impl StorageError {
 
     fn is_disk_full(&self) -> bool {
         matches!(self, StorageError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
+/// A time for people, next to the milliseconds.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "out of range".into())
+}
+
+/// The disk budget refused a write: what is full, by how much, and what to
+/// do about it.
+#[derive(Debug, Clone)]
+pub struct BudgetFull {
+    /// What was refused: "samples", "a snapshot" …
+    pub what: &'static str,
+    pub usage: space::Usage,
+    /// Bytes the write needed.
+    pub needed: u64,
+    /// Only the raw window being written remains: nothing older can be
+    /// dropped to make room.
+    pub nothing_to_drop: bool,
+}
+
+impl std::fmt::Display for BudgetFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use space::human;
+        let u = &self.usage;
+        write!(
+            f,
+            "the disk budget is full: {} refused, needing {}; perch's data directory holds {} of storage.max_disk_bytes = {}, the last {} of which is kept for maintenance (time series {}, search index and snapshots {}, accepted and not yet written {}). ",
+            self.what,
+            human(self.needed),
+            human(u.total()),
+            human(u.budget),
+            human(u.reserve),
+            human(u.store),
+            human(u.others),
+            human(u.pending),
+        )?;
+        if self.nothing_to_drop {
+            f.write_str("Only the newest data is left, so nothing can be dropped to make room: raise storage.max_disk_bytes (or lower search.max_disk_bytes and the cameras' snapshot_max_bytes). Stored data stays readable.")
+        } else {
+            f.write_str("The oldest data is being dropped to make room: retry in a few seconds. To keep more, raise storage.max_disk_bytes or shorten storage.retention. Stored data stays readable.")
+        }
     }
 }
 
@@ -162,6 +223,7 @@ pub struct Appended<'a> {
     batch: &'a [SeriesSamples],
     stored: &'a [bool],
     floor: i64,
+    ceiling: i64,
 }
 
 impl<'a> Appended<'a> {
@@ -169,7 +231,7 @@ impl<'a> Appended<'a> {
     pub fn series(
         &self,
     ) -> impl Iterator<Item = (&'a Labels, impl Iterator<Item = (i64, f64)> + 'a)> + '_ {
-        let floor = self.floor;
+        let (floor, ceiling) = (self.floor, self.ceiling);
         self.batch
             .iter()
             .zip(self.stored)
@@ -177,12 +239,19 @@ impl<'a> Appended<'a> {
             .map(move |(s, _)| {
                 (
                     &s.labels,
-                    s.samples.iter().copied().filter(move |&(t, _)| {
-                        t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64
-                    }),
+                    s.samples
+                        .iter()
+                        .copied()
+                        .filter(move |&(t, _)| accepted(t, floor, ceiling)),
                 )
             })
     }
+}
+
+/// Whether a sample time is inside what the store takes: after the write
+/// floor, not beyond the future allowance, within ±2^53 ms.
+fn accepted(t: i64, floor: i64, ceiling: i64) -> bool {
+    t > floor && t <= ceiling && t.unsigned_abs() <= MAX_TIMESTAMP as u64
 }
 
 /// Facts for `GET /api/v1/status/tsdb` and the status page.
@@ -241,7 +310,12 @@ pub struct Storage {
     maintenance: Mutex<()>,
     /// Wakes the maintenance thread early (head over its limit).
     wake: maintenance::Wake,
-    disk_budget: u64,
+    /// `storage.max_disk_bytes`, kept before anything is written.
+    budget: Arc<space::Budget>,
+    /// Writes were refused for space: the next maintenance pass checkpoints
+    /// (turning the head's reservation into its real, smaller blocks) and
+    /// drops old data.
+    checkpoint_wanted: std::sync::atomic::AtomicBool,
     problems: Mutex<Vec<String>>,
     /// The last WAL sync failed; appends are refused until one succeeds.
     wal_failing: std::sync::atomic::AtomicBool,
@@ -293,7 +367,8 @@ impl Storage {
         let partition = base::disk::partition_usage(data_dir)
             .map(|p| p.total_bytes)
             .unwrap_or(u64::MAX);
-        let wal = Wal::open(&data_dir.join("wal"))?;
+        let budget = Arc::new(space::Budget::new(config.max_disk_bytes.resolve(partition)));
+        let wal = Wal::open(&data_dir.join("wal"), budget.clone())?;
         let storage = Storage {
             config: config.clone(),
             limits: LabelLimits {
@@ -311,7 +386,8 @@ impl Storage {
             frozen: RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             wake: maintenance::Wake::default(),
-            disk_budget: config.max_disk_bytes.resolve(partition),
+            budget,
+            checkpoint_wanted: Default::default(),
             problems: Mutex::new(problems),
             wal_failing: Default::default(),
             space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
@@ -330,14 +406,23 @@ impl Storage {
         report.wal_samples_replayed = replay.samples;
         report.wal_torn_bytes = replay.torn_bytes;
         if replay.torn_bytes > 0 {
-            tracing::warn!(
-                bytes = replay.torn_bytes,
-                "ignored a torn record at the end of the write-ahead log (an unclean stop)"
-            );
+            // A write torn by a power cut, or damage: either way, what
+            // followed in that segment is lost.
+            storage.report_problem(format!(
+                "the write-ahead log had {} bytes that are not valid records (a write cut short by a power loss, or damage): they and anything after them in their segment were ignored; {} samples were recovered from the log",
+                replay.torn_bytes, replay.samples
+            ));
         }
+        for msg in &repair.lost {
+            storage.report_problem(msg.clone());
+        }
+        storage.check_newest_blocks();
+        storage.budget.look_others(data_dir);
+        storage.budget.look_store(data_dir);
         let storage = Arc::new(storage);
-        // Make the replayed samples durable as blocks and start a clean log.
-        storage.checkpoint()?;
+        // Make the replayed samples durable as blocks and start a clean log:
+        // they were acknowledged, so this writes even past the budget.
+        storage.checkpoint_inner(true)?;
         Ok((storage, report))
     }
 
@@ -393,7 +478,11 @@ impl Storage {
     /// The trees other crates keep in the store's database (accounts,
     /// dashboards, retained messages, cameras, forwarding queues).
     pub fn trees(&self) -> Trees {
-        Trees::new(self.db.clone())
+        Trees::new(
+            self.db.clone(),
+            Some(self.data_dir.clone()),
+            Some(self.budget.clone()),
+        )
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -418,7 +507,9 @@ impl Storage {
     /// (memory bound reached) — the caller should retry later.
     pub fn append(&self, batch: &[SeriesSamples]) -> Result<AppendResult, StorageError> {
         // Acknowledging writes that cannot be made durable would be a lie.
-        if self.wal_failing.load(Ordering::SeqCst) || self.space.refuse_writes() {
+        let free = self.space.free_bytes();
+        if self.wal_failing.load(Ordering::SeqCst) || self.space.refuse_writes(free) {
+            self.want_room();
             return Err(StorageError::CannotPersist);
         }
         let pending = self.pending_samples();
@@ -427,7 +518,9 @@ impl Storage {
             return Err(StorageError::Overloaded { pending });
         }
         let floor = self.write_floor();
-        let accept = |t: i64| t > floor && t.unsigned_abs() <= MAX_TIMESTAMP as u64;
+        let now = self.clock.now_ms();
+        let ceiling = self.write_ceiling(now);
+        let accept = |t: i64| accepted(t, floor, ceiling);
         loop {
             let epoch = self.index.epoch();
             let mut result = AppendResult::default();
@@ -438,26 +531,50 @@ impl Storage {
                     ids.push(None);
                     continue;
                 }
-                let refused: Vec<i64> = s
-                    .samples
-                    .iter()
-                    .map(|x| x.0)
-                    .filter(|&t| !accept(t))
-                    .collect();
-                if let Some(&ts) = refused.first() {
+                let mut refused = 0;
+                let (mut past, mut future) = ((0usize, 0i64), (0usize, 0i64));
+                for &(t, _) in &s.samples {
+                    if accept(t) {
+                        continue;
+                    }
+                    refused += 1;
+                    // Beyond the allowance but within ±2^53: the future's.
+                    let slot = if t > ceiling && t <= MAX_TIMESTAMP {
+                        &mut future
+                    } else {
+                        &mut past
+                    };
+                    if slot.0 == 0 {
+                        slot.1 = t;
+                    }
+                    slot.0 += 1;
+                }
+                if past.0 > 0 {
                     result.rejected.push((
                         i,
                         StorageError::OutOfBounds {
                             labels: s.labels.to_string(),
-                            count: refused.len(),
-                            ts,
+                            count: past.0,
+                            ts: past.1,
                             floor,
                         },
                     ));
-                    if refused.len() == s.samples.len() {
-                        ids.push(None);
-                        continue;
-                    }
+                }
+                if future.0 > 0 {
+                    result.rejected.push((
+                        i,
+                        StorageError::TooFarAhead {
+                            labels: s.labels.to_string(),
+                            count: future.0,
+                            ts: future.1,
+                            now,
+                            allowance: self.config.max_future,
+                        },
+                    ));
+                }
+                if refused == s.samples.len() {
+                    ids.push(None);
+                    continue;
                 }
                 s.labels.write_key(&mut key);
                 let id = match self.index.lookup(&key) {
@@ -476,26 +593,51 @@ impl Storage {
                 ids.push(id);
             }
             let mut log = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
+            for (s, id) in batch.iter().zip(&ids) {
+                let Some(id) = *id else { continue };
+                log.extend(
+                    s.samples
+                        .iter()
+                        .filter(|x| accept(x.0))
+                        .map(|&(t, v)| (id, t, v)),
+                );
+            }
+            let records = wal::encode_samples(&log);
             {
                 let mut head = self.head.lock();
                 // Series forgotten since the ids were resolved: resolve again.
                 if self.index.epoch() != epoch {
                     continue;
                 }
-                for (s, id) in batch.iter().zip(&ids) {
-                    let Some(id) = *id else { continue };
-                    for &(t, v) in s.samples.iter().filter(|x| accept(x.0)) {
-                        head.append(id, t, v);
-                        log.push((id, t, v));
+                // Room on disk for the log and, later, the blocks: reserved
+                // before anything is written (or acknowledged).
+                let bytes = records.len() as u64;
+                if bytes > 0 {
+                    if let Err(refusal) =
+                        self.budget
+                            .admit(bytes, free, self.space.keep_free_for_writes())
+                    {
+                        drop(head);
+                        self.want_room();
+                        return Err(self.refusal_error(refusal, bytes * 2));
                     }
                 }
+                for &(id, t, v) in &log {
+                    head.append(id, t, v);
+                }
+                head.reserved += bytes;
                 result.samples = log.len();
                 if !log.is_empty() {
-                    result.wal_position = self.wal.append_samples(&log);
+                    result.wal_position = self.wal.append_encoded(&records);
                 }
                 if head.samples >= self.config.max_head_samples {
                     self.wake.notify();
                 }
+            }
+            // Past the low-water mark: checkpoint and make room before
+            // writes have to be refused.
+            if self.budget.usage().total() > self.budget.low_water() {
+                self.want_room();
             }
             let total: usize = batch.iter().map(|s| s.samples.len()).sum();
             self.counters
@@ -511,6 +653,7 @@ impl Storage {
                     batch,
                     stored: &stored,
                     floor,
+                    ceiling,
                 };
                 for o in observers.iter() {
                     o.appended(&appended);
@@ -518,6 +661,36 @@ impl Storage {
             }
             return Ok(result);
         }
+    }
+
+    /// Asks maintenance to checkpoint and drop old data now.
+    fn want_room(&self) {
+        if !self.checkpoint_wanted.swap(true, Ordering::SeqCst) {
+            self.wake.notify();
+        }
+    }
+
+    fn refusal_error(&self, refusal: space::Refusal, needed: u64) -> StorageError {
+        match refusal {
+            space::Refusal::Budget(usage) => StorageError::BudgetFull(BudgetFull {
+                what: "samples",
+                usage,
+                needed,
+                nothing_to_drop: self.nothing_to_drop(),
+            }),
+            space::Refusal::Partition => StorageError::CannotPersist,
+        }
+    }
+
+    /// Whether no stored window is left that could be dropped for space.
+    pub(crate) fn nothing_to_drop(&self) -> bool {
+        self.drop_victim(true).is_none()
+    }
+
+    /// Samples after this time are refused: more than `storage.max_future`
+    /// ahead of the clock.
+    pub fn write_ceiling(&self, now: i64) -> i64 {
+        now.saturating_add(self.config.max_future.as_millis_i64())
     }
 
     fn create_series(&self, labels: &Labels, key: &[u8]) -> Result<SeriesId, StorageError> {
@@ -638,15 +811,39 @@ impl Storage {
         self.index.len()
     }
 
-    /// Bytes this store occupies on disk right now.
+    /// Bytes this store occupies on disk (as of the disk budget's last
+    /// look, plus what it wrote since).
     pub fn disk_usage(&self) -> u64 {
-        self.files.total_file_bytes()
-            + self.db.size_on_disk().unwrap_or(0)
-            + self.wal.size_on_disk()
+        self.budget.usage().store
     }
 
+    /// `storage.max_disk_bytes`, resolved: the most perch's data directory
+    /// may hold (quarantine and space ballast aside).
     pub fn disk_budget(&self) -> u64 {
-        self.disk_budget
+        self.budget.limit()
+    }
+
+    /// Where the disk budget stands: the store's files, the rest of the
+    /// data directory, what is in memory and will be written.
+    pub fn disk_budget_usage(&self) -> space::Usage {
+        self.budget.usage()
+    }
+
+    /// Reports damaged blocks of the newest raw window, the one a crash or
+    /// a failing card most likely hit, at start: reads skip them, `perch
+    /// check` lists them, compaction drops them.
+    fn check_newest_blocks(&self) {
+        let Some((window, _)) = self.files.windows(Tier::Raw).last().copied() else {
+            return;
+        };
+        let damaged = self.files.damaged_blocks(Tier::Raw, window);
+        if let Some(first) = damaged.first() {
+            self.report_problem(format!(
+                "{} damaged block(s) in the newest raw window {window} ({}), e.g. {first}; their samples cannot be read (the rest can); run `perch check` with perch stopped for the whole directory",
+                damaged.len(),
+                rfc3339(window)
+            ));
+        }
     }
 
     pub fn problems(&self) -> Vec<String> {
@@ -700,7 +897,7 @@ impl Storage {
             } else {
                 0.0
             },
-            disk_budget_bytes: self.disk_budget,
+            disk_budget_bytes: self.budget.limit(),
             oldest_timestamp: oldest,
             newest_timestamp: newest,
             windows: WindowCounts {

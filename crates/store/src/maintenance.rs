@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rustc_hash::FxHashMap;
 
 use super::block::{Block, BlockBuilder, BlockKind};
 use super::files::{BlockEntry, NewBlock, Tier};
 use super::head::sort_dedup_last;
+use super::head::FrozenHead;
 use super::rollup::{rollup, Buckets};
-use super::{GroupId, SeriesId, Storage, StorageError};
+use super::{space, GroupId, SeriesId, Storage, StorageError};
 
 /// One series' columns: timestamps and one or more value columns.
 type MultiColumns = (Vec<i64>, Vec<Vec<f64>>);
@@ -31,6 +31,10 @@ const LATE_GRACE_MS: i64 = 15 * 60_000;
 const MAX_PARTIALS: usize = 8;
 /// Merge at most this many groups per append, bounding memory.
 const GROUPS_PER_BATCH: usize = 64;
+/// How often the disk budget looks at the rest of the data directory
+/// (search index, snapshots); their writes in between are reserved or
+/// covered by the maintenance reserve.
+const OTHERS_LOOK_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Wake {
@@ -88,6 +92,7 @@ impl Storage {
                 .spawn(move || {
                     let every = s.config.flush_interval.std();
                     let mut last = Instant::now();
+                    let mut last_others = Instant::now();
                     while !s.wake.stopped() {
                         std::thread::sleep(every.min(Duration::from_millis(100)));
                         if last.elapsed() < every {
@@ -95,6 +100,13 @@ impl Storage {
                         }
                         last = Instant::now();
                         s.watch_free_space();
+                        // The budget's look at the disk: sled's growth and
+                        // deleted files show here.
+                        s.budget.look_store(&s.data_dir);
+                        if last_others.elapsed() >= OTHERS_LOOK_EVERY {
+                            last_others = Instant::now();
+                            s.budget.look_others(&s.data_dir);
+                        }
                         if s.wal.pending_bytes() > 0 || s.wal_failing.load(Ordering::SeqCst) {
                             s.sync_wal();
                         }
@@ -115,7 +127,8 @@ impl Storage {
                             break;
                         }
                         let head_full = s.head.lock().samples >= s.config.max_head_samples;
-                        if head_full || last_checkpoint.elapsed() >= every {
+                        let wanted = s.checkpoint_wanted.swap(false, Ordering::SeqCst);
+                        if head_full || wanted || last_checkpoint.elapsed() >= every {
                             last_checkpoint = Instant::now();
                             if let Err(e) = s.checkpoint() {
                                 s.maintenance_failed("checkpoint", &e);
@@ -173,7 +186,12 @@ impl Storage {
     }
 
     fn maintenance_failed(&self, what: &str, e: &StorageError) {
-        if e.is_disk_full() {
+        if let StorageError::BudgetFull(b) = e {
+            self.report_problem(format!("{what} postponed: {b}"));
+            if let Err(e) = self.free_space(false) {
+                tracing::error!(error = %e, "could not free space");
+            }
+        } else if e.is_disk_full() {
             self.report_problem(format!(
                 "disk full: {what} failed; dropping the oldest data to make room"
             ));
@@ -188,6 +206,12 @@ impl Storage {
     /// Writes the live head out as partial blocks, then every frozen head
     /// still pending, and deletes the WAL segments they cover.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.checkpoint_inner(false)
+    }
+
+    /// With `force` (at open, for what the WAL replayed: acknowledged
+    /// data), blocks are written even past the disk budget.
+    pub(super) fn checkpoint_inner(&self, force: bool) -> Result<(), StorageError> {
         // Writing blocks needs room: make it first when space is short rather
         // than let sled hit ENOSPC, which poisons it until it is reopened.
         if self.space.free_bytes() < self.space.target_free() {
@@ -206,23 +230,26 @@ impl Storage {
             let Some(frozen) = self.frozen.read().first().cloned() else {
                 break;
             };
-            self.write_partials(&frozen.series)?;
+            self.write_partials(&frozen, force)?;
             self.index.extend_spans(&frozen.spans);
             self.index.persist_spans(frozen.spans.keys().copied())?;
             self.db.flush()?;
             self.frozen.write().remove(0);
+            // What the estimate reserved beyond the real blocks goes back.
+            self.budget
+                .settle_pending(frozen.reserved.swap(0, Ordering::SeqCst));
             self.wal.remove_before(frozen.wal_boundary)?;
+            self.budget.look_store(&self.data_dir);
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
         self.clear_problem("checkpoint failed");
+        self.clear_problem("checkpoint postponed");
         self.clear_problem("disk full");
         Ok(())
     }
 
-    fn write_partials(
-        &self,
-        series: &FxHashMap<SeriesId, super::head::SeriesBuf>,
-    ) -> Result<(), StorageError> {
+    fn write_partials(&self, frozen: &FrozenHead, force: bool) -> Result<(), StorageError> {
+        let series = &frozen.series;
         // (window, group) → series columns
         let mut cells: BTreeMap<(i64, GroupId), Vec<SeriesCut>> = BTreeMap::new();
         for (&id, buf) in series {
@@ -256,12 +283,87 @@ impl Storage {
                 .map(|(id, ts, vs)| (*id, &ts[..], vec![&vs[..]]));
             blocks.push(new_block(Tier::Raw, window, group, cols));
             if blocks.len() >= GROUPS_PER_BATCH * 4 {
-                self.files
-                    .append(Tier::Raw, std::mem::take(&mut blocks), &[])?;
+                let blocks = std::mem::take(&mut blocks);
+                let _room = self.reserve_checkpoint(frozen, &blocks, force)?;
+                self.files.append(Tier::Raw, blocks, &[])?;
             }
         }
         if !blocks.is_empty() {
+            let _room = self.reserve_checkpoint(frozen, &blocks, force)?;
             self.files.append(Tier::Raw, blocks, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Takes room in the disk budget for a checkpoint's blocks, converting
+    /// what the head reserved for them; when they are larger than that
+    /// (many tiny groups), old data is dropped first to make room.
+    fn reserve_checkpoint(
+        &self,
+        frozen: &FrozenHead,
+        blocks: &[NewBlock],
+        force: bool,
+    ) -> Result<space::Reservation, StorageError> {
+        let bytes = record_bytes(blocks);
+        if !force {
+            // The partition too: a checkpoint must not take it below the
+            // ballast's worth the database needs to drop old data.
+            if self.space.free_bytes() < bytes.saturating_add(self.space.keep_free_for_writes()) {
+                // As the disk would say it: maintenance then drops old data.
+                return Err(StorageError::Io(std::io::Error::from_raw_os_error(
+                    libc::ENOSPC,
+                )));
+            }
+        }
+        let reserved = frozen.reserved.load(Ordering::SeqCst);
+        let release = bytes.min(reserved);
+        let mut r = self.budget.reserve_maintenance(bytes, release, false);
+        if r.is_err() {
+            self.free_space_locked(false)?;
+            r = self.budget.reserve_maintenance(bytes, release, force);
+        }
+        let room = r.map_err(|usage| {
+            StorageError::BudgetFull(super::BudgetFull {
+                what: "a checkpoint",
+                usage,
+                needed: bytes,
+                nothing_to_drop: self.nothing_to_drop(),
+            })
+        })?;
+        frozen.reserved.fetch_sub(release, Ordering::SeqCst);
+        Ok(room)
+    }
+
+    /// Takes room in the disk budget for a maintenance write (merges,
+    /// rollups, rewrites), from the reserve if need be.
+    fn reserve_maintenance(
+        &self,
+        what: &'static str,
+        bytes: u64,
+    ) -> Result<space::Reservation, StorageError> {
+        // Optional work: only with room to spare on the partition.
+        self.partition_room(bytes, self.space.target_free())?;
+        self.budget
+            .reserve_maintenance(bytes, 0, false)
+            .map_err(|usage| {
+                StorageError::BudgetFull(super::BudgetFull {
+                    what,
+                    usage,
+                    needed: bytes,
+                    nothing_to_drop: self.nothing_to_drop(),
+                })
+            })
+    }
+
+    /// Refuses optional work (merges, rollups, rewrites) of `bytes` that
+    /// would leave less than `keep` free on the partition, before anything
+    /// is written: it waits until old data is dropped.
+    fn partition_room(&self, bytes: u64, keep: u64) -> Result<(), StorageError> {
+        if self.space.free_bytes() < bytes.saturating_add(keep) {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                NO_ROOM_YET,
+            )));
         }
         Ok(())
     }
@@ -280,7 +382,10 @@ impl Storage {
         let mut first_error = None;
         let mut note = |r: Result<(), StorageError>, what: &str, tier: Tier, window: i64| {
             if let Err(e) = r {
-                if e.is_disk_full() {
+                if matches!(e, StorageError::BudgetFull(_)) || is_no_room_yet(&e) {
+                    // Dropping old data (retention, next) makes room for it.
+                    tracing::debug!(window, tier = tier.dir_name(), "{what} postponed: {e}");
+                } else if e.is_disk_full() {
                     first_error.get_or_insert(e);
                 } else {
                     self.report_problem(format!(
@@ -319,7 +424,13 @@ impl Storage {
             for (window, meta) in self.files.windows(tier) {
                 let room = self.space.free_bytes() > meta.live_bytes + self.space.target_free();
                 if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len && room {
-                    let r = self.files.rewrite_window(tier, window).map(|_| ());
+                    let r = self
+                        .reserve_maintenance("a rewrite", meta.live_bytes)
+                        .and_then(|_room| self.files.rewrite_window(tier, window))
+                        .map(|_| ());
+                    if r.is_ok() {
+                        self.budget.look_store(&self.data_dir);
+                    }
                     note(r, "rewrite", tier, window);
                 }
             }
@@ -398,6 +509,8 @@ impl Storage {
                     ));
                 }
             }
+            let bytes = record_bytes(&rollups) + record_bytes_seq(&merged_blocks);
+            let _room = self.reserve_maintenance("compaction", bytes)?;
             // Rollups first: after a crash in between, the raw window is
             // finalized again and the newer rollup partial wins.
             if !rollups.is_empty() {
@@ -445,6 +558,7 @@ impl Storage {
                 blocks.push(merged_block(tier, window, *group, entries, &merged));
                 replaced.extend(superseded(window, *group, entries));
             }
+            let _room = self.reserve_maintenance("a merge", record_bytes_seq(&blocks))?;
             self.files.append_with_seq(tier, blocks, &replaced)?;
         }
         self.db.flush()?;
@@ -533,45 +647,49 @@ impl Storage {
                 }
             }
             if !blocks.is_empty() {
+                let _room = self.reserve_maintenance("1 min rollups", record_bytes(&blocks))?;
                 self.files.append(Tier::Minute, blocks, &[])?;
             }
         }
         Ok(())
     }
 
-    /// Drops the oldest windows while over budget: raw first (never the
-    /// newest raw window), then 1 min, then 1 h rollups. With `urgent` (the
-    /// disk is full) at least one window goes even if the budget holds.
+    /// Drops the oldest windows while the disk budget is above its low-water
+    /// mark or the partition short of free space: raw first (never the
+    /// window of the present, nor a future one), then 1 min, then 1 h
+    /// rollups. With `urgent` (the disk is full) at least one window goes
+    /// even if the budget holds.
     pub(crate) fn free_space(&self, urgent: bool) -> Result<(), StorageError> {
         let _serial = self.maintenance.lock();
+        self.free_space_locked(urgent)
+    }
+
+    /// [`Storage::free_space`] with the maintenance lock held.
+    fn free_space_locked(&self, urgent: bool) -> Result<(), StorageError> {
         let mut must_drop = urgent;
         loop {
-            let used = self.disk_usage();
+            let usage = self.budget.usage();
+            let used = usage.total();
             let free = self.space.free_bytes();
-            if used <= self.disk_budget && free >= self.space.target_free() && !must_drop {
+            let over = used > self.budget.low_water();
+            if !over && free >= self.space.target_free() && !must_drop {
+                self.clear_problem("over the disk budget");
                 break;
             }
             must_drop = false;
-            let raw = self.files.windows(Tier::Raw);
-            let victim = if raw.len() > 1 {
-                Some((Tier::Raw, raw[0].0))
-            } else {
-                [Tier::Minute, Tier::Hour]
-                    .into_iter()
-                    .find_map(|t| self.files.windows(t).first().map(|(w, _)| (t, *w)))
-            };
-            let Some((tier, window)) = victim else {
-                if used > self.disk_budget {
+            let Some((tier, window)) = self.drop_victim(over) else {
+                if over {
                     self.report_problem(format!(
-                        "over the disk budget ({used} of {} bytes) with only the newest window left",
-                        self.disk_budget
+                        "over the disk budget ({} of {}) with only the newest window left",
+                        space::human(used),
+                        space::human(self.budget.limit())
                     ));
                 }
                 break;
             };
             tracing::warn!(
                 used,
-                budget = self.disk_budget,
+                budget = self.budget.limit(),
                 free,
                 tier = tier.dir_name(),
                 window,
@@ -580,11 +698,30 @@ impl Storage {
             // Under pressure raw windows go without a 1 min summary: writing
             // one would spend the space being freed.
             self.drop_window(tier, window)?;
+            self.budget.look_store(&self.data_dir);
             self.counters
                 .windows_dropped
                 .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The window to drop for space: the oldest raw window, else the
+    /// oldest 1 min, else the oldest 1 h window. Never the raw window of
+    /// the present (or a future one); for the partition's free space
+    /// (`over_budget` false: something else may have filled it, and
+    /// dropping everything would not help) never the newest raw window
+    /// either. Over the budget the newest may go once the present has moved
+    /// past it, or writes to the new window could never be made room for.
+    pub(super) fn drop_victim(&self, over_budget: bool) -> Option<(Tier, i64)> {
+        let present = Tier::Raw.window_of(self.clock.now_ms());
+        let raw = self.files.windows(Tier::Raw);
+        match raw.first() {
+            Some(&(w, _)) if w < present && (over_budget || raw.len() > 1) => Some((Tier::Raw, w)),
+            _ => [Tier::Minute, Tier::Hour]
+                .into_iter()
+                .find_map(|t| self.files.windows(t).first().map(|(w, _)| (t, *w))),
+        }
     }
 
     /// Drops a window and, for raw data, raises the floor below which writes
@@ -710,4 +847,26 @@ fn new_block<'a>(
         min_ts: lo,
         max_ts: hi,
     }
+}
+
+const NO_ROOM_YET: &str = "not enough free space on the data partition yet";
+
+/// A maintenance write postponed by [`Storage::partition_room`].
+fn is_no_room_yet(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io(io) if io.raw_os_error().is_none() && io.to_string() == NO_ROOM_YET)
+}
+
+/// Bytes blocks take in a file, record headers included.
+fn record_bytes(blocks: &[NewBlock]) -> u64 {
+    blocks
+        .iter()
+        .map(|b| (b.bytes.len() + super::files::RECORD_HEADER) as u64)
+        .sum()
+}
+
+fn record_bytes_seq(blocks: &[(NewBlock, Option<u32>)]) -> u64 {
+    blocks
+        .iter()
+        .map(|(b, _)| (b.bytes.len() + super::files::RECORD_HEADER) as u64)
+        .sum()
 }

@@ -49,9 +49,8 @@ impl MetricSource for Storage {
             "Samples held in memory, not yet written out as blocks.",
             self.pending_samples() as f64,
         ));
-        // `disk_usage` adds up sizes the store already tracks (plus a stat of
-        // sled's file and the few WAL segments); `status()` would walk every
-        // directory, too slow to do on each scrape.
+        // `disk_usage` is the disk budget's ledger (its last look plus what
+        // was written since), not a walk of the directories on each scrape.
         out.push(MetricPoint::gauge(
             "perch_storage_disk_usage_bytes",
             "Bytes the store occupies on disk (block files, database, write-ahead log).",
@@ -59,8 +58,13 @@ impl MetricSource for Storage {
         ));
         out.push(MetricPoint::gauge(
             "perch_storage_disk_budget_bytes",
-            "Most bytes the store may occupy (storage.max_disk_bytes).",
+            "Most bytes the data directory may hold (storage.max_disk_bytes).",
             self.disk_budget() as f64,
+        ));
+        out.push(MetricPoint::gauge(
+            "perch_storage_disk_budget_used_bytes",
+            "Bytes counted against storage.max_disk_bytes: the store's files, the search index and snapshots, and samples accepted but not yet written.",
+            self.disk_budget_usage().total() as f64,
         ));
         out.push(MetricPoint::gauge(
             "perch_storage_problems",

@@ -195,14 +195,10 @@ fn retention_drops_old_windows_and_downsamples() {
 }
 
 #[test]
-fn disk_budget_drops_oldest_first_and_keeps_newest() {
+fn disk_budget_drops_oldest_first_and_keeps_the_present() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let cfg = StorageConfig {
-        max_disk_bytes: config::DiskBudget::Bytes(1),
-        ..Default::default()
-    };
-    let s = open_with(dir.path(), &clock, cfg);
+    let clock = ManualClock::new(T0 + 9 * H);
+    let s = open(dir.path(), &clock);
     for w in 0..5 {
         let samples: Vec<(i64, f64)> = (0..720)
             .map(|i| (T0 + w * 2 * H + i * 10_000, i as f64 * 0.37))
@@ -210,17 +206,169 @@ fn disk_budget_drops_oldest_first_and_keeps_newest() {
         s.append(&[series("b", &[], samples)]).unwrap();
         s.checkpoint().unwrap();
     }
+    // A budget smaller than what is stored.
+    s.budget.set_limit(1);
     s.enforce_retention().unwrap();
     let raw = s.files.windows(Tier::Raw);
-    assert_eq!(raw.len(), 1, "only the newest raw window stays");
+    assert_eq!(raw.len(), 1, "only the window of the present stays");
     assert_eq!(raw[0].0, T0 + 8 * H);
     assert!(s
         .problems()
         .iter()
         .any(|p| p.contains("over the disk budget")));
-    // Writing still works.
-    s.append(&[series("b", &[], vec![(T0 + 9 * H, 1.0)])])
+    // Writes are refused, saying what is full and what to do.
+    let e = s
+        .append(&[series("b", &[], vec![(T0 + 9 * H, 1.0)])])
+        .unwrap_err();
+    assert!(matches!(e, StorageError::BudgetFull(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("storage.max_disk_bytes"), "{msg}");
+    assert!(msg.contains("nothing can be dropped"), "{msg}");
+    assert_eq!(
+        read_all(&s, "b")[0].ts.last(),
+        Some(&(T0 + 8 * H + 719 * 10_000)),
+        "what is stored stays readable"
+    );
+}
+
+#[test]
+fn the_disk_budget_is_never_exceeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let budget = 3u64 << 20;
+    let cfg = StorageConfig {
+        max_disk_bytes: config::DiskBudget::Bytes(budget),
+        max_head_samples: 20_000,
+        ..Default::default()
+    };
+    let s = open_with(dir.path(), &clock, cfg);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut refused = 0;
+    let mut stored = 0;
+    let mut max_seen = 0;
+    // Noisy data over three days: each batch a few minutes, in time order.
+    let mut t = T0 - 2 * 86_400_000;
+    while t < T0 {
+        let samples: Vec<(i64, f64)> = (0..2000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (t + i * 100, (x >> 11) as f64)
+            })
+            .collect();
+        clock.set(t + 200_000);
+        match s.append(&[series("n", &[("d", "1")], samples)]) {
+            Ok(r) => {
+                stored += r.samples;
+                t += 200_000;
+            }
+            Err(StorageError::BudgetFull(b)) => {
+                refused += 1;
+                assert!(b.to_string().contains("storage.max_disk_bytes"));
+                // What maintenance does when woken.
+                s.checkpoint().unwrap();
+                s.compact().unwrap();
+                s.enforce_retention().unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if s.head.lock().samples >= 20_000 {
+            s.checkpoint().unwrap();
+            s.compact().unwrap();
+            s.enforce_retention().unwrap();
+        }
+        let du = space::du(dir.path());
+        max_seen = max_seen.max(du);
+        assert!(du <= budget, "{du} bytes on disk, budget {budget}");
+    }
+    assert!(refused > 0, "the budget was reached");
+    assert!(stored > 1_000_000, "{stored} samples stored");
+    assert!(max_seen > budget / 2, "the budget was used: {max_seen}");
+    // The newest data is there.
+    let got = read_all(&s, "n");
+    assert_eq!(*got[0].ts.last().unwrap(), t - 200_000 + 1999 * 100);
+}
+
+#[test]
+fn samples_too_far_ahead_of_the_clock_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let s = open(dir.path(), &clock);
+    let year_2262 = 9_214_646_400_000;
+    let r = s
+        .append(&[series(
+            "f",
+            &[],
+            vec![
+                (T0, 1.0),
+                (T0 + 47 * H, 2.0),
+                (T0 + 49 * H, 3.0),
+                (year_2262, 4.0),
+            ],
+        )])
         .unwrap();
+    assert_eq!(r.samples, 2);
+    let msg = r.rejected[0].1.to_string();
+    assert!(msg.contains("2 sample(s) refused"), "{msg}");
+    assert!(msg.contains("storage.max_future (2d)"), "{msg}");
+    assert!(r.rejected[0].1.is_client_error());
+    assert_eq!(read_all(&s, "f")[0].ts, vec![T0, T0 + 47 * H]);
+    // Raised, it lets forecasts in.
+    let dir2 = tempfile::tempdir().unwrap();
+    let s = open_with(
+        dir2.path(),
+        &clock,
+        StorageConfig {
+            max_future: config::Duration::from_secs(300 * 365 * 86_400),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        s.append(&[series("f", &[], vec![(year_2262, 4.0)])])
+            .unwrap()
+            .samples,
+        1
+    );
+}
+
+#[test]
+fn a_block_file_cut_short_keeps_the_rest_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + H);
+    {
+        let s = open(dir.path(), &clock);
+        for (i, t) in [T0 + 1, T0 + 2, T0 + 3].into_iter().enumerate() {
+            s.append(&[series("c", &[], vec![(t, i as f64)])]).unwrap();
+            s.checkpoint().unwrap();
+        }
+        s.close().unwrap();
+    }
+    let file = dir.path().join("blocks/raw").join(format!("{T0}-1.dat"));
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let report = check::check(dir.path());
+    assert!(!report.ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains("past its end")),
+        "{:?}",
+        report.problems
+    );
+    let s = open(dir.path(), &clock);
+    assert!(
+        s.problems().iter().any(|p| p.contains("are lost")),
+        "{:?}",
+        s.problems()
+    );
+    assert_eq!(read_all(&s, "c")[0].ts, vec![T0 + 1, T0 + 2]);
+    s.close().unwrap();
+    drop(s);
+    assert!(check::check(dir.path()).ok(), "repaired at open");
 }
 
 #[test]
@@ -291,10 +439,7 @@ mod regressions {
     fn a_series_with_samples_in_the_head_is_never_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(T0 + 5 * H);
-        let cfg = StorageConfig {
-            max_disk_bytes: config::DiskBudget::Bytes(1),
-            ..Default::default()
-        };
+        let cfg = StorageConfig::default();
         let s = open_with(dir.path(), &clock, cfg.clone());
         s.append(&[series("a", &[], vec![(T0, 1.0)])]).unwrap();
         s.checkpoint().unwrap();
@@ -307,7 +452,9 @@ mod regressions {
             .unwrap();
         assert_eq!(r.samples, 1);
         s.flush_wal().unwrap();
+        s.budget.set_limit(1);
         s.enforce_retention().unwrap();
+        s.budget.set_limit(u64::MAX);
         s.checkpoint().unwrap();
         drop(s);
         let s = open_with(dir.path(), &clock, cfg);
@@ -395,17 +542,16 @@ mod regressions {
     fn a_window_dropped_for_space_refuses_late_samples_too() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(T0 + 10 * H);
-        let cfg = StorageConfig {
-            max_disk_bytes: config::DiskBudget::Bytes(1),
-            ..Default::default()
-        };
+        let cfg = StorageConfig::default();
         let s = open_with(dir.path(), &clock, cfg.clone());
         for w in 0..3 {
             s.append(&[series("d", &[], vec![(T0 + w * 2 * H + 1, 1.0)])])
                 .unwrap();
             s.checkpoint().unwrap();
         }
+        s.budget.set_limit(1);
         s.enforce_retention().unwrap();
+        s.budget.set_limit(u64::MAX);
         let r = s.append(&[series("d", &[], vec![(T0 + 2, 5.0)])]).unwrap();
         assert_eq!(r.samples, 0);
         drop(s);
@@ -473,7 +619,6 @@ mod regressions {
         let clock = ManualClock::new(T0);
         let cfg = StorageConfig {
             retention: config::Duration::from_secs(4 * 3600),
-            max_disk_bytes: config::DiskBudget::Bytes(1),
             ..Default::default()
         };
         let s = open_with(dir.path(), &clock, cfg);
@@ -483,6 +628,7 @@ mod regressions {
             s.checkpoint().unwrap();
         }
         std::fs::remove_file(dir.path().join("blocks/raw").join(format!("{T0}-1.dat"))).unwrap();
+        s.budget.set_limit(1);
         clock.set(T0 + 12 * H);
         s.enforce_retention().unwrap();
         assert_eq!(s.files.windows(Tier::Raw).len(), 1);

@@ -5,7 +5,11 @@
 //! `series_span`, `blocks`, `meta`). Tree names are part of the on-disk
 //! format: renaming one is a format step with its upgrade (`format.rs`).
 
-use crate::StorageError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::space::{Budget, Reservation as DiskReservation};
+use crate::{BudgetFull, StorageError};
 
 /// A tree some crate other than the store owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,16 +66,58 @@ impl Tree {
 /// Prefix of the per-target forwarding queues, `forward.<target>`.
 const FORWARD_QUEUE_PREFIX: &str = "forward.";
 
-/// Access to the trees of [`Tree`] and to the forwarding queues; cheap to
+/// Access to the trees of [`Tree`] and to the forwarding queues, and to the
+/// data directory's disk budget for crates that write files there; cheap to
 /// clone.
 #[derive(Clone)]
 pub struct Trees {
     db: sled::Db,
+    data_dir: Option<PathBuf>,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Trees {
-    pub(crate) fn new(db: sled::Db) -> Trees {
-        Trees { db }
+    pub(crate) fn new(
+        db: sled::Db,
+        data_dir: Option<PathBuf>,
+        budget: Option<Arc<Budget>>,
+    ) -> Trees {
+        Trees {
+            db,
+            data_dir,
+            budget,
+        }
+    }
+
+    /// The data directory the database lives in (none for
+    /// [`Trees::temporary`]), for small files kept outside the database on
+    /// purpose (the accounts marker: it must survive a quarantined
+    /// database).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// Takes room in the disk budget (`storage.max_disk_bytes`) for a file
+    /// of `bytes` about to be written in the data directory: reserve, then
+    /// write. Refused when the budget is full; always granted when no store
+    /// runs (the command line).
+    /// Keep the reservation until the file is written.
+    pub fn reserve_disk(
+        &self,
+        what: &'static str,
+        bytes: u64,
+    ) -> Result<DiskReservation, StorageError> {
+        let Some(budget) = &self.budget else {
+            return Ok(DiskReservation::none());
+        };
+        budget.reserve_other(bytes).map_err(|usage| {
+            StorageError::BudgetFull(BudgetFull {
+                what,
+                usage,
+                needed: bytes,
+                nothing_to_drop: false,
+            })
+        })
     }
 
     pub(crate) fn db(&self) -> &sled::Db {
@@ -83,6 +129,8 @@ impl Trees {
     pub fn temporary() -> Result<Trees, StorageError> {
         Ok(Trees {
             db: sled::Config::new().temporary(true).open()?,
+            data_dir: None,
+            budget: None,
         })
     }
 

@@ -15,11 +15,13 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
+use std::sync::Arc;
 
 use super::encoding::{
     get_bytes, get_ivarint, get_uvarint, put_bytes, put_ivarint, put_uvarint, take, VarintError,
 };
 use super::labels::Labels;
+use super::space::Budget;
 use super::{GroupId, SeriesId};
 
 const REC_SERIES: u8 = 1;
@@ -51,6 +53,8 @@ pub struct Wal {
     /// Bytes appended to the buffer since start, and bytes made durable.
     appended: Mutex<u64>,
     durable: tokio::sync::watch::Sender<u64>,
+    /// Buffered bytes are pending in the disk budget until written.
+    budget: Arc<Budget>,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -89,11 +93,16 @@ pub struct ReplayStats {
 
 /// Reads every valid record of a segment, stopping at the first torn or
 /// corrupt one.
-pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> io::Result<ReplayStats> {
+pub fn read_segment(path: &Path, f: impl FnMut(WalRecord)) -> io::Result<ReplayStats> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
+    Ok(read_records(&data, f))
+}
+
+/// [`read_segment`] over a segment's bytes.
+pub fn read_records(data: &[u8], mut f: impl FnMut(WalRecord)) -> ReplayStats {
     let mut stats = ReplayStats::default();
-    let mut rest = &data[..];
+    let mut rest = data;
     while rest.len() >= 8 {
         let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
@@ -117,7 +126,7 @@ pub fn read_segment(path: &Path, mut f: impl FnMut(WalRecord)) -> io::Result<Rep
         rest = &rest[8 + len..];
     }
     stats.torn_bytes = rest.len() as u64;
-    Ok(stats)
+    stats
 }
 
 fn decode_record(mut p: &[u8]) -> Result<WalRecord, VarintError> {
@@ -162,6 +171,27 @@ fn decode_record(mut p: &[u8]) -> Result<WalRecord, VarintError> {
     }
 }
 
+/// Samples as framed WAL records of bounded size, ready for
+/// [`Wal::append_encoded`]: the caller learns their exact size on disk first.
+pub fn encode_samples(samples: &[(SeriesId, i64, f64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(samples.len() * 14 + 16);
+    let mut p = Vec::with_capacity(samples.len().min(65536) * 12 + 8);
+    for chunk in samples.chunks(65536) {
+        p.clear();
+        p.push(REC_SAMPLES);
+        put_uvarint(&mut p, chunk.len() as u64);
+        let mut prev_ts = 0i64;
+        for &(id, ts, v) in chunk {
+            put_uvarint(&mut p, id as u64);
+            put_ivarint(&mut p, ts.wrapping_sub(prev_ts));
+            prev_ts = ts;
+            p.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        frame(&mut out, &p);
+    }
+    out
+}
+
 fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -171,7 +201,7 @@ fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 impl Wal {
     /// Opens a new segment after the existing ones (which the caller replays
     /// and deletes once a checkpoint covers them).
-    pub fn open(dir: &Path) -> io::Result<Wal> {
+    pub fn open(dir: &Path, budget: Arc<Budget>) -> io::Result<Wal> {
         fs::create_dir_all(dir)?;
         let next = list_segments(dir)?.last().map_or(1, |l| l + 1);
         let file = create_segment(dir, next)?;
@@ -182,6 +212,7 @@ impl Wal {
             segment: Mutex::new(Segment { id: next, file }),
             appended: Mutex::new(0),
             durable,
+            budget,
         })
     }
 
@@ -208,28 +239,25 @@ impl Wal {
     }
 
     /// Appends samples in records of bounded size; returns the log position.
+    #[cfg(test)]
     pub fn append_samples(&self, samples: &[(SeriesId, i64, f64)]) -> u64 {
-        let mut pos = 0;
-        let mut p = Vec::with_capacity(samples.len().min(65536) * 12 + 8);
-        for chunk in samples.chunks(65536) {
-            p.clear();
-            p.push(REC_SAMPLES);
-            put_uvarint(&mut p, chunk.len() as u64);
-            let mut prev_ts = 0i64;
-            for &(id, ts, v) in chunk {
-                put_uvarint(&mut p, id as u64);
-                put_ivarint(&mut p, ts.wrapping_sub(prev_ts));
-                prev_ts = ts;
-                p.extend_from_slice(&v.to_bits().to_le_bytes());
-            }
-            pos = self.append_payload(&p);
-        }
-        pos
+        self.append_encoded(&encode_samples(samples))
+    }
+
+    /// Appends records from [`encode_samples`]; returns the log position.
+    pub fn append_encoded(&self, records: &[u8]) -> u64 {
+        let mut buf = self.buffer.lock();
+        buf.extend_from_slice(records);
+        self.budget.add_pending(records.len() as u64);
+        let mut a = self.appended.lock();
+        *a += records.len() as u64;
+        *a
     }
 
     fn append_payload(&self, payload: &[u8]) -> u64 {
         let mut buf = self.buffer.lock();
         frame(&mut buf, payload);
+        self.budget.add_pending(8 + payload.len() as u64);
         let mut a = self.appended.lock();
         *a += 8 + payload.len() as u64;
         *a
@@ -267,6 +295,8 @@ impl Wal {
             return Ok(pos);
         }
         let len_before = seg.file.metadata()?.len();
+        // Counted as written before the write, as pending until it is done.
+        let _writing = self.budget.writing(data.len() as u64);
         if let Err(e) = seg.file.write_all(&data) {
             let _ = seg.file.set_len(len_before);
             let mut buf = self.buffer.lock();
@@ -274,6 +304,7 @@ impl Wal {
             buf.extend_from_slice(&newer);
             return Err(e);
         }
+        self.budget.settle_pending(data.len() as u64);
         Ok(pos)
     }
 
@@ -305,6 +336,7 @@ impl Wal {
         self.durable.subscribe()
     }
 
+    #[cfg(test)]
     pub fn size_on_disk(&self) -> u64 {
         list_segments(&self.dir)
             .unwrap_or_default()
@@ -336,7 +368,7 @@ mod tests {
     #[test]
     fn records_survive_and_torn_tails_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path()).unwrap();
+        let wal = Wal::open(dir.path(), Arc::new(Budget::new(u64::MAX))).unwrap();
         wal.append_series(1, 1, &Labels::from_pairs([("__name__", "m"), ("a", "b")]));
         wal.append_samples(&[(1, 1000, 1.5), (1, 2000, f64::NAN), (1, 500, -2.0)]);
         wal.flush().unwrap();
@@ -363,7 +395,7 @@ mod tests {
     #[test]
     fn rotation_splits_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path()).unwrap();
+        let wal = Wal::open(dir.path(), Arc::new(Budget::new(u64::MAX))).unwrap();
         wal.append_samples(&[(1, 1, 1.0)]);
         let next = wal.rotate().unwrap();
         wal.append_samples(&[(1, 2, 2.0)]);

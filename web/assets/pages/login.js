@@ -5,6 +5,15 @@ import { api, h, field } from '../lib.js';
 
 export default async function (view, ctx) {
   const onboarding = ctx.name === 'onboarding';
+  if (onboarding) {
+    // A box whose database was damaged and set aside keeps onboarding
+    // closed: whoever reached it first would become its admin.
+    const state = await api('/api/v1/auth/state').catch(() => null);
+    if (state && state.onboarding_refused) {
+      view.append(refused(state.onboarding_refused));
+      return;
+    }
+  }
   const error = h('div', { class: 'notice error', role: 'alert', hidden: true });
   const username = h('input', { name: 'username', id: 'username', autocomplete: 'username', required: true, autocapitalize: 'none', spellcheck: 'false' });
   const password = h('input', {
@@ -40,6 +49,10 @@ export default async function (view, ctx) {
       const next = ctx.query.get('next');
       ctx.navigate(next && next.startsWith('/') && !next.startsWith('//') ? next : '/overview', { replace: true });
     } catch (err) {
+      if (onboarding && err.status === 403 && err.body && /had accounts/.test(err.body.error || '')) {
+        view.replaceChildren(refused(err.body.error));
+        return;
+      }
       if (onboarding && err.status === 409) {
         // Someone else created the first admin meanwhile.
         ctx.setSession({ onboarding: false, user: null, csrf: null });
@@ -60,4 +73,17 @@ export default async function (view, ctx) {
     onboarding ? h('p', null, 'No accounts exist yet. Create the first admin to set up this box.') : null,
     form));
   username.focus();
+}
+
+// The closed onboarding: what happened and the command that reopens the box.
+function refused(reason) {
+  const command = (reason.match(/perch user add .*$/) || [''])[0];
+  return h('div', { class: 'auth card' },
+    h('h1', null, 'This box needs an admin'),
+    h('p', { class: 'notice error', role: 'alert' },
+      'This box had accounts, but its database was damaged and set aside, so nobody can sign in. ' +
+      'For safety, the first visitor cannot become admin here.'),
+    h('p', null, 'On the box itself (over SSH or at its console), create an admin, then sign in:'),
+    command ? h('pre', null, h('code', null, command)) : h('p', null, reason),
+    h('p', { class: 'muted' }, 'Type the password on the next line. The damaged database is kept in the data directory under quarantine/.'));
 }
