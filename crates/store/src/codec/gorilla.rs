@@ -159,7 +159,15 @@ fn read_dod(r: &mut BitReader) -> Result<i64, CodecError> {
     }
     let width = DOD_BUCKETS[ones - 1].2;
     let raw = r.read_bits(width)?;
-    // Sign-extend from `width` bits.
+    // Sign-extend from `width` bits. A bucket holds -2^(width-1)+1 ..=
+    // 2^(width-1) (`write_dod`), so the one pattern that sign-extends to
+    // -2^(width-1) is +2^(width-1): read as negative, it moved a timestamp
+    // by twice that (found by fuzzing; blocks written before read right now).
     let shift = 64 - width as u32;
-    Ok(((raw << shift) as i64) >> shift)
+    let dod = ((raw << shift) as i64) >> shift;
+    Ok(if dod == -(1i64 << (width - 1)) {
+        -dod
+    } else {
+        dod
+    })
 }
