@@ -32,8 +32,12 @@ impl From<crate::limits::LimitError> for SelectorError {
 /// too deeply for the parser ([`crate::limits::check_promql`]) first.
 pub fn parse_selector(s: &str) -> Result<MatcherSets, SelectorError> {
     crate::limits::check_promql("match[] selector", s)?;
-    let expr =
-        parser::parse(s).map_err(|e| SelectorError(format!("invalid selector {s:?}: {e}")))?;
+    // promql-parser panics on some input (a huge `offset`, found by
+    // fuzzing): a panic here is an invalid selector, as in
+    // `query::promql::parse`, never a dead request or thread.
+    let parsed = std::panic::catch_unwind(|| parser::parse(s))
+        .map_err(|_| SelectorError(format!("invalid selector {s:?}: it could not be parsed")))?;
+    let expr = parsed.map_err(|e| SelectorError(format!("invalid selector {s:?}: {e}")))?;
     match expr {
         Expr::VectorSelector(vs) => convert_selector(&vs),
         _ => Err(SelectorError(format!(
@@ -117,6 +121,15 @@ mod tests {
         assert!(parse_selector(r#"{a=""}"#).is_err());
         assert!(parse_selector("rate(x[5m])").is_err());
         assert!(parse_selector("x{").is_err());
+    }
+
+    #[test]
+    fn a_selector_that_panics_promql_parser_is_invalid() {
+        // Found by the selector fuzz target: promql-parser panics converting
+        // an offset this large to a Duration.
+        let q = "u(phtquesetst{code=~\"4+.\u{e}\"}[5m] offset 77777777777777777777777777771)";
+        let e = parse_selector(q).unwrap_err();
+        assert!(e.0.contains("could not be parsed"), "{e:?}");
     }
 
     #[test]

@@ -98,10 +98,89 @@ pub(super) fn parse(shared: &Shared, q: &str) -> Result<Box<dyn Query>, SearchEr
             return Err(SearchError::BadQuery(reason));
         }
     };
+    check_regexes(&ast)?;
     shared
         .parser
         .build_query_from_user_input_ast(only_excluding_is_all_but(lift_not(ast), true))
         .map_err(|e| SearchError::BadQuery(e.to_string()))
+}
+
+/// A regex (`payload:/…/`) whose automaton has more steps than this is
+/// refused before tantivy builds it: tantivy turns a regex into a DFA of up
+/// to 1 000 states, each made by running every step of the NFA for each of
+/// 256 bytes, so the work grows with the NFA's size. A 70-byte regex found
+/// by fuzzing took 9 s of CPU; at this limit the worst known pattern takes a
+/// few hundred milliseconds. Typical ones (`temp.*kitchen`, `[a-z]+[0-9]`)
+/// are far below it; Unicode classes are large (`\w` alone is about 14 000).
+pub const MAX_REGEX_STEPS: u64 = 2_500;
+
+fn check_regexes(ast: &UserInputAst) -> Result<(), SearchError> {
+    match ast {
+        UserInputAst::Clause(items) => items.iter().try_for_each(|(_, a)| check_regexes(a)),
+        UserInputAst::Boost(a, _) => check_regexes(a),
+        UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+            UserInputLeaf::Regex { pattern, .. } => {
+                // A regex that does not parse is left to tantivy's message.
+                let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
+                    return Ok(());
+                };
+                let steps = regex_steps(&hir);
+                if steps > MAX_REGEX_STEPS {
+                    let shown: String = pattern.chars().take(40).collect();
+                    return Err(SearchError::BadQuery(format!(
+                        "the regex /{shown}{}/ is too complex: it compiles to {steps} steps, \
+                         the limit is {MAX_REGEX_STEPS}; make it shorter or more specific \
+                         (Unicode classes such as \\w and \\d are large: [a-zA-Z0-9_] is small)",
+                        if shown.len() < pattern.len() {
+                            "…"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The number of NFA steps tantivy-fst's compiler makes of a regex
+/// (`tantivy_fst::regex::compile`): literal bytes, one per UTF-8 byte
+/// range of a class plus the splits and jumps between ranges, repetitions
+/// unrolled.
+fn regex_steps(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    use regex_syntax::utf8::Utf8Sequences;
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) | HirKind::Class(Class::Bytes(_)) => 0,
+        HirKind::Literal(l) => l.0.len() as u64,
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .map(|r| {
+                let sequences: u64 = Utf8Sequences::new(r.start(), r.end())
+                    .map(|s| s.len() as u64 + 2)
+                    .sum();
+                sequences + 2
+            })
+            .sum(),
+        HirKind::Capture(c) => regex_steps(&c.sub),
+        HirKind::Concat(v) => v.iter().map(regex_steps).fold(0, u64::saturating_add),
+        HirKind::Alternation(v) => v
+            .iter()
+            .map(regex_steps)
+            .fold(2 * v.len() as u64, u64::saturating_add),
+        HirKind::Repetition(r) => {
+            let one = regex_steps(&r.sub);
+            let required = u64::from(r.min).saturating_mul(one);
+            let optional = match r.max {
+                Some(max) => u64::from(max.saturating_sub(r.min)).saturating_mul(one + 1),
+                None => one + 2,
+            };
+            required.saturating_add(optional)
+        }
+    }
 }
 
 /// `a AND NOT b` parses as `+a +(-b)`, and a clause of only exclusions
@@ -402,6 +481,29 @@ fn escape_html(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_regex_too_costly_to_compile_is_refused_at_once() {
+        // Found by the search_query fuzz target: tantivy took 9 s of CPU to
+        // compile this regex. Now it is refused before.
+        let input = include_bytes!("testdata/fuzz-regex-timeout");
+        let q = String::from_utf8_lossy(input);
+        let began = std::time::Instant::now();
+        match crate::parse_query(&q) {
+            Err(SearchError::BadQuery(e)) => assert!(e.contains("is too complex"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(began.elapsed() < std::time::Duration::from_secs(1));
+        for (q, steps) in [("payload:/\\w+/", 13_942), ("payload:/(.*a){40}/", 2_200)] {
+            let hir = regex_syntax::Parser::new()
+                .parse(q.split('/').nth(1).unwrap())
+                .unwrap();
+            assert_eq!(regex_steps(&hir), steps, "{q}");
+        }
+        assert!(crate::parse_query("payload:/\\w+/").is_err());
+        assert!(crate::parse_query("payload:/temp.*kitchen/").is_ok());
+        assert!(crate::parse_query("payload:/[a-z]+[0-9]{2}/").is_ok());
+    }
 
     #[test]
     fn hostile_queries_are_refused_before_tantivy_parses_them() {
