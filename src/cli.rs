@@ -54,6 +54,66 @@ pub enum Command {
     /// Store and forward: re-send stored history to a target
     #[command(subcommand)]
     Forward(ForwardCommand),
+    /// Alerting and recording rules in Prometheus' rule file format
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Check rule files (as `promtool check rules`): every problem with its
+    /// line and column; exits 1 if any file has one
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests in promtool's format (as `promtool test rules`)
+    /// with perch's own store, PromQL engine and rule evaluator; exits 1 if
+    /// any fails
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `perch rules`: the exit code.
+pub fn rules(cmd: RulesCommand) -> anyhow::Result<i32> {
+    let mut failed = false;
+    match cmd {
+        RulesCommand::Check { files } => {
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                match alerts::rulefile::parse(&file.display().to_string(), &text) {
+                    Ok(parsed) => {
+                        let rules: usize = parsed.groups.iter().map(|g| g.rules.len()).sum();
+                        println!("{}: SUCCESS: {rules} rules found", file.display());
+                    }
+                    Err(e) => {
+                        println!("{}: FAILED:\n{e}", file.display());
+                        failed = true;
+                    }
+                }
+            }
+        }
+        RulesCommand::Test { files } => {
+            // A scratch store per test group, removed afterwards.
+            let scratch =
+                std::env::temp_dir().join(format!("perch-rules-test-{}", std::process::id()));
+            for file in files {
+                println!("Unit Testing: {}", file.display());
+                match alerts::unittest::run_file(&file, &scratch) {
+                    Ok(n) => println!("  SUCCESS ({n} test groups)"),
+                    Err(e) => {
+                        print!("{e}");
+                        failed = true;
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+    }
+    Ok(i32::from(failed))
 }
 
 #[derive(Subcommand, Debug)]

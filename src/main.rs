@@ -73,6 +73,10 @@ fn main() -> std::process::ExitCode {
             init_logging("warn");
             cli::forward(cmd).map(|_| 0)
         }
+        Command::Rules(cmd) => {
+            init_logging("warn");
+            cli::rules(cmd)
+        }
         Command::Bench(args) => {
             init_logging("warn");
             bench::run(args).map(|_| 0)

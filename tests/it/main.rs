@@ -12,6 +12,7 @@
 mod common;
 
 mod accounts;
+mod alerts;
 mod appliance;
 mod architecture;
 mod cameras;
