@@ -320,6 +320,7 @@ fn bench_http(input: &InputArgs, connections: usize) -> anyhow::Result<()> {
             forwarder: None,
             metrics: None,
             devices: None,
+            rules: None,
             ready: true.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

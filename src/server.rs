@@ -64,6 +64,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot open the device registry")?;
     metrics.register(devices.clone());
     let devices_writer = persist_devices(devices.clone(), shutdown.clone());
+    // Rule files with a problem stop the start, each problem with its line.
+    let rules = Arc::new(
+        alerts::Manager::open(
+            &config.alerts,
+            &config.query,
+            storage.clone(),
+            clock.clone(),
+        )
+        .context("cannot load the alerting and recording rules")?,
+    );
+    let rules_task = tokio::spawn(rules.clone().run(shutdown.clone()));
 
     let broker = Arc::new(
         Broker::start(
@@ -108,6 +119,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         forwarder: Some(forwarder.clone()),
         metrics: Some(metrics.clone()),
         devices: Some(devices.clone()),
+        rules: Some(rules.clone()),
         ready: Default::default(),
     });
     let listener = TcpListener::bind(config.http.listen)
@@ -173,6 +185,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let _ = devices_writer.await;
+    let _ = rules_task.await;
     // After the broker: every message it took has reached the registry.
     if let Err(e) = devices.persist(true) {
         tracing::warn!(error = %e, "cannot write out the device registry");

@@ -7,8 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::common::{have_command, BIN};
+use crate::common::{have_command, now_ms, Perch, BIN};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
@@ -109,4 +110,152 @@ fn rule_files_check_like_promtool_with_lines() {
             "line {line} {what}:\n{out}"
         );
     }
+}
+
+const SERVE_RULES: &str = r#"groups:
+  - name: freezer
+    rules:
+      - record: device:env_temp:max
+        expr: max by (device) (env_temp)
+      - alert: FreezerWarm
+        expr: env_temp{device="freezer"} > -12
+        for: 2s
+        labels:
+          severity: page
+        annotations:
+          summary: '{{ $labels.device }} at {{ $value }} °C'
+"#;
+
+/// Polls `/api/v1/alerts` until an alert is in `state`; its JSON.
+fn wait_for_alert(perch: &Perch, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = perch.get("/api/v1/alerts");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let alerts = r.json()["data"]["alerts"].clone();
+        if let Some(a) = alerts
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["state"] == state))
+        {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {state} alert: {alerts}\n{}",
+            perch.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rules_run_in_perch_serve_and_firing_alerts_survive_a_restart() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("freezer.yml"), SERVE_RULES).unwrap();
+    let mut perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n",
+        rules.path()
+    ));
+    let now = now_ms() / 1000;
+    let r = perch.post(
+        "/write?precision=s",
+        "text/plain",
+        format!("env,device=freezer temp=-5 {now}\nenv,device=fridge temp=4 {now}"),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let pending = wait_for_alert(&perch, "pending");
+    let firing = wait_for_alert(&perch, "firing");
+    assert_eq!(pending["activeAt"], firing["activeAt"]);
+    assert_eq!(firing["labels"]["alertname"], "FreezerWarm");
+    assert_eq!(firing["labels"]["severity"], "page");
+    assert_eq!(firing["labels"]["device"], "freezer");
+    assert_eq!(firing["annotations"]["summary"], "freezer at -5 °C");
+    assert_eq!(firing["value"], "-5e+00");
+
+    // Prometheus' /api/v1/rules shape, as Grafana reads it.
+    let groups = perch.get("/api/v1/rules").json()["data"]["groups"].clone();
+    let group = &groups[0];
+    assert_eq!(group["name"], "freezer");
+    assert_eq!(group["interval"], 1.0);
+    let kinds: Vec<&str> = group["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["recording", "alerting"]);
+    assert_eq!(group["rules"][1]["state"], "firing");
+    assert_eq!(group["rules"][1]["duration"], 2.0);
+    assert_eq!(group["rules"][0]["health"], "ok");
+    let only_alerts = perch.get("/api/v1/rules?type=alert").json();
+    assert_eq!(
+        only_alerts["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(perch.get("/api/v1/rules?type=nonsense").status, 400);
+
+    // What the rules wrote is queryable: the recorded series and ALERTS.
+    let q = |query: &str| {
+        perch
+            .get(&format!(
+                "/api/v1/query?query={}",
+                crate::common::urlencode(query)
+            ))
+            .json()["data"]["result"]
+            .clone()
+    };
+    let recorded = q("device:env_temp:max");
+    assert_eq!(recorded.as_array().unwrap().len(), 2, "{recorded}");
+    let alerts = q(r#"ALERTS{alertname="FreezerWarm"}"#);
+    assert_eq!(alerts[0]["metric"]["alertstate"], "firing", "{alerts}");
+    assert_eq!(alerts[0]["value"][1], "1");
+
+    // After a restart the alert is still firing, active since the same
+    // time: its `for` is not started again (nor, later, its notification).
+    perch.stop();
+    perch.restart();
+    let r = perch.get("/api/v1/alerts").json();
+    let kept = &r["data"]["alerts"][0];
+    assert_eq!(kept["state"], "firing", "{r}");
+    assert_eq!(kept["activeAt"], firing["activeAt"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = wait_for_alert(&perch, "firing");
+    assert_eq!(again["activeAt"], firing["activeAt"]);
+    assert_eq!(again["value"], "-5e+00");
+}
+
+#[test]
+fn a_rule_file_with_a_problem_stops_the_start_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - alert: Broken\n        expr: rate(x[5m]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("perch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{}\"\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nws_listen = \"off\"\n[alerts]\nrule_files = [{:?}]\n",
+            dir.path().join("data"),
+            crate::common::free_port(),
+            crate::common::free_port(),
+            rules
+        ),
+    )
+    .unwrap();
+    let (code, out) = run(Command::new(BIN).args(["serve", "--config"]).arg(&config));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:5:15: could not parse expression",
+            rules.display()
+        )),
+        "{out}"
+    );
 }

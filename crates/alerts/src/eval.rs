@@ -66,7 +66,9 @@ pub struct Alert {
     pub labels: Labels,
     pub annotations: BTreeMap<String, String>,
     pub state: AlertState,
-    /// The value of the sample that made it, at the last evaluation.
+    /// The value of the sample that made it, at the last evaluation (not
+    /// kept across a restart: the next evaluation sets it; JSON has no NaN).
+    #[serde(skip)]
     pub value: f64,
     /// When it became pending (ms).
     pub active_at: i64,
@@ -409,6 +411,22 @@ impl Group {
         }
         self.last_evaluation = Some(ts);
         self.evaluation_time = began.elapsed();
+    }
+}
+
+/// [`Sink`] into the store: rule results are written as they come.
+pub(crate) struct StoreSink<'a>(pub &'a store::Storage);
+
+impl Sink for StoreSink<'_> {
+    fn write(&mut self, samples: Vec<SeriesSamples>) {
+        match self.0.append(&samples) {
+            Ok(r) => {
+                if let Some((_, e)) = r.rejected.first() {
+                    tracing::warn!(error = %e, refused = r.rejected.len(), "rule results refused");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rule results not written"),
+        }
     }
 }
 

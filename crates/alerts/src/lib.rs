@@ -5,16 +5,21 @@
 //! alerts (`eval`), and promtool's rule unit tests (`unittest`, for `perch
 //! rules test`).
 //!
+//! `manager` runs the groups inside `perch serve` and keeps their alerts
+//! in the store's `alerts` tree across restarts.
+//!
 //! Uses `base` (labels, the clock), `config`, `store` (rule results are
-//! written as series; the unit tests' scratch store) and `query` (rules
-//! are PromQL); the binary and `http` use it. Notification delivery is not
-//! here.
+//! written as series; the alerts tree; the unit tests' scratch store) and
+//! `query` (rules are PromQL, evaluated on its query threads); the binary
+//! and `http` use it. Notification delivery is not here yet.
 
 pub mod eval;
+pub mod manager;
 pub mod rulefile;
 pub mod template;
 pub mod unittest;
 pub mod yaml;
 
 pub use eval::{Alert, AlertState, Group, Health, Querier, Rule, Sink};
+pub use manager::{AlertsError, Manager};
 pub use rulefile::{RuleFile, RuleFileError};

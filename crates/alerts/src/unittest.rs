@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use base::{Labels, ManualClock, SeriesSamples};
 
-use crate::eval::{AlertState, EngineQuerier, Group, Querier, Sink, STALE_NAN};
+use crate::eval::{AlertState, EngineQuerier, Group, Querier, StoreSink, STALE_NAN};
 use crate::rulefile::{self, parse_duration};
 use crate::yaml::{self, Node, Value};
 
@@ -423,16 +423,6 @@ pub fn expand_values(s: &str) -> Result<Vec<Option<f64>>, String> {
         }
     }
     Ok(out)
-}
-
-struct StoreSink<'a>(&'a store::Storage);
-
-impl Sink for StoreSink<'_> {
-    fn write(&mut self, samples: Vec<SeriesSamples>) {
-        if let Err(e) = self.0.append(&samples) {
-            tracing::warn!(error = %e, "rule results not written");
-        }
-    }
 }
 
 fn run_test(

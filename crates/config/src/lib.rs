@@ -136,6 +136,8 @@ pub struct Config {
     pub forward: Vec<ForwardConfig>,
     /// Devices and the conventions of their firmware (`[devices]`).
     pub devices: DevicesConfig,
+    /// Alerting and recording rules (`[alerts]`).
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -151,6 +153,7 @@ impl Default for Config {
             cameras: Vec::new(),
             forward: Vec::new(),
             devices: DevicesConfig::default(),
+            alerts: AlertsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -377,6 +380,26 @@ impl Default for QueryConfig {
             export_timeout: Duration::from_secs(60),
             max_export_samples: 50_000_000,
         }
+    }
+}
+
+/// Alerting and recording rules in Prometheus' rule file format
+/// (docs/alerts.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Rule files, or directories whose `*.yml` and `*.yaml` files are
+    /// rule files; read at start (a file with a problem stops the start,
+    /// with its line).
+    pub rule_files: Vec<PathBuf>,
+    /// How often a group without its own `interval` is evaluated
+    /// (Prometheus' `evaluation_interval`; default 1m).
+    pub evaluation_interval: Option<Duration>,
+}
+
+impl AlertsConfig {
+    pub fn evaluation_interval(&self) -> Duration {
+        self.evaluation_interval.unwrap_or(Duration::from_secs(60))
     }
 }
 
@@ -961,6 +984,9 @@ impl Config {
     /// its key path.
     pub fn validate(&self) -> Result<(), Issues> {
         let mut issues = Issues::default();
+        if self.alerts.evaluation_interval().0 < std::time::Duration::from_secs(1) {
+            issues.add("alerts.evaluation_interval", "must be at least 1s");
+        }
         let s = &self.storage;
         if s.flush_interval.0.is_zero() {
             issues.add("storage.flush_interval", "must be greater than 0");

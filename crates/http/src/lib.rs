@@ -23,6 +23,7 @@ mod metrics;
 mod mqtt_api;
 mod prom_api;
 mod prom_wire;
+mod rules_api;
 mod search_api;
 mod serve;
 mod status;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub metrics: Option<Arc<base::metrics::Registry>>,
     /// The device registry, when the broker runs.
     pub devices: Option<Arc<devices::Registry>>,
+    /// The alerting and recording rules, when the server runs.
+    pub rules: Option<Arc<alerts::Manager>>,
     /// Set once every listener is up; `/healthz` answers 503 before.
     pub ready: AtomicBool,
 }
@@ -112,6 +115,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(influx_api::routes())
         .merge(dashboards_api::reader_routes())
         .merge(devices_api::routes())
+        .merge(rules_api::routes())
         .merge(connect_api::reader_routes())
         .route_layer(axum::middleware::from_fn(auth::readers));
     let admin = Router::new()
@@ -177,6 +181,7 @@ mod tests {
             forwarder: None,
             metrics: None,
             devices: None,
+            rules: None,
             ready: AtomicBool::new(true),
         };
         adjust(&mut state);

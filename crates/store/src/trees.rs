@@ -32,10 +32,13 @@ pub enum Tree {
     ForwardTargets,
     /// devices: device id → what perch knows of the device (JSON).
     Devices,
+    /// alerts: rule (file, group, position, name) → its pending, firing
+    /// and recently resolved alerts (JSON), so they survive a restart.
+    Alerts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Users,
         Tree::Sessions,
         Tree::Tokens,
@@ -45,6 +48,7 @@ impl Tree {
         Tree::Snapshots,
         Tree::ForwardTargets,
         Tree::Devices,
+        Tree::Alerts,
     ];
 
     /// The tree's name in the database.
@@ -59,6 +63,7 @@ impl Tree {
             Tree::Snapshots => "snapshots",
             Tree::ForwardTargets => "forward_targets",
             Tree::Devices => "devices",
+            Tree::Alerts => "alerts",
         }
     }
 }

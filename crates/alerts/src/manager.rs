@@ -1,0 +1,211 @@
+//! The rules inside `perch serve`: loads the rule files of `[alerts]`,
+//! evaluates each group every interval on the query threads (so a rule is
+//! held to the query limits and cannot stall anything else), writes what
+//! the rules produce into the store, and keeps every rule's alerts in the
+//! store's `alerts` tree, so that after a restart pending alerts go on
+//! with their `for` timers and firing ones are still firing (not fired
+//! anew).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base::Clock;
+use config::{AlertsConfig, QueryConfig};
+use store::{Storage, Tree};
+use thiserror::Error;
+
+use crate::eval::{Alert, EngineQuerier, Group, StoreSink};
+use crate::rulefile::{self, RuleFileError};
+
+#[derive(Debug, Error)]
+pub enum AlertsError {
+    #[error("{0}")]
+    RuleFile(#[from] RuleFileError),
+    #[error("cannot read the rule file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] store::StorageError),
+}
+
+impl base::HasKind for AlertsError {
+    fn kind(&self) -> base::ErrorKind {
+        match self {
+            AlertsError::RuleFile(_) => base::ErrorKind::InvalidArgument,
+            AlertsError::Read { .. } => base::ErrorKind::Internal,
+            AlertsError::Storage(e) => e.kind(),
+        }
+    }
+}
+
+/// Every rule group perch evaluates.
+pub struct Manager {
+    storage: Arc<Storage>,
+    querier: Arc<EngineQuerier>,
+    clock: Arc<dyn Clock>,
+    groups: Vec<Arc<Mutex<Group>>>,
+    state: sled::Tree,
+}
+
+/// The rule files a configured path names: the path itself, or a
+/// directory's `*.yml` and `*.yaml`, sorted.
+fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AlertsError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|source| AlertsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The key of a rule's alerts in the `alerts` tree.
+fn state_key(group: &Group, index: usize, name: &str) -> Vec<u8> {
+    format!("{}\0{}\0{index}\0{name}", group.file, group.name()).into_bytes()
+}
+
+fn lock(g: &Mutex<Group>) -> MutexGuard<'_, Group> {
+    g.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Manager {
+    /// Loads the rule files (every problem of a file is an error, with its
+    /// line) and the alerts kept from before.
+    pub fn open(
+        config: &AlertsConfig,
+        query: &QueryConfig,
+        storage: Arc<Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Manager, AlertsError> {
+        let interval_ms = config.evaluation_interval().0.as_millis() as i64;
+        let state = storage.trees().open(Tree::Alerts)?;
+        let mut groups = Vec::new();
+        for path in rule_files(&config.rule_files)? {
+            let text = std::fs::read_to_string(&path).map_err(|source| AlertsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            let file = rulefile::parse(&name, &text)?;
+            for spec in file.groups {
+                let mut group = Group::new(&name, spec, interval_ms);
+                for i in 0..group.rules.len() {
+                    let key = state_key(&group, i, group.rules[i].name());
+                    let kept: Option<Vec<Alert>> = state
+                        .get(&key)
+                        .ok()
+                        .flatten()
+                        .and_then(|v| serde_json::from_slice(&v).ok());
+                    if let Some(alerts) = kept {
+                        group.rules[i].restore(alerts);
+                    }
+                }
+                groups.push(Arc::new(Mutex::new(group)));
+            }
+        }
+        let rules: usize = groups.iter().map(|g| lock(g).rules.len()).sum();
+        tracing::info!(
+            groups = groups.len(),
+            rules,
+            "alerting and recording rules loaded"
+        );
+        Ok(Manager {
+            querier: Arc::new(EngineQuerier(query::promql::Engine::new(
+                storage.clone(),
+                query,
+            ))),
+            storage,
+            clock,
+            groups,
+            state,
+        })
+    }
+
+    /// The groups, for the API; lock one to read it.
+    pub fn groups(&self) -> &[Arc<Mutex<Group>>] {
+        &self.groups
+    }
+
+    /// Evaluates each group at the multiples of its interval until
+    /// shutdown. A group that takes longer than its interval skips the
+    /// evaluations it missed (and counts them in the log), as Prometheus'.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let mut next: HashMap<usize, i64> = HashMap::new();
+        loop {
+            let now = self.clock.now_ms();
+            for (i, group) in self.groups.iter().enumerate() {
+                let interval = lock(group).interval_ms.max(1);
+                let due = *next.entry(i).or_insert(now - now.rem_euclid(interval));
+                if now < due {
+                    continue;
+                }
+                // The evaluation time is the latest multiple of the interval.
+                let ts = now - now.rem_euclid(interval);
+                if ts > due {
+                    tracing::debug!(
+                        group = lock(group).name(),
+                        missed = (ts - due) / interval,
+                        "rule group evaluations missed"
+                    );
+                }
+                next.insert(i, ts + interval);
+                self.eval_group(group.clone(), ts).await;
+            }
+            let sleep = tokio::time::sleep(Duration::from_millis(250));
+            tokio::select! {
+                _ = sleep => {}
+                _ = base::stopping(&mut shutdown) => return,
+            }
+        }
+    }
+
+    async fn eval_group(&self, group: Arc<Mutex<Group>>, ts: i64) {
+        let querier = self.querier.clone();
+        let storage = self.storage.clone();
+        let state = self.state.clone();
+        let done = query::run(move || {
+            let mut g = lock(&group);
+            let span = tracing::info_span!("rule_group", group = g.name(), file = %g.file);
+            let _entered = span.enter();
+            g.eval(ts, querier.as_ref(), &mut StoreSink(&storage));
+            for (i, rule) in g.rules.iter().enumerate() {
+                if !rule.is_alerting() {
+                    continue;
+                }
+                let key = state_key(&g, i, rule.name());
+                let alerts: Vec<&Alert> = rule.alerts();
+                let value = serde_json::to_vec(&alerts).unwrap_or_default();
+                // Written only when it changed: the SD card is not written
+                // every evaluation for alerts that stay as they are.
+                if state.get(&key).ok().flatten().as_deref() != Some(&value[..]) {
+                    if let Err(e) = state.insert(key, value) {
+                        tracing::warn!(error = %e, "alert state not kept");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "rule group not evaluated");
+        }
+    }
+}

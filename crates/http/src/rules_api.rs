@@ -1,0 +1,266 @@
+//! Alerting and recording rules over HTTP, in Prometheus' shapes so that
+//! Grafana lists them: `GET /api/v1/rules` (every group with its rules,
+//! their health and alerts; `?type=alert|record`) and `GET /api/v1/alerts`
+//! (the pending and firing alerts).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use alerts::{Alert, AlertState, Group, Health, Manager};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use super::extract::Query;
+use super::wire::Success;
+use super::{ApiError, SharedState};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(active_alerts))
+}
+
+/// The rules, when the server runs (not in `perch bench http`).
+pub struct Rules(Arc<Manager>);
+
+impl FromRequestParts<SharedState> for Rules {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, app: &SharedState) -> Result<Rules, ApiError> {
+        app.rules
+            .clone()
+            .map(Rules)
+            .ok_or_else(|| ApiError::unavailable("the rules are not running"))
+    }
+}
+
+/// Prometheus writes times as RFC 3339 with nanoseconds, UTC.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus writes an
+/// alert's value: `1e+00`, `2.5e+01`.
+fn go_exp(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertJson {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    state: &'static str,
+    active_at: String,
+    value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_firing_since: Option<String>,
+}
+
+impl From<&Alert> for AlertJson {
+    fn from(a: &Alert) -> AlertJson {
+        AlertJson {
+            labels: a
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+            annotations: a.annotations.clone(),
+            state: a.state.as_str(),
+            active_at: rfc3339(a.active_at),
+            value: go_exp(a.value),
+            keep_firing_since: a.keep_firing_since.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    name: String,
+    query: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_firing_for: Option<f64>,
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Vec<AlertJson>>,
+    health: Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    evaluation_time: f64,
+    last_evaluation: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupJson {
+    name: String,
+    file: String,
+    rules: Vec<RuleJson>,
+    interval: f64,
+    limit: usize,
+    evaluation_time: f64,
+    last_evaluation: String,
+}
+
+#[derive(Serialize)]
+struct RulesData {
+    groups: Vec<GroupJson>,
+}
+
+#[derive(Deserialize)]
+struct RulesQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Never evaluated: Prometheus' zero time.
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
+fn group_json(g: &Group, want_alerting: Option<bool>) -> GroupJson {
+    let rules = g
+        .rules
+        .iter()
+        .filter(|r| want_alerting.is_none_or(|w| w == r.is_alerting()))
+        .map(|r| {
+            let spec = &r.spec;
+            let last_evaluation = r.status.last_evaluation.map_or(NEVER.into(), rfc3339);
+            let mut json = RuleJson {
+                state: None,
+                name: r.name().to_string(),
+                query: spec.expr.clone(),
+                duration: None,
+                keep_firing_for: None,
+                labels: spec.labels.clone().into_iter().collect(),
+                annotations: None,
+                alerts: None,
+                health: r.status.health,
+                last_error: r.status.last_error.clone(),
+                evaluation_time: r.status.evaluation_time.as_secs_f64(),
+                last_evaluation,
+                kind: "recording",
+            };
+            if let alerts::rulefile::RuleKind::Alert {
+                for_ms,
+                keep_firing_for_ms,
+                annotations,
+                ..
+            } = &spec.kind
+            {
+                let alerts: Vec<&Alert> = r
+                    .alerts()
+                    .into_iter()
+                    .filter(|a| a.state != AlertState::Inactive)
+                    .collect();
+                let state = alerts
+                    .iter()
+                    .map(|a| a.state)
+                    .max_by_key(|s| match s {
+                        AlertState::Firing => 2,
+                        AlertState::Pending => 1,
+                        AlertState::Inactive => 0,
+                    })
+                    .unwrap_or(AlertState::Inactive);
+                json.kind = "alerting";
+                json.state = Some(state.as_str());
+                json.duration = Some(*for_ms as f64 / 1000.0);
+                json.keep_firing_for = Some(*keep_firing_for_ms as f64 / 1000.0);
+                json.annotations = Some(annotations.clone().into_iter().collect());
+                json.alerts = Some(alerts.into_iter().map(AlertJson::from).collect());
+            }
+            json
+        })
+        .collect();
+    GroupJson {
+        name: g.name().to_string(),
+        file: g.file.clone(),
+        rules,
+        interval: g.interval_ms as f64 / 1000.0,
+        limit: g.limit,
+        evaluation_time: g.evaluation_time.as_secs_f64(),
+        last_evaluation: g.last_evaluation.map_or(NEVER.into(), rfc3339),
+    }
+}
+
+async fn rules(
+    Rules(manager): Rules,
+    Query(query): Query<RulesQuery>,
+) -> Result<Success<RulesData>, ApiError> {
+    let want_alerting = match query.kind.as_deref() {
+        None | Some("") => None,
+        Some("alert") => Some(true),
+        Some("record") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "invalid parameter \"type\": {other:?} is not alert or record"
+            )))
+        }
+    };
+    let groups = manager
+        .groups()
+        .iter()
+        .map(|g| group_json(&g.lock().unwrap_or_else(|e| e.into_inner()), want_alerting))
+        .filter(|g| want_alerting.is_none() || !g.rules.is_empty())
+        .collect();
+    Ok(Success(RulesData { groups }))
+}
+
+#[derive(Serialize)]
+struct AlertsData {
+    alerts: Vec<AlertJson>,
+}
+
+async fn active_alerts(Rules(manager): Rules) -> Success<AlertsData> {
+    let mut alerts = Vec::new();
+    for g in manager.groups() {
+        let g = g.lock().unwrap_or_else(|e| e.into_inner());
+        for r in g.rules.iter().filter(|r| r.is_alerting()) {
+            alerts.extend(
+                r.alerts()
+                    .into_iter()
+                    .filter(|a| a.state != AlertState::Inactive)
+                    .map(AlertJson::from),
+            );
+        }
+    }
+    Success(AlertsData { alerts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_number_and_time_formats() {
+        assert_eq!(go_exp(1.0), "1e+00");
+        assert_eq!(go_exp(25.5), "2.55e+01");
+        assert_eq!(go_exp(-0.001), "-1e-03");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
