@@ -71,6 +71,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             &config.query,
             storage.clone(),
             clock.clone(),
+            format!(
+                "http://{}.local:{}",
+                base::host::host_name(),
+                config.http.listen.port()
+            ),
         )
         .context("cannot load the alerting and recording rules")?,
     );
@@ -93,6 +98,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for (what, addr) in &broker.addresses {
         tracing::info!(%addr, "{what} listening");
     }
+    let notify_task = rules.notifier().cloned().map(|n| {
+        let publisher: Arc<dyn alerts::notify::Publisher> =
+            Arc::new(BrokerPublisher(broker.clone()));
+        tokio::spawn(n.run(Some(publisher), shutdown.clone()))
+    });
     metrics.register(broker.clone());
     let cameras =
         cameras::Cameras::start(&config.cameras, &storage.trees(), &data_dir, clock.clone())
@@ -186,6 +196,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let _ = devices_writer.await;
     let _ = rules_task.await;
+    if let Some(t) = notify_task {
+        let _ = t.await;
+    }
     // After the broker: every message it took has reached the registry.
     if let Err(e) = devices.persist(true) {
         tracing::warn!(error = %e, "cannot write out the device registry");
@@ -318,4 +331,31 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// Alert notifications published on perch's own broker, with every right
+/// (perch's own session), QoS 1.
+struct BrokerPublisher(Arc<Broker>);
+
+impl alerts::notify::Publisher for BrokerPublisher {
+    fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            self.0
+                .publish(
+                    &topic,
+                    payload.into(),
+                    1,
+                    retain,
+                    &mqtt::Access::Everything,
+                    "perch alerts",
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }

@@ -5,8 +5,11 @@
 //! good files and both must fail a file whose expectations are wrong, so
 //! the comparison can fail. Bad rule files get every problem with its line.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{have_command, now_ms, Perch, BIN};
@@ -258,4 +261,174 @@ fn a_rule_file_with_a_problem_stops_the_start_with_its_line() {
         )),
         "{out}"
     );
+}
+
+/// A webhook receiver on loopback: answers 200 and keeps each body.
+struct Receiver {
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { bodies }
+    }
+
+    /// Waits until `n` bodies came; them, parsed.
+    fn wait_for(&self, n: usize, perch: &Perch) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let got = self.bodies.lock().unwrap().clone();
+            if got.len() >= n {
+                return got
+                    .iter()
+                    .map(|b| serde_json::from_str(b).unwrap())
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} webhooks: {got:?}\n{}",
+                got.len(),
+                perch.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn notifications_over_mqtt_and_a_webhook_that_was_down() {
+    if !crate::common::have_mosquitto() {
+        return;
+    }
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("freezer.yml"), SERVE_RULES).unwrap();
+    // The webhook's port is chosen but nothing listens yet: it is down.
+    let hook_port = crate::common::free_port();
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"home\"\nkind = \"mqtt\"\n\
+         [[alerts.notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n",
+        rules.path()
+    ));
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ])
+        .args(["-t", "perch/alerts/#", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = crate::common::output_lines(&mut sub);
+    std::thread::sleep(Duration::from_millis(500));
+    let write = |v: f64| {
+        let now = now_ms() / 1000;
+        let r = perch.post(
+            "/write?precision=s",
+            "text/plain",
+            format!("env,device=freezer temp={v} {now}"),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    write(-5.0);
+    let firing = wait_for_alert(&perch, "firing");
+
+    // MQTT: the event on the topic, the state retained under it.
+    let next_line = |what: &str| -> (String, serde_json::Value) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|_| panic!("no MQTT {what}\n{}", perch.log()));
+        let (topic, payload) = line.split_once(' ').unwrap();
+        (
+            topic.to_string(),
+            serde_json::from_str(payload).unwrap_or_else(|e| panic!("{line}: {e}")),
+        )
+    };
+    let (topic, event) = next_line("event");
+    assert_eq!(topic, "perch/alerts/FreezerWarm");
+    assert_eq!(event["status"], "firing");
+    assert_eq!(event["labels"]["device"], "freezer");
+    assert_eq!(event["annotations"]["summary"], "freezer at -5 °C");
+    let fingerprint = event["fingerprint"].as_str().unwrap().to_string();
+    let (topic, state) = next_line("state");
+    assert_eq!(topic, format!("perch/alerts/FreezerWarm/{fingerprint}"));
+    assert_eq!(state["status"], "firing");
+
+    // The webhook comes up a few seconds later and gets the firing alert,
+    // once, in Alertmanager's shape.
+    std::thread::sleep(Duration::from_secs(3));
+    let receiver = Receiver::start(hook_port);
+    let got = receiver.wait_for(1, &perch);
+    assert_eq!(got[0]["version"], "4");
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(got[0]["receiver"], "hook");
+    assert_eq!(got[0]["alerts"][0]["labels"]["alertname"], "FreezerWarm");
+    assert_eq!(got[0]["alerts"][0]["startsAt"], firing["activeAt"]);
+
+    // Cold again: resolved, on both.
+    write(-20.0);
+    let got = receiver.wait_for(2, &perch);
+    assert_eq!(got[1]["status"], "resolved");
+    assert_ne!(got[1]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    let (topic, event) = next_line("resolved event");
+    assert_eq!(topic, "perch/alerts/FreezerWarm");
+    assert_eq!(event["status"], "resolved");
+    // Nothing was sent twice.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 2);
+    let _ = sub.kill();
+
+    // A subscriber that comes later reads the alert's state, retained.
+    let late = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ])
+        .args([
+            "-t",
+            &format!("perch/alerts/FreezerWarm/{fingerprint}"),
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&late.stdout).unwrap();
+    assert_eq!(state["status"], "resolved");
 }

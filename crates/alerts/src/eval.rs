@@ -76,6 +76,10 @@ pub struct Alert {
     pub resolved_at: Option<i64>,
     /// Since when it is kept firing without being returned.
     pub keep_firing_since: Option<i64>,
+    /// When the notification targets were last told it fires (kept across
+    /// restarts, so a restart does not notify again).
+    #[serde(default)]
+    pub last_sent_at: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -161,6 +165,11 @@ impl Rule {
         let mut v: Vec<&Alert> = self.alerts.values().collect();
         v.sort_by(|a, b| a.labels.cmp(&b.labels));
         v
+    }
+
+    /// The alerts, to mark what was sent.
+    pub fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Alert> {
+        self.alerts.values_mut()
     }
 
     /// Puts back alerts kept from before a restart (the `for` timers go on
@@ -296,6 +305,7 @@ impl Rule {
                     fired_at: None,
                     resolved_at: None,
                     keep_firing_since: None,
+                    last_sent_at: None,
                 },
             );
         }

@@ -11,10 +11,12 @@
 //! Uses `base` (labels, the clock), `config`, `store` (rule results are
 //! written as series; the alerts tree; the unit tests' scratch store) and
 //! `query` (rules are PromQL, evaluated on its query threads); the binary
-//! and `http` use it. Notification delivery is not here yet.
+//! and `http` use it. `notify` queues and delivers notifications (MQTT
+//! through a publisher the binary passes in, webhooks with reqwest).
 
 pub mod eval;
 pub mod manager;
+pub mod notify;
 pub mod rulefile;
 pub mod template;
 pub mod unittest;

@@ -16,7 +16,8 @@ use config::{AlertsConfig, QueryConfig};
 use store::{Storage, Tree};
 use thiserror::Error;
 
-use crate::eval::{Alert, EngineQuerier, Group, StoreSink};
+use crate::eval::{Alert, AlertState, EngineQuerier, Group, StoreSink};
+use crate::notify::Notifier;
 use crate::rulefile::{self, RuleFileError};
 
 #[derive(Debug, Error)]
@@ -49,6 +50,8 @@ pub struct Manager {
     clock: Arc<dyn Clock>,
     groups: Vec<Arc<Mutex<Group>>>,
     state: sled::Tree,
+    notifier: Option<Arc<Notifier>>,
+    repeat_ms: i64,
 }
 
 /// The rule files a configured path names: the path itself, or a
@@ -74,6 +77,20 @@ fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AlertsError> {
     Ok(out)
 }
 
+/// Whether the notification targets are to hear of this alert now: it
+/// started firing, it has fired for the repeat interval since they last
+/// heard, or it resolved after firing.
+fn notify_now(a: &Alert, before: Option<AlertState>, ts: i64, repeat_ms: i64) -> bool {
+    match a.state {
+        AlertState::Firing => {
+            before != Some(AlertState::Firing) && a.last_sent_at.is_none_or(|t| t < a.active_at)
+                || a.last_sent_at.is_some_and(|t| ts - t >= repeat_ms)
+        }
+        AlertState::Inactive => before == Some(AlertState::Firing),
+        AlertState::Pending => false,
+    }
+}
+
 /// The key of a rule's alerts in the `alerts` tree.
 fn state_key(group: &Group, index: usize, name: &str) -> Vec<u8> {
     format!("{}\0{}\0{index}\0{name}", group.file, group.name()).into_bytes()
@@ -86,11 +103,14 @@ fn lock(g: &Mutex<Group>) -> MutexGuard<'_, Group> {
 impl Manager {
     /// Loads the rule files (every problem of a file is an error, with its
     /// line) and the alerts kept from before.
+    /// `external_url` is how people reach perch's web UI: notifications
+    /// link to it.
     pub fn open(
         config: &AlertsConfig,
         query: &QueryConfig,
         storage: Arc<Storage>,
         clock: Arc<dyn Clock>,
+        external_url: String,
     ) -> Result<Manager, AlertsError> {
         let interval_ms = config.evaluation_interval().0.as_millis() as i64;
         let state = storage.trees().open(Tree::Alerts)?;
@@ -118,6 +138,16 @@ impl Manager {
                 groups.push(Arc::new(Mutex::new(group)));
             }
         }
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Notifier::new(
+                config.notify.clone(),
+                storage.trees().open(Tree::AlertNotifications)?,
+                clock.clone(),
+                external_url,
+            )))
+        };
         let rules: usize = groups.iter().map(|g| lock(g).rules.len()).sum();
         tracing::info!(
             groups = groups.len(),
@@ -133,7 +163,15 @@ impl Manager {
             clock,
             groups,
             state,
+            notifier,
+            repeat_ms: config.repeat_interval().0.as_millis() as i64,
         })
+    }
+
+    /// The notification queues and senders, when targets are configured:
+    /// the server runs them with its MQTT broker.
+    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
+        self.notifier.as_ref()
     }
 
     /// The groups, for the API; lock one to read it.
@@ -181,11 +219,35 @@ impl Manager {
         let querier = self.querier.clone();
         let storage = self.storage.clone();
         let state = self.state.clone();
+        let notifier = self.notifier.clone();
+        let repeat_ms = self.repeat_ms;
         let done = query::run(move || {
             let mut g = lock(&group);
             let span = tracing::info_span!("rule_group", group = g.name(), file = %g.file);
             let _entered = span.enter();
+            let before: Vec<HashMap<base::Labels, AlertState>> = g
+                .rules
+                .iter()
+                .map(|r| {
+                    r.alerts()
+                        .into_iter()
+                        .map(|a| (a.labels.clone(), a.state))
+                        .collect()
+                })
+                .collect();
             g.eval(ts, querier.as_ref(), &mut StoreSink(&storage));
+            if let Some(n) = &notifier {
+                for (rule, before) in g.rules.iter_mut().zip(&before) {
+                    for a in rule.alerts_mut() {
+                        if notify_now(a, before.get(&a.labels).copied(), ts, repeat_ms) {
+                            if a.state == AlertState::Firing {
+                                a.last_sent_at = Some(ts);
+                            }
+                            n.enqueue(a);
+                        }
+                    }
+                }
+            }
             for (i, rule) in g.rules.iter().enumerate() {
                 if !rule.is_alerting() {
                     continue;

@@ -395,11 +395,67 @@ pub struct AlertsConfig {
     /// How often a group without its own `interval` is evaluated
     /// (Prometheus' `evaluation_interval`; default 1m).
     pub evaluation_interval: Option<Duration>,
+    /// A firing alert is sent again after this long (Alertmanager's
+    /// `repeat_interval`; default 4h).
+    pub repeat_interval: Option<Duration>,
+    /// Where alerts are sent when they fire and resolve
+    /// (`[[alerts.notify]]`).
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// How a notification target is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// Published on perch's own broker: the event on `topic`, the alert's
+    /// state retained on `topic/<fingerprint>`.
+    Mqtt,
+    /// An HTTP POST to `url`, in Alertmanager's webhook JSON.
+    Webhook,
+    /// An HTTP POST to an ntfy topic URL (`https://ntfy.sh/mytopic`).
+    Ntfy,
+    /// An HTTP POST to a Gotify server's `/message`, with `token`.
+    Gotify,
+}
+
+/// A notification target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Letters, digits, `-` and `_`; names the queue and the status.
+    pub name: String,
+    pub kind: NotifyKind,
+    /// webhook, ntfy, gotify: where to POST.
+    #[serde(default)]
+    pub url: String,
+    /// mqtt: the topic of each notification, a template over the alert's
+    /// labels.
+    #[serde(default = "default_notify_topic")]
+    pub topic: String,
+    /// gotify: the application token. Never returned by the API nor logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Also say when an alert resolves.
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+}
+
+fn default_notify_topic() -> String {
+    "perch/alerts/{{ $labels.alertname }}".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl AlertsConfig {
     pub fn evaluation_interval(&self) -> Duration {
         self.evaluation_interval.unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn repeat_interval(&self) -> Duration {
+        self.repeat_interval
+            .unwrap_or(Duration::from_secs(4 * 3600))
     }
 }
 
@@ -986,6 +1042,29 @@ impl Config {
         let mut issues = Issues::default();
         if self.alerts.evaluation_interval().0 < std::time::Duration::from_secs(1) {
             issues.add("alerts.evaluation_interval", "must be at least 1s");
+        }
+        if self.alerts.repeat_interval().0 < std::time::Duration::from_secs(1) {
+            issues.add("alerts.repeat_interval", "must be at least 1s");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, n) in self.alerts.notify.iter().enumerate() {
+            let key = format!("alerts.notify[{i}]");
+            let valid_name = !n.name.is_empty()
+                && n.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                issues.add(format!("{key}.name"), "letters, digits, - and _ only");
+            } else if !names.insert(n.name.as_str()) {
+                issues.add(format!("{key}.name"), format!("{:?} is used twice", n.name));
+            }
+            let http = n.kind != NotifyKind::Mqtt;
+            if http && !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                issues.add(format!("{key}.url"), "an http:// or https:// URL is needed");
+            }
+            if n.kind == NotifyKind::Gotify && n.token.is_none() {
+                issues.add(format!("{key}.token"), "gotify needs the application token");
+            }
         }
         let s = &self.storage;
         if s.flush_interval.0.is_zero() {

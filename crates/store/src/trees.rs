@@ -35,10 +35,13 @@ pub enum Tree {
     /// alerts: rule (file, group, position, name) → its pending, firing
     /// and recently resolved alerts (JSON), so they survive a restart.
     Alerts,
+    /// alerts: notification target, sequence → a message waiting to be
+    /// delivered (JSON).
+    AlertNotifications,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Users,
         Tree::Sessions,
         Tree::Tokens,
@@ -49,6 +52,7 @@ impl Tree {
         Tree::ForwardTargets,
         Tree::Devices,
         Tree::Alerts,
+        Tree::AlertNotifications,
     ];
 
     /// The tree's name in the database.
@@ -64,6 +68,7 @@ impl Tree {
             Tree::ForwardTargets => "forward_targets",
             Tree::Devices => "devices",
             Tree::Alerts => "alerts",
+            Tree::AlertNotifications => "alert_notifications",
         }
     }
 }
