@@ -47,6 +47,8 @@ pub enum BenchWhat {
     Search(search::bench::SearchBenchArgs),
     /// Ingestion with and without forwarding targets; how fast each drains
     Forward(forward::bench::ForwardBenchArgs),
+    /// Time of one round of alerting rules over generated series
+    Rules(alerts::bench::RulesBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +77,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Cameras(args) => cameras::bench::run(args),
         BenchWhat::Search(args) => search::bench::run(args),
         BenchWhat::Forward(args) => forward::bench::run(args),
+        BenchWhat::Rules(args) => alerts::bench::run(args),
     }
 }
 
