@@ -41,7 +41,11 @@ fn rule_unit_tests_pass_in_promtool_and_in_perch() {
     if !have_command("promtool") {
         return;
     }
-    for file in ["prometheus_unittest.yml", "iot_unittest.yml"] {
+    for file in [
+        "prometheus_unittest.yml",
+        "iot_unittest.yml",
+        "builtin_unittest.yml",
+    ] {
         let path = fixtures().join(file);
         let ((pc, pout), (c, out)) = both("test", &path);
         assert_eq!(pc, 0, "promtool on {file}:\n{pout}");
@@ -87,8 +91,14 @@ fn rule_files_check_like_promtool_with_lines() {
     if !have_command("promtool") {
         return;
     }
-    for file in ["prometheus_rules.yml", "iot_rules.yml"] {
-        let ((pc, pout), (c, out)) = both("check", &fixtures().join(file));
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/alerts/src/builtin_rules.yml");
+    for path in [
+        fixtures().join("prometheus_rules.yml"),
+        fixtures().join("iot_rules.yml"),
+        builtin,
+    ] {
+        let file = path.display();
+        let ((pc, pout), (c, out)) = both("check", &path);
         assert_eq!((pc, c), (0, 0), "{file}:\npromtool: {pout}\nperch: {out}");
     }
     let dir = tempfile::tempdir().unwrap();

@@ -54,6 +54,11 @@ pub struct Manager {
     repeat_ms: i64,
 }
 
+/// perch's own rules (`[alerts] builtin`), a plain Prometheus rule file.
+pub const BUILTIN_RULES: &str = include_str!("builtin_rules.yml");
+/// The name the built-in rules go by in `/api/v1/rules`.
+pub const BUILTIN_FILE: &str = "builtin";
+
 /// The rule files a configured path names: the path itself, or a
 /// directory's `*.yml` and `*.yaml`, sorted.
 fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AlertsError> {
@@ -115,12 +120,18 @@ impl Manager {
         let interval_ms = config.evaluation_interval().0.as_millis() as i64;
         let state = storage.trees().open(Tree::Alerts)?;
         let mut groups = Vec::new();
+        let mut files = Vec::new();
         for path in rule_files(&config.rule_files)? {
             let text = std::fs::read_to_string(&path).map_err(|source| AlertsError::Read {
                 path: path.clone(),
                 source,
             })?;
-            let name = path.display().to_string();
+            files.push((path.display().to_string(), text));
+        }
+        if config.builtin {
+            files.push((BUILTIN_FILE.to_string(), BUILTIN_RULES.to_string()));
+        }
+        for (name, text) in files {
             let file = rulefile::parse(&name, &text)?;
             for spec in file.groups {
                 let mut group = Group::new(&name, spec, interval_ms);

@@ -385,9 +385,12 @@ impl Default for QueryConfig {
 
 /// Alerting and recording rules in Prometheus' rule file format
 /// (docs/alerts.md).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// perch's own rules: a device or camera offline, the disk budget or
+    /// the disk nearly full, MQTT ingest stopped (docs/alerts.md).
+    pub builtin: bool,
     /// Rule files, or directories whose `*.yml` and `*.yaml` files are
     /// rule files; read at start (a file with a problem stops the start,
     /// with its line).
@@ -446,6 +449,18 @@ fn default_notify_topic() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            builtin: true,
+            rule_files: Vec::new(),
+            evaluation_interval: None,
+            repeat_interval: None,
+            notify: Vec::new(),
+        }
+    }
 }
 
 impl AlertsConfig {
