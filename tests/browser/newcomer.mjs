@@ -223,8 +223,17 @@ async function main() {
     await shot('overview-problem');
   });
 
+  await run('the Alerts page lists the built-in rules', async () => {
+    await page.goto(BASE + '/alerts');
+    await page.locator('main h1', { hasText: 'Alerts' }).waitFor();
+    await page.locator('section.rule-group[data-group="perch"] tr[data-rule="DeviceOffline"]').waitFor({ timeout: 20000 });
+    const query = (await page.locator('tr[data-rule="DeviceOffline"] td.query').textContent()).trim();
+    if (query !== 'perch_device_up == 0') throw new Error(`DeviceOffline's query reads ${JSON.stringify(query)}`);
+    await page.getByText(/Nothing is firing or pending|firing, \d+ pending/).first().waitFor();
+  });
+
   await run('every page fits a phone and a desktop', async () => {
-    const pages = ['/overview', '/explorer', '/devices', `/devices/${DEVICE_USER}`, '/connect',
+    const pages = ['/overview', '/explorer', '/devices', `/devices/${DEVICE_USER}`, '/connect', '/alerts',
       '/graph?' + new URLSearchParams({ q: 'temperature', from: 'now-15m', to: 'now' }), '/cameras', '/search?q=DS18B20', '/settings'];
     for (const [width, height] of [[390, 844], [1440, 900]]) {
       await page.setViewportSize({ width, height });

@@ -13,6 +13,7 @@ const PAGES = {
   // The Metrics page lives at /graph (as in Prometheus): /metrics is where
   // Prometheus scrapes perch.
   graph: { title: 'Metrics', load: () => import('./pages/metrics.js') },
+  alerts: { title: 'Alerts', load: () => import('./pages/alerts.js') },
   cameras: { title: 'Cameras', load: () => import('./pages/cameras.js') },
   search: { title: 'Search', load: () => import('./pages/search.js') },
   settings: { title: 'Settings', load: () => import('./pages/settings.js') },

@@ -43,6 +43,7 @@ const PAGES: &[&str] = &[
     "/devices/{*id}",
     "/connect",
     "/graph",
+    "/alerts",
     "/cameras",
     "/cameras/{name}",
     "/search",
