@@ -442,3 +442,92 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
     let state: serde_json::Value = serde_json::from_slice(&late.stdout).unwrap();
     assert_eq!(state["status"], "resolved");
 }
+
+#[test]
+fn rule_files_are_imported_and_exported_as_is_through_the_api() {
+    let mut perch = Perch::start_with("[alerts]\nevaluation_interval = \"1s\"\n");
+    let text = std::fs::read_to_string(fixtures().join("iot_rules.yml")).unwrap();
+    let yaml = [("Content-Type", "application/yaml")];
+    let put = |name: &str, body: &str| {
+        perch.request_as(
+            perch.auth.as_deref(),
+            "PUT",
+            &format!("/api/v1/rules/files/{name}"),
+            &yaml,
+            Some(body),
+        )
+    };
+    let r = put("kitchen", &text);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Exported exactly as imported: comments, order and quoting kept.
+    let r = perch.get("/api/v1/rules/files/kitchen");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, text);
+    assert_eq!(
+        perch.get("/api/v1/rules/files").json()["data"],
+        serde_json::json!(["kitchen"])
+    );
+    let groups = perch.get("/api/v1/rules").json()["data"]["groups"].clone();
+    let names: Vec<(&str, &str)> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["file"].as_str().unwrap(), g["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("builtin", "perch"),
+            ("api:kitchen", "kitchen"),
+            ("api:kitchen", "anomalies")
+        ]
+    );
+
+    // A broken file is refused with its lines, and the good one stays.
+    let r = put(
+        "kitchen",
+        "groups:\n  - name: k\n    rules:\n      - alert: X\n        expr: rate(x[5m]\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("kitchen:5:15: could not parse expression"),
+        "{}",
+        r.body
+    );
+    assert_eq!(perch.get("/api/v1/rules/files/kitchen").body, text);
+    assert_eq!(put("two%20words", &text).status, 400);
+
+    // A viewer reads but cannot change them.
+    let viewer = perch.api_token("viewer");
+    let bearer = format!("Bearer {viewer}");
+    let r = perch.request_as(
+        Some(&bearer),
+        "PUT",
+        "/api/v1/rules/files/x",
+        &yaml,
+        Some(text.as_str()),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = perch.request_as(
+        Some(&bearer),
+        "GET",
+        "/api/v1/rules/files/kitchen",
+        &[],
+        None::<&str>,
+    );
+    assert_eq!(r.status, 200);
+
+    // Kept across a restart; then removed.
+    perch.stop();
+    perch.restart();
+    assert_eq!(perch.get("/api/v1/rules/files/kitchen").body, text);
+    assert_eq!(
+        perch
+            .request("DELETE", "/api/v1/rules/files/kitchen", None)
+            .status,
+        204
+    );
+    assert_eq!(perch.get("/api/v1/rules/files/kitchen").status, 404);
+    let groups = perch.get("/api/v1/rules").json()["data"]["groups"].clone();
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+}

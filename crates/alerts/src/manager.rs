@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use base::Clock;
@@ -31,6 +31,12 @@ pub enum AlertsError {
     },
     #[error(transparent)]
     Storage(#[from] store::StorageError),
+    #[error("invalid rule file name {0:?}: letters, digits, '.', '-' and '_' only, at most 64")]
+    BadName(String),
+    #[error("no rule file {0:?} was added through the API")]
+    NoSuchFile(String),
+    #[error("the database: {0}")]
+    Database(#[from] sled::Error),
 }
 
 impl base::HasKind for AlertsError {
@@ -39,6 +45,9 @@ impl base::HasKind for AlertsError {
             AlertsError::RuleFile(_) => base::ErrorKind::InvalidArgument,
             AlertsError::Read { .. } => base::ErrorKind::Internal,
             AlertsError::Storage(e) => e.kind(),
+            AlertsError::BadName(_) => base::ErrorKind::InvalidArgument,
+            AlertsError::NoSuchFile(_) => base::ErrorKind::NotFound,
+            AlertsError::Database(_) => base::ErrorKind::Internal,
         }
     }
 }
@@ -48,10 +57,28 @@ pub struct Manager {
     storage: Arc<Storage>,
     querier: Arc<EngineQuerier>,
     clock: Arc<dyn Clock>,
-    groups: Vec<Arc<Mutex<Group>>>,
+    groups: RwLock<Vec<Arc<Mutex<Group>>>>,
     state: sled::Tree,
+    /// Rule files added through the API: name → the YAML as sent.
+    api_files: sled::Tree,
+    /// The files of the config and the built-in rules, as read at start.
+    start_files: Vec<(String, String)>,
+    interval_ms: i64,
     notifier: Option<Arc<Notifier>>,
     repeat_ms: i64,
+}
+
+/// The name a rule file added through the API goes by in `/api/v1/rules`.
+fn api_file_name(name: &str) -> String {
+    format!("api:{name}")
+}
+
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// perch's own rules (`[alerts] builtin`), a plain Prometheus rule file.
@@ -119,35 +146,17 @@ impl Manager {
     ) -> Result<Manager, AlertsError> {
         let interval_ms = config.evaluation_interval().0.as_millis() as i64;
         let state = storage.trees().open(Tree::Alerts)?;
-        let mut groups = Vec::new();
-        let mut files = Vec::new();
+        let api_files = storage.trees().open(Tree::AlertRuleFiles)?;
+        let mut start_files = Vec::new();
         for path in rule_files(&config.rule_files)? {
             let text = std::fs::read_to_string(&path).map_err(|source| AlertsError::Read {
                 path: path.clone(),
                 source,
             })?;
-            files.push((path.display().to_string(), text));
+            start_files.push((path.display().to_string(), text));
         }
         if config.builtin {
-            files.push((BUILTIN_FILE.to_string(), BUILTIN_RULES.to_string()));
-        }
-        for (name, text) in files {
-            let file = rulefile::parse(&name, &text)?;
-            for spec in file.groups {
-                let mut group = Group::new(&name, spec, interval_ms);
-                for i in 0..group.rules.len() {
-                    let key = state_key(&group, i, group.rules[i].name());
-                    let kept: Option<Vec<Alert>> = state
-                        .get(&key)
-                        .ok()
-                        .flatten()
-                        .and_then(|v| serde_json::from_slice(&v).ok());
-                    if let Some(alerts) = kept {
-                        group.rules[i].restore(alerts);
-                    }
-                }
-                groups.push(Arc::new(Mutex::new(group)));
-            }
+            start_files.push((BUILTIN_FILE.to_string(), BUILTIN_RULES.to_string()));
         }
         let notifier = if config.notify.is_empty() {
             None
@@ -159,24 +168,118 @@ impl Manager {
                 external_url,
             )))
         };
-        let rules: usize = groups.iter().map(|g| lock(g).rules.len()).sum();
-        tracing::info!(
-            groups = groups.len(),
-            rules,
-            "alerting and recording rules loaded"
-        );
-        Ok(Manager {
+        let manager = Manager {
             querier: Arc::new(EngineQuerier(query::promql::Engine::new(
                 storage.clone(),
                 query,
             ))),
             storage,
             clock,
-            groups,
+            groups: RwLock::new(Vec::new()),
             state,
+            api_files,
+            start_files,
+            interval_ms,
             notifier,
             repeat_ms: config.repeat_interval().0.as_millis() as i64,
-        })
+        };
+        let groups = manager.load(None)?;
+        let rules: usize = groups.iter().map(|g| lock(g).rules.len()).sum();
+        tracing::info!(
+            groups = groups.len(),
+            rules,
+            "alerting and recording rules loaded"
+        );
+        *manager.groups.write().unwrap_or_else(|e| e.into_inner()) = groups;
+        Ok(manager)
+    }
+
+    /// The groups of every rule file — the config's, the built-in ones and
+    /// the API's, with `change` (name, new text or removal) applied to the
+    /// API's — each rule with the alerts kept for it.
+    fn load(
+        &self,
+        change: Option<(&str, Option<&str>)>,
+    ) -> Result<Vec<Arc<Mutex<Group>>>, AlertsError> {
+        let mut files = self.start_files.clone();
+        for entry in self.api_files.iter() {
+            let (k, v) = entry?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            if change.is_some_and(|(n, _)| n == name) {
+                continue;
+            }
+            files.push((
+                api_file_name(&name),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        if let Some((name, Some(text))) = change {
+            files.push((api_file_name(name), text.to_string()));
+        }
+        let mut groups = Vec::new();
+        for (name, text) in files {
+            let file = rulefile::parse(&name, &text)?;
+            for spec in file.groups {
+                let mut group = Group::new(&name, spec, self.interval_ms);
+                for i in 0..group.rules.len() {
+                    let key = state_key(&group, i, group.rules[i].name());
+                    let kept: Option<Vec<Alert>> = self
+                        .state
+                        .get(&key)
+                        .ok()
+                        .flatten()
+                        .and_then(|v| serde_json::from_slice(&v).ok());
+                    if let Some(alerts) = kept {
+                        group.rules[i].restore(alerts);
+                    }
+                }
+                groups.push(Arc::new(Mutex::new(group)));
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Adds or replaces a rule file through the API: checked first (every
+    /// problem with its line), kept as sent, evaluated from the next tick.
+    pub fn put_file(&self, name: &str, text: &str) -> Result<(), AlertsError> {
+        if !valid_file_name(name) {
+            return Err(AlertsError::BadName(name.to_string()));
+        }
+        rulefile::parse(name, text)?;
+        let groups = self.load(Some((name, Some(text))))?;
+        self.api_files.insert(name.as_bytes(), text.as_bytes())?;
+        self.api_files.flush()?;
+        *self.groups.write().unwrap_or_else(|e| e.into_inner()) = groups;
+        tracing::info!(file = name, "rule file added through the API");
+        Ok(())
+    }
+
+    /// A rule file added through the API, exactly as it was sent.
+    pub fn file(&self, name: &str) -> Result<String, AlertsError> {
+        match self.api_files.get(name.as_bytes())? {
+            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+            None => Err(AlertsError::NoSuchFile(name.to_string())),
+        }
+    }
+
+    /// The names of the rule files added through the API.
+    pub fn files(&self) -> Result<Vec<String>, AlertsError> {
+        self.api_files
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    pub fn delete_file(&self, name: &str) -> Result<(), AlertsError> {
+        if self.api_files.get(name.as_bytes())?.is_none() {
+            return Err(AlertsError::NoSuchFile(name.to_string()));
+        }
+        let groups = self.load(Some((name, None)))?;
+        self.api_files.remove(name.as_bytes())?;
+        self.api_files.flush()?;
+        *self.groups.write().unwrap_or_else(|e| e.into_inner()) = groups;
+        Ok(())
     }
 
     /// The notification queues and senders, when targets are configured:
@@ -186,23 +289,30 @@ impl Manager {
     }
 
     /// The groups, for the API; lock one to read it.
-    pub fn groups(&self) -> &[Arc<Mutex<Group>>] {
-        &self.groups
+    pub fn groups(&self) -> Vec<Arc<Mutex<Group>>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Evaluates each group at the multiples of its interval until
     /// shutdown. A group that takes longer than its interval skips the
     /// evaluations it missed (and counts them in the log), as Prometheus'.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        if self.groups.is_empty() {
-            return;
-        }
-        let mut next: HashMap<usize, i64> = HashMap::new();
+        // When each group (by file and name) is next due; groups change
+        // when rule files are added through the API.
+        let mut next: HashMap<(String, String), i64> = HashMap::new();
         loop {
             let now = self.clock.now_ms();
-            for (i, group) in self.groups.iter().enumerate() {
-                let interval = lock(group).interval_ms.max(1);
-                let due = *next.entry(i).or_insert(now - now.rem_euclid(interval));
+            for group in self.groups() {
+                let (interval, key) = {
+                    let g = lock(&group);
+                    (g.interval_ms.max(1), (g.file.clone(), g.name().to_string()))
+                };
+                let due = *next
+                    .entry(key.clone())
+                    .or_insert(now - now.rem_euclid(interval));
                 if now < due {
                     continue;
                 }
@@ -210,13 +320,13 @@ impl Manager {
                 let ts = now - now.rem_euclid(interval);
                 if ts > due {
                     tracing::debug!(
-                        group = lock(group).name(),
+                        group = key.1,
                         missed = (ts - due) / interval,
                         "rule group evaluations missed"
                     );
                 }
-                next.insert(i, ts + interval);
-                self.eval_group(group.clone(), ts).await;
+                next.insert(key, ts + interval);
+                self.eval_group(group, ts).await;
             }
             let sleep = tokio::time::sleep(Duration::from_millis(250));
             tokio::select! {

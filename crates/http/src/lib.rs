@@ -123,6 +123,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(dashboards_api::admin_routes())
         .merge(forward_api::admin_routes())
         .merge(connect_api::admin_routes())
+        .merge(rules_api::admin_routes())
         // Admins only: the names people tried reveal which accounts exist.
         .route("/api/v1/problems", get(status::problems))
         .route_layer(axum::middleware::from_fn(auth::admins));

@@ -1,7 +1,10 @@
 //! Alerting and recording rules over HTTP, in Prometheus' shapes so that
 //! Grafana lists them: `GET /api/v1/rules` (every group with its rules,
 //! their health and alerts; `?type=alert|record`) and `GET /api/v1/alerts`
-//! (the pending and firing alerts).
+//! (the pending and firing alerts). Rule files managed through the API:
+//! `GET /api/v1/rules/files` (their names), `GET /api/v1/rules/files/{name}`
+//! (the YAML exactly as it was sent), and for admins `PUT` (checked first:
+//! every problem with its line, 400) and `DELETE`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,17 +13,64 @@ use alerts::{Alert, AlertState, Group, Health, Manager};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::Query;
-use super::wire::Success;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+
+use super::extract::{Body, Path, Query};
+use super::wire::{Done, Success, DONE};
 use super::{ApiError, SharedState};
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(active_alerts))
+        .route("/api/v1/rules/files", get(file_names))
+        .route("/api/v1/rules/files/{name}", get(file))
+}
+
+pub fn admin_routes() -> Router<SharedState> {
+    Router::new().route(
+        "/api/v1/rules/files/{name}",
+        axum::routing::put(put_file).delete(delete_file),
+    )
+}
+
+async fn file_names(Rules(manager): Rules) -> Result<Success<Vec<String>>, ApiError> {
+    Ok(Success(manager.files()?))
+}
+
+/// As it was sent, so a file exported is the file imported.
+async fn file(
+    Rules(manager): Rules,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = manager.file(&name)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        text,
+    ))
+}
+
+async fn put_file(
+    Rules(manager): Rules,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Done>, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::invalid(format!("the rule file is not UTF-8: {e}")))?;
+    manager.put_file(&name, text)?;
+    Ok(Json(DONE))
+}
+
+async fn delete_file(
+    Rules(manager): Rules,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    manager.delete_file(&name)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The rules, when the server runs (not in `perch bench http`).

@@ -38,10 +38,12 @@ pub enum Tree {
     /// alerts: notification target, sequence → a message waiting to be
     /// delivered (JSON).
     AlertNotifications,
+    /// alerts: name → a rule file added through the API, as sent (YAML).
+    AlertRuleFiles,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Users,
         Tree::Sessions,
         Tree::Tokens,
@@ -53,6 +55,7 @@ impl Tree {
         Tree::Devices,
         Tree::Alerts,
         Tree::AlertNotifications,
+        Tree::AlertRuleFiles,
     ];
 
     /// The tree's name in the database.
@@ -69,6 +72,7 @@ impl Tree {
             Tree::Devices => "devices",
             Tree::Alerts => "alerts",
             Tree::AlertNotifications => "alert_notifications",
+            Tree::AlertRuleFiles => "alert_rule_files",
         }
     }
 }
