@@ -187,7 +187,10 @@ mod tests {
                 "cameras",
                 "snapshots",
                 "forward_targets",
-                "devices"
+                "devices",
+                "alerts",
+                "alert_notifications",
+                "alert_rule_files"
             ]
         );
         assert_eq!(forward_queue_name("cloud"), "forward.cloud");
