@@ -232,6 +232,27 @@ async function main() {
     await page.getByText(/Nothing is firing or pending|firing, \d+ pending/).first().waitFor();
   });
 
+  await run('a firing alert shows on the Alerts page and the Overview', async () => {
+    // A rule file through the API (as an admin with Basic auth): the
+    // device's temperature above a threshold it is over, firing at once.
+    const rules = 'groups:\n  - name: newcomer\n    interval: 1s\n    rules:\n' +
+      '      - alert: WarmRoom\n        expr: temperature > 20\n' +
+      "        annotations:\n          summary: 'It is {{ $value }} °C'\n";
+    const r = await fetch(BASE + '/api/v1/rules/files/newcomer', {
+      method: 'PUT', body: rules,
+      headers: { Authorization: 'Basic ' + Buffer.from(`${ADMIN.name}:${ADMIN.password}`).toString('base64') },
+    });
+    if (r.status !== 200) throw new Error(`PUT rule file: ${r.status} ${await r.text()}`);
+    await page.goto(BASE + '/alerts');
+    await page.locator('tr[data-alert="WarmRoom"][data-state="firing"]').waitFor({ timeout: 20000 });
+    await page.goto(BASE + '/overview');
+    const item = page.locator('#ov-firing li[data-alert="WarmRoom"]');
+    await item.waitFor({ timeout: 20000 });
+    const text = await item.textContent();
+    if (!/It is 22\.25 °C/.test(text)) throw new Error(`the Overview says ${JSON.stringify(text)}`);
+    await shot('overview-firing');
+  });
+
   await run('every page fits a phone and a desktop', async () => {
     const pages = ['/overview', '/explorer', '/devices', `/devices/${DEVICE_USER}`, '/connect', '/alerts',
       '/graph?' + new URLSearchParams({ q: 'temperature', from: 'now-15m', to: 'now' }), '/cameras', '/search?q=DS18B20', '/settings'];

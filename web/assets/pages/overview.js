@@ -1,5 +1,6 @@
 // Overview: host health from perch's self-metrics (PromQL instant queries),
-// the cameras' latest snapshots, offline devices (only when there are any),
+// firing alerts (only when there are any; /api/v1/alerts), the cameras'
+// latest snapshots, offline devices (only when there are any),
 // recent problems (failed sign-ins, refusals, unreadable payloads; from
 // /api/v1/problems) and recent warnings and errors. Until perch holds data
 // of its own (series beyond its self-metrics), it leads to Connect a device.
@@ -46,10 +47,13 @@ export default async function (view, ctx) {
     h('h2', { id: 'ov-empty-t' }, 'No data yet'),
     h('p', null, 'Nothing has sent perch a reading yet. Point a device (Tasmota, Shelly, ESPHome, zigbee2mqtt, Telegraf…) at perch\'s MQTT broker and its readings show up here.'),
     h('p', null, h('a', { class: 'button', href: '/connect' }, 'Connect a device')));
+  const firingList = h('ul', { class: 'offline-list' });
+  const firing = h('section', { id: 'ov-firing', hidden: true, 'aria-labelledby': 'ov-firing-t' },
+    h('h2', { id: 'ov-firing-t' }, h('a', { href: '/alerts' }, 'Firing alerts')), h('div', { class: 'card' }, firingList));
   const offlineList = h('ul', { class: 'offline-list' });
   const offline = h('section', { id: 'ov-offline', hidden: true, 'aria-labelledby': 'ov-offline-t' },
     h('h2', { id: 'ov-offline-t' }, 'Offline devices'), h('div', { class: 'card' }, offlineList));
-  view.append(h('h1', null, 'Overview'), empty, healthError, health,
+  view.append(h('h1', null, 'Overview'), empty, firing, healthError, health,
     h('h2', null, 'Cameras'), camGrid,
     offline,
     // Admins only: the user names people tried say which accounts exist.
@@ -178,7 +182,22 @@ export default async function (view, ctx) {
     ...(list.length > OFFLINE_SHOWN ? [h('li', null, h('a', { href: '/devices?status=offline' }, `All ${list.length} offline devices`))] : []));
   }
 
+  async function firing_() {
+    let list;
+    try { list = (await api('/api/v1/alerts', { signal: ctx.signal })).alerts || []; }
+    catch (e) { if (e.name !== 'AbortError') { firing.hidden = true; console.warn('alerts:', e.message); } return; }
+    list = list.filter(a => a.state === 'firing');
+    firing.hidden = !list.length;
+    firingList.replaceChildren(...list.slice(0, OFFLINE_SHOWN).map(a => h('li', { dataset: { alert: a.labels.alertname } },
+      h('span', { class: 'badge alert-firing' }, 'firing'), ' ',
+      h('b', null, a.labels.alertname), ' ',
+      h('span', null, a.annotations.summary || ''), ' ',
+      h('span', { class: 'muted' }, `started ${fmtAgo(Date.parse(a.activeAt))}`))),
+    ...(list.length > OFFLINE_SHOWN ? [h('li', null, h('a', { href: '/alerts' }, `All ${list.length} firing alerts`))] : []));
+  }
+
   ctx.cleanup(every(5000, health_));
+  ctx.cleanup(every(10000, firing_));
   ctx.cleanup(every(10000, offline_));
   ctx.cleanup(every(15000, cameras));
   ctx.cleanup(every(10000, events_));
