@@ -531,3 +531,90 @@ fn rule_files_are_imported_and_exported_as_is_through_the_api() {
     let groups = perch.get("/api/v1/rules").json()["data"]["groups"].clone();
     assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
 }
+
+/// A rule is a query like any other: held to the query limits, its error
+/// shown as the rule's health; and a notification target that accepts
+/// connections but never answers delays neither the evaluation nor other
+/// targets.
+#[test]
+fn an_expensive_rule_is_bounded_and_a_hanging_target_delays_nothing() {
+    if !crate::common::have_mosquitto() {
+        return;
+    }
+    // Accepts and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for c in hang.incoming().flatten() {
+            keep.lock().unwrap().push(c);
+        }
+    });
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("r.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: Greedy\n        expr: count(env_temp) > 0\n      - alert: Warm\n        expr: env_temp{device=\"d0\"} > 0\n",
+    )
+    .unwrap();
+    let perch = Perch::start_with(&format!(
+        "[query]\nmax_samples = 10\n[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"stuck\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hang_port}/\"\n\
+         [[alerts.notify]]\nname = \"home\"\nkind = \"mqtt\"\n",
+        rules.path()
+    ));
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ])
+        .args(["-t", "perch/alerts/Warm", "-C", "1", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let now = now_ms() / 1000;
+    let lines: String = (0..20)
+        .map(|i| format!("env,device=d{i} temp=5 {now}\n"))
+        .collect();
+    assert_eq!(
+        perch.post("/write?precision=s", "text/plain", lines).status,
+        204
+    );
+
+    // Warm fires on time and reaches MQTT while the webhook hangs.
+    let firing = wait_for_alert(&perch, "firing");
+    assert_eq!(firing["labels"]["alertname"], "Warm");
+    let out = sub.wait_with_output().unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["status"], "firing");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the webhook was not tried"
+    );
+
+    // Greedy touches more samples than query.max_samples allows: an
+    // error of that rule, shown in its health, never a firing alert.
+    let rules = perch.get("/api/v1/rules").json();
+    let greedy = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .find(|r| r["name"] == "Greedy")
+        .unwrap();
+    assert_eq!(greedy["health"], "err", "{greedy}");
+    assert!(
+        greedy["lastError"].as_str().unwrap().contains("samples"),
+        "{greedy}"
+    );
+    assert_eq!(greedy["alerts"].as_array().unwrap().len(), 0);
+    // Evaluation goes on while the webhook hangs.
+    let before = rules["data"]["groups"][0]["lastEvaluation"].clone();
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = perch.get("/api/v1/rules").json()["data"]["groups"][0]["lastEvaluation"].clone();
+    assert_ne!(before, after);
+}
