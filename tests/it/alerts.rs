@@ -618,3 +618,121 @@ fn an_expensive_rule_is_bounded_and_a_hanging_target_delays_nothing() {
     let after = perch.get("/api/v1/rules").json()["data"]["groups"][0]["lastEvaluation"].clone();
     assert_ne!(before, after);
 }
+
+/// Debian's Alertmanager, on loopback, without clustering.
+struct Alertmanager {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Option<Alertmanager> {
+        if !have_command("prometheus-alertmanager") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
+        )
+        .unwrap();
+        let port = crate::common::free_port();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let am = Alertmanager {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while am.alerts().is_none() {
+            assert!(Instant::now() < deadline, "Alertmanager did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(am)
+    }
+
+    /// Its `/api/v2/alerts` (active, not resolved).
+    fn alerts(&self) -> Option<serde_json::Value> {
+        let r = ureq::get(&format!("http://127.0.0.1:{}/api/v2/alerts", self.port))
+            .call()
+            .ok()?;
+        let text = r.into_body().read_to_string().ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn alerts_reach_a_real_alertmanager_and_resolve_there() {
+    let Some(am) = Alertmanager::start() else {
+        return;
+    };
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("freezer.yml"), SERVE_RULES).unwrap();
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:{}\"\n",
+        rules.path(),
+        am.port
+    ));
+    let write = |v: f64| {
+        let now = now_ms() / 1000;
+        let r = perch.post(
+            "/write?precision=s",
+            "text/plain",
+            format!("env,device=freezer temp={v} {now}"),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    write(-5.0);
+    let firing = wait_for_alert(&perch, "firing");
+    let wait_am = |want: usize| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = am.alerts().unwrap_or_default();
+            let n = got.as_array().map_or(0, Vec::len);
+            if n == want {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager has {got}, not {want} alerts\n{}",
+                perch.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let got = wait_am(1);
+    let a = &got[0];
+    assert_eq!(a["labels"]["alertname"], "FreezerWarm");
+    assert_eq!(a["labels"]["device"], "freezer");
+    assert_eq!(a["annotations"]["summary"], "freezer at -5 °C");
+    assert_eq!(a["status"]["state"], "active");
+    // Alertmanager writes the time with its own precision.
+    let starts = a["startsAt"].as_str().unwrap();
+    let active = firing["activeAt"].as_str().unwrap();
+    assert_eq!(&starts[..19], &active[..19], "{a}");
+
+    // Resolved in perch: resolved in Alertmanager (gone from its active list).
+    write(-20.0);
+    wait_am(0);
+}

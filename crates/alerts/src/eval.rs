@@ -80,6 +80,10 @@ pub struct Alert {
     /// restarts, so a restart does not notify again).
     #[serde(default)]
     pub last_sent_at: Option<i64>,
+    /// When an Alertmanager was last posted it again (not kept: after a
+    /// restart it is posted at once).
+    #[serde(skip)]
+    pub last_resent_at: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -306,6 +310,7 @@ impl Rule {
                     resolved_at: None,
                     keep_firing_since: None,
                     last_sent_at: None,
+                    last_resent_at: None,
                 },
             );
         }

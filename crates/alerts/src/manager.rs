@@ -358,13 +358,22 @@ impl Manager {
                 .collect();
             g.eval(ts, querier.as_ref(), &mut StoreSink(&storage));
             if let Some(n) = &notifier {
+                let resend_due = n.has_alertmanager();
                 for (rule, before) in g.rules.iter_mut().zip(&before) {
                     for a in rule.alerts_mut() {
                         if notify_now(a, before.get(&a.labels).copied(), ts, repeat_ms) {
                             if a.state == AlertState::Firing {
                                 a.last_sent_at = Some(ts);
+                                a.last_resent_at = Some(ts);
                             }
-                            n.enqueue(a);
+                            n.enqueue(a, false);
+                        } else if resend_due
+                            && a.state == AlertState::Firing
+                            && a.last_resent_at
+                                .is_none_or(|t| ts - t >= crate::notify::ALERTMANAGER_RESEND_MS)
+                        {
+                            a.last_resent_at = Some(ts);
+                            n.enqueue(a, true);
                         }
                     }
                 }

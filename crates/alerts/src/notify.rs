@@ -8,10 +8,13 @@
 //!
 //! Formats: Alertmanager's webhook JSON (version 4, one alert per
 //! message), ntfy (title, priority and tags as headers), Gotify (JSON with
-//! the token in the URL), and MQTT on perch's own broker: the message on
-//! the target's topic and the alert's state retained on
-//! `<topic>/<fingerprint>`, so that Home Assistant or Node-RED subscribing
-//! later still sees what is firing.
+//! the token in the URL), an external Alertmanager's v2 API (postable
+//! alerts; firing ones posted again every [`ALERTMANAGER_RESEND_MS`] with
+//! an end time ahead, as Prometheus does, so Alertmanager keeps them
+//! active), and MQTT on perch's own broker: the message on the target's
+//! topic and the alert's state retained on `<topic>/<fingerprint>`, so
+//! that Home Assistant or Node-RED subscribing later still sees what is
+//! firing.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,6 +29,10 @@ use tracing::Instrument;
 
 use crate::eval::{Alert, AlertState};
 use crate::template::{Data, Template};
+
+/// How often firing alerts are posted again to an Alertmanager
+/// (Prometheus' `--rules.alert.resend-delay`).
+pub const ALERTMANAGER_RESEND_MS: i64 = 60_000;
 
 /// Messages kept per target at most; past it the oldest are dropped (and
 /// logged): a target down for weeks must not fill the SD card.
@@ -180,7 +187,12 @@ fn message(a: &Alert) -> String {
 }
 
 /// The messages for one alert's change, for one target.
-pub fn deliveries(target: &NotifyConfig, a: &Alert, external_url: &str) -> Vec<Delivery> {
+pub fn deliveries(
+    target: &NotifyConfig,
+    a: &Alert,
+    external_url: &str,
+    now_ms: i64,
+) -> Vec<Delivery> {
     let firing = a.state == AlertState::Firing;
     match target.kind {
         NotifyKind::Mqtt => {
@@ -239,6 +251,26 @@ pub fn deliveries(target: &NotifyConfig, a: &Alert, external_url: &str) -> Vec<D
                     ),
                 ],
                 body: message(a),
+            }]
+        }
+        NotifyKind::Alertmanager => {
+            // Prometheus sends an end time ahead for a firing alert, so
+            // that Alertmanager resolves it if perch goes quiet.
+            let ends_at = match a.resolved_at {
+                Some(t) => rfc3339(t),
+                None => rfc3339(now_ms + 4 * ALERTMANAGER_RESEND_MS),
+            };
+            vec![Delivery::Http {
+                url: format!("{}/api/v2/alerts", target.url.trim_end_matches('/')),
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: serde_json::json!([{
+                    "labels": label_map(&a.labels),
+                    "annotations": a.annotations,
+                    "startsAt": rfc3339(a.active_at),
+                    "endsAt": ends_at,
+                    "generatorURL": format!("{external_url}/alerts"),
+                }])
+                .to_string(),
             }]
         }
         NotifyKind::Gotify => {
@@ -303,20 +335,35 @@ impl Notifier {
         &self.targets
     }
 
+    /// Whether an Alertmanager is among the targets.
+    pub fn has_alertmanager(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.kind == NotifyKind::Alertmanager)
+    }
+
     /// Messages waiting for a target.
     pub fn queued(&self, target: &str) -> usize {
         self.queue.scan_prefix(prefix(target)).count()
     }
 
     /// Queues what the targets are to be told of an alert's change.
-    /// `resolved` alerts go only to targets with `send_resolved`.
-    pub fn enqueue(&self, a: &Alert) {
+    /// `resolved` alerts go only to targets with `send_resolved` (and to
+    /// Alertmanagers, which must hear of it). `resend_only`: a firing
+    /// alert's regular repetition for Alertmanagers, which forget an alert
+    /// not posted again.
+    pub fn enqueue(&self, a: &Alert, resend_only: bool) {
+        let now = self.clock.now_ms();
         for t in &self.targets {
-            if a.state != AlertState::Firing && !t.send_resolved {
+            let alertmanager = t.kind == NotifyKind::Alertmanager;
+            if resend_only && !alertmanager {
+                continue;
+            }
+            if a.state != AlertState::Firing && !t.send_resolved && !alertmanager {
                 continue;
             }
             let item = Queued {
-                deliveries: deliveries(t, a, &self.external_url),
+                deliveries: deliveries(t, a, &self.external_url, now),
                 attempts: 0,
                 next_attempt_ms: 0,
             };
@@ -479,6 +526,7 @@ mod tests {
             resolved_at: (state == AlertState::Inactive).then_some(1_700_000_600_000),
             keep_firing_since: None,
             last_sent_at: None,
+            last_resent_at: None,
         }
     }
 
@@ -495,6 +543,7 @@ mod tests {
             &target("webhook"),
             &alert(AlertState::Firing),
             "http://perch:8080",
+            0,
         );
         let Delivery::Http { body, .. } = &d[0] else {
             panic!()
@@ -507,7 +556,7 @@ mod tests {
         assert_eq!(v["alerts"][0]["startsAt"], "2023-11-14T22:13:20Z");
         assert_eq!(v["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
         assert_eq!(v["alerts"][0]["fingerprint"].as_str().unwrap().len(), 16);
-        let d = deliveries(&target("webhook"), &alert(AlertState::Inactive), "");
+        let d = deliveries(&target("webhook"), &alert(AlertState::Inactive), "", 0);
         let Delivery::Http { body, .. } = &d[0] else {
             panic!()
         };
@@ -516,7 +565,7 @@ mod tests {
 
     #[test]
     fn mqtt_ntfy_gotify() {
-        let d = deliveries(&target("mqtt"), &alert(AlertState::Firing), "");
+        let d = deliveries(&target("mqtt"), &alert(AlertState::Firing), "", 0);
         let topics: Vec<(&str, bool)> = d
             .iter()
             .map(|d| match d {
@@ -530,7 +579,7 @@ mod tests {
             topics[1],
             (format!("perch/alerts/FreezerWarm/{fp}").as_str(), true)
         );
-        let d = deliveries(&target("ntfy"), &alert(AlertState::Firing), "");
+        let d = deliveries(&target("ntfy"), &alert(AlertState::Firing), "", 0);
         let Delivery::Http { headers, body, .. } = &d[0] else {
             panic!()
         };
@@ -540,11 +589,38 @@ mod tests {
             "Title".into(),
             "[FIRING] FreezerWarm device=freezer severity=page".into()
         )));
-        let d = deliveries(&target("gotify"), &alert(AlertState::Firing), "");
+        let d = deliveries(&target("gotify"), &alert(AlertState::Firing), "", 0);
         let Delivery::Http { url, .. } = &d[0] else {
             panic!()
         };
         assert_eq!(url, "http://127.0.0.1:1/hook/message?token=s3cret");
+    }
+
+    #[test]
+    fn alertmanager_v2_postable_alerts() {
+        let d = deliveries(
+            &target("alertmanager"),
+            &alert(AlertState::Firing),
+            "http://perch",
+            1_700_000_000_000,
+        );
+        let Delivery::Http { url, body, .. } = &d[0] else {
+            panic!()
+        };
+        assert_eq!(url, "http://127.0.0.1:1/hook/api/v2/alerts");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v[0]["labels"]["alertname"], "FreezerWarm");
+        assert_eq!(v[0]["startsAt"], "2023-11-14T22:13:20Z");
+        // Ahead: Alertmanager resolves it if nothing is posted again.
+        assert_eq!(v[0]["endsAt"], "2023-11-14T22:17:20Z");
+        let d = deliveries(&target("alertmanager"), &alert(AlertState::Inactive), "", 0);
+        let Delivery::Http { body, .. } = &d[0] else {
+            panic!()
+        };
+        assert!(
+            body.contains("\"endsAt\":\"2023-11-14T22:23:20Z\""),
+            "{body}"
+        );
     }
 
     #[test]

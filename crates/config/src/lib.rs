@@ -419,6 +419,10 @@ pub enum NotifyKind {
     Ntfy,
     /// An HTTP POST to a Gotify server's `/message`, with `token`.
     Gotify,
+    /// An external Alertmanager's v2 API (`url` is its base,
+    /// `http://host:9093`): firing alerts are posted again every minute, as
+    /// Prometheus does, and the resolution with its end time.
+    Alertmanager,
 }
 
 /// A notification target.
