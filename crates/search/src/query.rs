@@ -164,7 +164,7 @@ fn regex_steps(hir: &regex_syntax::hir::Hir) -> u64 {
                     .sum();
                 sequences + 2
             })
-            .sum(),
+            .fold(0, u64::saturating_add),
         HirKind::Capture(c) => regex_steps(&c.sub),
         HirKind::Concat(v) => v.iter().map(regex_steps).fold(0, u64::saturating_add),
         HirKind::Alternation(v) => v
@@ -175,8 +175,10 @@ fn regex_steps(hir: &regex_syntax::hir::Hir) -> u64 {
             let one = regex_steps(&r.sub);
             let required = u64::from(r.min).saturating_mul(one);
             let optional = match r.max {
-                Some(max) => u64::from(max.saturating_sub(r.min)).saturating_mul(one + 1),
-                None => one + 2,
+                Some(max) => {
+                    u64::from(max.saturating_sub(r.min)).saturating_mul(one.saturating_add(1))
+                }
+                None => one.saturating_add(2),
             };
             required.saturating_add(optional)
         }
@@ -501,6 +503,14 @@ mod tests {
             assert_eq!(regex_steps(&hir), steps, "{q}");
         }
         assert!(crate::parse_query("payload:/\\w+/").is_err());
+        // Found by the fuzzer next: nested repetitions (`a++++…`) double
+        // the count each level; it saturates instead of overflowing (and,
+        // in a release build, wrapping to a small count that would pass).
+        let nested = format!("payload:/|.m%agt{}/", "+".repeat(130));
+        match crate::parse_query(&nested) {
+            Err(SearchError::BadQuery(e)) => assert!(e.contains("too complex"), "{e}"),
+            other => panic!("{other:?}"),
+        }
         assert!(crate::parse_query("payload:/temp.*kitchen/").is_ok());
         assert!(crate::parse_query("payload:/[a-z]+[0-9]{2}/").is_ok());
     }
