@@ -76,6 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 base::host::host_name(),
                 config.http.listen.port()
             ),
+            email_tls(&config.alerts)?,
         )
         .context("cannot load the alerting and recording rules")?,
     );
@@ -358,4 +359,23 @@ impl alerts::notify::Publisher for BrokerPublisher {
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+/// TLS for e-mail notifications: the system's roots and the e-mail
+/// targets' `ca_file` (the first one set).
+fn email_tls(
+    alerts: &config::AlertsConfig,
+) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ClientConfig>>> {
+    let email: Vec<&config::NotifyConfig> = alerts
+        .notify
+        .iter()
+        .filter(|n| n.kind == config::NotifyKind::Email)
+        .collect();
+    if email.is_empty() {
+        return Ok(None);
+    }
+    let ca = email.iter().find_map(|n| n.ca_file.as_deref());
+    Ok(Some(
+        forward::tls::client_config(ca).context("TLS for e-mail notifications")?,
+    ))
 }

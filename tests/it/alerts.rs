@@ -736,3 +736,86 @@ fn alerts_reach_a_real_alertmanager_and_resolve_there() {
     write(-20.0);
     wait_am(0);
 }
+
+#[test]
+fn alerts_by_e_mail_over_starttls_with_a_password() {
+    if !have_command("openssl")
+        || Command::new("/usr/bin/python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .map_or(true, |s| !s.success())
+    {
+        crate::common::missing_peer("python3-aiosmtpd");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = crate::common::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_server.py");
+    let mut server = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(smtp_port.to_string())
+        .arg(dir.path())
+        .args(["perch-alerts", "mail-secret"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.path().join("ready").exists() {
+        assert!(Instant::now() < deadline, "the SMTP server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("freezer.yml"), SERVE_RULES).unwrap();
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://127.0.0.1:{smtp_port}\"\n\
+         from = \"perch@example.org\"\nto = [\"kitchen@example.org\", \"me@example.org\"]\n\
+         username = \"perch-alerts\"\npassword = \"mail-secret\"\nca_file = {:?}\n",
+        rules.path(),
+        dir.path().join("ca.pem"),
+    ));
+    let write = |v: f64| {
+        let now = now_ms() / 1000;
+        let r = perch.post(
+            "/write?precision=s",
+            "text/plain",
+            format!("env,device=freezer temp={v} {now}"),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    let mail = |n: usize| -> String {
+        let path = dir.path().join("mail").join(format!("{n:04}.eml"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "no e-mail {n}\n{}", perch.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::fs::read_to_string(path).unwrap()
+    };
+    write(-5.0);
+    let firing = mail(0);
+    assert!(firing.contains("X-Authenticated: True"), "{firing}");
+    assert!(
+        firing.contains("X-Envelope-From: perch@example.org"),
+        "{firing}"
+    );
+    assert!(
+        firing.contains("X-Envelope-To: kitchen@example.org,me@example.org"),
+        "{firing}"
+    );
+    assert!(
+        firing.contains("Subject: [FIRING] FreezerWarm device=freezer severity=page"),
+        "{firing}"
+    );
+    assert!(firing.contains("freezer at -5 °C"), "{firing}");
+    write(-20.0);
+    let resolved = mail(1);
+    assert!(
+        resolved.contains("Subject: [RESOLVED] FreezerWarm"),
+        "{resolved}"
+    );
+    assert!(resolved.contains("Resolved at "), "{resolved}");
+    // The password is nowhere in what perch logged.
+    assert!(!perch.log().contains("mail-secret"));
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -136,13 +136,15 @@ impl Manager {
     /// Loads the rule files (every problem of a file is an error, with its
     /// line) and the alerts kept from before.
     /// `external_url` is how people reach perch's web UI: notifications
-    /// link to it.
+    /// link to it. `email_tls`: the TLS client configuration e-mail
+    /// targets use.
     pub fn open(
         config: &AlertsConfig,
         query: &QueryConfig,
         storage: Arc<Storage>,
         clock: Arc<dyn Clock>,
         external_url: String,
+        email_tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     ) -> Result<Manager, AlertsError> {
         let interval_ms = config.evaluation_interval().0.as_millis() as i64;
         let state = storage.trees().open(Tree::Alerts)?;
@@ -161,12 +163,16 @@ impl Manager {
         let notifier = if config.notify.is_empty() {
             None
         } else {
-            Some(Arc::new(Notifier::new(
+            let mut n = Notifier::new(
                 config.notify.clone(),
                 storage.trees().open(Tree::AlertNotifications)?,
                 clock.clone(),
                 external_url,
-            )))
+            );
+            if let Some(tls) = email_tls {
+                n.set_tls(tls);
+            }
+            Some(Arc::new(n))
         };
         let manager = Manager {
             querier: Arc::new(EngineQuerier(query::promql::Engine::new(

@@ -83,6 +83,9 @@ pub enum Delivery {
         headers: Vec<(String, String)>,
         body: String,
     },
+    /// The message as RFC 5322 text; the server, sender, recipients and
+    /// credentials are the target's (so no password is queued).
+    Email { data: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,6 +189,51 @@ fn message(a: &Alert) -> String {
         .unwrap_or_else(|| title(a))
 }
 
+/// RFC 2047: a header value outside ASCII as UTF-8 in base64.
+fn header_text(s: &str) -> String {
+    use base64::Engine as _;
+    if s.is_ascii() {
+        s.to_string()
+    } else {
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+}
+
+/// An alert as an e-mail: the title as subject, the summary and
+/// description, the labels, when it started (and ended), a link.
+fn email(target: &NotifyConfig, a: &Alert, external_url: &str, now_ms: i64) -> String {
+    let date = chrono::DateTime::from_timestamp_millis(now_ms)
+        .unwrap_or_default()
+        .to_rfc2822();
+    let fp = fingerprint(&a.labels);
+    let mut body = String::new();
+    body.push_str(&message(a));
+    body.push_str("\n\n");
+    if let Some(d) = a.annotations.get("description") {
+        body.push_str(d);
+        body.push_str("\n\n");
+    }
+    for l in a.labels.iter() {
+        body.push_str(&format!("{}: {}\n", l.name, l.value));
+    }
+    body.push_str(&format!("\nActive since {}\n", rfc3339(a.active_at)));
+    if let Some(r) = a.resolved_at {
+        body.push_str(&format!("Resolved at {}\n", rfc3339(r)));
+    }
+    body.push_str(&format!("{external_url}/alerts\n"));
+    format!(
+        "From: {}\r\nTo: {}\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{fp}.{now_ms}@perch>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{body}",
+        target.from,
+        target.to.join(", "),
+        header_text(&title(a)),
+    )
+}
+
 /// The messages for one alert's change, for one target.
 pub fn deliveries(
     target: &NotifyConfig,
@@ -273,6 +321,9 @@ pub fn deliveries(
                 .to_string(),
             }]
         }
+        NotifyKind::Email => vec![Delivery::Email {
+            data: email(target, a, external_url, now_ms),
+        }],
         NotifyKind::Gotify => {
             let url = format!(
                 "{}/message?token={}",
@@ -296,6 +347,9 @@ pub fn deliveries(
 /// The queues and senders of every target.
 pub struct Notifier {
     targets: Vec<NotifyConfig>,
+    /// TLS for e-mail (the binary makes it: the system's roots and the
+    /// targets' `ca_file`).
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     queue: sled::Tree,
     clock: Arc<dyn Clock>,
     external_url: String,
@@ -324,6 +378,7 @@ impl Notifier {
     ) -> Notifier {
         Notifier {
             targets,
+            tls: None,
             queue,
             clock,
             external_url,
@@ -333,6 +388,11 @@ impl Notifier {
 
     pub fn targets(&self) -> &[NotifyConfig] {
         &self.targets
+    }
+
+    /// The TLS client configuration e-mail uses.
+    pub fn set_tls(&mut self, tls: Arc<tokio_rustls::rustls::ClientConfig>) {
+        self.tls = Some(tls);
     }
 
     /// Whether an Alertmanager is among the targets.
@@ -453,7 +513,7 @@ impl Notifier {
             if item.next_attempt_ms > now {
                 return Duration::from_millis((item.next_attempt_ms - now) as u64);
             }
-            match send(&item.deliveries, http, publisher).await {
+            match send(&item.deliveries, http, publisher, t, &self.tls).await {
                 Ok(()) => {
                     let _ = self.queue.remove(k);
                     tracing::debug!("notification delivered");
@@ -477,6 +537,8 @@ async fn send(
     deliveries: &[Delivery],
     http: &reqwest::Client,
     publisher: Option<&dyn Publisher>,
+    target: &NotifyConfig,
+    tls: &Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 ) -> Result<(), String> {
     for d in deliveries {
         match d {
@@ -501,6 +563,20 @@ async fn send(
                 if !resp.status().is_success() {
                     return Err(format!("the target answered {}", resp.status()));
                 }
+            }
+            Delivery::Email { data } => {
+                let server = crate::smtp::Server {
+                    url: &target.url,
+                    username: target.username.as_deref(),
+                    password: target.password.as_deref(),
+                    tls: tls.clone(),
+                };
+                let mail = crate::smtp::Mail {
+                    from: &target.from,
+                    to: &target.to,
+                    data,
+                };
+                crate::smtp::send(&server, &mail).await?;
             }
         }
     }
@@ -570,7 +646,7 @@ mod tests {
             .iter()
             .map(|d| match d {
                 Delivery::Mqtt { topic, retain, .. } => (topic.as_str(), *retain),
-                Delivery::Http { .. } => panic!(),
+                _ => panic!(),
             })
             .collect();
         let fp = fingerprint(&alert(AlertState::Firing).labels);

@@ -423,6 +423,9 @@ pub enum NotifyKind {
     /// `http://host:9093`): firing alerts are posted again every minute, as
     /// Prometheus does, and the resolution with its end time.
     Alertmanager,
+    /// E-mail over SMTP: `url` is `smtp://host:587` (STARTTLS when offered,
+    /// required with a password) or `smtps://host:465`.
+    Email,
 }
 
 /// A notification target.
@@ -439,9 +442,26 @@ pub struct NotifyConfig {
     /// labels.
     #[serde(default = "default_notify_topic")]
     pub topic: String,
-    /// gotify: the application token. Never returned by the API nor logged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// gotify: the application token. Never returned by the API nor logged
+    /// (never serialized).
+    #[serde(default, skip_serializing)]
     pub token: Option<String>,
+    /// email: the sender address.
+    #[serde(default)]
+    pub from: String,
+    /// email: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// email: the SMTP user name, when the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// email: the SMTP password. Never returned by the API nor logged
+    /// (never serialized).
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// PEM certificates to trust besides the system's (email's TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Also say when an alert resolves.
     #[serde(default = "default_true")]
     pub send_resolved: bool,
@@ -1077,9 +1097,32 @@ impl Config {
             } else if !names.insert(n.name.as_str()) {
                 issues.add(format!("{key}.name"), format!("{:?} is used twice", n.name));
             }
-            let http = n.kind != NotifyKind::Mqtt;
+            let http = !matches!(n.kind, NotifyKind::Mqtt | NotifyKind::Email);
             if http && !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
                 issues.add(format!("{key}.url"), "an http:// or https:// URL is needed");
+            }
+            if n.kind == NotifyKind::Email {
+                if !(n.url.starts_with("smtp://") || n.url.starts_with("smtps://")) {
+                    issues.add(
+                        format!("{key}.url"),
+                        "an smtp://host:587 or smtps://host:465 URL is needed",
+                    );
+                }
+                if !n.from.contains('@') {
+                    issues.add(format!("{key}.from"), "the sender's address is needed");
+                }
+                if n.to.is_empty() || n.to.iter().any(|t| !t.contains('@')) {
+                    issues.add(
+                        format!("{key}.to"),
+                        "one or more recipient addresses are needed",
+                    );
+                }
+                if n.password.is_some() != n.username.is_some() {
+                    issues.add(
+                        format!("{key}.username"),
+                        "username and password go together",
+                    );
+                }
             }
             if n.kind == NotifyKind::Gotify && n.token.is_none() {
                 issues.add(format!("{key}.token"), "gotify needs the application token");

@@ -46,7 +46,7 @@ mod replay;
 mod sender;
 mod status;
 mod target;
-mod tls;
+pub mod tls;
 
 use std::sync::Arc;
 
