@@ -819,3 +819,108 @@ fn alerts_by_e_mail_over_starttls_with_a_password() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn silences_and_an_offline_device_hold_notifications_back() {
+    if !crate::common::have_mosquitto() {
+        return;
+    }
+    let rules = tempfile::tempdir().unwrap();
+    // DeviceOffline first in its group: it holds back the other alerts of
+    // its device (the built-in rule has the same name).
+    std::fs::write(
+        rules.path().join("r.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: DeviceOffline\n        expr: env_up == 0\n\
+         \x20     - alert: Warm\n        expr: env_temp > 0\n",
+    )
+    .unwrap();
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"home\"\nkind = \"mqtt\"\n",
+        rules.path()
+    ));
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ])
+        .args(["-t", "perch/alerts/+", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = crate::common::output_lines(&mut sub);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A silence for the fridge, made before anything fires.
+    let ends = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let r = perch.request(
+        "POST",
+        "/api/v1/silences",
+        Some(&format!(
+            r#"{{"matchers":[{{"name":"device","value":"fridge","isRegex":false}}],"endsAt":"{}","createdBy":"test","comment":"defrosting"}}"#,
+            ends.to_rfc3339()
+        )),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let silence_id = r.json()["silenceID"].as_str().unwrap().to_string();
+    let listed = perch.get("/api/v1/silences").json();
+    assert_eq!(listed[0]["status"]["state"], "active", "{listed}");
+    assert_eq!(listed[0]["comment"], "defrosting");
+
+    let now = now_ms() / 1000;
+    let body = format!(
+        "env,device=freezer temp=5,up=0 {now}\nenv,device=fridge temp=5,up=1 {now}\nenv,device=oven temp=5,up=1 {now}\n"
+    );
+    assert_eq!(
+        perch.post("/write?precision=s", "text/plain", body).status,
+        204
+    );
+
+    // Within a few evaluations: the oven's Warm and the freezer's
+    // DeviceOffline are sent; the fridge is silenced, the freezer's Warm
+    // held back because the freezer is offline.
+    let mut got: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+            let (topic, payload) = l.split_once(' ').unwrap();
+            let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+            got.push((
+                topic.to_string(),
+                v["labels"]["device"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "perch/alerts/DeviceOffline".to_string(),
+                "freezer".to_string()
+            ),
+            ("perch/alerts/Warm".to_string(), "oven".to_string()),
+        ],
+        "{}",
+        perch.log()
+    );
+    // Both still fire and show: held back from notifications only.
+    let firing = perch.get("/api/v1/alerts").json()["data"]["alerts"].clone();
+    assert_eq!(firing.as_array().unwrap().len(), 4, "{firing}");
+
+    // Expiring the silence sends the fridge's alert, once.
+    let r = perch.request("DELETE", &format!("/api/v1/silences/{silence_id}"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let line = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the fridge's alert after the silence");
+    assert!(
+        line.starts_with("perch/alerts/Warm ") && line.contains("\"fridge\""),
+        "{line}"
+    );
+    let _ = sub.kill();
+}

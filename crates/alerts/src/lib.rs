@@ -19,6 +19,7 @@ pub mod eval;
 pub mod manager;
 pub mod notify;
 pub mod rulefile;
+pub mod silence;
 pub mod smtp;
 pub mod template;
 pub mod unittest;

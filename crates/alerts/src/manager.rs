@@ -6,7 +6,7 @@
 //! with their `for` timers and firing ones are still firing (not fired
 //! anew).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::eval::{Alert, AlertState, EngineQuerier, Group, StoreSink};
 use crate::notify::Notifier;
 use crate::rulefile::{self, RuleFileError};
+use crate::silence::Silences;
 
 #[derive(Debug, Error)]
 pub enum AlertsError {
@@ -66,7 +67,14 @@ pub struct Manager {
     interval_ms: i64,
     notifier: Option<Arc<Notifier>>,
     repeat_ms: i64,
+    silences: Arc<Silences>,
+    /// Devices whose DeviceOffline alert fires, by the group (file, name)
+    /// the rule is in.
+    offline: Arc<Mutex<OfflineByGroup>>,
 }
+
+/// Devices whose DeviceOffline fires, by the group (file, name) saying so.
+type OfflineByGroup = HashMap<(String, String), HashSet<String>>;
 
 /// The name a rule file added through the API goes by in `/api/v1/rules`.
 fn api_file_name(name: &str) -> String {
@@ -112,16 +120,24 @@ fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AlertsError> {
 /// Whether the notification targets are to hear of this alert now: it
 /// started firing, it has fired for the repeat interval since they last
 /// heard, or it resolved after firing.
+/// (A firing alert not yet sent since it became active — because it was
+/// silenced or inhibited then — is sent once it no longer is; a resolution
+/// is sent only for an alert that was.)
 fn notify_now(a: &Alert, before: Option<AlertState>, ts: i64, repeat_ms: i64) -> bool {
+    let sent_since_active = a.last_sent_at.is_some_and(|t| t >= a.active_at);
     match a.state {
         AlertState::Firing => {
-            before != Some(AlertState::Firing) && a.last_sent_at.is_none_or(|t| t < a.active_at)
-                || a.last_sent_at.is_some_and(|t| ts - t >= repeat_ms)
+            !sent_since_active || a.last_sent_at.is_some_and(|t| ts - t >= repeat_ms)
         }
-        AlertState::Inactive => before == Some(AlertState::Firing),
+        AlertState::Inactive => before == Some(AlertState::Firing) && sent_since_active,
         AlertState::Pending => false,
     }
 }
+
+/// The alert whose firing holds back the notifications of every other
+/// alert of the same device (Alertmanager's inhibition, built in): a
+/// device that is offline sends nothing, and its silence is not news.
+const INHIBITING_ALERT: &str = "DeviceOffline";
 
 /// The key of a rule's alerts in the `alerts` tree.
 fn state_key(group: &Group, index: usize, name: &str) -> Vec<u8> {
@@ -174,6 +190,7 @@ impl Manager {
             }
             Some(Arc::new(n))
         };
+        let silences = Arc::new(Silences::open(storage.trees().open(Tree::AlertSilences)?));
         let manager = Manager {
             querier: Arc::new(EngineQuerier(query::promql::Engine::new(
                 storage.clone(),
@@ -188,6 +205,8 @@ impl Manager {
             interval_ms,
             notifier,
             repeat_ms: config.repeat_interval().0.as_millis() as i64,
+            silences,
+            offline: Arc::new(Mutex::new(HashMap::new())),
         };
         let groups = manager.load(None)?;
         let rules: usize = groups.iter().map(|g| lock(g).rules.len()).sum();
@@ -288,6 +307,11 @@ impl Manager {
         Ok(())
     }
 
+    /// The silences (the API adds, lists and expires them).
+    pub fn silences(&self) -> &Silences {
+        &self.silences
+    }
+
     /// The notification queues and senders, when targets are configured:
     /// the server runs them with its MQTT broker.
     pub fn notifier(&self) -> Option<&Arc<Notifier>> {
@@ -348,6 +372,8 @@ impl Manager {
         let state = self.state.clone();
         let notifier = self.notifier.clone();
         let repeat_ms = self.repeat_ms;
+        let silences = self.silences.clone();
+        let offline = self.offline.clone();
         let done = query::run(move || {
             let mut g = lock(&group);
             let span = tracing::info_span!("rule_group", group = g.name(), file = %g.file);
@@ -363,10 +389,39 @@ impl Manager {
                 })
                 .collect();
             g.eval(ts, querier.as_ref(), &mut StoreSink(&storage));
+            {
+                let here: HashSet<String> = g
+                    .rules
+                    .iter()
+                    .filter(|r| r.name() == INHIBITING_ALERT)
+                    .flat_map(|r| r.alerts())
+                    .filter(|a| a.state == AlertState::Firing)
+                    .filter_map(|a| a.labels.get("device").map(str::to_string))
+                    .collect();
+                let key = (g.file.clone(), g.name().to_string());
+                offline
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, here);
+            }
             if let Some(n) = &notifier {
                 let resend_due = n.has_alertmanager();
+                let off: HashSet<String> = offline
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .flatten()
+                    .cloned()
+                    .collect();
                 for (rule, before) in g.rules.iter_mut().zip(&before) {
+                    let inhibitable = rule.name() != INHIBITING_ALERT;
                     for a in rule.alerts_mut() {
+                        let held = silences.silenced_by(&a.labels, ts).is_some()
+                            || (inhibitable
+                                && a.labels.get("device").is_some_and(|d| off.contains(d)));
+                        if held && a.state == AlertState::Firing {
+                            continue;
+                        }
                         if notify_now(a, before.get(&a.labels).copied(), ts, repeat_ms) {
                             if a.state == AlertState::Firing {
                                 a.last_sent_at = Some(ts);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use alerts::{Alert, AlertState, Group, Health, Manager};
 use axum::extract::FromRequestParts;
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,14 +29,115 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(active_alerts))
         .route("/api/v1/rules/files", get(file_names))
+        .route("/api/v1/silences", get(silences))
         .route("/api/v1/rules/files/{name}", get(file))
 }
 
 pub fn admin_routes() -> Router<SharedState> {
-    Router::new().route(
-        "/api/v1/rules/files/{name}",
-        axum::routing::put(put_file).delete(delete_file),
+    Router::new()
+        .route(
+            "/api/v1/rules/files/{name}",
+            axum::routing::put(put_file).delete(delete_file),
+        )
+        .route("/api/v1/silences", axum::routing::post(add_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(expire_silence),
+        )
+}
+
+/// A silence as Alertmanager's API writes it (times in RFC 3339).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SilenceJson {
+    #[serde(default)]
+    id: String,
+    matchers: Vec<alerts::silence::Matcher>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    ends_at: String,
+    #[serde(default)]
+    created_by: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default, skip_deserializing)]
+    status: Option<SilenceStatus>,
+}
+
+#[derive(Serialize)]
+struct SilenceStatus {
+    state: &'static str,
+}
+
+fn parse_time(s: &str, what: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            ApiError::invalid(format!(
+                "invalid {what} {s:?}: {e} (RFC 3339, e.g. 2026-12-06T18:00:00Z)"
+            ))
+        })
+}
+
+async fn silences(State(app): State<SharedState>, Rules(manager): Rules) -> Json<Vec<SilenceJson>> {
+    let now = app.storage.now_ms();
+    Json(
+        manager
+            .silences()
+            .list(now)
+            .into_iter()
+            .map(|s| SilenceJson {
+                status: Some(SilenceStatus {
+                    state: s.state(now),
+                }),
+                id: s.id,
+                matchers: s.matchers,
+                starts_at: Some(rfc3339(s.starts_at)),
+                ends_at: rfc3339(s.ends_at),
+                created_by: s.created_by,
+                comment: s.comment,
+            })
+            .collect(),
     )
+}
+
+/// Alertmanager's answer to a new silence.
+#[derive(Serialize)]
+struct SilenceCreated {
+    #[serde(rename = "silenceID")]
+    silence_id: String,
+}
+
+async fn add_silence(
+    State(app): State<SharedState>,
+    Rules(manager): Rules,
+    Body(body): Body,
+) -> Result<Json<SilenceCreated>, ApiError> {
+    let s: SilenceJson = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid silence: {e}")))?;
+    let now = app.storage.now_ms();
+    let silence = alerts::silence::Silence {
+        id: String::new(),
+        matchers: s.matchers,
+        starts_at: match &s.starts_at {
+            Some(t) => parse_time(t, "startsAt")?,
+            None => now,
+        },
+        ends_at: parse_time(&s.ends_at, "endsAt")?,
+        created_by: s.created_by,
+        comment: s.comment,
+    };
+    let silence_id = manager.silences().add(silence, now)?;
+    Ok(Json(SilenceCreated { silence_id }))
+}
+
+async fn expire_silence(
+    State(app): State<SharedState>,
+    Rules(manager): Rules,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    manager.silences().expire(&id, app.storage.now_ms())?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn file_names(Rules(manager): Rules) -> Result<Success<Vec<String>>, ApiError> {

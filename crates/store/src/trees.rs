@@ -40,10 +40,12 @@ pub enum Tree {
     AlertNotifications,
     /// alerts: name → a rule file added through the API, as sent (YAML).
     AlertRuleFiles,
+    /// alerts: silence id → a silence (JSON).
+    AlertSilences,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Users,
         Tree::Sessions,
         Tree::Tokens,
@@ -56,6 +58,7 @@ impl Tree {
         Tree::Alerts,
         Tree::AlertNotifications,
         Tree::AlertRuleFiles,
+        Tree::AlertSilences,
     ];
 
     /// The tree's name in the database.
@@ -73,6 +76,7 @@ impl Tree {
             Tree::Alerts => "alerts",
             Tree::AlertNotifications => "alert_notifications",
             Tree::AlertRuleFiles => "alert_rule_files",
+            Tree::AlertSilences => "alert_silences",
         }
     }
 }
@@ -190,7 +194,8 @@ mod tests {
                 "devices",
                 "alerts",
                 "alert_notifications",
-                "alert_rule_files"
+                "alert_rule_files",
+                "alert_silences"
             ]
         );
         assert_eq!(forward_queue_name("cloud"), "forward.cloud");
