@@ -245,6 +245,12 @@ async function main() {
     if (r.status !== 200) throw new Error(`PUT rule file: ${r.status} ${await r.text()}`);
     await page.goto(BASE + '/alerts');
     await page.locator('tr[data-alert="WarmRoom"][data-state="firing"]').waitFor({ timeout: 20000 });
+    // Silenced for 2 hours from its row, listed, then expired.
+    await page.locator('tr[data-alert="WarmRoom"]').getByRole('button', { name: 'Silence 2 h' }).click();
+    const silenceRow = page.locator('tr[data-silence]').filter({ hasText: 'alertname=WarmRoom' });
+    await silenceRow.waitFor({ timeout: 15000 });
+    await silenceRow.getByRole('button', { name: 'Expire' }).click();
+    await silenceRow.waitFor({ state: 'detached', timeout: 15000 });
     await page.goto(BASE + '/overview');
     const item = page.locator('#ov-firing li[data-alert="WarmRoom"]');
     await item.waitFor({ timeout: 20000 });
