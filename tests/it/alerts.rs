@@ -924,3 +924,111 @@ fn silences_and_an_offline_device_hold_notifications_back() {
     );
     let _ = sub.kill();
 }
+
+/// Debian's Prometheus evaluating the same rule file over the same samples
+/// (perch forwards what it is sent to it with remote write): the same
+/// alerts fire, with the same labels, annotations and value, and resolve.
+#[test]
+fn the_same_alerts_as_a_running_prometheus_over_the_same_samples() {
+    if !have_command("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("freezer.yml");
+    std::fs::write(&rules, SERVE_RULES).unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files:\n  - {}\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prom_port = crate::common::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let get = |url: &str| -> Option<serde_json::Value> {
+        let text = ureq::get(url)
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&format!("{prom}/api/v1/status/buildinfo")).is_none() {
+        assert!(Instant::now() < deadline, "Prometheus did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Only the input series go over: each side computes its own ALERTS.
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nbuiltin = false\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[forward]]\nname = \"prometheus\"\nkind = \"remote_write\"\nurl = \"{prom}/api/v1/write\"\nmatch = ['env_temp']\n",
+        rules
+    ));
+    let write = |v: f64| {
+        let now = now_ms() / 1000;
+        let r = perch.post(
+            "/write?precision=s",
+            "text/plain",
+            format!("env,device=freezer temp={v} {now}\nenv,device=fridge temp=4 {now}"),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    // (labels, annotations, value) of the firing alerts, sorted.
+    let firing = |alerts: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = alerts
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| format!("{} {} {}", a["labels"], a["annotations"], a["value"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let both_firing = |want: usize| -> (Vec<String>, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let p = firing(&perch.get("/api/v1/alerts").json()["data"]["alerts"]);
+            let q = firing(
+                &get(&format!("{prom}/api/v1/alerts")).unwrap_or_default()["data"]["alerts"],
+            );
+            if p.len() == want && q.len() == want {
+                return (p, q);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "perch {p:?}, Prometheus {q:?}, not {want} firing each\n{}",
+                perch.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    write(-5.0);
+    let (p, q) = both_firing(1);
+    assert_eq!(p, q);
+    assert!(
+        p[0].contains("freezer at -5 °C") && p[0].contains("\"-5e+00\""),
+        "{p:?}"
+    );
+    write(-20.0);
+    let (p, q) = both_firing(0);
+    assert_eq!(p, q);
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
