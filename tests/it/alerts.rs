@@ -45,6 +45,7 @@ fn rule_unit_tests_pass_in_promtool_and_in_perch() {
         "prometheus_unittest.yml",
         "iot_unittest.yml",
         "builtin_unittest.yml",
+        "anomaly_unittest.yml",
     ] {
         let path = fixtures().join(file);
         let ((pc, pout), (c, out)) = both("test", &path);
@@ -445,7 +446,10 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
 
 #[test]
 fn rule_files_are_imported_and_exported_as_is_through_the_api() {
-    let mut perch = Perch::start_with("[alerts]\nevaluation_interval = \"1s\"\n");
+    // With an anomaly rule of the config too: its generated group is listed.
+    let mut perch = Perch::start_with(
+        "[alerts]\nevaluation_interval = \"1s\"\n[[alerts.anomaly]]\nseries = 'env_temp{device=\"d0\"}'\n",
+    );
     let text = std::fs::read_to_string(fixtures().join("iot_rules.yml")).unwrap();
     let yaml = [("Content-Type", "application/yaml")];
     let put = |name: &str, body: &str| {
@@ -478,9 +482,15 @@ fn rule_files_are_imported_and_exported_as_is_through_the_api() {
         names,
         [
             ("builtin", "perch"),
+            ("anomaly", "anomalies"),
             ("api:kitchen", "kitchen"),
             ("api:kitchen", "anomalies")
         ]
+    );
+    let anomaly = &groups[1]["rules"][0];
+    assert_eq!(
+        anomaly["labels"]["series"], "env_temp{device=\"d0\"}",
+        "{anomaly}"
     );
 
     // A broken file is refused with its lines, and the good one stays.
@@ -529,7 +539,7 @@ fn rule_files_are_imported_and_exported_as_is_through_the_api() {
     );
     assert_eq!(perch.get("/api/v1/rules/files/kitchen").status, 404);
     let groups = perch.get("/api/v1/rules").json()["data"]["groups"].clone();
-    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
 }
 
 /// A rule is a query like any other: held to the query limits, its error

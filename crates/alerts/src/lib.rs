@@ -14,6 +14,7 @@
 //! and `http` use it. `notify` queues and delivers notifications (MQTT
 //! through a publisher the binary passes in, webhooks with reqwest).
 
+pub mod anomaly;
 pub mod bench;
 pub mod eval;
 pub mod manager;

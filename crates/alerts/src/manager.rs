@@ -93,6 +93,8 @@ fn valid_file_name(name: &str) -> bool {
 pub const BUILTIN_RULES: &str = include_str!("builtin_rules.yml");
 /// The name the built-in rules go by in `/api/v1/rules`.
 pub const BUILTIN_FILE: &str = "builtin";
+/// The name the rules of `[[alerts.anomaly]]` go by.
+pub const ANOMALY_FILE: &str = "anomaly";
 
 /// The rule files a configured path names: the path itself, or a
 /// directory's `*.yml` and `*.yaml`, sorted.
@@ -175,6 +177,12 @@ impl Manager {
         }
         if config.builtin {
             start_files.push((BUILTIN_FILE.to_string(), BUILTIN_RULES.to_string()));
+        }
+        if !config.anomaly.is_empty() {
+            start_files.push((
+                ANOMALY_FILE.to_string(),
+                crate::anomaly::rule_file(&config.anomaly),
+            ));
         }
         let notifier = if config.notify.is_empty() {
             None

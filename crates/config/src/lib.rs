@@ -404,6 +404,45 @@ pub struct AlertsConfig {
     /// Where alerts are sent when they fire and resolve
     /// (`[[alerts.notify]]`).
     pub notify: Vec<NotifyConfig>,
+    /// Anomaly rules without PromQL (`[[alerts.anomaly]]`).
+    pub anomaly: Vec<AnomalyConfig>,
+}
+
+/// A statistical anomaly rule: the latest value of `series` further than
+/// `deviations` standard deviations from its mean over `window` — the
+/// window just past, or with `same_hour_days`, the same window of each of
+/// that many previous days.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// A series selector, e.g. `temperature{device="freezer"}`.
+    pub series: String,
+    /// The alert's name.
+    #[serde(default = "default_anomaly_name")]
+    pub name: String,
+    #[serde(default = "default_anomaly_window")]
+    pub window: Duration,
+    #[serde(default = "default_anomaly_deviations")]
+    pub deviations: f64,
+    /// 0: the window just past; N: the same window on each of the N days
+    /// before.
+    #[serde(default)]
+    pub same_hour_days: u32,
+    /// How long it must hold before it fires.
+    #[serde(default, rename = "for")]
+    pub for_: Option<Duration>,
+}
+
+fn default_anomaly_name() -> String {
+    "Anomaly".into()
+}
+
+fn default_anomaly_window() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_anomaly_deviations() -> f64 {
+    3.0
 }
 
 /// How a notification target is reached.
@@ -483,6 +522,7 @@ impl Default for AlertsConfig {
             evaluation_interval: None,
             repeat_interval: None,
             notify: Vec::new(),
+            anomaly: Vec::new(),
         }
     }
 }
@@ -1084,6 +1124,18 @@ impl Config {
         }
         if self.alerts.repeat_interval().0 < std::time::Duration::from_secs(1) {
             issues.add("alerts.repeat_interval", "must be at least 1s");
+        }
+        for (i, a) in self.alerts.anomaly.iter().enumerate() {
+            let key = format!("alerts.anomaly[{i}]");
+            if !(a.deviations > 0.0 && a.deviations.is_finite()) {
+                issues.add(format!("{key}.deviations"), "must be a number above 0");
+            }
+            if a.window.0 < std::time::Duration::from_secs(60) {
+                issues.add(format!("{key}.window"), "must be at least 1m");
+            }
+            if a.same_hour_days > 30 {
+                issues.add(format!("{key}.same_hour_days"), "at most 30");
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, n) in self.alerts.notify.iter().enumerate() {
