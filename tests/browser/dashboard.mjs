@@ -409,7 +409,9 @@ async function main() {
     await page.goto(BASE + '/graph');
     await page.getByRole('heading', { name: 'Metrics', level: 1 }).waitFor();
     // perch's own metrics are apart, folded under "perch itself".
-    await page.locator('aside.browser ul[aria-label="Metric names"] li').first().waitFor();
+    // The list's buttons, not its first item: under load a placeholder item
+    // came first and the names were read before they were there.
+    await page.locator('aside.browser ul[aria-label="Metric names"] button', { hasText: SERIES }).first().waitFor();
     const mine = await page.locator('aside.browser ul[aria-label="Metric names"] button').evaluateAll(bs => bs.map(b => b.textContent));
     if (!mine.includes(SERIES) || mine.some(n => n.startsWith('perch_'))) throw new Error(`the user's metrics are ${JSON.stringify(mine)}`);
     const own = page.locator('aside.browser > details.own');
