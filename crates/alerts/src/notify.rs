@@ -353,7 +353,9 @@ pub struct Notifier {
     queue: sled::Tree,
     clock: Arc<dyn Clock>,
     external_url: String,
-    wake: tokio::sync::Notify,
+    /// One per target: `notify_one` keeps a permit when its sender is
+    /// busy, so a message queued meanwhile is not left for the idle wait.
+    wake: Vec<tokio::sync::Notify>,
 }
 
 fn key(target: &str, seq: u64) -> Vec<u8> {
@@ -376,13 +378,16 @@ impl Notifier {
         clock: Arc<dyn Clock>,
         external_url: String,
     ) -> Notifier {
+        let targets_len = targets.len();
         Notifier {
             targets,
             tls: None,
             queue,
             clock,
             external_url,
-            wake: tokio::sync::Notify::new(),
+            wake: (0..targets_len)
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
         }
     }
 
@@ -454,7 +459,9 @@ impl Notifier {
                 excess -= 1;
             }
         }
-        self.wake.notify_waiters();
+        for w in &self.wake {
+            w.notify_one();
+        }
     }
 
     /// Runs a sender per target until shutdown.
@@ -468,7 +475,7 @@ impl Notifier {
             .build()
             .unwrap_or_default();
         let mut tasks = Vec::new();
-        for t in self.targets.clone() {
+        for (i, t) in self.targets.clone().into_iter().enumerate() {
             let me = self.clone();
             let http = http.clone();
             let publisher = publisher.clone();
@@ -480,7 +487,7 @@ impl Notifier {
                         let wait = me.send_due(&t, &http, publisher.as_deref()).await;
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = me.wake.notified() => {}
+                            _ = me.wake[i].notified() => {}
                             _ = base::stopping(&mut shutdown) => return,
                         }
                     }
