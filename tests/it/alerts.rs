@@ -140,6 +140,28 @@ const SERVE_RULES: &str = r#"groups:
           summary: '{{ $labels.device }} at {{ $value }} °C'
 "#;
 
+/// Writes line-protocol lines (without timestamps) stamped now, in seconds.
+fn write_now(perch: &Perch, lines: &str) {
+    let now = now_ms() / 1000;
+    let body: String = lines.lines().map(|l| format!("{l} {now}\n")).collect();
+    let r = perch.post("/write?precision=s", "text/plain", body);
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
+/// mosquitto_sub on perch's broker as the test admin; the caller adds the
+/// topic and options.
+fn admin_sub(perch: &Perch) -> Command {
+    let mut cmd = Command::new("mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
+        .args([
+            "-u",
+            crate::common::ADMIN,
+            "-P",
+            crate::common::ADMIN_PASSWORD,
+        ]);
+    cmd
+}
+
 /// Polls `/api/v1/alerts` until an alert is in `state`; its JSON.
 fn wait_for_alert(perch: &Perch, state: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -349,14 +371,7 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
          [[alerts.notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n",
         rules.path()
     ));
-    let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
-        .args([
-            "-u",
-            crate::common::ADMIN,
-            "-P",
-            crate::common::ADMIN_PASSWORD,
-        ])
+    let mut sub = admin_sub(&perch)
         .args(["-t", "perch/alerts/#", "-v"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -364,15 +379,7 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
         .unwrap();
     let lines = crate::common::output_lines(&mut sub);
     std::thread::sleep(Duration::from_millis(500));
-    let write = |v: f64| {
-        let now = now_ms() / 1000;
-        let r = perch.post(
-            "/write?precision=s",
-            "text/plain",
-            format!("env,device=freezer temp={v} {now}"),
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
-    };
+    let write = |v: f64| write_now(&perch, &format!("env,device=freezer temp={v}"));
     write(-5.0);
     let firing = wait_for_alert(&perch, "firing");
 
@@ -422,14 +429,7 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
     let _ = sub.kill();
 
     // A subscriber that comes later reads the alert's state, retained.
-    let late = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
-        .args([
-            "-u",
-            crate::common::ADMIN,
-            "-P",
-            crate::common::ADMIN_PASSWORD,
-        ])
+    let late = admin_sub(&perch)
         .args([
             "-t",
             &format!("perch/alerts/FreezerWarm/{fingerprint}"),
@@ -573,14 +573,7 @@ fn an_expensive_rule_is_bounded_and_a_hanging_target_delays_nothing() {
          [[alerts.notify]]\nname = \"home\"\nkind = \"mqtt\"\n",
         rules.path()
     ));
-    let sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
-        .args([
-            "-u",
-            crate::common::ADMIN,
-            "-P",
-            crate::common::ADMIN_PASSWORD,
-        ])
+    let sub = admin_sub(&perch)
         .args(["-t", "perch/alerts/Warm", "-C", "1", "-W", "30"])
         .stdout(Stdio::piped())
         .spawn()
@@ -707,15 +700,7 @@ fn alerts_reach_a_real_alertmanager_and_resolve_there() {
         rules.path(),
         am.port
     ));
-    let write = |v: f64| {
-        let now = now_ms() / 1000;
-        let r = perch.post(
-            "/write?precision=s",
-            "text/plain",
-            format!("env,device=freezer temp={v} {now}"),
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
-    };
+    let write = |v: f64| write_now(&perch, &format!("env,device=freezer temp={v}"));
     write(-5.0);
     let firing = wait_for_alert(&perch, "firing");
     let wait_am = |want: usize| -> serde_json::Value {
@@ -786,15 +771,7 @@ fn alerts_by_e_mail_over_starttls_with_a_password() {
         rules.path(),
         dir.path().join("ca.pem"),
     ));
-    let write = |v: f64| {
-        let now = now_ms() / 1000;
-        let r = perch.post(
-            "/write?precision=s",
-            "text/plain",
-            format!("env,device=freezer temp={v} {now}"),
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
-    };
+    let write = |v: f64| write_now(&perch, &format!("env,device=freezer temp={v}"));
     let mail = |n: usize| -> String {
         let path = dir.path().join("mail").join(format!("{n:04}.eml"));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -852,14 +829,7 @@ fn silences_and_an_offline_device_hold_notifications_back() {
          [[alerts.notify]]\nname = \"home\"\nkind = \"mqtt\"\n",
         rules.path()
     ));
-    let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &perch.mqtt_port.to_string()])
-        .args([
-            "-u",
-            crate::common::ADMIN,
-            "-P",
-            crate::common::ADMIN_PASSWORD,
-        ])
+    let mut sub = admin_sub(&perch)
         .args(["-t", "perch/alerts/+", "-v"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1000,13 +970,10 @@ fn the_same_alerts_as_a_running_prometheus_over_the_same_samples() {
         rules
     ));
     let write = |v: f64| {
-        let now = now_ms() / 1000;
-        let r = perch.post(
-            "/write?precision=s",
-            "text/plain",
-            format!("env,device=freezer temp={v} {now}\nenv,device=fridge temp=4 {now}"),
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
+        write_now(
+            &perch,
+            &format!("env,device=freezer temp={v}\nenv,device=fridge temp=4"),
+        )
     };
     // (labels, annotations, value) of the firing alerts, sorted.
     let firing = |alerts: &serde_json::Value| -> Vec<String> {
