@@ -53,19 +53,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mode, rest)) = perch_fuzz::selector(data) else {
+    let Some(segment) = perch_fuzz::wal_segment(data) else {
         return;
-    };
-    let segment: Vec<u8> = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        let mut out = Vec::new();
-        for payload in rest.split(|&b| b == 0xA5) {
-            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-            out.extend_from_slice(payload);
-        }
-        out
     };
     let root = tempfile::Builder::new()
         .prefix("perch-fuzz-open")

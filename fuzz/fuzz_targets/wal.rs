@@ -10,19 +10,8 @@ use libfuzzer_sys::fuzz_target;
 use store::WalRecord;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mode, rest)) = perch_fuzz::selector(data) else {
+    let Some(segment) = perch_fuzz::wal_segment(data) else {
         return;
-    };
-    let segment: Vec<u8> = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        let mut out = Vec::new();
-        for payload in rest.split(|&b| b == 0xA5) {
-            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-            out.extend_from_slice(payload);
-        }
-        out
     };
     let mut samples = 0;
     let stats = store::read_records(&segment, |rec| match rec {

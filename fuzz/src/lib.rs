@@ -52,6 +52,23 @@ pub fn zero_split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     data.split(|&b| b == 0)
 }
 
+/// A WAL segment from fuzz input: the first byte's low bit chooses the
+/// bytes as they are, or record payloads (split at 0xA5) framed with a
+/// right length and checksum, so that the record decoder is reached.
+pub fn wal_segment(data: &[u8]) -> Option<Vec<u8>> {
+    let (mode, rest) = selector(data)?;
+    if mode & 1 == 0 {
+        return Some(rest.to_vec());
+    }
+    let mut out = Vec::new();
+    for payload in rest.split(|&b| b == 0xA5) {
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    Some(out)
+}
+
 /// The first byte as a selector and the rest.
 pub fn selector(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(&s, rest)| (s, rest))
