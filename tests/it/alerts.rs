@@ -445,6 +445,62 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
 }
 
 #[test]
+fn a_grouping_webhook_gets_one_message_per_group() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("cold.yml"),
+        "groups:\n  - name: cold\n    rules:\n      - alert: ColdChainWarm\n        \
+         expr: env_temp > -12\n        labels:\n          severity: page\n        \
+         annotations:\n          summary: '{{ $labels.device }} at {{ $value }} °C'\n",
+    )
+    .unwrap();
+    let hook_port = crate::common::free_port();
+    let receiver = Receiver::start(hook_port);
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
+         [[alerts.notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
+         group_by = [\"alertname\"]\ngroup_wait = \"3s\"\ngroup_interval = \"4s\"\n",
+        rules.path()
+    ));
+    write_now(
+        &perch,
+        "env,device=freezer temp=-5\nenv,device=chest temp=-3",
+    );
+    // Both in one message, after group_wait.
+    let got = receiver.wait_for(1, &perch);
+    assert_eq!(got[0]["groupKey"], "{}:{alertname=\"ColdChainWarm\"}");
+    assert_eq!(got[0]["groupLabels"]["alertname"], "ColdChainWarm");
+    assert_eq!(got[0]["commonLabels"]["severity"], "page");
+    let devices: Vec<&str> = got[0]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["chest", "freezer"]);
+    // One resolves: the next message, a group_interval later, carries
+    // the group as it is now.
+    write_now(&perch, "env,device=chest temp=-20");
+    let got = receiver.wait_for(2, &perch);
+    assert_eq!(got[1]["status"], "firing");
+    let states: Vec<(&str, &str)> = got[1]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["device"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("chest", "resolved"), ("freezer", "firing")]);
+    // Nothing changed since: nothing more is sent.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 2);
+}
+
+#[test]
 fn rule_files_are_imported_and_exported_as_is_through_the_api() {
     // With an anomaly rule of the config too: its generated group is listed.
     let mut perch = Perch::start_with(

@@ -148,22 +148,54 @@ fn alert_json(a: &Alert, external_url: &str) -> AlertJson {
     }
 }
 
-/// Alertmanager's webhook payload (version 4) for one alert.
-fn webhook_body(receiver: &str, a: &Alert, external_url: &str) -> String {
-    let labels = label_map(&a.labels);
-    let alertname = a.labels.get("alertname").unwrap_or("").to_string();
-    let group_key = format!("{{}}:{{alertname={alertname:?}}}");
+/// The labels and annotations every alert of a group shares.
+fn common(alerts: &[Alert]) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut labels = alerts
+        .first()
+        .map(|a| label_map(&a.labels))
+        .unwrap_or_default();
+    let mut annotations = alerts
+        .first()
+        .map(|a| a.annotations.clone())
+        .unwrap_or_default();
+    for a in alerts.iter().skip(1) {
+        labels.retain(|k, v| a.labels.get(k) == Some(v.as_str()));
+        annotations.retain(|k, v| a.annotations.get(k) == Some(v));
+    }
+    (labels, annotations)
+}
+
+/// "firing" when any alert of the group fires.
+fn group_status(alerts: &[Alert]) -> &'static str {
+    if alerts.iter().any(|a| a.state == AlertState::Firing) {
+        "firing"
+    } else {
+        "resolved"
+    }
+}
+
+/// Alertmanager's webhook payload (version 4) for a group of alerts.
+fn webhook_body(receiver: &str, group: &Labels, alerts: &[Alert], external_url: &str) -> String {
+    let (common_labels, common_annotations) = common(alerts);
+    let group_key = format!(
+        "{{}}:{{{}}}",
+        group
+            .iter()
+            .map(|l| format!("{}={:?}", l.name, l.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     serde_json::json!({
         "version": "4",
         "groupKey": group_key,
         "truncatedAlerts": 0,
-        "status": status(a),
+        "status": group_status(alerts),
         "receiver": receiver,
-        "groupLabels": {"alertname": alertname},
-        "commonLabels": labels,
-        "commonAnnotations": a.annotations,
+        "groupLabels": label_map(group),
+        "commonLabels": common_labels,
+        "commonAnnotations": common_annotations,
         "externalURL": external_url,
-        "alerts": [alert_json(a, external_url)],
+        "alerts": alerts.iter().map(|a| alert_json(a, external_url)).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -189,6 +221,54 @@ fn message(a: &Alert) -> String {
         .unwrap_or_else(|| title(a))
 }
 
+/// One alert's title, or for several Alertmanager's
+/// `[FIRING:2] <group label values>` (with the resolved counted too).
+fn group_title(group: &Labels, alerts: &[Alert]) -> String {
+    if let [a] = alerts {
+        return title(a);
+    }
+    let firing = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .count();
+    let resolved = alerts.len() - firing;
+    let mut t = match (firing, resolved) {
+        (0, n) => format!("[RESOLVED:{n}]"),
+        (n, 0) => format!("[FIRING:{n}]"),
+        (n, r) => format!("[FIRING:{n}, RESOLVED:{r}]"),
+    };
+    for l in group.iter() {
+        t.push(' ');
+        t.push_str(&l.value);
+    }
+    t
+}
+
+/// One alert's message, or a line per alert of a group.
+fn group_message(alerts: &[Alert]) -> String {
+    if let [a] = alerts {
+        return message(a);
+    }
+    alerts
+        .iter()
+        .map(|a| {
+            let labels: Vec<String> = a
+                .labels
+                .iter()
+                .filter(|l| l.name != "alertname")
+                .map(|l| format!("{}={}", l.name, l.value))
+                .collect();
+            let state = if a.state == AlertState::Firing {
+                ""
+            } else {
+                "[resolved] "
+            };
+            format!("{state}{} ({})", message(a), labels.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// RFC 2047: a header value outside ASCII as UTF-8 in base64.
 fn header_text(s: &str) -> String {
     use base64::Engine as _;
@@ -202,26 +282,41 @@ fn header_text(s: &str) -> String {
     }
 }
 
-/// An alert as an e-mail: the title as subject, the summary and
-/// description, the labels, when it started (and ended), a link.
-fn email(target: &NotifyConfig, a: &Alert, external_url: &str, now_ms: i64) -> String {
+/// Alerts as an e-mail: the title as subject, then for each alert its
+/// summary and description, labels, when it started (and ended); a link.
+fn email(
+    target: &NotifyConfig,
+    group: &Labels,
+    alerts: &[Alert],
+    external_url: &str,
+    now_ms: i64,
+) -> String {
     let date = chrono::DateTime::from_timestamp_millis(now_ms)
         .unwrap_or_default()
         .to_rfc2822();
-    let fp = fingerprint(&a.labels);
+    let fp = match alerts {
+        [a] => fingerprint(&a.labels),
+        _ => fingerprint(group),
+    };
     let mut body = String::new();
-    body.push_str(&message(a));
-    body.push_str("\n\n");
-    if let Some(d) = a.annotations.get("description") {
-        body.push_str(d);
+    for a in alerts {
+        if alerts.len() > 1 {
+            body.push_str(&format!("{}\n", title(a)));
+        }
+        body.push_str(&message(a));
         body.push_str("\n\n");
-    }
-    for l in a.labels.iter() {
-        body.push_str(&format!("{}: {}\n", l.name, l.value));
-    }
-    body.push_str(&format!("\nActive since {}\n", rfc3339(a.active_at)));
-    if let Some(r) = a.resolved_at {
-        body.push_str(&format!("Resolved at {}\n", rfc3339(r)));
+        if let Some(d) = a.annotations.get("description") {
+            body.push_str(d);
+            body.push_str("\n\n");
+        }
+        for l in a.labels.iter() {
+            body.push_str(&format!("{}: {}\n", l.name, l.value));
+        }
+        body.push_str(&format!("\nActive since {}\n", rfc3339(a.active_at)));
+        if let Some(r) = a.resolved_at {
+            body.push_str(&format!("Resolved at {}\n", rfc3339(r)));
+        }
+        body.push('\n');
     }
     body.push_str(&format!("{external_url}/alerts\n"));
     format!(
@@ -230,18 +325,18 @@ fn email(target: &NotifyConfig, a: &Alert, external_url: &str, now_ms: i64) -> S
          Content-Transfer-Encoding: 8bit\r\n\r\n{body}",
         target.from,
         target.to.join(", "),
-        header_text(&title(a)),
+        header_text(&group_title(group, alerts)),
     )
 }
 
-/// The messages for one alert's change, for one target.
+/// The messages for one alert's change, for one target (one not grouping
+/// its alerts: its group is the alert's name).
 pub fn deliveries(
     target: &NotifyConfig,
     a: &Alert,
     external_url: &str,
     now_ms: i64,
 ) -> Vec<Delivery> {
-    let firing = a.state == AlertState::Firing;
     match target.kind {
         NotifyKind::Mqtt => {
             let data = Data {
@@ -271,36 +366,6 @@ pub fn deliveries(
                 },
             ]
         }
-        NotifyKind::Webhook => vec![Delivery::Http {
-            url: target.url.clone(),
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: webhook_body(&target.name, a, external_url),
-        }],
-        NotifyKind::Ntfy => {
-            let severity = a.labels.get("severity").unwrap_or("");
-            let priority = match (firing, severity) {
-                (false, _) => "default",
-                (true, "critical" | "page") => "urgent",
-                (true, _) => "high",
-            };
-            vec![Delivery::Http {
-                url: target.url.clone(),
-                headers: vec![
-                    ("Title".into(), title(a)),
-                    ("Priority".into(), priority.into()),
-                    (
-                        "Tags".into(),
-                        if firing {
-                            "rotating_light"
-                        } else {
-                            "white_check_mark"
-                        }
-                        .into(),
-                    ),
-                ],
-                body: message(a),
-            }]
-        }
         NotifyKind::Alertmanager => {
             // Prometheus sends an end time ahead for a firing alert, so
             // that Alertmanager resolves it if perch goes quiet.
@@ -321,8 +386,66 @@ pub fn deliveries(
                 .to_string(),
             }]
         }
+        _ => {
+            let group =
+                Labels::from_pairs([("alertname", a.labels.get("alertname").unwrap_or(""))]);
+            group_deliveries(
+                target,
+                &group,
+                std::slice::from_ref(a),
+                external_url,
+                now_ms,
+            )
+        }
+    }
+}
+
+/// The message for a group of alerts, for a webhook, ntfy, Gotify or
+/// e-mail target.
+fn group_deliveries(
+    target: &NotifyConfig,
+    group: &Labels,
+    alerts: &[Alert],
+    external_url: &str,
+    now_ms: i64,
+) -> Vec<Delivery> {
+    let firing = group_status(alerts) == "firing";
+    match target.kind {
+        NotifyKind::Webhook => vec![Delivery::Http {
+            url: target.url.clone(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: webhook_body(&target.name, group, alerts, external_url),
+        }],
+        NotifyKind::Ntfy => {
+            let page = alerts.iter().any(|a| {
+                a.state == AlertState::Firing
+                    && matches!(a.labels.get("severity"), Some("critical" | "page"))
+            });
+            let priority = match (firing, page) {
+                (false, _) => "default",
+                (true, true) => "urgent",
+                (true, false) => "high",
+            };
+            vec![Delivery::Http {
+                url: target.url.clone(),
+                headers: vec![
+                    ("Title".into(), group_title(group, alerts)),
+                    ("Priority".into(), priority.into()),
+                    (
+                        "Tags".into(),
+                        if firing {
+                            "rotating_light"
+                        } else {
+                            "white_check_mark"
+                        }
+                        .into(),
+                    ),
+                ],
+                body: group_message(alerts),
+            }]
+        }
         NotifyKind::Email => vec![Delivery::Email {
-            data: email(target, a, external_url, now_ms),
+            data: email(target, group, alerts, external_url, now_ms),
         }],
         NotifyKind::Gotify => {
             let url = format!(
@@ -334,13 +457,18 @@ pub fn deliveries(
                 url,
                 headers: vec![("Content-Type".into(), "application/json".into())],
                 body: serde_json::json!({
-                    "title": title(a),
-                    "message": message(a),
+                    "title": group_title(group, alerts),
+                    "message": group_message(alerts),
                     "priority": if firing { 8 } else { 4 },
                 })
                 .to_string(),
             }]
         }
+        // Never grouped (the configuration refuses it).
+        NotifyKind::Mqtt | NotifyKind::Alertmanager => alerts
+            .iter()
+            .flat_map(|a| deliveries(target, a, external_url, now_ms))
+            .collect(),
     }
 }
 
@@ -356,6 +484,41 @@ pub struct Notifier {
     /// One per target: `notify_one` keeps a permit when its sender is
     /// busy, so a message queued meanwhile is not left for the idle wait.
     wake: Vec<tokio::sync::Notify>,
+    /// Held while queueing and while changing a group: rule evaluation and
+    /// the senders (which send groups when due) both write.
+    writing: std::sync::Mutex<()>,
+}
+
+/// A grouping target's group: its alerts as last heard (a resolved one
+/// until its resolution is sent), kept in the queue's tree so that a
+/// restart loses none.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingGroup {
+    labels: Labels,
+    /// By fingerprint.
+    alerts: BTreeMap<String, GroupedAlert>,
+    created_ms: i64,
+    last_sent_ms: Option<i64>,
+    /// Something to tell since the last message.
+    changed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GroupedAlert {
+    alert: Alert,
+    /// The alert's value as text (JSON has no NaN; `Alert` skips it).
+    value: String,
+}
+
+/// Groups are kept apart from the queued messages by a first byte no
+/// target name has.
+const GROUP_TAG: u8 = 1;
+
+fn group_prefix(target: &str) -> Vec<u8> {
+    let mut k = vec![GROUP_TAG];
+    k.extend_from_slice(target.as_bytes());
+    k.push(0);
+    k
 }
 
 fn key(target: &str, seq: u64) -> Vec<u8> {
@@ -388,6 +551,7 @@ impl Notifier {
             wake: (0..targets_len)
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
+            writing: std::sync::Mutex::new(()),
         }
     }
 
@@ -412,56 +576,178 @@ impl Notifier {
         self.queue.scan_prefix(prefix(target)).count()
     }
 
-    /// Queues what the targets are to be told of an alert's change.
-    /// `resolved` alerts go only to targets with `send_resolved` (and to
-    /// Alertmanagers, which must hear of it). `resend_only`: a firing
-    /// alert's regular repetition for Alertmanagers, which forget an alert
-    /// not posted again.
+    /// Queues what the targets are to be told of an alert's change (or,
+    /// for a grouping target, adds it to its group). `resolved` alerts go
+    /// only to targets with `send_resolved` (and to Alertmanagers, which
+    /// must hear of it). `resend_only`: a firing alert's regular
+    /// repetition for Alertmanagers, which forget an alert not posted
+    /// again.
     pub fn enqueue(&self, a: &Alert, resend_only: bool) {
         let now = self.clock.now_ms();
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.targets {
             let alertmanager = t.kind == NotifyKind::Alertmanager;
             if resend_only && !alertmanager {
                 continue;
             }
+            if t.groups() {
+                self.add_to_group(t, a, now);
+                continue;
+            }
             if a.state != AlertState::Firing && !t.send_resolved && !alertmanager {
                 continue;
             }
-            let item = Queued {
-                deliveries: deliveries(t, a, &self.external_url, now),
-                attempts: 0,
-                next_attempt_ms: 0,
-            };
-            // After the target's last queued message (keys sort in order).
-            let seq = match self.queue.scan_prefix(prefix(&t.name)).next_back() {
-                Some(Ok((k, _))) => k
-                    .get(k.len().saturating_sub(8)..)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(0, |b| u64::from_be_bytes(b) + 1),
-                _ => 0,
-            };
-            let value = serde_json::to_vec(&item).unwrap_or_default();
-            if let Err(e) = self.queue.insert(key(&t.name, seq), value) {
-                tracing::warn!(target = t.name, error = %e, "notification not queued");
-                continue;
-            }
-            // Bounded: the oldest go first.
-            let mut excess = self.queued(&t.name).saturating_sub(MAX_QUEUED);
-            while excess > 0 {
-                if let Ok(Some((k, _))) = self.queue.scan_prefix(prefix(&t.name)).next().transpose()
-                {
-                    let _ = self.queue.remove(k);
-                    tracing::warn!(
-                        target = t.name,
-                        "notification queue full: the oldest dropped"
-                    );
-                }
-                excess -= 1;
-            }
+            self.push(t, deliveries(t, a, &self.external_url, now));
         }
         for w in &self.wake {
             w.notify_one();
         }
+    }
+
+    /// Queues a message after the target's last one (keys sort in order),
+    /// dropping the oldest past [`MAX_QUEUED`]. Called with `writing` held.
+    fn push(&self, t: &NotifyConfig, deliveries: Vec<Delivery>) {
+        let item = Queued {
+            deliveries,
+            attempts: 0,
+            next_attempt_ms: 0,
+        };
+        let seq = match self.queue.scan_prefix(prefix(&t.name)).next_back() {
+            Some(Ok((k, _))) => k
+                .get(k.len().saturating_sub(8)..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, |b| u64::from_be_bytes(b) + 1),
+            _ => 0,
+        };
+        let value = serde_json::to_vec(&item).unwrap_or_default();
+        if let Err(e) = self.queue.insert(key(&t.name, seq), value) {
+            tracing::warn!(target = t.name, error = %e, "notification not queued");
+            return;
+        }
+        let mut excess = self.queued(&t.name).saturating_sub(MAX_QUEUED);
+        while excess > 0 {
+            if let Ok(Some((k, _))) = self.queue.scan_prefix(prefix(&t.name)).next().transpose() {
+                let _ = self.queue.remove(k);
+                tracing::warn!(
+                    target = t.name,
+                    "notification queue full: the oldest dropped"
+                );
+            }
+            excess -= 1;
+        }
+    }
+
+    /// Puts an alert's change in its group of a grouping target: a firing
+    /// alert joins or updates it; a resolved one stays until its
+    /// resolution is sent (with `send_resolved`) or leaves at once.
+    /// Called with `writing` held.
+    fn add_to_group(&self, t: &NotifyConfig, a: &Alert, now: i64) {
+        let labels = Labels::from_pairs(
+            t.group_by
+                .iter()
+                .map(|n| (n.as_str(), a.labels.get(n).unwrap_or(""))),
+        );
+        let mut k = group_prefix(&t.name);
+        k.extend_from_slice(fingerprint(&labels).as_bytes());
+        let mut group = match self.queue.get(&k) {
+            Ok(Some(v)) => serde_json::from_slice::<PendingGroup>(&v).ok(),
+            _ => None,
+        }
+        .unwrap_or(PendingGroup {
+            labels,
+            alerts: BTreeMap::new(),
+            created_ms: now,
+            last_sent_ms: None,
+            changed: false,
+        });
+        let fp = fingerprint(&a.labels);
+        let grouped = GroupedAlert {
+            alert: a.clone(),
+            value: crate::template::go_float(a.value, None),
+        };
+        if a.state == AlertState::Firing {
+            group.alerts.insert(fp, grouped);
+            group.changed = true;
+        } else if let Some(known) = group.alerts.get_mut(&fp) {
+            if t.send_resolved {
+                *known = grouped;
+                group.changed = true;
+            } else {
+                group.alerts.remove(&fp);
+            }
+        }
+        let result = if group.alerts.is_empty() {
+            self.queue.remove(&k).map(drop)
+        } else {
+            self.queue
+                .insert(&k, serde_json::to_vec(&group).unwrap_or_default())
+                .map(drop)
+        };
+        if let Err(e) = result {
+            tracing::warn!(target = t.name, error = %e, "alert group not kept");
+        }
+    }
+
+    /// Queues the message of each of the target's groups that is due: a
+    /// new group `group_wait` after its first alert, a changed one
+    /// `group_interval` after its last message. The message carries every
+    /// alert of the group, as Alertmanager's do. How long until the next
+    /// group is due, if one is waiting.
+    fn send_groups(&self, t: &NotifyConfig) -> Option<Duration> {
+        if !t.groups() {
+            return None;
+        }
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now_ms();
+        let wait = t.group_wait().0.as_millis() as i64;
+        let interval = t.group_interval().0.as_millis() as i64;
+        let mut next: Option<i64> = None;
+        for entry in self.queue.scan_prefix(group_prefix(&t.name)) {
+            let Ok((k, v)) = entry else { continue };
+            let Ok(mut group) = serde_json::from_slice::<PendingGroup>(&v) else {
+                let _ = self.queue.remove(k);
+                continue;
+            };
+            if !group.changed {
+                continue;
+            }
+            let due = match group.last_sent_ms {
+                None => group.created_ms + wait,
+                Some(sent) => sent + interval,
+            };
+            if now < due {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            let mut alerts: Vec<Alert> = group
+                .alerts
+                .values()
+                .map(|g| Alert {
+                    value: g.value.parse().unwrap_or(f64::NAN),
+                    ..g.alert.clone()
+                })
+                .collect();
+            alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if alerts.iter().any(|a| a.state == AlertState::Firing) || t.send_resolved {
+                self.push(
+                    t,
+                    group_deliveries(t, &group.labels, &alerts, &self.external_url, now),
+                );
+            }
+            group
+                .alerts
+                .retain(|_, g| g.alert.state == AlertState::Firing);
+            group.changed = false;
+            group.last_sent_ms = Some(now);
+            let _ = if group.alerts.is_empty() {
+                self.queue.remove(&k).map(drop)
+            } else {
+                self.queue
+                    .insert(&k, serde_json::to_vec(&group).unwrap_or_default())
+                    .map(drop)
+            };
+        }
+        next.map(|due| Duration::from_millis((due - now).max(0) as u64))
     }
 
     /// Runs a sender per target until shutdown.
@@ -484,7 +770,9 @@ impl Notifier {
             tasks.push(tokio::spawn(
                 async move {
                     loop {
+                        let group_due = me.send_groups(&t);
                         let wait = me.send_due(&t, &http, publisher.as_deref()).await;
+                        let wait = group_due.map_or(wait, |g| g.min(wait));
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = me.wake[i].notified() => {}
@@ -703,6 +991,113 @@ mod tests {
         assert!(
             body.contains("\"endsAt\":\"2023-11-14T22:23:20Z\""),
             "{body}"
+        );
+    }
+
+    fn queued_bodies(n: &Notifier, target: &str) -> Vec<serde_json::Value> {
+        n.queue
+            .scan_prefix(prefix(target))
+            .map(|e| {
+                let q: Queued = serde_json::from_slice(&e.unwrap().1).unwrap();
+                let Delivery::Http { body, .. } = &q.deliveries[0] else {
+                    panic!()
+                };
+                serde_json::from_str(body).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grouped_alerts_go_out_together_after_group_wait_and_interval() {
+        let mut t: NotifyConfig = toml::from_str(
+            "name = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+             group_by = [\"alertname\"]\ngroup_wait = \"30s\"\ngroup_interval = \"5m\"\n",
+        )
+        .unwrap();
+        t.send_resolved = true;
+        let clock = base::ManualClock::new(1_700_000_000_000);
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("q")
+            .unwrap();
+        let n = Notifier::new(vec![t.clone()], tree, clock.clone(), "http://perch".into());
+        let device = |name: &str, state| {
+            let mut a = alert(state);
+            a.labels.set("device", name);
+            a
+        };
+        n.enqueue(&device("freezer", AlertState::Firing), false);
+        clock.advance(10_000);
+        n.enqueue(&device("fridge", AlertState::Firing), false);
+        // Nothing before group_wait; then one message with both.
+        assert_eq!(n.send_groups(&t), Some(Duration::from_secs(20)));
+        assert!(queued_bodies(&n, "hook").is_empty());
+        clock.advance(20_000);
+        assert_eq!(n.send_groups(&t), None);
+        let bodies = queued_bodies(&n, "hook");
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        assert_eq!(bodies[0]["groupKey"], "{}:{alertname=\"FreezerWarm\"}");
+        assert_eq!(bodies[0]["groupLabels"]["alertname"], "FreezerWarm");
+        assert_eq!(bodies[0]["status"], "firing");
+        assert_eq!(bodies[0]["alerts"].as_array().unwrap().len(), 2);
+        assert_eq!(bodies[0]["commonLabels"]["severity"], "page");
+        assert!(bodies[0]["commonLabels"].get("device").is_none());
+        assert_eq!(bodies[0]["alerts"][0]["value"], "-5");
+        // A resolution waits for group_interval and carries the group.
+        n.enqueue(&device("fridge", AlertState::Inactive), false);
+        clock.advance(60_000);
+        assert_eq!(n.send_groups(&t), Some(Duration::from_secs(240)));
+        clock.advance(240_000);
+        n.send_groups(&t);
+        let bodies = queued_bodies(&n, "hook");
+        assert_eq!(bodies.len(), 2);
+        let states: Vec<(&str, &str)> = bodies[1]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["labels"]["device"].as_str().unwrap(),
+                    a["status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(states, [("freezer", "firing"), ("fridge", "resolved")]);
+        // Sent resolutions leave the group; nothing changed, nothing sent.
+        clock.advance(600_000);
+        assert_eq!(n.send_groups(&t), None);
+        assert_eq!(queued_bodies(&n, "hook").len(), 2);
+        n.enqueue(&device("freezer", AlertState::Inactive), false);
+        clock.advance(300_000);
+        n.send_groups(&t);
+        let bodies = queued_bodies(&n, "hook");
+        assert_eq!(bodies[2]["status"], "resolved");
+        assert_eq!(bodies[2]["alerts"].as_array().unwrap().len(), 1);
+        // The group is gone: a new alert waits group_wait again.
+        n.enqueue(&device("freezer", AlertState::Firing), false);
+        assert_eq!(n.send_groups(&t), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn group_titles_count_firing_and_resolved() {
+        let group = Labels::from_pairs([("alertname", "FreezerWarm")]);
+        let mut b = alert(AlertState::Inactive);
+        b.labels.set("device", "fridge");
+        let alerts = [alert(AlertState::Firing), b];
+        assert_eq!(
+            group_title(&group, &alerts),
+            "[FIRING:1, RESOLVED:1] FreezerWarm"
+        );
+        assert_eq!(
+            group_message(&alerts),
+            "freezer at -5 °C (device=freezer severity=page)\n\
+             [resolved] freezer at -5 °C (device=fridge severity=page)"
+        );
+        assert_eq!(
+            group_title(&group, &alerts[..1]),
+            "[FIRING] FreezerWarm device=freezer severity=page"
         );
     }
 

@@ -504,6 +504,35 @@ pub struct NotifyConfig {
     /// Also say when an alert resolves.
     #[serde(default = "default_true")]
     pub send_resolved: bool,
+    /// webhook, ntfy, gotify, email: alerts with the same values of these
+    /// labels go out together, one message for the group (Alertmanager's
+    /// `group_by`). Empty (the default): each alert is sent on its own, at
+    /// once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first message
+    /// (Alertmanager's `group_wait`; default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait: Option<Duration>,
+    /// How long after a group's message a change to it (a new alert, one
+    /// resolved, a repetition) is sent (`group_interval`; default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_interval: Option<Duration>,
+}
+
+impl NotifyConfig {
+    /// Whether this target sends groups of alerts.
+    pub fn groups(&self) -> bool {
+        !self.group_by.is_empty()
+    }
+
+    pub fn group_wait(&self) -> Duration {
+        self.group_wait.unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn group_interval(&self) -> Duration {
+        self.group_interval.unwrap_or(Duration::from_secs(300))
+    }
 }
 
 fn default_notify_topic() -> String {
@@ -1176,6 +1205,25 @@ impl Config {
                     );
                 }
             }
+            let grouping = n.groups() || n.group_wait.is_some() || n.group_interval.is_some();
+            if grouping && matches!(n.kind, NotifyKind::Mqtt | NotifyKind::Alertmanager) {
+                issues.add(
+                    format!("{key}.group_by"),
+                    "webhook, ntfy, gotify and email targets group alerts; MQTT keeps a \
+                     message per alert and Alertmanager groups them itself",
+                );
+            } else if !n.groups() && grouping {
+                issues.add(
+                    format!("{key}.group_by"),
+                    "group_wait and group_interval need group_by, the labels that make a group",
+                );
+            }
+            if n.group_by.iter().any(|l| l.is_empty()) {
+                issues.add(format!("{key}.group_by"), "a label name cannot be empty");
+            }
+            if n.group_interval.is_some_and(|d| d.0.is_zero()) {
+                issues.add(format!("{key}.group_interval"), "must be greater than 0");
+            }
             if n.kind == NotifyKind::Gotify && n.token.is_none() {
                 issues.add(format!("{key}.token"), "gotify needs the application token");
             }
@@ -1364,6 +1412,29 @@ mod tests {
         assert!(e.to_string().contains("retenshun"), "{e}");
         let e = Config::parse("[http]\nlisten = \"nope\"\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn grouping_is_for_targets_that_send_groups() {
+        let problems = |kind: &str, extra: &str| {
+            let text = format!(
+                "[[alerts.notify]]\nname = \"t\"\nkind = \"{kind}\"\nurl = \"http://h/\"\n{extra}"
+            );
+            let c = Config::parse(&text, "p").unwrap();
+            let keys = c
+                .validate()
+                .err()
+                .map(|i| i.0.into_iter().map(|i| i.key).collect());
+            (c, keys.unwrap_or_else(Vec::new))
+        };
+        let (c, keys) = problems("webhook", "group_by = [\"alertname\"]\n");
+        assert!(keys.is_empty(), "{keys:?}");
+        assert!(c.alerts.notify[0].groups());
+        assert_eq!(c.alerts.notify[0].group_wait(), Duration::from_secs(30));
+        let (_, keys) = problems("mqtt", "group_by = [\"alertname\"]\n");
+        assert_eq!(keys, ["alerts.notify[0].group_by"]);
+        let (_, keys) = problems("ntfy", "group_wait = \"1m\"\n");
+        assert_eq!(keys, ["alerts.notify[0].group_by"]);
     }
 
     #[test]
