@@ -1421,11 +1421,12 @@ mod tests {
                 "[[alerts.notify]]\nname = \"t\"\nkind = \"{kind}\"\nurl = \"http://h/\"\n{extra}"
             );
             let c = Config::parse(&text, "p").unwrap();
-            let keys = c
+            let keys: Vec<String> = c
                 .validate()
                 .err()
-                .map(|i| i.0.into_iter().map(|i| i.key).collect());
-            (c, keys.unwrap_or_else(Vec::new))
+                .map(|i| i.0.into_iter().map(|i| i.key).collect())
+                .unwrap_or_default();
+            (c, keys)
         };
         let (c, keys) = problems("webhook", "group_by = [\"alertname\"]\n");
         assert!(keys.is_empty(), "{keys:?}");
