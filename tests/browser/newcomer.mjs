@@ -251,6 +251,30 @@ async function main() {
     await silenceRow.waitFor({ timeout: 15000 });
     await silenceRow.getByRole('button', { name: 'Expire' }).click();
     await silenceRow.waitFor({ state: 'detached', timeout: 15000 });
+    // The history lists when it fired (from the ALERTS series).
+    await page.goto(BASE + '/alerts');
+    await page.locator('table.history tr[data-history-alert="WarmRoom"][data-state="firing"]').waitFor({ timeout: 20000 });
+    // The rule's preview over the last 24 h: it would have fired, the
+    // compared side charted with its threshold, where it fired shaded.
+    await page.locator('tr[data-rule="WarmRoom"]').getByRole('button', { name: 'Preview' }).click();
+    const said = page.locator('.rule-preview .preview-summary');
+    await said.waitFor({ timeout: 30000 });
+    const saidText = await said.textContent();
+    if (!/would have fired [1-9]/.test(saidText) || !saidText.includes('threshold > 20')) throw new Error(`the preview says ${JSON.stringify(saidText)}`);
+    await page.locator('.rule-preview .chart-bands li.band-firing').first().waitFor();
+    await shot('rule-preview');
+    // A new rule from the editor, saved as a rule file, is evaluated.
+    await page.getByLabel('Name').fill('HotRoom');
+    await page.getByLabel('Expression').fill('temperature > 30');
+    await page.getByRole('button', { name: 'Preview' }).first().click();
+    await page.getByText(/would not have fired/).waitFor({ timeout: 30000 });
+    await page.getByRole('button', { name: 'Save as rule file' }).click();
+    await page.locator('section.rule-group[data-group="HotRoom"] tr[data-rule="HotRoom"]').waitFor({ timeout: 20000 });
+    // The Metrics chart of the device's temperature is shaded where it fired.
+    await page.goto(BASE + '/graph?' + new URLSearchParams({ q: 'temperature', from: 'now-15m', to: 'now' }));
+    const band = page.locator('.chart-bands li.band-firing', { hasText: 'WarmRoom' }).first();
+    await band.waitFor({ timeout: 20000 });
+    await shot('chart-alert-band');
     await page.goto(BASE + '/overview');
     const item = page.locator('#ov-firing li[data-alert="WarmRoom"]');
     await item.waitFor({ timeout: 20000 });

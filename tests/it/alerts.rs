@@ -445,6 +445,97 @@ fn notifications_over_mqtt_and_a_webhook_that_was_down() {
 }
 
 #[test]
+fn history_and_a_rule_preview_say_when_alerts_fired() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("freezer.yml"), SERVE_RULES).unwrap();
+    let perch = Perch::start_with(&format!(
+        "[alerts]\nbuiltin = false\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n",
+        rules.path()
+    ));
+    for v in [-20.0, -5.0] {
+        write_now(&perch, &format!("env,device=freezer temp={v}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    wait_for_alert(&perch, "firing");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The history, from the ALERTS series: pending for `for`, then firing,
+    // still open.
+    let r = perch.get("/api/v1/alerts/history");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let episodes = r.json()["data"].as_array().unwrap().clone();
+    let of = |state: &str| {
+        episodes
+            .iter()
+            .find(|e| e["state"] == state && e["labels"]["alertname"] == "FreezerWarm")
+            .unwrap_or_else(|| panic!("no {state} episode: {episodes:?}"))
+            .clone()
+    };
+    let (pending, firing) = (of("pending"), of("firing"));
+    assert_eq!(firing["labels"]["device"], "freezer");
+    assert_eq!(firing["labels"]["severity"], "page");
+    assert!(firing["labels"].get("alertstate").is_none(), "{firing}");
+    assert_eq!(firing["open"], true);
+    assert_eq!(pending["open"], false);
+    let ms = |v: &serde_json::Value| v.as_i64().unwrap();
+    assert!(
+        ms(&pending["endMs"]) < ms(&firing["startMs"]),
+        "{pending} {firing}"
+    );
+    // `for: 2s`: fired about 2 s after it became pending.
+    let waited = ms(&firing["startMs"]) - ms(&pending["startMs"]);
+    assert!((2000..=3000).contains(&waited), "{waited} ms");
+
+    // A preview of the same rule over the last minute: the side compared
+    // with a number, the threshold, where it would have fired.
+    let now = now_ms() as f64 / 1000.0;
+    let body = serde_json::json!({
+        "expr": "env_temp{device=\"freezer\"} > -12", "for": "2s",
+        "start": format!("{}", now - 60.0), "end": format!("{now}"),
+    });
+    let r = perch.post(
+        "/api/v1/rules/preview",
+        "application/json",
+        body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json()["data"].clone();
+    assert_eq!(p["plot"], "env_temp{device=\"freezer\"}");
+    assert_eq!(p["threshold"]["op"], ">");
+    assert_eq!(p["threshold"]["value"], -12.0);
+    assert_eq!(p["stepMs"], 1000);
+    let fired: Vec<&serde_json::Value> = p["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "firing")
+        .collect();
+    assert_eq!(fired.len(), 1, "{p}");
+    assert_eq!(fired[0]["labels"]["device"], "freezer");
+    assert!(
+        (ms(&fired[0]["startMs"]) - ms(&firing["startMs"])).abs() <= 2000,
+        "preview {} vs served {}",
+        fired[0]["startMs"],
+        firing["startMs"]
+    );
+
+    // Bad input is refused with what was wrong.
+    for (body, says) in [
+        (r#"{"expr": "env_temp >"}"#, "invalid parameter"),
+        (r#"{"expr": "up", "for": "5x"}"#, "not a valid duration"),
+        (
+            r#"{"expr": "up", "start": "100", "end": "50"}"#,
+            "before start",
+        ),
+        (r#"{"exp": "up"}"#, "unknown field"),
+    ] {
+        let r = perch.post("/api/v1/rules/preview", "application/json", body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+}
+
+#[test]
 fn a_grouping_webhook_gets_one_message_per_group() {
     let rules = tempfile::tempdir().unwrap();
     std::fs::write(

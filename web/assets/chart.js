@@ -214,11 +214,22 @@ function axisSize(values) {
  * opts: {xs (seconds), series: [{label, title, values, unit}], xRange: [from, to] (seconds), height, bars,
  *        legend (false: none), onSelect(fromMs, toMs), yFormat, unit (for series without one),
  *        spanGaps (join the points across gaps: sparse sensors), tooltip (false: none),
- *        cursor ({left, top}: where the cursor starts, e.g. the last chart's on a refresh)}
+ *        cursor ({left, top}: where the cursor starts, e.g. the last chart's on a refresh),
+ *        bands ([{from, to (seconds), state ('firing' | 'pending'), label, open}]: spans shaded
+ *        behind the series — alerts — and listed under the chart),
+ *        thresholds ([{value, label}]: dashed lines on the left axis, kept in range)}
  * A unit is written above its y axis, on its ticks, after the legend's and
  * the tooltip's values. Returns {destroy(), cursor()} (cursor(): where the
  * cursor is over the plot, or null).
  */
+/** "10:02–10:15" (with the dates when the span is not today's). */
+function spanText(from, to) {
+  const a = new Date(from * 1000), b = new Date(to * 1000);
+  const today = new Date().toDateString();
+  const fmt = d => (d.toDateString() === today ? d.toLocaleTimeString() : d.toLocaleString());
+  return to - from < 1 ? fmt(a) : `${fmt(a)}–${fmt(b)}`;
+}
+
 export async function chart(container, opts) {
   const uPlot = await loadUPlot();
   const colours = palette();
@@ -235,8 +246,16 @@ export async function chart(container, opts) {
       h('span', { class: 'axis-unit', title: 'Unit of the left axis' }, shownUnit(yAxes.axes[0]) || ''),
       yAxes.axes[1] ? h('span', { class: 'axis-unit right', title: 'Unit of the right axis' }, shownUnit(yAxes.axes[1])) : null)
     : null;
+  const bands = opts.bands || [];
+  const thresholds = opts.thresholds || [];
+  // The shaded spans as text too: the canvas says nothing to a screen
+  // reader or a test.
+  const bandList = bands.length
+    ? h('ul', { class: 'chart-bands' }, bands.map(b => h('li', { class: `band-${b.state}`, dataset: { from: b.from, to: b.to, state: b.state } },
+      h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${b.label} · ${b.state} ${b.open ? `since ${spanText(b.from, b.from)}` : spanText(b.from, b.to)}`)))
+    : null;
   // A wide legend scrolls in its own box, never the page.
-  container.replaceChildren(unitRow || '', plotBox, legend ? h('div', { class: 'legend-box' }, legend) : '');
+  container.replaceChildren(unitRow || '', plotBox, bandList || '', legend ? h('div', { class: 'legend-box' }, legend) : '');
   let u = null;
   const shown = opts.series.map(() => true);
   const fmtOf = i => v => fmtValue(v, units[i], opts.yFormat || fmtNum);
@@ -310,7 +329,14 @@ export async function chart(container, opts) {
       cursor: { drag: { x: true, y: false, setScale: false } },
       select: { show: true },
       // The whole requested range, not just where there is data.
-      scales: { x: { time: true, ...(opts.xRange ? { range: () => opts.xRange } : {}) } },
+      scales: {
+        x: { time: true, ...(opts.xRange ? { range: () => opts.xRange } : {}) },
+        // A threshold is always in view, however far the data is from it.
+        ...(thresholds.length ? { y: { range: (_, lo, hi) => {
+          const vs = thresholds.map(t => t.value).concat([lo, hi].filter(Number.isFinite));
+          return uPlot.rangeNum(Math.min(...vs), Math.max(...vs), 0.1, true);
+        } } } : {}),
+      },
       axes: [
         { ...axis },
         { ...axis, scale: 'y', size: (_, values) => axisSize(values), values: tickFmt(yAxes.axes[0]) },
@@ -327,6 +353,37 @@ export async function chart(container, opts) {
           opts.onSelect(from, to);
         }],
         setCursor: [showTip],
+        drawClear: [uu => {
+          if (!bands.length) return;
+          const ctx = uu.ctx;
+          ctx.save();
+          for (const b of bands) {
+            const x0 = uu.valToPos(b.from, 'x', true);
+            // A span seen at one evaluation still shows.
+            const x1 = Math.max(uu.valToPos(b.to, 'x', true), x0 + 2 * devicePixelRatio);
+            const left = Math.max(x0, uu.bbox.left), right = Math.min(x1, uu.bbox.left + uu.bbox.width);
+            if (right <= left) continue;
+            ctx.fillStyle = b.state === 'firing' ? 'rgba(220, 38, 38, 0.16)' : 'rgba(217, 119, 6, 0.14)';
+            ctx.fillRect(left, uu.bbox.top, right - left, uu.bbox.height);
+          }
+          ctx.restore();
+        }],
+        draw: [uu => {
+          if (!thresholds.length) return;
+          const ctx = uu.ctx;
+          ctx.save();
+          ctx.strokeStyle = 'rgb(220, 38, 38)';
+          ctx.lineWidth = 1.5 * devicePixelRatio;
+          ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+          for (const t of thresholds) {
+            const y = uu.valToPos(t.value, 'y', true);
+            ctx.beginPath();
+            ctx.moveTo(uu.bbox.left, y);
+            ctx.lineTo(uu.bbox.left + uu.bbox.width, y);
+            ctx.stroke();
+          }
+          ctx.restore();
+        }],
       },
     }, [opts.xs, ...opts.series.map(s => s.values)], plotBox);
     if (tip) {

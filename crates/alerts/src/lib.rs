@@ -3,7 +3,8 @@
 //! alert label and annotation templates (`template`, Go's text/template
 //! as Prometheus uses it), evaluation of rule groups and the state of their
 //! alerts (`eval`), and promtool's rule unit tests (`unittest`, for `perch
-//! rules test`).
+//! rules test`). `history` reads what alerts did over a time range from the
+//! `ALERTS` series and previews a rule over past data.
 //!
 //! `manager` runs the groups inside `perch serve` and keeps their alerts
 //! in the store's `alerts` tree across restarts.
@@ -17,6 +18,7 @@
 pub mod anomaly;
 pub mod bench;
 pub mod eval;
+pub mod history;
 pub mod manager;
 pub mod notify;
 pub mod rulefile;

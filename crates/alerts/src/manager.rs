@@ -38,6 +38,10 @@ pub enum AlertsError {
     NoSuchFile(String),
     #[error("the database: {0}")]
     Database(#[from] sled::Error),
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl base::HasKind for AlertsError {
@@ -49,6 +53,8 @@ impl base::HasKind for AlertsError {
             AlertsError::BadName(_) => base::ErrorKind::InvalidArgument,
             AlertsError::NoSuchFile(_) => base::ErrorKind::NotFound,
             AlertsError::Database(_) => base::ErrorKind::Internal,
+            AlertsError::Query(e) => e.kind(),
+            AlertsError::Invalid(_) => base::ErrorKind::InvalidArgument,
         }
     }
 }
@@ -316,6 +322,37 @@ impl Manager {
     }
 
     /// The silences (the API adds, lists and expires them).
+    /// What perch's alerts did over `(start, end]` (see [`crate::history`]);
+    /// blocking: run it on a query thread.
+    pub fn history(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<crate::history::Episode>, AlertsError> {
+        crate::history::history(&self.querier.0, start_ms, end_ms)
+    }
+
+    /// An alerting rule evaluated over `[start, end]` of the stored data
+    /// (see [`crate::history::preview`]); blocking: run it on a query
+    /// thread.
+    pub fn preview(
+        &self,
+        expr: &str,
+        for_ms: i64,
+        keep_firing_for_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<crate::history::Preview, AlertsError> {
+        crate::history::preview(
+            self.querier.as_ref(),
+            expr,
+            for_ms,
+            keep_firing_for_ms,
+            start_ms,
+            end_ms,
+        )
+    }
+
     pub fn silences(&self) -> &Silences {
         &self.silences
     }

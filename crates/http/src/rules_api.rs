@@ -4,7 +4,11 @@
 //! (the pending and firing alerts). Rule files managed through the API:
 //! `GET /api/v1/rules/files` (their names), `GET /api/v1/rules/files/{name}`
 //! (the YAML exactly as it was sent), and for admins `PUT` (checked first:
-//! every problem with its line, 400) and `DELETE`.
+//! every problem with its line, 400) and `DELETE`. `GET
+//! /api/v1/alerts/history` (when alerts were pending and firing, from the
+//! `ALERTS` series) and `POST /api/v1/rules/preview` (an alerting rule
+//! evaluated over past data). Silences: `GET`, and for admins `POST` and
+//! `DELETE /api/v1/silences/{id}`, in Alertmanager's shapes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +35,8 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/rules/files", get(file_names))
         .route("/api/v1/silences", get(silences))
         .route("/api/v1/rules/files/{name}", get(file))
+        .route("/api/v1/alerts/history", get(history))
+        .route("/api/v1/rules/preview", axum::routing::post(preview))
 }
 
 pub fn admin_routes() -> Router<SharedState> {
@@ -173,6 +179,83 @@ async fn delete_file(
 ) -> Result<StatusCode, ApiError> {
     manager.delete_file(&name)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `start` and `end` as the query API takes them; by default the last day.
+#[derive(Deserialize)]
+struct RangeParams {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn range(start: Option<&str>, end: Option<&str>, now: i64) -> Result<(i64, i64), ApiError> {
+    let end = match end {
+        Some(s) => query::params::parse_time(s, "end")?,
+        None => now,
+    };
+    let start = match start {
+        Some(s) => query::params::parse_time(s, "start")?,
+        None => end - DAY_MS,
+    };
+    if end <= start {
+        return Err(ApiError::invalid("invalid parameter \"end\": before start"));
+    }
+    Ok((start, end))
+}
+
+/// `GET /api/v1/alerts/history`: the alerts' pending and firing episodes
+/// over the range, from the `ALERTS` series.
+async fn history(
+    State(app): State<SharedState>,
+    Rules(manager): Rules,
+    Query(p): Query<RangeParams>,
+) -> Result<Success<Vec<alerts::history::Episode>>, ApiError> {
+    let (start, end) = range(p.start.as_deref(), p.end.as_deref(), app.storage.now_ms())?;
+    let episodes = query::run(move || Ok(manager.history(start, end))).await??;
+    Ok(Success(episodes))
+}
+
+/// A rule to preview: Prometheus' rule fields and the range (the last day
+/// by default).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    expr: String,
+    #[serde(default, rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    keep_firing_for: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+/// `POST /api/v1/rules/preview`: where an alerting rule would have been
+/// pending and firing over past data.
+async fn preview(
+    State(app): State<SharedState>,
+    Rules(manager): Rules,
+    Body(body): Body,
+) -> Result<Success<alerts::history::Preview>, ApiError> {
+    let r: PreviewRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid rule preview: {e}")))?;
+    let duration = |v: &Option<String>, what: &str| -> Result<i64, ApiError> {
+        match v.as_deref() {
+            None | Some("") => Ok(0),
+            Some(s) => alerts::rulefile::parse_duration(s)
+                .map_err(|e| ApiError::invalid(format!("invalid {what} {s:?}: {e}"))),
+        }
+    };
+    let for_ms = duration(&r.for_, "for")?;
+    let keep_ms = duration(&r.keep_firing_for, "keep_firing_for")?;
+    let (start, end) = range(r.start.as_deref(), r.end.as_deref(), app.storage.now_ms())?;
+    let expr = r.expr;
+    let preview =
+        query::run(move || Ok(manager.preview(&expr, for_ms, keep_ms, start, end))).await??;
+    Ok(Success(preview))
 }
 
 /// The rules, when the server runs (not in `perch bench http`).

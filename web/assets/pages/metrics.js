@@ -12,6 +12,8 @@
 // Grafana) and a unit; without them a series is named by its metric and
 // the labels that differ between the shown series, and its unit comes from
 // /api/v1/metadata (what the devices say) or its name (`…_bytes`).
+// Firing alerts (/api/v1/alerts/history) shade the charts where they fired:
+// those of the charted devices and those of no device.
 
 import { api, h, field, notify, showError, isAdmin, seriesName, metricUnits, copyText } from '../lib.js';
 import { chart, alignMatrices, legendLabels, fmtValue, normUnit, unitFromName, breakable, COMMON_UNITS } from '../chart.js';
@@ -125,6 +127,30 @@ function queryUnit(q, units) {
     if (u) found.add(normUnit(u));
   }
   return found.size === 1 ? [...found][0] : null;
+}
+
+/**
+ * The alerts' pending and firing spans over a range; none when the rules
+ * are not running. Never rejects: it is asked beside the chart's queries,
+ * and an abort is the chart's to notice.
+ */
+async function alertEpisodes(start, end, signal) {
+  try {
+    return await api(`/api/v1/alerts/history?start=${start / 1000}&end=${end / 1000}`, { signal });
+  } catch {
+    return [];
+  }
+}
+
+/** Firing alerts as chart bands: those of the charted devices, and those of no device. */
+function alertBands(episodes, series) {
+  const devices = new Set(series.map(s => s.metric && s.metric.device).filter(Boolean));
+  return (episodes || [])
+    .filter(e => e.state === 'firing' && (!devices.size || !e.labels.device || devices.has(e.labels.device)))
+    .map(e => ({
+      from: e.startMs / 1000, to: e.endMs / 1000, state: e.state, open: e.open,
+      label: [e.labels.alertname].concat(Object.entries(e.labels).filter(([k]) => k !== 'alertname').map(([k, v]) => `${k}=${v}`)).join(' '),
+    }));
 }
 
 export default async function (view, ctx) {
@@ -565,6 +591,7 @@ export default async function (view, ctx) {
         }
         const width = body.clientWidth || 600;
         const step = Math.max(1, Math.ceil((end - start) / 1000 / Math.max(100, Math.min(width / 2, 600))));
+        const episodes = alertEpisodes(start, end, ac.signal);
         const results = await Promise.all(queries.map(qq =>
           api(`/api/v1/query_range?query=${encodeURIComponent(qq)}&start=${start / 1000}&end=${end / 1000}&step=${step}`, { signal: ac.signal })
             .then(d => (d.resultType === 'matrix' ? d.result : []))));
@@ -576,8 +603,9 @@ export default async function (view, ctx) {
         if (!data.series.length) { destroyChart = () => {}; body.replaceChildren(h('p', { class: 'muted' }, 'No data in this range.')); return; }
         const box = h('div');
         body.replaceChildren(box);
+        const bands = alertBands(await episodes, data.series);
         const c = await chart(box, {
-          xs: data.xs, series: data.series, height: 260, xRange: [start / 1000, end / 1000], cursor,
+          xs: data.xs, series: data.series, height: 260, xRange: [start / 1000, end / 1000], cursor, bands,
           onSelect: (from, to) => setRange({ from: String(Math.round(from)), to: String(Math.round(to)) }),
         });
         if (ac.signal.aborted) { c.destroy(); return; }

@@ -54,6 +54,42 @@ fn depth(e: &Expr, limit: usize) -> usize {
     }
 }
 
+/// A comparison of an expression with a number, as an alert rule's
+/// threshold is written (`temp > 30`, `(30 < temp)`): the expression, the
+/// operator with the expression on its left, and the number — what a
+/// chart draws as a series and a line. `None` for anything else
+/// (`bool` comparisons return 0 or 1 rather than filter).
+pub fn threshold(e: &Expr) -> Option<(String, String, f64)> {
+    use promql_parser::parser::token::{T_GTE, T_GTR, T_LSS, T_LTE};
+    match e {
+        Expr::Paren(p) => threshold(&p.expr),
+        Expr::Binary(b)
+            if b.op.is_comparison_operator()
+                && !b.modifier.as_ref().is_some_and(|m| m.return_bool) =>
+        {
+            let number = |e: &Expr| match e {
+                Expr::NumberLiteral(n) => Some(n.val),
+                _ => None,
+            };
+            match (number(&b.lhs), number(&b.rhs)) {
+                (None, Some(v)) => Some((b.lhs.to_string(), b.op.to_string(), v)),
+                (Some(v), None) => {
+                    let flipped = match b.op.id() {
+                        T_GTR => "<",
+                        T_LSS => ">",
+                        T_GTE => "<=",
+                        T_LTE => ">=",
+                        _ => return Some((b.rhs.to_string(), b.op.to_string(), v)),
+                    };
+                    Some((b.rhs.to_string(), flipped.to_string(), v))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Parses a query, refusing what would be too costly to parse or evaluate.
 pub fn parse(q: &str) -> Result<Expr, QueryError> {
     base::limits::check_promql("query", q)?;

@@ -502,3 +502,20 @@ fn errors_name_the_problem() {
         .unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
 }
+
+#[test]
+fn thresholds_are_found_on_either_side() {
+    let t = |q: &str| threshold(&parse(q).unwrap());
+    assert_eq!(
+        t("env_temp{device=\"freezer\"} > -12"),
+        Some(("env_temp{device=\"freezer\"}".into(), ">".into(), -12.0))
+    );
+    assert_eq!(
+        t("(80 <= avg by (device) (rate(x[5m])))"),
+        Some(("avg by (device) (rate(x[5m]))".into(), ">=".into(), 80.0))
+    );
+    assert_eq!(t("up == 0"), Some(("up".into(), "==".into(), 0.0)));
+    assert_eq!(t("x > bool 3"), None);
+    assert_eq!(t("x > y"), None);
+    assert_eq!(t("absent(x)"), None);
+}
