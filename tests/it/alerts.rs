@@ -547,10 +547,15 @@ fn a_grouping_webhook_gets_one_message_per_group() {
     .unwrap();
     let hook_port = crate::common::free_port();
     let receiver = Receiver::start(hook_port);
+    // Beside it, a chat webhook with a body of its own, per alert.
+    let chat_port = crate::common::free_port();
+    let chat = Receiver::start(chat_port);
     let perch = Perch::start_with(&format!(
         "[alerts]\nrule_files = [{:?}]\nevaluation_interval = \"1s\"\n\
          [[alerts.notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
-         group_by = [\"alertname\"]\ngroup_wait = \"3s\"\ngroup_interval = \"4s\"\n",
+         group_by = [\"alertname\"]\ngroup_wait = \"3s\"\ngroup_interval = \"4s\"\n\
+         [[alerts.notify]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{chat_port}/chat\"\n\
+         body = '{{\"text\": {{{{ printf \"%s: %s\" $status $annotations.summary | toJson }}}}}}'\n",
         rules.path()
     ));
     write_now(
@@ -569,6 +574,16 @@ fn a_grouping_webhook_gets_one_message_per_group() {
         .map(|a| a["labels"]["device"].as_str().unwrap())
         .collect();
     assert_eq!(devices, ["chest", "freezer"]);
+    let mut texts: Vec<String> = chat
+        .wait_for(2, &perch)
+        .iter()
+        .map(|b| b["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["firing: chest at -3 °C", "firing: freezer at -5 °C"]
+    );
     // One resolves: the next message, a group_interval later, carries
     // the group as it is now.
     write_now(&perch, "env,device=chest temp=-20");

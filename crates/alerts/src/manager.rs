@@ -20,6 +20,7 @@ use crate::eval::{Alert, AlertState, EngineQuerier, Group, StoreSink};
 use crate::notify::Notifier;
 use crate::rulefile::{self, RuleFileError};
 use crate::silence::Silences;
+use crate::template::Template;
 
 #[derive(Debug, Error)]
 pub enum AlertsError {
@@ -189,6 +190,12 @@ impl Manager {
                 ANOMALY_FILE.to_string(),
                 crate::anomaly::rule_file(&config.anomaly),
             ));
+        }
+        for (i, n) in config.notify.iter().enumerate() {
+            if let Some(body) = &n.body {
+                Template::parse(body)
+                    .map_err(|e| AlertsError::Invalid(format!("alerts.notify[{i}].body: {e}")))?;
+            }
         }
         let notifier = if config.notify.is_empty() {
             None

@@ -386,6 +386,38 @@ pub fn deliveries(
                 .to_string(),
             }]
         }
+        NotifyKind::Webhook if target.body.is_some() => {
+            let data = Data {
+                labels: a
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect(),
+                value: a.value,
+                external_url,
+                annotations: a
+                    .annotations
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+                status: status(a),
+                ..Default::default()
+            };
+            let body = target.body.as_deref().unwrap_or_default();
+            // Checked when perch started (Manager::open).
+            let body = Template::parse(body)
+                .map(|t| t.expand(&data))
+                .unwrap_or_else(|_| body.to_string());
+            let content_type = target
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/json".into());
+            vec![Delivery::Http {
+                url: target.url.clone(),
+                headers: vec![("Content-Type".into(), content_type)],
+                body,
+            }]
+        }
         _ => {
             let group =
                 Labels::from_pairs([("alertname", a.labels.get("alertname").unwrap_or(""))]);
@@ -1078,6 +1110,29 @@ mod tests {
         // The group is gone: a new alert waits group_wait again.
         n.enqueue(&device("freezer", AlertState::Firing), false);
         assert_eq!(n.send_groups(&t), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_webhook_body_template_is_expanded_per_alert() {
+        let mut t = target("webhook");
+        t.body = Some(
+            r#"{"text": {{ printf "%s: %s" $status $annotations.summary | toJson }}, "device": {{ $labels.device | toJson }}, "value": {{ $value | toJson }}}"#
+                .into(),
+        );
+        t.content_type = Some("application/json; charset=utf-8".into());
+        let d = deliveries(&t, &alert(AlertState::Firing), "", 0);
+        let Delivery::Http { body, headers, .. } = &d[0] else {
+            panic!()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(v["text"], "firing: freezer at -5 °C");
+        assert_eq!(v["device"], "freezer");
+        assert_eq!(v["value"], -5.0);
+        assert!(headers.contains(&(
+            "Content-Type".into(),
+            "application/json; charset=utf-8".into()
+        )));
     }
 
     #[test]

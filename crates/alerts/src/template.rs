@@ -3,12 +3,15 @@
 //!
 //! Data: `$labels` / `.Labels` (the alert's sample labels), `$value` /
 //! `.Value`, `$externalLabels` / `.ExternalLabels`, `$externalURL` /
-//! `.ExternalURL`. Actions: `{{ pipeline }}` where a pipeline is a command
+//! `.ExternalURL`; in a webhook's `body` also `$annotations` /
+//! `.Annotations` and `$status` / `.Status` (`firing` or `resolved`; both
+//! empty in rule templates). Actions: `{{ pipeline }}` where a pipeline is a command
 //! or `command | function …`, `{{ if pipeline }} … {{ else if … }} … {{ else
 //! }} … {{ end }}`, `{{- trimmed -}}` and `{{/* comments */}}`. Functions:
 //! humanize, humanize1024, humanizeDuration, humanizePercentage,
 //! humanizeTimestamp, printf, toUpper, toLower, title, match, reReplaceAll,
-//! stripPort, eq, ne, lt, le, gt, ge, and, or, not. What is outside this
+//! stripPort, eq, ne, lt, le, gt, ge, and, or, not, and `toJson` (a value
+//! as a JSON literal, quoted and escaped: Alertmanager's). What is outside this
 //! (range, with, define, `query`) is refused when the rule is loaded, with
 //! where and why, never at notification time.
 //!
@@ -25,6 +28,8 @@ pub struct Data<'a> {
     pub value: f64,
     pub external_labels: BTreeMap<&'a str, &'a str>,
     pub external_url: &'a str,
+    pub annotations: BTreeMap<&'a str, &'a str>,
+    pub status: &'a str,
 }
 
 /// A parsed template.
@@ -70,6 +75,8 @@ enum Root {
     Value,
     ExternalLabels,
     ExternalUrl,
+    Annotations,
+    Status,
 }
 
 /// A value while a template runs.
@@ -122,6 +129,7 @@ const FUNCTIONS: &[&str] = &[
     "and",
     "or",
     "not",
+    "toJson",
 ];
 
 /// Templates longer than this are refused: annotations are a few lines.
@@ -513,6 +521,14 @@ fn word(w: &str, offset: usize) -> Result<Part, TemplateError> {
             (Root::ExternalUrl, r)
         } else if let Some(r) = w.strip_prefix(".ExternalURL") {
             (Root::ExternalUrl, r)
+        } else if let Some(r) = w.strip_prefix("$annotations") {
+            (Root::Annotations, r)
+        } else if let Some(r) = w.strip_prefix(".Annotations") {
+            (Root::Annotations, r)
+        } else if let Some(r) = w.strip_prefix("$status") {
+            (Root::Status, r)
+        } else if let Some(r) = w.strip_prefix(".Status") {
+            (Root::Status, r)
         } else if let Some(r) = w.strip_prefix("$value") {
             (Root::Value, r)
         } else if let Some(r) = w.strip_prefix(".Value") {
@@ -522,7 +538,7 @@ fn word(w: &str, offset: usize) -> Result<Part, TemplateError> {
                 offset,
                 format!(
                     "undefined variable or field {w}: templates can read $labels, $value, \
-                     $externalLabels and $externalURL"
+                     $externalLabels, $externalURL (and in a webhook body $annotations and $status)"
                 ),
             ));
         };
@@ -534,7 +550,10 @@ fn word(w: &str, offset: usize) -> Result<Part, TemplateError> {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let is_map = matches!(root, Root::Labels | Root::ExternalLabels);
+        let is_map = matches!(
+            root,
+            Root::Labels | Root::ExternalLabels | Root::Annotations
+        );
         if path.len() > usize::from(is_map) {
             return Err(err(offset, format!("{w}: no such field")));
         }
@@ -633,6 +652,8 @@ fn operand(o: &Operand, data: &Data) -> Result<Val, String> {
             let map = match root {
                 Root::Value => return Ok(Val::Num(data.value)),
                 Root::ExternalUrl => return Ok(Val::Str(data.external_url.to_string())),
+                Root::Status => return Ok(Val::Str(data.status.to_string())),
+                Root::Annotations => &data.annotations,
                 Root::Labels => &data.labels,
                 Root::ExternalLabels => &data.external_labels,
             };
@@ -739,6 +760,16 @@ fn call(name: &str, args: Vec<Val>) -> Result<Val, String> {
         "humanizeTimestamp" => {
             want(1)?;
             Val::Str(humanize_timestamp(number(&args[0], name)?))
+        }
+        "toJson" => {
+            want(1)?;
+            Val::Str(match &args[0] {
+                Val::Num(n) if n.is_finite() => serde_json::json!(n).to_string(),
+                Val::Num(_) | Val::Missing => "null".into(),
+                Val::Bool(b) => b.to_string(),
+                Val::Map(m) => serde_json::to_string(m).unwrap_or_default(),
+                Val::Str(s) => serde_json::to_string(s).unwrap_or_default(),
+            })
         }
         "toUpper" => {
             want(1)?;

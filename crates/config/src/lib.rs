@@ -501,6 +501,15 @@ pub struct NotifyConfig {
     /// PEM certificates to trust besides the system's (email's TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// webhook: the body to POST instead of Alertmanager's webhook JSON, a
+    /// template over the alert (`$labels`, `$annotations`, `$status`,
+    /// `$value`, `$externalURL`; `toJson` quotes a value for JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// webhook: the `Content-Type` of a templated body (default
+    /// application/json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
     /// Also say when an alert resolves.
     #[serde(default = "default_true")]
     pub send_resolved: bool,
@@ -1216,6 +1225,17 @@ impl Config {
                 issues.add(
                     format!("{key}.group_by"),
                     "group_wait and group_interval need group_by, the labels that make a group",
+                );
+            }
+            if (n.body.is_some() || n.content_type.is_some()) && n.kind != NotifyKind::Webhook {
+                issues.add(
+                    format!("{key}.body"),
+                    "a body template is for webhook targets",
+                );
+            } else if n.body.is_some() && n.groups() {
+                issues.add(
+                    format!("{key}.body"),
+                    "a body template is one alert's message: it does not go with group_by",
                 );
             }
             if n.group_by.iter().any(|l| l.is_empty()) {
