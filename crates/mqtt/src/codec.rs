@@ -154,14 +154,20 @@ pub fn decode(
     buf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<Packet, CodecError> {
-    let result = catch_unwind(AssertUnwindSafe(|| match version {
+    guarded("packet could not be decoded", || match version {
         Version::V311 => V4.read_mut(buf, max_packet),
         Version::V5 => V5.read_mut(buf, max_packet),
-    }));
-    match result {
-        Ok(r) => r.map_err(|e| map_error(e, max_packet)),
-        Err(_) => Err(CodecError::Malformed("packet could not be decoded")),
-    }
+    })?
+    .map_err(|e| map_error(e, max_packet))
+}
+
+/// Runs rumqttd's codec with its panics on hostile bytes caught: they
+/// become `Malformed(failed)`.
+fn guarded<T>(
+    failed: &'static str,
+    codec: impl FnOnce() -> Result<T, rumqttd::protocol::Error>,
+) -> Result<Result<T, rumqttd::protocol::Error>, CodecError> {
+    catch_unwind(AssertUnwindSafe(codec)).map_err(|_| CodecError::Malformed(failed))
 }
 
 pub fn encode(version: Version, packet: Packet, out: &mut BytesMut) -> Result<(), CodecError> {
@@ -174,15 +180,12 @@ pub fn encode(version: Version, packet: Packet, out: &mut BytesMut) -> Result<()
         Version::V311 => without_properties(packet),
         Version::V5 => packet,
     };
-    let result = catch_unwind(AssertUnwindSafe(|| match version {
+    guarded("packet could not be encoded", || match version {
         Version::V311 => V4.write(packet, out),
         Version::V5 => V5.write(packet, out),
-    }));
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(CodecError::Protocol(e)),
-        Err(_) => Err(CodecError::Malformed("packet could not be encoded")),
-    }
+    })?
+    .map(drop)
+    .map_err(CodecError::Protocol)
 }
 
 /// The v3.1.1 code for a CONNACK's refusal: the same, or the nearest, or
