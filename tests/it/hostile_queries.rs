@@ -24,23 +24,9 @@ use serde_json::Value;
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z, seconds
 
-/// `m{dev="d0".."d2"}`: 720 samples every 10 s from T0, d's value at step
-/// i being i * (d + 1).
+/// `m{dev="d0".."d2"}`: see [`common::import_ramp`].
 fn load(p: &Perch) {
-    let mut lines = String::new();
-    for d in 0..3 {
-        let ts: Vec<String> = (0..720)
-            .map(|i| ((T0 + i * 10) * 1000).to_string())
-            .collect();
-        let vs: Vec<String> = (0..720).map(|i| (i * (d + 1)).to_string()).collect();
-        lines.push_str(&format!(
-            "{{\"metric\":{{\"__name__\":\"m\",\"dev\":\"d{d}\"}},\"values\":[{}],\"timestamps\":[{}]}}\n",
-            vs.join(","),
-            ts.join(",")
-        ));
-    }
-    let r = p.post("/api/v1/import", "application/json", lines);
-    assert_eq!(r.status, 204, "{}", r.body);
+    common::import_ramp(p, T0, 3);
 }
 
 fn publish(p: &Perch, topic: &str, payload: &str) {

@@ -559,3 +559,23 @@ pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     });
     rx
 }
+
+/// `m{dev="d0"…}` through the VictoriaMetrics import, for `devices`
+/// devices: 720 samples every 10 s from `t0_s`, device d's value at step
+/// i being i * (d + 1).
+pub fn import_ramp(p: &Perch, t0_s: i64, devices: i64) {
+    let mut lines = String::new();
+    for d in 0..devices {
+        let ts: Vec<String> = (0..720)
+            .map(|i| ((t0_s + i * 10) * 1000).to_string())
+            .collect();
+        let vs: Vec<String> = (0..720).map(|i| (i * (d + 1)).to_string()).collect();
+        lines.push_str(&format!(
+            "{{\"metric\":{{\"__name__\":\"m\",\"dev\":\"d{d}\"}},\"values\":[{}],\"timestamps\":[{}]}}\n",
+            vs.join(","),
+            ts.join(",")
+        ));
+    }
+    let r = p.post("/api/v1/import", "application/json", lines);
+    assert_eq!(r.status, 204, "{}", r.body);
+}
