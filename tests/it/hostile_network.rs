@@ -12,47 +12,9 @@ use crate::common::{basic, Perch, ADMIN, ADMIN_PASSWORD};
 
 // ---- raw MQTT ----
 
-fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(body);
-    p
-}
-
-/// A CONNECT: protocol `name` and `level` (4: v3.1.1, 5: v5), extra connect
-/// flags (`1` is the reserved bit), a user and password if given.
+/// A CONNECT with an empty client id (see [`mqtt::wire::connect`]).
 fn connect(name: &str, level: u8, extra_flags: u8, login: Option<(&str, &str)>) -> Vec<u8> {
-    let mut body = Vec::new();
-    mqtt_string(&mut body, name.as_bytes());
-    body.push(level);
-    let login_flags = if login.is_some() { 0b1100_0000 } else { 0 };
-    body.push(0b10 | login_flags | extra_flags);
-    body.extend_from_slice(&60u16.to_be_bytes());
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    mqtt_string(&mut body, b"");
-    if let Some((user, password)) = login {
-        mqtt_string(&mut body, user.as_bytes());
-        mqtt_string(&mut body, password.as_bytes());
-    }
-    packet(0x10, &body)
+    mqtt::wire::connect(name, level, extra_flags, "", login)
 }
 
 fn mqtt_socket(p: &Perch) -> TcpStream {

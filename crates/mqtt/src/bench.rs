@@ -81,57 +81,6 @@ fn next_packet(buf: &[u8], at: usize) -> Option<(u8, usize, usize)> {
     (buf.len() >= j + len).then_some((buf[at], j, j + len))
 }
 
-fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![kind];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(body);
-    p
-}
-
-fn connect_frame(client: &str, login: Option<(&str, &str)>) -> Vec<u8> {
-    let mut body = Vec::new();
-    mqtt_string(&mut body, b"MQTT");
-    body.push(4);
-    body.push(if login.is_some() {
-        0b1100_0010
-    } else {
-        0b0000_0010
-    });
-    body.extend_from_slice(&60u16.to_be_bytes());
-    mqtt_string(&mut body, client.as_bytes());
-    if let Some((u, p)) = login {
-        mqtt_string(&mut body, u.as_bytes());
-        mqtt_string(&mut body, p.as_bytes());
-    }
-    frame(0x10, &body)
-}
-
-fn publish_frame(topic: &str, payload: &[u8], qos: u8, pkid: u16) -> Vec<u8> {
-    let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);
-    mqtt_string(&mut body, topic.as_bytes());
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    frame(0x30 | (qos << 1), &body)
-}
-
 async fn connect(
     addr: SocketAddr,
     client: &str,
@@ -139,7 +88,8 @@ async fn connect(
 ) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    s.write_all(&connect_frame(client, login)).await?;
+    s.write_all(&crate::wire::connect("MQTT", 4, 0, client, login))
+        .await?;
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).await?;
     if ack != [0x20, 2, 0, 0] {
@@ -208,7 +158,12 @@ async fn publisher(
             }
         }
         let pkid = (i % 65535 + 1) as u16;
-        batch.extend_from_slice(&publish_frame(&topic, &payload(conn, i), args.qos, pkid));
+        batch.extend_from_slice(&crate::wire::publish(
+            &topic,
+            &payload(conn, i),
+            args.qos,
+            pkid,
+        ));
         if batch.len() > 32 * 1024 {
             w.write_all(&batch).await?;
             batch.clear();
@@ -312,7 +267,7 @@ async fn perch_run(
         for k in 0..100usize {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let t0 = Instant::now();
-            s.write_all(&publish_frame(
+            s.write_all(&crate::wire::publish(
                 "bench/probe",
                 format!("{k}").as_bytes(),
                 0,
@@ -420,9 +375,9 @@ async fn mosquitto_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()>
     let mut sub = sub.context("mosquitto did not start")?;
     let mut body = Vec::new();
     body.extend_from_slice(&1u16.to_be_bytes());
-    mqtt_string(&mut body, b"bench/#");
+    crate::wire::string(&mut body, b"bench/#");
     body.push(args.qos);
-    sub.write_all(&frame(0x82, &body)).await?;
+    sub.write_all(&crate::wire::frame(0x82, &body)).await?;
     let mut suback = [0u8; 5];
     sub.read_exact(&mut suback).await?;
     // The subscriber counts PUBLISH packets (and acknowledges QoS 1).

@@ -20,6 +20,7 @@ mod connection;
 mod explorer;
 mod retained;
 mod transport;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
