@@ -122,6 +122,9 @@ fn every_route_but_the_public_ones_needs_credentials() {
     }
     // Public: health, the sign-in API and page, the assets.
     assert_eq!(p.get_anon("/healthz").status, 200);
+    // InfluxDB's probes, as InfluxDB answers them without credentials.
+    assert_eq!(p.get_anon("/ping").status, 204);
+    assert_eq!(p.get_anon("/health").status, 200);
     let state = p.get_anon("/api/v1/auth/state");
     assert_eq!(state.status, 200);
     assert_eq!(state.json()["onboarding"], false);

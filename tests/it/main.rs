@@ -26,6 +26,7 @@ mod grafana_api;
 mod home_assistant;
 mod hostile_network;
 mod hostile_queries;
+mod influx_clients;
 mod influxql;
 mod metrics;
 mod mqtt;

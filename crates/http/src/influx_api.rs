@@ -34,7 +34,7 @@ pub fn reply(status: StatusCode, body: &impl Serialize, pretty: bool) -> Respons
             (header::CONTENT_TYPE, "application/json"),
             (
                 header::HeaderName::from_static("x-influxdb-version"),
-                "1.8-perch",
+                super::status::INFLUXDB_VERSION,
             ),
         ],
         text,

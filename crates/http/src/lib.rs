@@ -145,6 +145,8 @@ pub fn router(state: SharedState) -> Router {
         .layer(axum::middleware::from_fn(serve::known_encodings));
     Router::new()
         .route("/healthz", get(status::healthz))
+        .route("/ping", get(status::influx_ping))
+        .route("/health", get(status::influx_health))
         .merge(accounts_api::public_routes())
         .merge(web::routes())
         .merge(api)

@@ -1,10 +1,12 @@
-//! Health and status: `/healthz` for load balancers and systemd,
+//! Health and status: `/healthz` for load balancers and systemd, InfluxDB's
+//! `/ping` (1.x) and `/health` (2.x) for its clients,
 //! `/api/v1/status/tsdb` with what the store holds and any problems, and
 //! `/api/v1/problems`, the recent failed sign-ins, refusals and unreadable
 //! payloads the Overview shows (`base::problems`).
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
@@ -18,6 +20,61 @@ pub async fn healthz(State(app): State<SharedState>) -> (StatusCode, &'static st
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
+}
+
+/// The version InfluxDB's clients read from `X-Influxdb-Version`.
+pub const INFLUXDB_VERSION: &str = "1.8-perch";
+
+/// InfluxDB 1.x's `/ping` (GET and HEAD), which its client libraries and
+/// Telegraf call before writing: 204 with the version headers, or with
+/// `verbose=true` 200 and the version as JSON, as InfluxDB answers.
+/// Without credentials, like InfluxDB's (and `/healthz`).
+pub async fn influx_ping(RawQuery(query): RawQuery) -> Response {
+    let headers = [
+        (
+            header::HeaderName::from_static("x-influxdb-version"),
+            INFLUXDB_VERSION,
+        ),
+        (header::HeaderName::from_static("x-influxdb-build"), "OSS"),
+    ];
+    let verbose = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| matches!(kv, "verbose=true" | "verbose=1" | "verbose"));
+    if verbose {
+        let body = serde_json::json!({ "version": INFLUXDB_VERSION });
+        (StatusCode::OK, headers, Json(body)).into_response()
+    } else {
+        (StatusCode::NO_CONTENT, headers).into_response()
+    }
+}
+
+/// InfluxDB 2.x's `/health`, which its client libraries' `health()` and
+/// `ping()` read: `pass` (200) once perch is ready, `fail` (503) before.
+pub async fn influx_health(State(app): State<SharedState>) -> Response {
+    let (status, pass, message) = if app.is_ready() {
+        (StatusCode::OK, "pass", "ready for queries and writes")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "fail", "starting")
+    };
+    let body = serde_json::json!({
+        "name": "influxdb",
+        "message": message,
+        "status": pass,
+        "checks": [],
+        "version": INFLUXDB_VERSION,
+        "commit": "perch",
+    });
+    (
+        status,
+        [(
+            header::HeaderName::from_static("x-influxdb-version"),
+            INFLUXDB_VERSION,
+        )],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// The recent problems, the last seen first: admins and viewers, as the
