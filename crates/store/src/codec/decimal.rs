@@ -17,19 +17,31 @@ pub struct Decimal;
 const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 const MAX_EXACT: f64 = (1u64 << 53) as f64;
 
+/// The integer that stands for `v` at scale `p` (a power of ten), if `v`
+/// round-trips through it exactly. Checks exactly what the decoder will
+/// compute (this also sends -0.0, which becomes integer 0, to the
+/// exceptions), and that the integer is exact in an f64.
+fn scaled(v: f64, p: f64) -> Option<i64> {
+    let n = (v * p).round();
+    if n.is_nan() || n.abs() >= MAX_EXACT {
+        return None;
+    }
+    ((n as i64) as f64 / p)
+        .to_bits()
+        .eq(&v.to_bits())
+        .then_some(n as i64)
+}
+
 /// The smallest scale at which `v` round-trips exactly, if any.
 fn min_scale(v: f64) -> Option<u8> {
     if !v.is_finite() {
         return None;
     }
     for (k, &p) in POW10.iter().enumerate() {
-        let n = (v * p).round();
-        if n.abs() >= MAX_EXACT {
+        if (v * p).round().abs() >= MAX_EXACT {
             return None;
         }
-        // Check exactly what the decoder will compute (this also sends -0.0,
-        // which becomes integer 0, to the exceptions).
-        if ((n as i64) as f64 / p).to_bits() == v.to_bits() {
+        if scaled(v, p).is_some() {
             return Some(k as u8);
         }
     }
@@ -72,12 +84,19 @@ impl ColumnCodec for Decimal {
         let mut exceptions = Vec::new();
         let mut prev = 0i64;
         for (i, (&v, s)) in values.iter().zip(&scales).enumerate() {
-            match s {
-                Some(sk) if *sk as usize <= k => {
-                    prev = (v * p).round() as i64;
+            // A value of a smaller scale can still be too large for the
+            // column's: 5.7e14 is exact at scale 0 but not as 5.7e19 at
+            // scale 5 (which once saturated and read back as -9.2e13).
+            let at_column_scale = match s {
+                Some(sk) if *sk as usize <= k => scaled(v, p),
+                _ => None,
+            };
+            match at_column_scale {
+                Some(n) => {
+                    prev = n;
                     ints.push(prev);
                 }
-                _ => {
+                None => {
                     exceptions.push((i, v.to_bits()));
                     // Repeat the previous integer so the delta stream stays smooth.
                     ints.push(prev);

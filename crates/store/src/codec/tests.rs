@@ -142,6 +142,18 @@ fn decimal_codec_keeps_short_decimals_small() {
     assert_eq!(encode_values(&values, &mut buf), CodecId::Decimal);
 }
 
+/// Found by the `codec_roundtrip` fuzz target: an integer exact at scale
+/// 0 in a column of scale 5 was scaled past i64 and read back as
+/// -92233720368547.77. It is an exception now.
+#[test]
+fn decimal_codec_keeps_large_values_of_a_small_scale() {
+    let mut values: Vec<f64> = (0..100).map(|i| i as f64 / 1e5).collect();
+    values.push(-571_873_016_414_208.0);
+    values.push(90_071_992_547_409.0);
+    assert!(round_trip_values::<Decimal>(&values));
+    all_codecs_values(&values);
+}
+
 #[test]
 fn decimal_codec_refuses_noise() {
     let values: Vec<f64> = (0..200)
