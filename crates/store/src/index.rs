@@ -98,8 +98,9 @@ impl Inner {
                 group,
             },
         );
-        self.next_series = self.next_series.max(id + 1);
-        self.next_group = self.next_group.max(group + 1);
+        // Never past the largest id: `restore` refuses that one.
+        self.next_series = self.next_series.max(id.saturating_add(1));
+        self.next_group = self.next_group.max(group.saturating_add(1));
     }
 
     fn remove(&mut self, id: SeriesId) {
@@ -214,6 +215,13 @@ impl SeriesIndex {
         group: GroupId,
         labels: Labels,
     ) -> Result<(), StorageError> {
+        // Ids are handed out from 0 up; the largest would leave none for
+        // the next series. Only a damaged log holds one.
+        if id == SeriesId::MAX || group == GroupId::MAX {
+            return Err(StorageError::Corrupt(format!(
+                "a series record with id {id} and group {group}, past the ids perch hands out"
+            )));
+        }
         let mut inner = self.inner.write();
         if inner.series.contains_key(&id) {
             return Ok(());

@@ -443,15 +443,20 @@ impl Storage {
         let dir = self.wal.dir().to_path_buf();
         let current = self.wal.current_segment();
         let mut head = self.head.lock();
-        for id in wal::list_segments(&dir)? {
-            if id >= current {
+        for segment in wal::list_segments(&dir)? {
+            if segment >= current {
                 continue;
             }
             let mut restore_err = None;
-            let stats = wal::read_segment(&wal::segment_file(&dir, id), |rec| match rec {
+            let stats = wal::read_segment(&wal::segment_file(&dir, segment), |rec| match rec {
                 wal::WalRecord::Series { id, group, labels } => {
-                    if let Err(e) = self.index.restore(id, group, labels) {
-                        restore_err = Some(e);
+                    match self.index.restore(id, group, labels) {
+                        Ok(()) => {}
+                        // One damaged record: the rest of the log still counts.
+                        Err(e @ StorageError::Corrupt(_)) => {
+                            tracing::warn!(segment, error = %e, "WAL series record skipped")
+                        }
+                        Err(e) => restore_err = Some(e),
                     }
                 }
                 wal::WalRecord::Samples(samples) => {

@@ -104,6 +104,29 @@ fn unclean_stop_replays_the_wal() {
     assert!(got[0].values[1].is_nan());
 }
 
+/// Found by the `store_open` fuzz target: a WAL series record with the
+/// largest id overflowed the next id and panicked the start. It is skipped
+/// (with a warning); the rest of the log is replayed.
+#[test]
+fn a_wal_series_record_with_the_largest_id_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + H);
+    {
+        let s = open(dir.path(), &clock);
+        s.append(&[series("m", &[("a", "1")], vec![(T0, 1.5)])])
+            .unwrap();
+        s.wal
+            .append_series(SeriesId::MAX, 0, &Labels::from_pairs([("__name__", "bad")]));
+        s.wal
+            .append_series(7, GroupId::MAX, &Labels::from_pairs([("__name__", "bad2")]));
+        s.flush_wal().unwrap();
+    }
+    let s = open(dir.path(), &clock);
+    assert_eq!(read_all(&s, "m")[0].ts, vec![T0]);
+    s.append(&[series("n", &[], vec![(T0 + 1, 2.0)])]).unwrap();
+    assert_eq!(read_all(&s, "n")[0].values, vec![2.0]);
+}
+
 #[test]
 fn closed_windows_compact_to_one_block_with_hourly_rollups() {
     let dir = tempfile::tempdir().unwrap();
