@@ -450,10 +450,43 @@ pub struct EngineQuerier(pub query::promql::Engine);
 
 impl Querier for EngineQuerier {
     fn instant(&self, expr: &str, t_ms: i64) -> Result<Vec<(Labels, f64)>, String> {
-        use query::promql::{QueryOptions, QueryValue};
+        self.instant_with(expr, t_ms, &query::promql::QueryOptions::default())
+    }
+}
+
+/// [`Querier`] whose queries end by a deadline (a rule preview's).
+pub struct UntilQuerier<'a> {
+    pub engine: &'a EngineQuerier,
+    pub deadline: std::time::Instant,
+}
+
+impl Querier for UntilQuerier<'_> {
+    fn instant(&self, expr: &str, t_ms: i64) -> Result<Vec<(Labels, f64)>, String> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err("out of time".into());
+        }
+        let options = query::promql::QueryOptions {
+            timeout: Some(left),
+            ..Default::default()
+        };
+        self.engine.instant_with(expr, t_ms, &options)
+    }
+}
+
+impl EngineQuerier {
+    fn instant_with(
+        &self,
+        expr: &str,
+        t_ms: i64,
+        options: &query::promql::QueryOptions,
+    ) -> Result<Vec<(Labels, f64)>, String> {
+        use query::promql::QueryValue;
         let out = self
             .0
-            .instant(expr, t_ms, &QueryOptions::default())
+            .instant(expr, t_ms, options)
             .map_err(|e| e.to_string())?;
         match out.value {
             QueryValue::Vector(v) => Ok(v

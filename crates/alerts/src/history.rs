@@ -6,7 +6,7 @@
 //! Prometheus' `for` and `keep_firing_for`, to show where it would have
 //! fired before it is saved.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use base::Labels;
@@ -32,10 +32,19 @@ pub struct Episode {
     pub open: bool,
 }
 
-/// At most this many evaluations in a preview: a day at one a minute.
+/// At most this many steps in a preview (plus the one at the start): a day
+/// at one a minute.
 pub const MAX_PREVIEW_STEPS: i64 = 1440;
-/// A preview stops (and says so) after this much evaluation time.
-const PREVIEW_BUDGET: Duration = Duration::from_secs(20);
+/// A preview stops (and says so) after this much evaluation time; each
+/// evaluation's query gets what is left of it as its timeout.
+pub const PREVIEW_BUDGET: Duration = Duration::from_secs(20);
+/// The longest range a preview covers.
+pub const MAX_PREVIEW_RANGE_MS: i64 = 31 * 86_400_000;
+/// The most label sets a previewed rule may return: a rule is about a few
+/// things; more is a mistake (and unbounded work).
+pub const MAX_PREVIEW_SERIES: usize = 1000;
+/// The longest range of the history.
+pub const MAX_HISTORY_RANGE_MS: i64 = 366 * 86_400_000;
 
 /// A rule evaluated over past data.
 #[derive(Debug, Serialize)]
@@ -58,16 +67,34 @@ pub struct Threshold {
     pub value: f64,
 }
 
+/// `end - start`, if positive and at most `max`.
+fn range_of(start_ms: i64, end_ms: i64, max: i64) -> Result<i64, AlertsError> {
+    if end_ms <= start_ms {
+        return Err(AlertsError::Invalid(
+            "the end must be after the start".into(),
+        ));
+    }
+    match end_ms.checked_sub(start_ms) {
+        Some(r) if r <= max => Ok(r),
+        _ => Err(AlertsError::Invalid(format!(
+            "the range is longer than {} days, the most that is looked at",
+            max / 86_400_000
+        ))),
+    }
+}
+
 /// The episodes of the `ALERTS` series over `(start, end]`: consecutive
 /// samples of a series belong to one episode unless the gap between them
-/// is more than twice the series' usual spacing (its group's interval):
-/// there the alert had resolved (or perch was not running).
+/// is more than one and a half times the series' usual spacing (the lower
+/// median of its gaps: its group's interval, as evaluations are aligned to
+/// it): there the alert had resolved for an evaluation or more (or perch
+/// was not running).
 pub fn history(
     engine: &query::promql::Engine,
     start_ms: i64,
     end_ms: i64,
 ) -> Result<Vec<Episode>, AlertsError> {
-    let range = (end_ms - start_ms).max(1);
+    let range = range_of(start_ms, end_ms, MAX_HISTORY_RANGE_MS)?;
     let out = engine.instant(
         &format!("ALERTS[{range}ms]"),
         end_ms,
@@ -95,8 +122,11 @@ pub fn history(
         };
         let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         gaps.sort_unstable();
-        let usual = gaps.get(gaps.len() / 2).copied().unwrap_or(60_000);
-        let max_gap = (2 * usual).max(1000);
+        let usual = gaps
+            .get(gaps.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(60_000);
+        let max_gap = (usual + usual / 2).max(1000);
         let mut from = first;
         let mut last = first;
         for &t in &times[1..] {
@@ -125,12 +155,14 @@ pub fn history(
 }
 
 /// Evaluates an alerting rule at every step of `[start, end]` (ending at
-/// `end`, at most [`MAX_PREVIEW_STEPS`] + 1) over the stored data, as if it
-/// had run then, and returns where it was pending and firing. Nothing is
-/// written. Each evaluation is an instant query bounded by the query
-/// limits; the preview as a whole stops after [`PREVIEW_BUDGET`].
+/// `end`, at most [`MAX_PREVIEW_STEPS`] + 1 evaluations) over the stored
+/// data, as if it had run then, and returns where it was pending and
+/// firing. Nothing is written. Each evaluation is an instant query bounded
+/// by the query limits; the preview as a whole stops at `deadline`, saying
+/// where.
 pub fn preview(
     querier: &dyn Querier,
+    deadline: Instant,
     expr: &str,
     for_ms: i64,
     keep_firing_for_ms: i64,
@@ -139,12 +171,8 @@ pub fn preview(
 ) -> Result<Preview, AlertsError> {
     let parsed = query::promql::parse(expr)?;
     let threshold = query::promql::threshold(&parsed);
-    if end_ms <= start_ms {
-        return Err(AlertsError::Invalid(
-            "the end must be after the start".into(),
-        ));
-    }
-    let step_ms = ((end_ms - start_ms) / MAX_PREVIEW_STEPS).max(1000);
+    let range = range_of(start_ms, end_ms, MAX_PREVIEW_RANGE_MS)?;
+    let step_ms = (range as u64).div_ceil(MAX_PREVIEW_STEPS as u64).max(1000) as i64;
     let spec = GroupSpec {
         name: "preview".into(),
         interval_ms: Some(step_ms),
@@ -165,15 +193,14 @@ pub fn preview(
         pos: Default::default(),
     };
     let mut group = Group::new("preview", spec, step_ms);
-    let began = Instant::now();
     let mut open: HashMap<(Labels, &'static str), (i64, i64)> = HashMap::new();
     let mut episodes = Vec::new();
     let mut evaluations = 0;
     let mut truncated_at_ms = None;
     // Steps counted back from the end: the latest data is always seen.
-    let mut ts = end_ms - (end_ms - start_ms) / step_ms * step_ms;
+    let mut ts = end_ms - range / step_ms * step_ms;
     while ts <= end_ms {
-        if began.elapsed() > PREVIEW_BUDGET {
+        if Instant::now() >= deadline {
             truncated_at_ms = Some(ts);
             break;
         }
@@ -181,12 +208,16 @@ pub fn preview(
         evaluations += 1;
         let rule = &group.rules[0];
         if let Some(e) = &rule.status.last_error {
+            if Instant::now() >= deadline {
+                truncated_at_ms = Some(ts);
+                break;
+            }
             return Err(AlertsError::Invalid(format!(
                 "the expression failed at {}: {e}",
                 chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default()
             )));
         }
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for a in rule.alerts() {
             let state = match a.state {
                 AlertState::Firing => "firing",
@@ -197,7 +228,13 @@ pub fn preview(
             labels.retain(|l| l.name != "alertname");
             let key = (labels, state);
             open.entry(key.clone()).or_insert((ts, ts)).1 = ts;
-            seen.push(key);
+            seen.insert(key);
+        }
+        if open.len() > MAX_PREVIEW_SERIES {
+            return Err(AlertsError::Invalid(format!(
+                "the rule returns more than {MAX_PREVIEW_SERIES} label sets; \
+                 preview a narrower expression"
+            )));
         }
         open.retain(|key, (from, last)| {
             let still = seen.contains(key);
@@ -212,7 +249,10 @@ pub fn preview(
             }
             still
         });
-        ts += step_ms;
+        ts = match ts.checked_add(step_ms) {
+            Some(next) => next,
+            None => break,
+        };
     }
     for ((labels, state), (from, last)) in open {
         episodes.push(Episode {
@@ -255,6 +295,10 @@ mod tests {
         }
     }
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     #[test]
     fn a_preview_marks_pending_and_firing_with_for() {
         // Above 10 from minute 3 to 7, and at 10: with `for: 2m`, pending
@@ -264,10 +308,10 @@ mod tests {
             xs[i] = Some(20.0);
         }
         let minutes = Minutes(xs);
-        let p = preview(&minutes, "x > 10", 120_000, 0, 0, 12 * 60_000).unwrap();
+        let p = preview(&minutes, far(), "x > 10", 120_000, 0, 0, 12 * 60_000).unwrap();
         assert_eq!(p.step_ms, 1000, "a short range is evaluated each second");
         let day = MAX_PREVIEW_STEPS * 60_000;
-        let p = preview(&minutes, "x > 10", 120_000, 0, 0, day).unwrap();
+        let p = preview(&minutes, far(), "x > 10", 120_000, 0, 0, day).unwrap();
         assert_eq!(p.step_ms, 60_000);
         let spans: Vec<(&str, i64, i64)> = p
             .episodes
@@ -286,9 +330,50 @@ mod tests {
             .all(|e| e.labels.get("device") == Some("d")));
     }
 
+    /// As many label sets as asked for, at every time.
+    struct Many(usize);
+
+    impl Querier for Many {
+        fn instant(&self, _expr: &str, _t_ms: i64) -> Result<Vec<(Labels, f64)>, String> {
+            Ok((0..self.0)
+                .map(|i| (Labels::from_pairs([("i", i.to_string())]), 1.0))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_preview_is_bounded_in_range_series_and_time() {
+        let e = preview(&Many(1), far(), "x", 0, 0, 0, MAX_PREVIEW_RANGE_MS + 1).unwrap_err();
+        assert!(e.to_string().contains("longer than 31 days"), "{e}");
+        let e = preview(&Many(1), far(), "x", 0, 0, i64::MIN, i64::MAX).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let p = preview(&Many(1), far(), "x", 0, 0, i64::MAX - 60_000, i64::MAX).unwrap();
+        assert_eq!(p.evaluations, 61);
+        let e = preview(&Many(MAX_PREVIEW_SERIES + 1), far(), "x", 0, 0, 0, 60_000).unwrap_err();
+        assert!(e.to_string().contains("more than 1000 label sets"), "{e}");
+        // Out of time: stopped, and said where.
+        let p = preview(&Many(1), Instant::now(), "x", 0, 0, 0, 60_000).unwrap();
+        assert_eq!((p.evaluations, p.truncated_at_ms), (0, Some(0)));
+        let p = preview(
+            &Many(1),
+            far(),
+            "x",
+            0,
+            0,
+            0,
+            MAX_PREVIEW_STEPS * 60_000 + 1,
+        )
+        .unwrap();
+        assert!(
+            p.evaluations as i64 <= MAX_PREVIEW_STEPS + 1,
+            "{}",
+            p.evaluations
+        );
+    }
+
     #[test]
     fn a_bad_expression_is_refused_before_evaluating() {
-        let e = preview(&Minutes(vec![]), "x >", 0, 0, 0, 60_000).unwrap_err();
+        let e = preview(&Minutes(vec![]), far(), "x >", 0, 0, 0, 60_000).unwrap_err();
         assert!(e.to_string().contains("query"), "{e}");
     }
 }

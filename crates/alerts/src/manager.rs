@@ -209,6 +209,7 @@ impl Manager {
             if let Some(tls) = email_tls {
                 n.set_tls(tls);
             }
+            n.set_repeat_interval(config.repeat_interval().0.as_millis() as i64);
             Some(Arc::new(n))
         };
         let silences = Arc::new(Silences::open(storage.trees().open(Tree::AlertSilences)?));
@@ -328,7 +329,6 @@ impl Manager {
         Ok(())
     }
 
-    /// The silences (the API adds, lists and expires them).
     /// What perch's alerts did over `(start, end]` (see [`crate::history`]);
     /// blocking: run it on a query thread.
     pub fn history(
@@ -350,8 +350,14 @@ impl Manager {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<crate::history::Preview, AlertsError> {
+        let deadline = std::time::Instant::now() + crate::history::PREVIEW_BUDGET;
+        let querier = crate::eval::UntilQuerier {
+            engine: &self.querier,
+            deadline,
+        };
         crate::history::preview(
-            self.querier.as_ref(),
+            &querier,
+            deadline,
             expr,
             for_ms,
             keep_firing_for_ms,
@@ -360,6 +366,7 @@ impl Manager {
         )
     }
 
+    /// The silences (the API adds, lists and expires them).
     pub fn silences(&self) -> &Silences {
         &self.silences
     }
@@ -472,6 +479,7 @@ impl Manager {
                             || (inhibitable
                                 && a.labels.get("device").is_some_and(|d| off.contains(d)));
                         if held && a.state == AlertState::Firing {
+                            n.withdraw(a);
                             continue;
                         }
                         if notify_now(a, before.get(&a.labels).copied(), ts, repeat_ms) {

@@ -461,7 +461,9 @@ fn group_deliveries(
             vec![Delivery::Http {
                 url: target.url.clone(),
                 headers: vec![
-                    ("Title".into(), group_title(group, alerts)),
+                    // Header values are ASCII: RFC 2047 for the rest (ntfy
+                    // decodes it).
+                    ("Title".into(), header_text(&group_title(group, alerts))),
                     ("Priority".into(), priority.into()),
                     (
                         "Tags".into(),
@@ -519,6 +521,9 @@ pub struct Notifier {
     /// Held while queueing and while changing a group: rule evaluation and
     /// the senders (which send groups when due) both write.
     writing: std::sync::Mutex<()>,
+    /// `alerts.repeat_interval`: how often a group with firing alerts and
+    /// nothing new is sent again.
+    repeat_ms: i64,
 }
 
 /// A grouping target's group: its alerts as last heard (a resolved one
@@ -540,6 +545,14 @@ struct GroupedAlert {
     alert: Alert,
     /// The alert's value as text (JSON has no NaN; `Alert` skips it).
     value: String,
+    /// A message of the group carried it firing: its resolution is news.
+    #[serde(default)]
+    notified: bool,
+    /// When rule evaluation last said it fires (it does again every
+    /// repeat interval): one not heard of for long is dropped, as its
+    /// rule or the target's grouping may be gone.
+    #[serde(default)]
+    seen_ms: i64,
 }
 
 /// Groups are kept apart from the queued messages by a first byte no
@@ -551,6 +564,26 @@ fn group_prefix(target: &str) -> Vec<u8> {
     k.extend_from_slice(target.as_bytes());
     k.push(0);
     k
+}
+
+/// Drops the queued messages and groups of targets no longer configured:
+/// nothing would ever send them.
+fn forget_removed_targets(queue: &sled::Tree, targets: &[NotifyConfig]) {
+    let known = |name: &[u8]| targets.iter().any(|t| t.name.as_bytes() == name);
+    let mut dropped = 0;
+    for (k, _) in queue.iter().flatten() {
+        let name_and_rest = k.strip_prefix(&[GROUP_TAG]).unwrap_or(&k);
+        let name = name_and_rest.split(|&b| b == 0).next().unwrap_or_default();
+        if !known(name) && queue.remove(&k).is_ok() {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "notifications and alert groups of targets no longer configured dropped"
+        );
+    }
 }
 
 fn key(target: &str, seq: u64) -> Vec<u8> {
@@ -574,6 +607,7 @@ impl Notifier {
         external_url: String,
     ) -> Notifier {
         let targets_len = targets.len();
+        forget_removed_targets(&queue, &targets);
         Notifier {
             targets,
             tls: None,
@@ -584,11 +618,17 @@ impl Notifier {
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
             writing: std::sync::Mutex::new(()),
+            repeat_ms: 4 * 3_600_000,
         }
     }
 
     pub fn targets(&self) -> &[NotifyConfig] {
         &self.targets
+    }
+
+    /// `alerts.repeat_interval` (4 h unless set).
+    pub fn set_repeat_interval(&mut self, ms: i64) {
+        self.repeat_ms = ms.max(1);
     }
 
     /// The TLS client configuration e-mail uses.
@@ -669,11 +709,8 @@ impl Notifier {
         }
     }
 
-    /// Puts an alert's change in its group of a grouping target: a firing
-    /// alert joins or updates it; a resolved one stays until its
-    /// resolution is sent (with `send_resolved`) or leaves at once.
-    /// Called with `writing` held.
-    fn add_to_group(&self, t: &NotifyConfig, a: &Alert, now: i64) {
+    /// The key of the group of `a` at target `t`.
+    fn group_key(t: &NotifyConfig, a: &Alert) -> (Labels, Vec<u8>) {
         let labels = Labels::from_pairs(
             t.group_by
                 .iter()
@@ -681,38 +718,23 @@ impl Notifier {
         );
         let mut k = group_prefix(&t.name);
         k.extend_from_slice(fingerprint(&labels).as_bytes());
-        let mut group = match self.queue.get(&k) {
+        (labels, k)
+    }
+
+    fn load_group(&self, k: &[u8]) -> Option<PendingGroup> {
+        match self.queue.get(k) {
             Ok(Some(v)) => serde_json::from_slice::<PendingGroup>(&v).ok(),
             _ => None,
         }
-        .unwrap_or(PendingGroup {
-            labels,
-            alerts: BTreeMap::new(),
-            created_ms: now,
-            last_sent_ms: None,
-            changed: false,
-        });
-        let fp = fingerprint(&a.labels);
-        let grouped = GroupedAlert {
-            alert: a.clone(),
-            value: crate::template::go_float(a.value, None),
-        };
-        if a.state == AlertState::Firing {
-            group.alerts.insert(fp, grouped);
-            group.changed = true;
-        } else if let Some(known) = group.alerts.get_mut(&fp) {
-            if t.send_resolved {
-                *known = grouped;
-                group.changed = true;
-            } else {
-                group.alerts.remove(&fp);
-            }
-        }
+    }
+
+    /// Keeps a group, or removes it once it has no alert.
+    fn store_group(&self, t: &NotifyConfig, k: &[u8], group: &PendingGroup) {
         let result = if group.alerts.is_empty() {
-            self.queue.remove(&k).map(drop)
+            self.queue.remove(k).map(drop)
         } else {
             self.queue
-                .insert(&k, serde_json::to_vec(&group).unwrap_or_default())
+                .insert(k, serde_json::to_vec(group).unwrap_or_default())
                 .map(drop)
         };
         if let Err(e) = result {
@@ -720,9 +742,78 @@ impl Notifier {
         }
     }
 
+    /// Puts an alert's change in its group of a grouping target: a new
+    /// firing alert, or one firing again, joins it (news); one still firing
+    /// (its repetition) is only refreshed — the group as a whole repeats
+    /// every repeat interval; a resolved one stays until its resolution is
+    /// sent if a message carried it firing and the target sends
+    /// resolutions, else it leaves without a word. Called with `writing`
+    /// held.
+    fn add_to_group(&self, t: &NotifyConfig, a: &Alert, now: i64) {
+        let (labels, k) = Self::group_key(t, a);
+        let mut group = self.load_group(&k).unwrap_or(PendingGroup {
+            labels,
+            alerts: BTreeMap::new(),
+            created_ms: now,
+            last_sent_ms: None,
+            changed: false,
+        });
+        let fp = fingerprint(&a.labels);
+        let value = crate::template::go_float(a.value, None);
+        let firing = a.state == AlertState::Firing;
+        match group.alerts.get_mut(&fp) {
+            Some(known) if firing => {
+                if known.alert.state != AlertState::Firing {
+                    group.changed = true;
+                }
+                known.alert = a.clone();
+                known.value = value;
+                known.seen_ms = now;
+            }
+            None if firing => {
+                group.alerts.insert(
+                    fp,
+                    GroupedAlert {
+                        alert: a.clone(),
+                        value,
+                        notified: false,
+                        seen_ms: now,
+                    },
+                );
+                group.changed = true;
+            }
+            Some(known) if known.notified && t.send_resolved => {
+                known.alert = a.clone();
+                known.value = value;
+                group.changed = true;
+            }
+            Some(_) => {
+                group.alerts.remove(&fp);
+            }
+            None => {}
+        }
+        self.store_group(t, &k, &group);
+    }
+
+    /// Takes a firing alert that is silenced or inhibited out of its
+    /// groups, without a word: later messages of the group do not list
+    /// it. (When it is notified again it joins again.)
+    pub fn withdraw(&self, a: &Alert) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        for t in self.targets.iter().filter(|t| t.groups()) {
+            let (_, k) = Self::group_key(t, a);
+            if let Some(mut group) = self.load_group(&k) {
+                if group.alerts.remove(&fingerprint(&a.labels)).is_some() {
+                    self.store_group(t, &k, &group);
+                }
+            }
+        }
+    }
+
     /// Queues the message of each of the target's groups that is due: a
     /// new group `group_wait` after its first alert, a changed one
-    /// `group_interval` after its last message. The message carries every
+    /// `group_interval` after its last message, an unchanged one with
+    /// firing alerts every repeat interval. The message carries every
     /// alert of the group, as Alertmanager's do. How long until the next
     /// group is due, if one is waiting.
     fn send_groups(&self, t: &NotifyConfig) -> Option<Duration> {
@@ -733,6 +824,9 @@ impl Notifier {
         let now = self.clock.now_ms();
         let wait = t.group_wait().0.as_millis() as i64;
         let interval = t.group_interval().0.as_millis() as i64;
+        let repeat = self.repeat_ms;
+        // Not heard of for two repetitions and more: its rule is gone.
+        let forgotten = now - 2 * repeat - interval;
         let mut next: Option<i64> = None;
         for entry in self.queue.scan_prefix(group_prefix(&t.name)) {
             let Ok((k, v)) = entry else { continue };
@@ -740,15 +834,31 @@ impl Notifier {
                 let _ = self.queue.remove(k);
                 continue;
             };
-            if !group.changed {
+            let before = group.alerts.len();
+            group.alerts.retain(|_, g| {
+                g.alert.state != AlertState::Firing || g.seen_ms == 0 || g.seen_ms >= forgotten
+            });
+            let firing = group
+                .alerts
+                .values()
+                .any(|g| g.alert.state == AlertState::Firing);
+            let due = match (group.changed, group.last_sent_ms) {
+                (true, None) => Some(group.created_ms + wait),
+                (true, Some(sent)) => Some(sent + interval),
+                (false, Some(sent)) if firing => Some(sent + repeat),
+                _ => None,
+            };
+            let Some(due) = due else {
+                if group.alerts.len() != before {
+                    self.store_group(t, &k, &group);
+                }
                 continue;
-            }
-            let due = match group.last_sent_ms {
-                None => group.created_ms + wait,
-                Some(sent) => sent + interval,
             };
             if now < due {
                 next = Some(next.map_or(due, |n| n.min(due)));
+                if group.alerts.len() != before {
+                    self.store_group(t, &k, &group);
+                }
                 continue;
             }
             let mut alerts: Vec<Alert> = group
@@ -760,7 +870,7 @@ impl Notifier {
                 })
                 .collect();
             alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
-            if alerts.iter().any(|a| a.state == AlertState::Firing) || t.send_resolved {
+            if !alerts.is_empty() && (firing || t.send_resolved) {
                 self.push(
                     t,
                     group_deliveries(t, &group.labels, &alerts, &self.external_url, now),
@@ -769,15 +879,12 @@ impl Notifier {
             group
                 .alerts
                 .retain(|_, g| g.alert.state == AlertState::Firing);
+            for g in group.alerts.values_mut() {
+                g.notified = true;
+            }
             group.changed = false;
             group.last_sent_ms = Some(now);
-            let _ = if group.alerts.is_empty() {
-                self.queue.remove(&k).map(drop)
-            } else {
-                self.queue
-                    .insert(&k, serde_json::to_vec(&group).unwrap_or_default())
-                    .map(drop)
-            };
+            self.store_group(t, &k, &group);
         }
         next.map(|due| Duration::from_millis((due - now).max(0) as u64))
     }
@@ -845,7 +952,13 @@ impl Notifier {
                     let _ = self.queue.remove(k);
                     tracing::debug!("notification delivered");
                 }
-                Err(e) => {
+                Err(Failure::Refused(e)) => {
+                    // Dropped, so that what comes after it is not held up
+                    // behind it forever.
+                    let _ = self.queue.remove(k);
+                    tracing::warn!(error = %e, "notification refused by its target; dropped");
+                }
+                Err(Failure::Retry(e)) => {
                     item.attempts += 1;
                     let backoff = (1000i64 << item.attempts.min(20)).min(MAX_BACKOFF_MS);
                     item.next_attempt_ms = now + backoff;
@@ -860,13 +973,33 @@ impl Notifier {
     }
 }
 
+/// Why a message was not delivered.
+enum Failure {
+    /// The target or the way to it is down: try again later.
+    Retry(String),
+    /// The target refused this message (a 4xx): it would refuse it again.
+    Refused(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Retry(e)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Failure {
+        Failure::Retry(e.to_string())
+    }
+}
+
 async fn send(
     deliveries: &[Delivery],
     http: &reqwest::Client,
     publisher: Option<&dyn Publisher>,
     target: &NotifyConfig,
     tls: &Option<Arc<tokio_rustls::rustls::ClientConfig>>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     for d in deliveries {
         match d {
             Delivery::Mqtt {
@@ -885,10 +1018,27 @@ async fn send(
                 }
                 let resp = req.send().await.map_err(|e| {
                     // Never the URL's query: a Gotify token lives there.
-                    format!("{}", e.without_url())
+                    if e.is_builder() {
+                        Failure::Refused(format!("the request cannot be made: {}", e.without_url()))
+                    } else {
+                        Failure::Retry(format!("{}", e.without_url()))
+                    }
                 })?;
-                if !resp.status().is_success() {
-                    return Err(format!("the target answered {}", resp.status()));
+                let status = resp.status();
+                // A 4xx says the message itself is wrong (but for "too
+                // early" and "too many"): sending it again cannot help.
+                let permanent = status.is_client_error()
+                    && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                    && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+                if permanent {
+                    let body = resp.text().await.unwrap_or_default();
+                    let body: String = body.chars().take(200).collect();
+                    return Err(Failure::Refused(format!(
+                        "the target answered {status}: {body}"
+                    )));
+                }
+                if !status.is_success() {
+                    return Err(Failure::Retry(format!("the target answered {status}")));
                 }
             }
             Delivery::Email { data } => {
@@ -1097,19 +1247,186 @@ mod tests {
             })
             .collect();
         assert_eq!(states, [("freezer", "firing"), ("fridge", "resolved")]);
-        // Sent resolutions leave the group; nothing changed, nothing sent.
+        // Sent resolutions leave the group; nothing changed, nothing sent
+        // until the repeat interval (4 h), when the group goes again, once,
+        // although its alert's own repetition came before.
         clock.advance(600_000);
-        assert_eq!(n.send_groups(&t), None);
+        assert_eq!(n.send_groups(&t), Some(Duration::from_secs(4 * 3600 - 600)));
         assert_eq!(queued_bodies(&n, "hook").len(), 2);
+        clock.advance(3_000_000);
+        n.enqueue(&device("freezer", AlertState::Firing), false);
+        assert_eq!(
+            n.send_groups(&t),
+            Some(Duration::from_secs(4 * 3600 - 3600))
+        );
+        clock.advance(3 * 3_600_000);
+        assert_eq!(n.send_groups(&t), None);
+        let bodies = queued_bodies(&n, "hook");
+        assert_eq!(bodies.len(), 3);
+        assert_eq!(bodies[2]["alerts"].as_array().unwrap().len(), 1);
+        assert_eq!(bodies[2]["status"], "firing");
         n.enqueue(&device("freezer", AlertState::Inactive), false);
         clock.advance(300_000);
         n.send_groups(&t);
         let bodies = queued_bodies(&n, "hook");
-        assert_eq!(bodies[2]["status"], "resolved");
-        assert_eq!(bodies[2]["alerts"].as_array().unwrap().len(), 1);
+        assert_eq!(bodies[3]["status"], "resolved");
+        assert_eq!(bodies[3]["alerts"].as_array().unwrap().len(), 1);
         // The group is gone: a new alert waits group_wait again.
         n.enqueue(&device("freezer", AlertState::Firing), false);
         assert_eq!(n.send_groups(&t), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_group_says_nothing_of_alerts_it_never_carried_firing() {
+        let mut t: NotifyConfig = toml::from_str(
+            "name = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+             group_by = [\"alertname\"]\n",
+        )
+        .unwrap();
+        t.send_resolved = true;
+        let clock = base::ManualClock::new(1_700_000_000_000);
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("q")
+            .unwrap();
+        let n = Notifier::new(vec![t.clone()], tree, clock.clone(), "".into());
+        let device = |name: &str, state| {
+            let mut a = alert(state);
+            a.labels.set("device", name);
+            a
+        };
+        // Fired and resolved within group_wait: no message at all.
+        n.enqueue(&device("freezer", AlertState::Firing), false);
+        n.enqueue(&device("freezer", AlertState::Inactive), false);
+        clock.advance(30_000);
+        assert_eq!(n.send_groups(&t), None);
+        assert!(queued_bodies(&n, "hook").is_empty());
+        // A silenced alert is withdrawn: the group's message lacks it.
+        n.enqueue(&device("fridge", AlertState::Firing), false);
+        n.enqueue(&device("chest", AlertState::Firing), false);
+        n.withdraw(&device("chest", AlertState::Firing));
+        clock.advance(30_000);
+        n.send_groups(&t);
+        let bodies = queued_bodies(&n, "hook");
+        assert_eq!(bodies.len(), 1);
+        let devices: Vec<&str> = bodies[0]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["labels"]["device"].as_str().unwrap())
+            .collect();
+        assert_eq!(devices, ["fridge"]);
+        // An alert not heard of for two repeat intervals is forgotten.
+        clock.advance(9 * 3_600_000);
+        assert_eq!(n.send_groups(&t), None);
+        assert_eq!(queued_bodies(&n, "hook").len(), 1);
+    }
+
+    /// A webhook that answers 400 to its first request and 200 after.
+    fn refusing_once() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got = seen.clone();
+        std::thread::spawn(move || {
+            for (i, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = vec![0u8; 65536];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                got.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
+                let answer: &[u8] = if i == 0 {
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 7\r\nconnection: close\r\n\r\nno JSON"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = conn.write_all(answer);
+            }
+        });
+        (port, seen)
+    }
+
+    #[test]
+    fn a_message_the_target_refuses_does_not_hold_up_the_next() {
+        let (port, seen) = refusing_once();
+        let mut t = target("webhook");
+        t.url = format!("http://127.0.0.1:{port}/hook");
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("q")
+            .unwrap();
+        let n = Arc::new(Notifier::new(
+            vec![t],
+            tree,
+            base::ManualClock::new(0),
+            "".into(),
+        ));
+        n.enqueue(&alert(AlertState::Firing), false);
+        n.enqueue(&alert(AlertState::Inactive), false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        runtime.block_on(async {
+            let sender = tokio::spawn(n.clone().run(None, stopped));
+            for _ in 0..100 {
+                if n.queued("t") == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = stop.send(true);
+            let _ = sender.await;
+        });
+        assert_eq!(n.queued("t"), 0);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[1].contains("\"status\":\"resolved\""), "{}", seen[1]);
+    }
+
+    #[test]
+    fn ntfy_titles_outside_ascii_are_rfc_2047() {
+        let mut a = alert(AlertState::Firing);
+        a.labels.set("room", "Küche");
+        let d = deliveries(&target("ntfy"), &a, "", 0);
+        let Delivery::Http { headers, .. } = &d[0] else {
+            panic!()
+        };
+        let title = &headers.iter().find(|(k, _)| k == "Title").unwrap().1;
+        assert!(
+            title.is_ascii() && title.starts_with("=?UTF-8?B?"),
+            "{title}"
+        );
+    }
+
+    #[test]
+    fn messages_of_removed_targets_are_dropped_at_start() {
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("q")
+            .unwrap();
+        let clock = base::ManualClock::new(0);
+        let old = Notifier::new(
+            vec![target("webhook")],
+            tree.clone(),
+            clock.clone(),
+            "".into(),
+        );
+        old.enqueue(&alert(AlertState::Firing), false);
+        assert_eq!(old.queued("t"), 1);
+        let mut other = target("webhook");
+        other.name = "u".into();
+        let new = Notifier::new(vec![other], tree, clock, "".into());
+        assert_eq!(new.queued("t"), 0);
     }
 
     #[test]

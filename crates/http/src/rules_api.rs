@@ -253,6 +253,13 @@ async fn preview(
     let keep_ms = duration(&r.keep_firing_for, "keep_firing_for")?;
     let (start, end) = range(r.start.as_deref(), r.end.as_deref(), app.storage.now_ms())?;
     let expr = r.expr;
+    // One preview at a time: each may take PREVIEW_BUDGET of a query
+    // thread, and rule evaluation needs those threads too.
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = ONE_AT_A_TIME
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
     let preview =
         query::run(move || Ok(manager.preview(&expr, for_ms, keep_ms, start, end))).await??;
     Ok(Success(preview))

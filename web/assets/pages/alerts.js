@@ -77,6 +77,7 @@ function ruleFile(r) {
     `      - alert: ${q(r.name)}`,
     `        expr: ${q(r.expr)}`,
     r.for ? `        for: ${q(r.for)}` : null,
+    r.keepFiringFor ? `        keep_firing_for: ${q(r.keepFiringFor)}` : null,
     '        labels:',
     `          severity: ${q(r.severity)}`,
     r.summary ? '        annotations:' : null,
@@ -90,7 +91,7 @@ const PREVIEW_MS = 86400e3;
 /** The rule editor: preview over the last 24 h, then save (admins). */
 function ruleEditor(ctx) {
   const name = h('input', { type: 'text', required: true, pattern: '[A-Za-z_][A-Za-z0-9_]*', placeholder: 'FreezerWarm', autocomplete: 'off' });
-  const expr = h('textarea', { rows: 2, required: true, spellcheck: false, placeholder: 'env_temp{device="freezer"} > -12' });
+  const expr = h('textarea', { rows: 2, required: true, spellcheck: 'false', placeholder: 'env_temp{device="freezer"} > -12' });
   const forInput = h('input', { type: 'text', value: '5m', size: 6, placeholder: '5m' });
   const severity = h('select', null, ['warning', 'critical', 'page', 'info'].map(v => h('option', { value: v }, v)));
   const summary = h('input', { type: 'text', placeholder: '{{ $labels.device }} at {{ $value }} °C' });
@@ -98,9 +99,13 @@ function ruleEditor(ctx) {
   const errorBox = h('div');
   let shown = null;
   let inFlight = null;
+  // The rule loaded from the list, if any: saving it under its own name
+  // would evaluate it twice (its file and the new one).
+  let loaded = null;
+  let keepFiringFor = '';
 
   function values() {
-    return { name: name.value.trim(), expr: expr.value.trim(), for: forInput.value.trim(), severity: severity.value, summary: summary.value.trim() };
+    return { name: name.value.trim(), expr: expr.value.trim(), for: forInput.value.trim(), keepFiringFor, severity: severity.value, summary: summary.value.trim() };
   }
 
   async function preview() {
@@ -114,7 +119,8 @@ function ruleEditor(ctx) {
     const end = Date.now(), start = end - PREVIEW_MS;
     try {
       const p = await api('/api/v1/rules/preview', { method: 'POST', signal: ac.signal, body: {
-        expr: r.expr, for: r.for || undefined, start: String(start / 1000), end: String(end / 1000) } });
+        expr: r.expr, for: r.for || undefined, keep_firing_for: keepFiringFor || undefined,
+        start: String(start / 1000), end: String(end / 1000) } });
       const plotted = p.plot || r.expr;
       const step = Math.max(60, Math.round(PREVIEW_MS / 1000 / 600));
       const m = await api(`/api/v1/query_range?query=${encodeURIComponent(plotted)}&start=${start / 1000}&end=${end / 1000}&step=${step}`, { signal: ac.signal });
@@ -152,7 +158,13 @@ function ruleEditor(ctx) {
     errorBox.replaceChildren();
     if (!name.checkValidity() || !r.name) { showError(errorBox, new Error('The name is letters, digits and _, not starting with a digit.')); return; }
     if (!r.expr) { showError(errorBox, new Error('An expression is needed.')); return; }
+    if (loaded && loaded.name === r.name) {
+      showError(errorBox, new Error(`${r.name} is a rule of ${loaded.file}; saved again it would run twice. Give it a new name, or change it in ${loaded.file}.`));
+      return;
+    }
     try {
+      const files = await api('/api/v1/rules/files');
+      if ((files || []).includes(`${r.name}.yml`) && !window.confirm(`Replace the rule file ${r.name}.yml?`)) return;
       await api(`/api/v1/rules/files/${encodeURIComponent(r.name)}.yml`, { method: 'PUT', body: ruleFile(r), headers: { 'Content-Type': 'application/yaml' } });
       notify(`Rule ${r.name} saved (rule file ${r.name}.yml)`);
       ctx.refresh();
@@ -174,7 +186,9 @@ function ruleEditor(ctx) {
   return {
     el,
     /** Fills the editor with an existing rule and previews it. */
-    edit(rule) {
+    edit(rule, file) {
+      loaded = { name: rule.name, file };
+      keepFiringFor = rule.keepFiringFor ? `${rule.keepFiringFor}s` : '';
       name.value = rule.name;
       expr.value = rule.query;
       forInput.value = rule.duration ? `${rule.duration}s` : '';
@@ -309,7 +323,7 @@ export default async function (view, ctx) {
 
     const rules = groups.groups || [];
     rulesBox.replaceChildren(...(rules.length
-      ? rules.map(g => groupSection(g, r => editor.edit(r)))
+      ? rules.map(g => groupSection(g, r => editor.edit(r, g.file)))
       : [h('p', { class: 'muted' }, 'No rules: add rule files under [alerts] rule_files.')]));
   }
   ctx.cleanup(every(REFRESH_MS, refresh));

@@ -131,16 +131,19 @@ function queryUnit(q, units) {
 
 /**
  * The alerts' pending and firing spans over a range; none when the rules
- * are not running. Never rejects: it is asked beside the chart's queries,
- * and an abort is the chart's to notice.
+ * are not running. Never rejects: it is asked beside the chart's queries.
  */
-async function alertEpisodes(start, end, signal) {
-  try {
-    return await api(`/api/v1/alerts/history?start=${start / 1000}&end=${end / 1000}`, { signal });
-  } catch {
-    return [];
+async function alertEpisodes(start, end) {
+  // The panels of a dashboard refresh together: one request serves them.
+  const key = `${start}-${end}`;
+  if (!episodesAsked.has(key)) {
+    // Not aborted with the panel that asked first: the others share it.
+    episodesAsked.set(key, api(`/api/v1/alerts/history?start=${start / 1000}&end=${end / 1000}`).catch(() => []));
+    setTimeout(() => episodesAsked.delete(key), 5000);
   }
+  return episodesAsked.get(key);
 }
+const episodesAsked = new Map();
 
 /** Firing alerts as chart bands: those of the charted devices, and those of no device. */
 function alertBands(episodes, series) {
@@ -591,7 +594,7 @@ export default async function (view, ctx) {
         }
         const width = body.clientWidth || 600;
         const step = Math.max(1, Math.ceil((end - start) / 1000 / Math.max(100, Math.min(width / 2, 600))));
-        const episodes = alertEpisodes(start, end, ac.signal);
+        const episodes = alertEpisodes(start, end);
         const results = await Promise.all(queries.map(qq =>
           api(`/api/v1/query_range?query=${encodeURIComponent(qq)}&start=${start / 1000}&end=${end / 1000}&step=${step}`, { signal: ac.signal })
             .then(d => (d.resultType === 'matrix' ? d.result : []))));
