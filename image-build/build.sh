@@ -109,8 +109,12 @@ if [ -z "$deb" ]; then
     deb_log="$out/perch_${version}_arm64.build.log"
     info "cross-compiling in the background, alongside the root file system (log: $deb_log)"
     deb_t0=$(date +%s)
+    # Its own session is its own scheduling group (Linux's autogroup):
+    # given this process's nice, so that a build.sh run at idle priority
+    # (scripts/test) compiles at idle priority too.
     # shellcheck disable=SC2016 # expanded by the inner shell
-    PERCH_FAST_BUILD=$fast setsid bash -c '"$1" --arch arm64 --out "$2" > /dev/null 2> "$3"; echo $? > "$4"' \
+    PERCH_FAST_BUILD=$fast setsid bash -c 'echo "$(nice)" 2>/dev/null > /proc/self/autogroup || true
+        "$1" --arch arm64 --out "$2" > /dev/null 2> "$3"; echo $? > "$4"' \
         build-deb "$repo/packaging/build-deb.sh" "$out" "$deb_log" "$deb_status" &
     deb_pid=$!
 else
