@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{now_ms, Perch};
+use mqtt::wire::{frame as packet, string as mqtt_string};
 
 const CONFIG: &str = r#"
 [storage]
@@ -634,44 +635,11 @@ fn live_feed_streams_matching_messages() {
 
 // ---- bad input, at the protocol level ----
 
-fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn remaining_length(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![kind];
-    remaining_length(&mut p, body.len());
-    p.extend_from_slice(body);
-    p
-}
-
 fn connect_packet(client: &str, user: &str, pass: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    mqtt_string(&mut body, b"MQTT");
-    body.push(4);
-    body.push(0b1100_0010); // user, password, clean session
-    body.extend_from_slice(&60u16.to_be_bytes());
-    mqtt_string(&mut body, client.as_bytes());
-    mqtt_string(&mut body, user.as_bytes());
-    mqtt_string(&mut body, pass.as_bytes());
-    packet(0x10, &body)
+    mqtt::wire::connect("MQTT", 4, 0, client, Some((user, pass)))
 }
 
+/// A QoS 0 PUBLISH; the topic as bytes, so that it may be invalid UTF-8.
 fn publish_packet(topic: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     mqtt_string(&mut body, topic);
