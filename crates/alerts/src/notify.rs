@@ -1189,27 +1189,44 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn grouped_alerts_go_out_together_after_group_wait_and_interval() {
-        let mut t: NotifyConfig = toml::from_str(
-            "name = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
-             group_by = [\"alertname\"]\ngroup_wait = \"30s\"\ngroup_interval = \"5m\"\n",
-        )
-        .unwrap();
-        t.send_resolved = true;
-        let clock = base::ManualClock::new(1_700_000_000_000);
-        let tree = sled::Config::new()
+    fn queue_tree() -> sled::Tree {
+        sled::Config::new()
             .temporary(true)
             .open()
             .unwrap()
             .open_tree("q")
-            .unwrap();
-        let n = Notifier::new(vec![t.clone()], tree, clock.clone(), "http://perch".into());
-        let device = |name: &str, state| {
-            let mut a = alert(state);
-            a.labels.set("device", name);
-            a
-        };
+            .unwrap()
+    }
+
+    /// A webhook "hook" grouping by alert name (with `extra` settings), its
+    /// notifier and the notifier's clock.
+    fn grouping_hook(extra: &str) -> (NotifyConfig, Notifier, Arc<base::ManualClock>) {
+        let t: NotifyConfig = toml::from_str(&format!(
+            "name = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+             group_by = [\"alertname\"]\n{extra}"
+        ))
+        .unwrap();
+        assert!(t.send_resolved);
+        let clock = base::ManualClock::new(1_700_000_000_000);
+        let n = Notifier::new(
+            vec![t.clone()],
+            queue_tree(),
+            clock.clone(),
+            "http://perch".into(),
+        );
+        (t, n, clock)
+    }
+
+    /// [`alert`] of one device.
+    fn device(name: &str, state: AlertState) -> Alert {
+        let mut a = alert(state);
+        a.labels.set("device", name);
+        a
+    }
+
+    #[test]
+    fn grouped_alerts_go_out_together_after_group_wait_and_interval() {
+        let (t, n, clock) = grouping_hook("group_wait = \"30s\"\ngroup_interval = \"5m\"\n");
         n.enqueue(&device("freezer", AlertState::Firing), false);
         clock.advance(10_000);
         n.enqueue(&device("fridge", AlertState::Firing), false);
@@ -1278,25 +1295,7 @@ mod tests {
 
     #[test]
     fn a_group_says_nothing_of_alerts_it_never_carried_firing() {
-        let mut t: NotifyConfig = toml::from_str(
-            "name = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
-             group_by = [\"alertname\"]\n",
-        )
-        .unwrap();
-        t.send_resolved = true;
-        let clock = base::ManualClock::new(1_700_000_000_000);
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("q")
-            .unwrap();
-        let n = Notifier::new(vec![t.clone()], tree, clock.clone(), "".into());
-        let device = |name: &str, state| {
-            let mut a = alert(state);
-            a.labels.set("device", name);
-            a
-        };
+        let (t, n, clock) = grouping_hook("");
         // Fired and resolved within group_wait: no message at all.
         n.enqueue(&device("freezer", AlertState::Firing), false);
         n.enqueue(&device("freezer", AlertState::Inactive), false);
@@ -1355,12 +1354,7 @@ mod tests {
         let (port, seen) = refusing_once();
         let mut t = target("webhook");
         t.url = format!("http://127.0.0.1:{port}/hook");
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("q")
-            .unwrap();
+        let tree = queue_tree();
         let n = Arc::new(Notifier::new(
             vec![t],
             tree,
@@ -1408,12 +1402,7 @@ mod tests {
 
     #[test]
     fn messages_of_removed_targets_are_dropped_at_start() {
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("q")
-            .unwrap();
+        let tree = queue_tree();
         let clock = base::ManualClock::new(0);
         let old = Notifier::new(
             vec![target("webhook")],
