@@ -219,11 +219,10 @@ pub fn preview(
         }
         let mut seen = HashSet::new();
         for a in rule.alerts() {
-            let state = match a.state {
-                AlertState::Firing => "firing",
-                AlertState::Pending => "pending",
-                AlertState::Inactive => continue,
-            };
+            if a.state == AlertState::Inactive {
+                continue;
+            }
+            let state = a.state.as_str();
             let mut labels = a.labels.clone();
             labels.retain(|l| l.name != "alertname");
             let key = (labels, state);

@@ -329,6 +329,30 @@ fn email(
     )
 }
 
+/// `text` as a template over the alert (`$labels`, `$annotations`,
+/// `$status`, `$value`, `$externalURL`), or as it is if it does not parse.
+fn expand_over(text: &str, a: &Alert, external_url: &str) -> String {
+    let data = Data {
+        labels: a
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect(),
+        value: a.value,
+        external_url,
+        annotations: a
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        status: status(a),
+        ..Default::default()
+    };
+    Template::parse(text)
+        .map(|t| t.expand(&data))
+        .unwrap_or_else(|_| text.to_string())
+}
+
 /// The messages for one alert's change, for one target (one not grouping
 /// its alerts: its group is the alert's name).
 pub fn deliveries(
@@ -339,19 +363,7 @@ pub fn deliveries(
 ) -> Vec<Delivery> {
     match target.kind {
         NotifyKind::Mqtt => {
-            let data = Data {
-                labels: a
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str()))
-                    .collect(),
-                value: a.value,
-                external_url,
-                ..Default::default()
-            };
-            let topic = Template::parse(&target.topic)
-                .map(|t| t.expand(&data))
-                .unwrap_or_else(|_| target.topic.clone());
+            let topic = expand_over(&target.topic, a, external_url);
             let payload = serde_json::to_string(&alert_json(a, external_url)).unwrap_or_default();
             vec![
                 Delivery::Mqtt {
@@ -387,27 +399,8 @@ pub fn deliveries(
             }]
         }
         NotifyKind::Webhook if target.body.is_some() => {
-            let data = Data {
-                labels: a
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str()))
-                    .collect(),
-                value: a.value,
-                external_url,
-                annotations: a
-                    .annotations
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-                status: status(a),
-                ..Default::default()
-            };
-            let body = target.body.as_deref().unwrap_or_default();
             // Checked when perch started (Manager::open).
-            let body = Template::parse(body)
-                .map(|t| t.expand(&data))
-                .unwrap_or_else(|_| body.to_string());
+            let body = expand_over(target.body.as_deref().unwrap_or_default(), a, external_url);
             let content_type = target
                 .content_type
                 .clone()

@@ -3,9 +3,9 @@
 //!
 //! Data: `$labels` / `.Labels` (the alert's sample labels), `$value` /
 //! `.Value`, `$externalLabels` / `.ExternalLabels`, `$externalURL` /
-//! `.ExternalURL`; in a webhook's `body` also `$annotations` /
-//! `.Annotations` and `$status` / `.Status` (`firing` or `resolved`; both
-//! empty in rule templates). Actions: `{{ pipeline }}` where a pipeline is a command
+//! `.ExternalURL`; in notification templates (a webhook's `body`, an MQTT
+//! topic) also `$annotations` / `.Annotations` and `$status` / `.Status`
+//! (`firing` or `resolved`; both empty in rule templates). Actions: `{{ pipeline }}` where a pipeline is a command
 //! or `command | function …`, `{{ if pipeline }} … {{ else if … }} … {{ else
 //! }} … {{ end }}`, `{{- trimmed -}}` and `{{/* comments */}}`. Functions:
 //! humanize, humanize1024, humanizeDuration, humanizePercentage,
