@@ -293,7 +293,7 @@ async function main() {
         await page.locator('main h1').first().waitFor();
         await page.waitForTimeout(800); // the page's first answers
         await fits(`${p} at ${width} px`);
-        if (width === 390) await shot(`phone${p.split('?')[0].replace(/\//g, '-')}`);
+        await shot(`${width === 390 ? 'phone' : 'desktop'}${p.split('?')[0].replace(/\//g, '-')}`);
       }
     }
   });
