@@ -49,6 +49,10 @@ pub struct LinkBuilder<'a> {
     dynamic_filters: bool,
     // default to 0, indicating to not use topic alias
     topic_alias_max: u16,
+    // perch: see the setters below
+    persist: Option<bool>,
+    receive_max: Option<u16>,
+    max_packet_size: Option<u32>,
 }
 
 impl<'a> LinkBuilder<'a> {
@@ -62,7 +66,32 @@ impl<'a> LinkBuilder<'a> {
             last_will_properties: None,
             dynamic_filters: false,
             topic_alias_max: 0,
+            persist: None,
+            receive_max: None,
+            max_packet_size: None,
         }
+    }
+
+    /// perch: whether the session is kept when the connection ends (by
+    /// default, when it is not a clean session). MQTT 5 separates this
+    /// (Session Expiry Interval > 0) from Clean Start.
+    pub fn persist(mut self, persist: bool) -> Self {
+        self.persist = Some(persist);
+        self
+    }
+
+    /// perch: the client's Receive Maximum (MQTT 5): QoS 1/2 publishes sent
+    /// to it and not yet acknowledged.
+    pub fn receive_max(mut self, receive_max: u16) -> Self {
+        self.receive_max = Some(receive_max);
+        self
+    }
+
+    /// perch: the client's Maximum Packet Size (MQTT 5): larger publishes
+    /// are not sent to it (MQTT-3.1.2-25).
+    pub fn max_packet_size(mut self, max_packet_size: u32) -> Self {
+        self.max_packet_size = Some(max_packet_size);
+        self
     }
 
     pub fn tenant_id(mut self, tenant_id: Option<String>) -> Self {
@@ -111,8 +140,15 @@ impl<'a> LinkBuilder<'a> {
         connection
             .last_will(self.last_will, self.last_will_properties)
             .topic_alias_max(self.topic_alias_max);
+        if let Some(persist) = self.persist {
+            connection.persist = persist;
+        }
+        connection.max_packet_size = self.max_packet_size;
         let incoming = Incoming::new(connection.client_id.to_owned());
-        let (outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
+        let (mut outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
+        if let Some(receive_max) = self.receive_max {
+            outgoing.set_max_inflight(receive_max);
+        }
         let outgoing_data_buffer = outgoing.buffer();
         let incoming_data_buffer = incoming.buffer();
 

@@ -33,6 +33,26 @@ pub struct Connection {
     pub(crate) broker_topic_aliases: Option<BrokerAliases>,
     /// subscription IDs for a connection
     pub(crate) subscription_ids: HashMap<Filter, usize>,
+    /// perch: the client id shared with every message this connection
+    /// publishes, for No Local.
+    pub(crate) publisher: std::sync::Arc<str>,
+    /// perch: whether the session outlives the connection (MQTT 5 Session
+    /// Expiry Interval > 0, or MQTT 3.1.1 clean session 0); upstream used
+    /// `clean` for both this and Clean Start.
+    pub persist: bool,
+    /// perch: No Local and Retain As Published per subscribed filter.
+    pub(crate) subscription_options: HashMap<Filter, SubscriptionOptions>,
+    /// perch: the client's Maximum Packet Size (MQTT 5); larger publishes
+    /// are not sent to it.
+    pub max_packet_size: Option<u32>,
+}
+
+/// perch: the MQTT 5 options of a subscription the router needs while
+/// forwarding.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SubscriptionOptions {
+    pub(crate) no_local: bool,
+    pub(crate) retain_as_published: bool,
 }
 
 impl Connection {
@@ -55,6 +75,10 @@ impl Connection {
         };
 
         Connection {
+            publisher: client_id.as_str().into(),
+            persist: !clean,
+            subscription_options: HashMap::new(),
+            max_packet_size: None,
             client_id,
             tenant_prefix,
             dynamic_filters,

@@ -66,6 +66,8 @@ pub struct Outgoing {
     last_pkid: u16,
     /// Metrics of outgoing messages of this connection
     pub(crate) meter: OutgoingMeter,
+    /// perch: the client's Receive Maximum, at most MAX_INFLIGHT.
+    max_inflight: usize,
 }
 
 impl Outgoing {
@@ -88,6 +90,7 @@ impl Outgoing {
             handle,
             last_pkid: 0,
             meter: Default::default(),
+            max_inflight: MAX_INFLIGHT,
         };
 
         (outgoing, rx)
@@ -99,7 +102,14 @@ impl Outgoing {
     }
 
     pub fn free_slots(&self) -> usize {
-        MAX_INFLIGHT - self.inflight_buffer.len()
+        self.max_inflight.saturating_sub(self.inflight_buffer.len())
+    }
+
+    /// perch: QoS 1/2 publishes sent and not acknowledged may not exceed
+    /// the client's Receive Maximum (MQTT 5 3.3.4: the Server MUST NOT send
+    /// more). Packet ids stay within 1..=MAX_PKID.
+    pub(crate) fn set_max_inflight(&mut self, receive_max: u16) {
+        self.max_inflight = (receive_max as usize).clamp(1, MAX_INFLIGHT);
     }
 
     pub fn push_notification(&mut self, notification: Notification) -> usize {
@@ -109,29 +119,24 @@ impl Outgoing {
     }
 
     /// Push packets to the outgoing buffer.
+    ///
+    /// perch: each publish goes out at its own QoS (the lower of the QoS it
+    /// was published with and the subscription's, set by the caller): only
+    /// QoS 1/2 publishes take a packet id and an inflight slot. Upstream gave
+    /// every publish the subscription's QoS.
     pub fn push_forwards(
         &mut self,
         publishes: impl Iterator<Item = Forward>,
-        qos: u8,
         filter_idx: usize,
     ) -> (usize, usize) {
         let mut buffer = self.data_buffer.lock();
-        let publishes = publishes;
-
-        if qos == 0 {
-            for p in publishes {
-                self.meter.publish_count += 1;
-                buffer.push_back(Notification::Forward(p));
-                // self.meter.total_size += p.len();
-            }
-
-            // self.meter.update_data_rate(total_size);
-            let buffer_count = buffer.len();
-            let inflight_count = self.inflight_buffer.len();
-            return (buffer_count, inflight_count);
-        }
 
         for mut p in publishes {
+            self.meter.publish_count += 1;
+            if p.publish.qos == crate::protocol::QoS::AtMostOnce {
+                buffer.push_back(Notification::Forward(p));
+                continue;
+            }
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;
@@ -144,7 +149,6 @@ impl Outgoing {
                 self.last_pkid = 0;
             }
 
-            self.meter.publish_count += 1;
             self.meter.total_size += p.publish.topic.len() + p.publish.payload.len();
             buffer.push_back(Notification::Forward(p));
         }

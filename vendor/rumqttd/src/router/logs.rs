@@ -22,6 +22,9 @@ pub struct PublishData {
     pub publish: Publish,
     pub properties: Option<PublishProperties>,
     pub timestamp: Instant,
+    /// perch: the client id of the connection that published it (No
+    /// Local); `None` for wills the router publishes.
+    pub publisher: Option<std::sync::Arc<str>>,
 }
 
 impl From<PubWithProp> for PublishData {
@@ -30,6 +33,7 @@ impl From<PubWithProp> for PublishData {
             publish,
             properties,
             timestamp: Instant::now(),
+            publisher: None,
         }
     }
 }
@@ -177,7 +181,7 @@ impl DataLog {
         filter_idx: FilterIdx,
         offset: Offset,
         len: u64,
-    ) -> io::Result<(Position, Vec<(PubWithProp, Offset)>)> {
+    ) -> io::Result<(Position, Vec<(PublishData, Offset)>)> {
         // unwrap to get index of `self.native` is fine here, because when a new subscribe packet
         // arrives in `Router::handle_device_payload`, it first calls the function
         // `next_native_offset` which creates a new commitlog if one doesn't exist. So any new
@@ -216,12 +220,7 @@ impl DataLog {
             is_valid
         });
 
-        // no need to include timestamp when returning
-        let o = o
-            .into_iter()
-            .map(|(pubdata, offset)| ((pubdata.publish, pubdata.properties), offset))
-            .collect();
-
+        // perch: the publisher is returned too (No Local).
         Ok((next, o))
     }
 
@@ -275,35 +274,32 @@ impl DataLog {
 
         // discard expired retained messages
         self.retained_publishes.retain(|_, pubdata| {
-            // Keep data if no properties exists, which implies no message expiry!
-            let Some(properties) = pubdata.properties.as_mut() else {
-                return true;
-            };
-
-            // Keep data if there is no message_expiry_interval
-            let Some(message_expiry_interval) = properties.message_expiry_interval.as_mut() else {
-                return true;
-            };
-
-            let time_spent = (now - pubdata.timestamp).as_secs() as u32;
-
-            let is_valid = time_spent < *message_expiry_interval;
-
-            // ignore expired messages
-            if is_valid {
-                // set message_expiry_interval to (original value - time spent waiting in server)
-                // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
-                *message_expiry_interval -= time_spent;
+            match pubdata
+                .properties
+                .as_ref()
+                .and_then(|p| p.message_expiry_interval)
+            {
+                Some(expiry) => ((now - pubdata.timestamp).as_secs() as u32) < expiry,
+                None => true,
             }
-
-            is_valid
         });
 
-        // no need to include timestamp when returning
+        // perch: the interval sent is what is left of it, computed on the
+        // copy (MQTT-3.3.2-6); upstream subtracted the time spent from the
+        // stored message at every read.
         self.retained_publishes
             .iter()
             .filter(|(topic, _)| matches(topic, filter))
-            .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
+            .map(|(_, p)| {
+                let mut properties = p.properties.clone();
+                if let Some(expiry) = properties
+                    .as_mut()
+                    .and_then(|p| p.message_expiry_interval.as_mut())
+                {
+                    *expiry -= (now - p.timestamp).as_secs() as u32;
+                }
+                (p.publish.clone(), properties)
+            })
             .collect()
     }
 }

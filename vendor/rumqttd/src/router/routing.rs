@@ -21,7 +21,8 @@ use tracing::{debug, error, info, trace, warn};
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
-use super::logs::{AckLog, DataLog};
+use super::connection::SubscriptionOptions;
+use super::logs::{AckLog, DataLog, PublishData};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
@@ -494,8 +495,8 @@ impl Router {
             connection.events.events.pop_front();
         }
 
-        // Save state for persistent sessions
-        if !connection.clean {
+        // Save state for persistent sessions (perch: `persist`, not `!clean`)
+        if connection.persist {
             // Add inflight data requests back to tracker
             inflight_data_requests
                 .into_iter()
@@ -708,57 +709,54 @@ impl Router {
                     force_ack = true;
                 }
                 Packet::Unsubscribe(unsubscribe, _) => {
+                    // perch: one UNSUBACK per UNSUBSCRIBE with a reason per
+                    // filter, NoSubscriptionExisted where there was none
+                    // (MQTT-3.10.4-4/5); upstream sent an UNSUBACK per
+                    // filter removed and none for a filter not subscribed.
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
 
                         debug!("Removing subscription on filter {}", filter);
-                        if let Some(connection_ids) = self.subscription_map.get_mut(filter) {
-                            let removed = connection_ids.remove(&id);
-                            if !removed {
-                                continue;
-                            }
-
-                            let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
-                            meter.unregister_subscription(filter);
-
-                            if !connection.subscriptions.remove(filter) {
-                                warn!(
-                                    pkid = unsubscribe.pkid,
-                                    "Unsubscribe failed as filter was not subscribed previously"
-                                );
-                                continue;
-                            }
-
-                            // Remove connections from all groups
-                            // discard empty group ( group with no client )
-                            // note: can we do this in better way?
-                            self.shared_subscriptions.retain(|_, group| {
-                                group.remove_client(&client_id);
-                                !group.is_empty()
-                            });
-
-                            if let Some(broker_aliases) = connection.broker_topic_aliases.as_mut() {
-                                broker_aliases.remove_alias(filter);
-                            }
-
-                            // remove the subscription id
-                            connection.subscription_ids.remove(filter);
-
-                            let unsuback = UnsubAck {
-                                pkid,
-                                // reasons are used in MQTTv5
-                                reasons: vec![UnsubAckReason::Success],
-                            };
-                            let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.unsuback(unsuback);
-                            self.scheduler.untrack(id, filter);
-                            self.datalog.remove_waiters_for_id(id, filter);
-                            force_ack = true;
+                        let removed = self
+                            .subscription_map
+                            .get_mut(filter)
+                            .is_some_and(|ids| ids.remove(&id));
+                        if !removed || !connection.subscriptions.remove(filter) {
+                            reasons.push(UnsubAckReason::NoSubscriptionExisted);
+                            continue;
                         }
+
+                        let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
+                        meter.unregister_subscription(filter);
+
+                        // Remove connections from all groups
+                        // discard empty group ( group with no client )
+                        // note: can we do this in better way?
+                        self.shared_subscriptions.retain(|_, group| {
+                            group.remove_client(&client_id);
+                            !group.is_empty()
+                        });
+
+                        if let Some(broker_aliases) = connection.broker_topic_aliases.as_mut() {
+                            broker_aliases.remove_alias(filter);
+                        }
+
+                        // remove the subscription id and options
+                        connection.subscription_ids.remove(filter);
+                        connection.subscription_options.remove(filter);
+
+                        self.scheduler.untrack(id, filter);
+                        self.datalog.remove_waiters_for_id(id, filter);
+                        reasons.push(UnsubAckReason::Success);
                     }
+                    let unsuback = UnsubAck { pkid, reasons };
+                    let ackslog = self.ackslog.get_mut(id).unwrap();
+                    ackslog.unsuback(unsuback);
+                    force_ack = true;
                 }
                 Packet::PubAck(puback, _) => {
                     let span = tracing::info_span!("puback", pkid = puback.pkid);
@@ -796,7 +794,10 @@ impl Router {
                     ackslog.pubrel(pubrel);
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
-                Packet::PubRel(pubrel, None) => {
+                // perch: an MQTT 5 PUBREL may carry properties (a reason
+                // string); upstream ignored such a PUBREL, so the QoS 2
+                // message was never completed.
+                Packet::PubRel(pubrel, _) => {
                     let span = tracing::info_span!("pubrel", pkid = pubrel.pkid);
                     let _guard = span.enter();
 
@@ -866,10 +867,18 @@ impl Router {
 
                     force_ack = true;
                 }
-                Packet::Disconnect(_, _) => {
+                Packet::Disconnect(_, props) => {
                     let span = tracing::info_span!("disconnect");
                     let _guard = span.enter();
                     disconnect = true;
+                    // perch: a DISCONNECT with a Session Expiry Interval of
+                    // 0 ends a kept session with the connection
+                    // (MQTT-3.14.2.2.2).
+                    if props.and_then(|p| p.session_expiry_interval) == Some(0) {
+                        if let Some(connection) = self.connections.get_mut(id) {
+                            connection.persist = false;
+                        }
+                    }
                     // delete the last will message
                     self.last_wills.remove(&client_id);
                     break;
@@ -951,40 +960,64 @@ impl Router {
             shared_group.add_client(client_id);
         };
 
-        if let Some(subscription_id) = subscription_id {
-            connection
-                .subscription_ids
-                .insert(filter_path.clone(), subscription_id);
+        // perch: a subscription replaces one to the same filter with all
+        // its options (MQTT-3.8.4-3), the identifier included.
+        match subscription_id {
+            Some(subscription_id) => {
+                connection
+                    .subscription_ids
+                    .insert(filter_path.clone(), subscription_id);
+            }
+            None => {
+                connection.subscription_ids.remove(filter_path);
+            }
         }
+        connection.subscription_options.insert(
+            filter_path.clone(),
+            SubscriptionOptions {
+                no_local: filter.nolocal,
+                retain_as_published: filter.preserve_retain,
+            },
+        );
 
-        // check is group is None because retained messages aren't sent
-        // for shared subscriptions
-        // TODO: use retain forward rules
-        let forward_retained = group.is_none();
-
-        // call to `insert(_)` returns `true` if it didn't contain the filter_path already
-        // i.e. its a new subscription
-        if connection.subscriptions.insert(filter_path.clone()) {
-            let request = DataRequest {
-                filter: filter_path.clone(),
-                filter_idx,
-                qos: filter.qos as u8,
-                cursor,
-                read_count: 0,
-                max_count: 100,
-                // set true for new subscriptions
-                forward_retained,
-                group,
+        // perch: retained messages per Retain Handling (never for shared
+        // subscriptions, MQTT-3.8.4-4 allows that); upstream sent them for
+        // new subscriptions only, whatever the option.
+        let is_new = connection.subscriptions.insert(filter_path.clone());
+        let forward_retained = group.is_none()
+            && match filter.retain_forward_rule {
+                protocol::RetainForwardRule::OnEverySubscribe => true,
+                protocol::RetainForwardRule::OnNewSubscribe => is_new,
+                protocol::RetainForwardRule::Never => false,
             };
 
-            self.scheduler.track(id, request);
-            self.scheduler.reschedule(id, ScheduleReason::NewFilter);
-            debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none())
+        // perch: a repeated subscription takes the new QoS and goes on from
+        // where the old one was, without interrupting the flow
+        // (MQTT-3.8.4-3); upstream kept the old QoS.
+        let mut cursor = cursor;
+        if !is_new {
+            let old = self
+                .scheduler
+                .take_data_request(id, filter_path)
+                .or_else(|| self.datalog.remove_waiters_for_id(id, filter_path));
+            if let Some(old) = old {
+                cursor = old.cursor;
+            }
         }
+        let request = DataRequest {
+            filter: filter_path.clone(),
+            filter_idx,
+            qos: filter.qos as u8,
+            cursor,
+            read_count: 0,
+            max_count: 100,
+            forward_retained,
+            group,
+        };
 
-        // TODO: figure out how we can update existing DataRequest
-        // helpful in re-subscriptions and forwarding retained messages on
-        // every subscribe
+        self.scheduler.track(id, request);
+        self.scheduler.reschedule(id, ScheduleReason::NewFilter);
+        debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none());
 
         let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
         meter.register_subscription(filter_path.clone());
@@ -1233,10 +1266,12 @@ fn append_to_commitlog(
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
     }
 
-    // after recording retained message, we also send that message to existing subscribers
-    // as normal publish message. Therefore we are setting retain to false
-    publish.retain = false;
+    // perch: the retain flag stays as published in the log; forwarding
+    // clears it unless the subscription asked for Retain As Published.
+    // Only a retained message that replaced the retained one keeps it: an
+    // empty retained publish clears the topic, and is forwarded as one.
     let pkid = publish.pkid;
+    let publisher = connection.publisher.clone();
 
     let filter_idxs = datalog.matches(topic);
 
@@ -1253,8 +1288,9 @@ fn append_to_commitlog(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
-        let publish_data = (publish.clone(), properties.clone());
-        let (offset, filter) = datalog.append(publish_data.into(), notifications);
+        let mut publish_data: PublishData = (publish.clone(), properties.clone()).into();
+        publish_data.publisher = Some(publisher.clone());
+        let (offset, filter) = datalog.append(publish_data, notifications);
         debug!(
             pkid,
             "Appended to commitlog: {}[{}, {})", filter, offset.0, offset.1,
@@ -1468,7 +1504,13 @@ fn forward_device_data(
         let mut retained_publishes = datalog.read_retained_messages(&request.filter);
         retained_publishes.truncate(inflight_slots as usize);
 
-        publishes.extend(retained_publishes.into_iter().map(|p| (p, None)));
+        // perch: retained messages sent on subscribing keep their retain
+        // flag (MQTT-3.3.1-8); no publisher (No Local is for new messages).
+        publishes.extend(retained_publishes.into_iter().map(|(publish, properties)| {
+            let mut data: PublishData = (publish, properties).into();
+            data.publish.retain = true;
+            (data, None)
+        }));
         inflight_slots -= publishes.len() as u64;
 
         // we only want to forward retained messages once
@@ -1556,12 +1598,38 @@ fn forward_device_data(
     }
 
     let subscription_id = connection.subscription_ids.get(&request.filter);
+    let options = connection
+        .subscription_options
+        .get(&request.filter)
+        .copied()
+        .unwrap_or_default();
+    let max_packet_size = connection.max_packet_size;
+    let client_id = connection.publisher.clone();
 
     // Fill and notify device data
     let forwards = publishes
         .into_iter()
-        .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+        // perch: No Local (MQTT-3.8.3-3): not back to the connection that
+        // published it.
+        .filter(|(data, _)| {
+            !(options.no_local && data.publisher.as_deref() == Some(&*client_id))
+        })
+        .map(|(data, offset)| {
+            let PublishData {
+                mut publish,
+                mut properties,
+                ..
+            } = data;
+            // perch: the lower of the QoS it was published with and the
+            // subscription's (MQTT-3.8.4-8, 3.1.1 too); upstream used the
+            // subscription's.
+            publish.qos = protocol::qos((publish.qos as u8).min(qos)).unwrap();
+            // perch: the retain flag only for Retain As Published
+            // subscriptions (MQTT-3.3.1-12/13), or retained messages sent
+            // because of the subscription (set above).
+            if offset.is_some() && !options.retain_as_published {
+                publish.retain = false;
+            }
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {
@@ -1588,9 +1656,22 @@ fn forward_device_data(
                 publish,
                 properties,
             }
+        })
+        // perch: a publish larger than the client's Maximum Packet Size is
+        // dropped for this client, as if sent (MQTT-3.1.2-25).
+        .filter(|forward| {
+            let Some(max) = max_packet_size else {
+                return true;
+            };
+            let len = protocol::v5::publish::len(&forward.publish, &forward.properties);
+            let fits = 1 + protocol::v5::len_len(len) + len <= max as usize;
+            if !fits {
+                debug!(len, max, "publish larger than the client's maximum packet size: not sent");
+            }
+            fits
         });
 
-    let (len, inflight) = outgoing.push_forwards(forwards, qos, filter_idx);
+    let (len, inflight) = outgoing.push_forwards(forwards, filter_idx);
 
     debug!(
         inflight_count = inflight,

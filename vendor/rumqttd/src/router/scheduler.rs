@@ -49,6 +49,14 @@ impl Scheduler {
         tracker.register_data_request(request);
     }
 
+    /// perch: removes and returns the connection's request for `filter`,
+    /// if it is in its tracker (a caught-up request waits in the data log).
+    pub fn take_data_request(&mut self, id: ConnectionId, filter: &str) -> Option<DataRequest> {
+        let tracker = self.trackers.get_mut(id)?;
+        let at = tracker.data_requests.iter().position(|r| r.filter == filter)?;
+        tracker.data_requests.remove(at)
+    }
+
     pub fn untrack(&mut self, id: ConnectionId, filter: &Filter) {
         let tracker = self.trackers.get_mut(id).unwrap();
         tracker.unregister_data_request(filter.clone());

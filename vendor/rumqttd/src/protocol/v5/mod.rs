@@ -11,7 +11,8 @@ mod disconnect;
 mod ping;
 mod puback;
 mod pubcomp;
-mod publish;
+// perch: the router measures publishes against a client's Maximum Packet Size.
+pub(crate) mod publish;
 mod pubrec;
 mod pubrel;
 mod suback;
@@ -313,7 +314,7 @@ fn write_remaining_length(stream: &mut BytesMut, len: usize) -> Result<usize, Er
 }
 
 /// Return number of remaining length bytes required for encoding length
-fn len_len(len: usize) -> usize {
+pub(crate) fn len_len(len: usize) -> usize {
     if len >= 2_097_152 {
         4
     } else if len >= 16_384 {
