@@ -214,6 +214,11 @@ pub struct MqttConfig {
     /// A packet whose first bytes have arrived must be complete within
     /// this time.
     pub read_timeout: Duration,
+    /// The longest keep-alive a client may ask for (Mosquitto's
+    /// `max_keepalive`): an MQTT 5 client asking for more, or for none, is
+    /// told this one (Server Keep Alive); a 3.1.1 client asking for more is
+    /// refused.
+    pub max_keep_alive: Duration,
     /// Connections open at once from one client address (TCP, TLS and
     /// WebSocket together); more are closed at once.
     pub max_connections_per_client: usize,
@@ -239,6 +244,7 @@ impl Default for MqttConfig {
             max_inflight: 100,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            max_keep_alive: Duration::from_secs(65535),
             max_connections_per_client: 100,
             max_topics: 10_000,
             history_bytes: ByteSize(16 << 20),
@@ -1349,10 +1355,17 @@ impl Config {
             ("http.body_timeout", self.http.body_timeout),
             ("mqtt.connect_timeout", m.connect_timeout),
             ("mqtt.read_timeout", m.read_timeout),
+            ("mqtt.max_keep_alive", m.max_keep_alive),
         ] {
             if d.0.is_zero() {
                 issues.add(key, "must be greater than 0");
             }
+        }
+        if m.max_keep_alive.0 > std::time::Duration::from_secs(65535) {
+            issues.add(
+                "mqtt.max_keep_alive",
+                "at most 65535s, the largest keep-alive MQTT can carry",
+            );
         }
         for (key, n) in [
             (

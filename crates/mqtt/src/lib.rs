@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{LastWill, Packet};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, Packet, PublishProperties};
 use rumqttd::{Notification, RouterConfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -165,8 +165,35 @@ pub struct BrokerCounters {
     pub bytes_in: AtomicU64,
 }
 
-type BuildLink =
-    dyn Fn(&str, bool, u16) -> Result<(LinkTx, LinkRx, Notification), Box<LinkError>> + Send + Sync;
+type BuildLink = dyn Fn(&str, SessionTerms) -> Result<(LinkTx, LinkRx, Notification), Box<LinkError>>
+    + Send
+    + Sync;
+
+/// What a client's CONNECT asks of its router session.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionTerms {
+    /// Clean Start (v5) or clean session (v3.1.1): a session kept from
+    /// before is discarded.
+    pub(crate) clean_start: bool,
+    /// The session outlives the connection: a Session Expiry Interval above
+    /// 0 (v5) or clean session 0 (v3.1.1). How long, perch counts
+    /// (`Sessions`).
+    pub(crate) persist: bool,
+    /// The client's Receive Maximum (v5).
+    pub(crate) receive_max: Option<u16>,
+    /// The client's Maximum Packet Size (v5).
+    pub(crate) max_packet_size: Option<u32>,
+}
+
+impl SessionTerms {
+    /// A session that ends with its connection and asks for nothing.
+    pub(crate) const TRANSIENT: SessionTerms = SessionTerms {
+        clean_start: true,
+        persist: false,
+        receive_max: None,
+        max_packet_size: None,
+    };
+}
 
 /// Makes rumqttd links. rumqttd's event type is private, so the router's
 /// sender is kept inside a closure rather than named.
@@ -178,12 +205,19 @@ impl LinkFactory {
     fn new(config: RouterConfig) -> LinkFactory {
         let router_tx = rumqttd::Router::new(0, config).spawn();
         LinkFactory {
-            build: Arc::new(move |client_id: &str, clean: bool, alias_max: u16| {
-                LinkBuilder::new(client_id, router_tx.clone())
-                    .clean_session(clean)
-                    .topic_alias_max(alias_max)
-                    .build()
-                    .map_err(Box::new)
+            // The router's own topic aliases stay off (alias maximum 0): it
+            // keys them by subscription filter, not topic.
+            build: Arc::new(move |client_id: &str, terms: SessionTerms| {
+                let mut link = LinkBuilder::new(client_id, router_tx.clone())
+                    .clean_session(terms.clean_start)
+                    .persist(terms.persist);
+                if let Some(max) = terms.receive_max {
+                    link = link.receive_max(max);
+                }
+                if let Some(max) = terms.max_packet_size {
+                    link = link.max_packet_size(max);
+                }
+                link.build().map_err(Box::new)
             }),
         }
     }
@@ -193,12 +227,11 @@ impl LinkFactory {
     async fn connect(
         &self,
         client_id: &str,
-        clean: bool,
-        alias_max: u16,
+        terms: SessionTerms,
     ) -> Result<(LinkTx, LinkRx, bool), RouterError> {
         let build = self.build.clone();
         let id = client_id.to_string();
-        let (tx, rx, ack) = tokio::task::spawn_blocking(move || build(&id, clean, alias_max))
+        let (tx, rx, ack) = tokio::task::spawn_blocking(move || build(&id, terms))
             .await
             .map_err(RouterError::Aborted)?
             .map_err(RouterError::Refused)?;
@@ -219,7 +252,9 @@ struct InternalPublisher {
 
 impl InternalPublisher {
     async fn open(links: &LinkFactory) -> Result<InternalPublisher, RouterError> {
-        let (tx, mut rx, _) = links.connect("perch-internal", true, 0).await?;
+        let (tx, mut rx, _) = links
+            .connect("perch-internal", SessionTerms::TRANSIENT)
+            .await?;
         // Acknowledgements come back on this link: take them, and answer
         // Unschedule, or the router stops serving the link.
         let drain = tokio::spawn(async move {
@@ -244,6 +279,7 @@ impl InternalPublisher {
         payload: &[u8],
         qos: u8,
         retain: bool,
+        properties: Option<PublishProperties>,
     ) -> Result<(), PublishError> {
         let qos = qos.min(1);
         let pkid = if qos == 0 {
@@ -261,43 +297,91 @@ impl InternalPublisher {
         self.tx
             .lock()
             .await
-            .send(Packet::Publish(publish, None))
+            .send(Packet::Publish(publish, properties))
             .await
             .map(|_| ())
             .map_err(|_| PublishError::Stopping)
     }
 }
 
-/// Wills waiting for their delay (MQTT 5 will delay interval); a reconnect of
-/// the same client id cancels its will.
+/// Work that waits on behalf of clients that are gone: their delayed wills
+/// (MQTT 5 Will Delay Interval) and the end of their kept sessions (Session
+/// Expiry Interval). A reconnect of the client id cancels both.
 #[derive(Default)]
-struct Wills {
-    pending: Mutex<HashMap<String, JoinHandle<()>>>,
+struct Departures {
+    wills: Mutex<HashMap<String, JoinHandle<()>>>,
+    sessions: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
-impl Wills {
+impl Departures {
+    /// The client is back before its will or its session's end.
     fn cancel(&self, client_id: &str) {
-        if let Some(h) = self.pending.lock().remove(client_id) {
-            h.abort();
+        for pending in [&self.wills, &self.sessions] {
+            if let Some(h) = pending.lock().remove(client_id) {
+                h.abort();
+            }
         }
     }
 
-    fn schedule(&self, client_id: String, will: LastWill, delay: Duration, shared: Arc<Shared>) {
+    fn schedule_will(
+        &self,
+        client_id: String,
+        will: LastWill,
+        properties: Option<PublishProperties>,
+        delay: Duration,
+        shared: Arc<Shared>,
+    ) {
         let key = client_id.clone();
         let handle = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            shared.departures.wills.lock().remove(&client_id);
             let topic = String::from_utf8_lossy(&will.topic).into_owned();
             let qos = will.qos as u8;
             let source = format!("will of {client_id}");
             if let Err(e) = shared
-                .publish(&topic, will.message.clone(), qos, will.retain, &source)
+                .publish_with(
+                    &topic,
+                    will.message.clone(),
+                    qos,
+                    will.retain,
+                    properties,
+                    &source,
+                )
                 .await
             {
                 tracing::warn!(error = %e, client_id, "could not publish a will");
             }
-            shared.wills.pending.lock().remove(&client_id);
         });
-        if let Some(old) = self.pending.lock().insert(key, handle) {
+        if let Some(old) = self.wills.lock().insert(key, handle) {
+            old.abort();
+        }
+    }
+
+    /// Discards the router's session of `client_id` after `expiry`, unless
+    /// the client connects again before.
+    fn schedule_session_end(&self, client_id: String, expiry: Duration, shared: Arc<Shared>) {
+        let key = client_id.clone();
+        let handle = tokio::spawn(async move {
+            tokio::time::sleep(expiry).await;
+            shared.departures.sessions.lock().remove(&client_id);
+            // A clean session of the same client id discards the kept one,
+            // and ends with its link.
+            match shared
+                .links
+                .connect(&client_id, SessionTerms::TRANSIENT)
+                .await
+            {
+                Ok((mut tx, _rx, _)) => {
+                    let disconnect = Disconnect {
+                        reason_code: DisconnectReasonCode::NormalDisconnection,
+                    };
+                    let _ = tx.send(Packet::Disconnect(disconnect, None)).await;
+                    tracing::debug!(client_id, "session expired");
+                }
+                Err(e) => tracing::warn!(error = %e, client_id, "could not end an expired session"),
+            }
+        });
+        if let Some(old) = self.sessions.lock().insert(key, handle) {
             old.abort();
         }
     }
@@ -311,7 +395,7 @@ pub(crate) struct Shared {
     links: LinkFactory,
     retained: retained::RetainedStore,
     counters: Arc<BrokerCounters>,
-    wills: Wills,
+    departures: Departures,
     collector: collector::InboundSender,
     arrivals: Arc<Arrivals>,
     internal: InternalPublisher,
@@ -329,6 +413,20 @@ impl Shared {
         payload: Bytes,
         qos: u8,
         retain: bool,
+        source: &str,
+    ) -> Result<(), PublishError> {
+        self.publish_with(topic, payload, qos, retain, None, source)
+            .await
+    }
+
+    /// [`Shared::publish`] with MQTT 5 properties (a will's) for subscribers.
+    async fn publish_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+        properties: Option<PublishProperties>,
         source: &str,
     ) -> Result<(), PublishError> {
         let now = self.clock.now_ms();
@@ -351,7 +449,9 @@ impl Shared {
             .await
             .map_err(|_| PublishError::Stopping)?;
         self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.internal.publish(topic, &payload, qos, retain).await
+        self.internal
+            .publish(topic, &payload, qos, retain, properties)
+            .await
     }
 }
 
@@ -421,7 +521,10 @@ impl Broker {
         });
         // Back into the router before any client can subscribe.
         for m in &restored {
-            if let Err(e) = internal.publish(&m.topic, &m.payload, m.qos, true).await {
+            if let Err(e) = internal
+                .publish(&m.topic, &m.payload, m.qos, true, None)
+                .await
+            {
                 tracing::warn!(error = %e, topic = m.topic, "could not restore a retained message");
             }
         }
@@ -435,7 +538,7 @@ impl Broker {
             links,
             retained,
             counters: Arc::new(BrokerCounters::default()),
-            wills: Wills::default(),
+            departures: Departures::default(),
             collector: collector_tx,
             arrivals,
             internal,

@@ -15,19 +15,19 @@ use bytes::BytesMut;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, LastWill,
-    LastWillProperties, Login, Packet,
+    LastWillProperties, Login, Packet, PublishProperties,
 };
 use tokio::time::Instant;
 
 use super::error::{ConnectError, WriteError};
 use super::publish::InFlight;
-use super::session::{idle_limit, Limits, Session, Will};
+use super::session::{idle_limit, Limits, ServerAliases, Session, Will, TOPIC_ALIAS_MAX};
 use super::write_packets;
 use crate::acl::{invalid_topic_name, Access};
 use crate::codec::{self, CodecError, Version};
 use crate::collector::Origin;
 use crate::transport::Transport;
-use crate::Shared;
+use crate::{SessionTerms, Shared};
 
 /// Sign-ins the limiter held back wait this long before the answer (failed
 /// checks wait as long as the limiter says).
@@ -68,11 +68,12 @@ pub(super) async fn accept(
         user: login.as_ref().map(|l| l.username.clone()),
     };
     let access = handshake.authenticate(login).await?;
+    let keep_alive = handshake.keep_alive(connect.keep_alive).await?;
     handshake.check_will(will.as_ref(), &access).await?;
     let slot = handshake.take_slot().await?;
     let (client_id, assigned) = handshake.client_id(&connect).await?;
     let (to_router, from_router) = handshake
-        .open_session(&connect, props.as_ref(), &client_id, assigned)
+        .open_session(&connect, props.as_ref(), &client_id, assigned, keep_alive)
         .await?;
 
     let Handshake {
@@ -103,14 +104,20 @@ pub(super) async fn accept(
         will: will.map(|message| Will {
             message,
             delay: will_delay(will_props.as_ref()),
+            properties: will_props.map(will_publish_properties),
         }),
-        idle_limit: idle_limit(connect.keep_alive),
+        session_expiry: session_expiry(version, &connect, props.as_ref()),
+        idle_limit: idle_limit(keep_alive.0),
         limits,
         to_router,
         from_router,
         in_flight: InFlight::default(),
         refused_filters: HashMap::new(),
         topic_aliases: HashMap::new(),
+        server_aliases: ServerAliases::new(match version {
+            Version::V5 => props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
+            Version::V311 => 0,
+        }),
         partial_since: None,
         _slot: slot,
     })
@@ -291,6 +298,26 @@ impl Handshake {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The keep-alive the client is held to, and whether a v5 client is to
+    /// be told it (Server Keep Alive): mqtt.max_keep_alive at most, as
+    /// Mosquitto's max_keepalive. A v3.1.1 client cannot be told, so one
+    /// asking for more is refused (0x02, as Mosquitto does).
+    async fn keep_alive(&mut self, asked: u16) -> Result<(u16, bool), ConnectError> {
+        let max = self.shared.config.max_keep_alive.std().as_secs().min(65535) as u16;
+        let too_long = asked > max || (asked == 0 && max < u16::MAX);
+        match (too_long, self.version) {
+            (false, _) => Ok((asked, false)),
+            (true, Version::V5) => Ok((max, true)),
+            (true, Version::V311) if asked == 0 => Ok((0, false)),
+            (true, Version::V311) => {
+                let refused = ConnectError::KeepAliveTooLong { asked, max };
+                Err(self
+                    .refuse(ConnectReturnCode::ClientIdentifierNotValid, refused)
+                    .await)
+            }
+        }
+    }
+
     /// A will is published with the client's rights, so a will the client
     /// could not publish refuses the CONNECT, while the client can be told.
     async fn check_will(
@@ -360,24 +387,43 @@ impl Handshake {
         props: Option<&ConnectProperties>,
         client_id: &str,
         assigned_client_id: Option<String>,
+        (keep_alive, tell_keep_alive): (u16, bool),
     ) -> Result<(LinkTx, LinkRx), ConnectError> {
-        // Back before its will's delay ran out: the will is not published.
-        self.shared.wills.cancel(client_id);
-        let topic_alias_max = props.and_then(|p| p.topic_alias_max).unwrap_or(0);
+        // Back before its will's delay or its session's expiry ran out: the
+        // will is not published, the session goes on.
+        self.shared.departures.cancel(client_id);
+        let terms = match self.version {
+            Version::V5 => SessionTerms {
+                clean_start: connect.clean_session,
+                persist: props
+                    .and_then(|p| p.session_expiry_interval)
+                    .is_some_and(|secs| secs > 0),
+                receive_max: props.and_then(|p| p.receive_maximum).filter(|&n| n > 0),
+                max_packet_size: props.and_then(|p| p.max_packet_size).filter(|&n| n > 0),
+            },
+            Version::V311 => SessionTerms {
+                clean_start: connect.clean_session,
+                persist: !connect.clean_session,
+                receive_max: None,
+                max_packet_size: None,
+            },
+        };
         let (to_router, from_router, session_present) = self
             .shared
             .links
-            .connect(client_id, connect.clean_session, topic_alias_max)
+            .connect(client_id, terms)
             .await
             .map_err(ConnectError::Router)?;
-        self.welcome(session_present, assigned_client_id).await?;
+        let server_keep_alive = tell_keep_alive.then_some(keep_alive);
+        self.welcome(session_present, assigned_client_id, server_keep_alive)
+            .await?;
         self.shared
             .counters
             .connects
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             clean = connect.clean_session,
-            keep_alive = connect.keep_alive,
+            keep_alive,
             v5 = self.version == Version::V5,
             "client connected"
         );
@@ -390,13 +436,16 @@ impl Handshake {
         &mut self,
         session_present: bool,
         assigned_client_id: Option<String>,
+        server_keep_alive: Option<u16>,
     ) -> Result<(), ConnectError> {
         let limits = self.limits;
         let props = match self.version {
             Version::V5 => Some(ConnAckProperties {
                 assigned_client_identifier: assigned_client_id,
-                receive_max: Some(limits.max_inflight.min(u16::MAX as usize) as u16),
+                receive_max: Some(limits.receive_max()),
                 max_packet_size: Some(limits.max_packet.min(u32::MAX as usize) as u32),
+                topic_alias_max: Some(TOPIC_ALIAS_MAX),
+                server_keep_alive,
                 retain_available: Some(1),
                 wildcard_subscription_available: Some(1),
                 shared_subscription_available: Some(1),
@@ -460,4 +509,40 @@ fn connack(
 fn will_delay(props: Option<&LastWillProperties>) -> Duration {
     let secs = props.and_then(|p| p.delay_interval).unwrap_or(0);
     Duration::from_secs(secs as u64)
+}
+
+/// What a will's properties become on the message published (MQTT-3.1.3-9:
+/// all but the delay).
+fn will_publish_properties(props: LastWillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: props.payload_format_indicator,
+        message_expiry_interval: props.message_expiry_interval,
+        response_topic: props.response_topic,
+        correlation_data: props.correlation_data,
+        user_properties: props.user_properties,
+        content_type: props.content_type,
+        ..Default::default()
+    }
+}
+
+/// How long the session outlives the connection; `None` for ever (MQTT 5's
+/// 0xFFFFFFFF, or a v3.1.1 session that is not clean).
+fn session_expiry(
+    version: Version,
+    connect: &Connect,
+    props: Option<&ConnectProperties>,
+) -> Option<Duration> {
+    match version {
+        Version::V311 if connect.clean_session => Some(Duration::ZERO),
+        Version::V311 => None,
+        Version::V5 => session_expiry_secs(props.and_then(|p| p.session_expiry_interval)),
+    }
+}
+
+/// MQTT 5's Session Expiry Interval: absent is 0, 0xFFFFFFFF never ends.
+pub(super) fn session_expiry_secs(secs: Option<u32>) -> Option<Duration> {
+    match secs.unwrap_or(0) {
+        u32::MAX => None,
+        secs => Some(Duration::from_secs(secs as u64)),
+    }
 }

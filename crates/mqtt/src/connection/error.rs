@@ -47,6 +47,8 @@ pub(crate) enum ConnectError {
     ConnectionLimit { limit: usize },
     #[error("empty client id with a persistent session")]
     EmptyClientId,
+    #[error("keep-alive of {asked} s over mqtt.max_keep_alive ({max} s)")]
+    KeepAliveTooLong { asked: u16, max: u16 },
     #[error("router refused the session: {0}")]
     Router(#[source] RouterError),
     /// The CONNACK could not be written.
@@ -61,7 +63,8 @@ impl HasKind for ConnectError {
             | ConnectError::UnsupportedLevel(_)
             | ConnectError::NotMqtt(_)
             | ConnectError::NotConnect
-            | ConnectError::EmptyClientId => K::InvalidArgument,
+            | ConnectError::EmptyClientId
+            | ConnectError::KeepAliveTooLong { .. } => K::InvalidArgument,
             ConnectError::ClosedBeforeConnect | ConnectError::Read(_) => K::Unavailable,
             ConnectError::ConnectTimeout => K::DeadlineExceeded,
             ConnectError::BadCredentials { .. } | ConnectError::AnonymousRefused => {
@@ -130,6 +133,10 @@ pub(crate) enum Violation {
     TopicNotUtf8,
     #[error("unknown topic alias {0}")]
     UnknownTopicAlias(u16),
+    #[error("topic alias {alias} outside 1..={max}, the Topic Alias Maximum announced")]
+    TopicAliasOutOfRange { alias: u16, max: u16 },
+    #[error("more than {limit} QoS 1/2 publishes unacknowledged, the Receive Maximum announced")]
+    ReceiveMaximumExceeded { limit: usize },
     #[error("invalid topic {topic:?}: {reason}")]
     InvalidTopic { topic: String, reason: &'static str },
     #[error("payload of {size} bytes over mqtt.max_payload_bytes ({limit})")]
@@ -150,7 +157,10 @@ impl Violation {
             }
             Violation::Undecodable(_) => R::MalformedPacket,
             Violation::TopicNotUtf8 | Violation::InvalidTopic { .. } => R::TopicNameInvalid,
-            Violation::UnknownTopicAlias(_) => R::TopicAliasInvalid,
+            Violation::UnknownTopicAlias(_) | Violation::TopicAliasOutOfRange { .. } => {
+                R::TopicAliasInvalid
+            }
+            Violation::ReceiveMaximumExceeded { .. } => R::ReceiveMaximumExceeded,
             Violation::SecondConnect | Violation::UnexpectedPacket(_) => R::ProtocolError,
         }
     }
@@ -170,6 +180,8 @@ impl Violation {
             }
             Violation::TopicNotUtf8
             | Violation::UnknownTopicAlias(_)
+            | Violation::TopicAliasOutOfRange { .. }
+            | Violation::ReceiveMaximumExceeded { .. }
             | Violation::SecondConnect
             | Violation::UnexpectedPacket(_) => None,
         }

@@ -10,9 +10,10 @@ use rumqttd::protocol::{
 };
 
 use super::error::Violation;
-use super::session::{Batch, Session};
+use super::session::{Batch, Session, TOPIC_ALIAS_MAX};
 use crate::acl::invalid_topic_name;
 use crate::acl::Access;
+use crate::codec::Version;
 use crate::explorer::Inbound;
 use base::problems::{Problem, ProblemKind};
 
@@ -35,7 +36,7 @@ impl Session {
         batch: &mut Batch,
     ) -> Result<(), Violation> {
         let (qos, pkid) = qos_and_pkid(&publish);
-        let topic = self.resolve_topic(&publish, props.as_ref())?;
+        let (topic, props) = self.resolve_topic(&publish, props)?;
         if let Some(reason) = invalid_topic_name(&topic) {
             return Err(Violation::InvalidTopic { topic, reason });
         }
@@ -50,6 +51,20 @@ impl Session {
             self.refuse_publish(&topic, qos, pkid, batch);
             return Ok(());
         }
+        if qos > 0 && self.version == Version::V5 {
+            let limit = self.limits.receive_max() as usize;
+            if self.in_flight.unacknowledged.len() >= limit
+                && !self.in_flight.unacknowledged.contains(&pkid)
+            {
+                return Err(Violation::ReceiveMaximumExceeded { limit });
+            }
+        }
+        // The router is given the topic, not the alias: perch keeps the
+        // client's aliases.
+        let mut publish = publish;
+        if publish.topic.is_empty() {
+            publish.topic = bytes::Bytes::from(topic.clone().into_bytes());
+        }
         let accepted = self.accept_publish(topic, qos, &publish);
         if qos > 0 {
             self.in_flight.unacknowledged.insert(pkid);
@@ -61,26 +76,37 @@ impl Session {
 
     /// The topic a publish names, or the one its v5 topic alias stands for
     /// when it names none; naming both sets the alias.
+    /// Returns the properties without the alias, which is the client's
+    /// business with perch only.
     fn resolve_topic(
         &mut self,
         publish: &Publish,
-        props: Option<&PublishProperties>,
-    ) -> Result<String, Violation> {
+        mut props: Option<PublishProperties>,
+    ) -> Result<(String, Option<PublishProperties>), Violation> {
         let topic = std::str::from_utf8(&publish.topic)
             .map_err(|_| Violation::TopicNotUtf8)?
             .to_string();
-        let Some(alias) = props.and_then(|p| p.topic_alias) else {
-            return Ok(topic);
+        let Some(alias) = props.as_mut().and_then(|p| p.topic_alias.take()) else {
+            return Ok((topic, props));
         };
+        // MQTT-3.3.2-8/9: 0 and anything above the Topic Alias Maximum
+        // perch announced are invalid.
+        if alias == 0 || alias > TOPIC_ALIAS_MAX {
+            return Err(Violation::TopicAliasOutOfRange {
+                alias,
+                max: TOPIC_ALIAS_MAX,
+            });
+        }
         if topic.is_empty() {
-            return self
+            let topic = self
                 .topic_aliases
                 .get(&alias)
                 .cloned()
-                .ok_or(Violation::UnknownTopicAlias(alias));
+                .ok_or(Violation::UnknownTopicAlias(alias))?;
+            return Ok((topic, props));
         }
         self.topic_aliases.insert(alias, topic.clone());
-        Ok(topic)
+        Ok((topic, props))
     }
 
     /// v3.1.1 has no way to say no: acknowledge and drop, as Mosquitto does;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use config::MqttConfig;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp};
+use rumqttd::protocol::{
+    Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill, Packet, PingResp,
+};
 use rumqttd::Notification;
 
 use super::connect::Slot;
@@ -28,6 +30,10 @@ use crate::Shared;
 /// Notifications from the router written to the client in one go, at most.
 const MAX_DELIVERY_BATCH: usize = 1024;
 
+/// Topic aliases a v5 client may set (its CONNACK's Topic Alias Maximum),
+/// as Mosquitto's default.
+pub(super) const TOPIC_ALIAS_MAX: u16 = 10;
+
 /// A client connection after its CONNECT was accepted: what perch knows of
 /// it beside the router's session.
 pub(super) struct Session {
@@ -42,6 +48,9 @@ pub(super) struct Session {
     pub(super) origin: Arc<crate::collector::Origin>,
     pub(super) access: Access,
     pub(super) will: Option<Will>,
+    /// How long the router keeps the session after the connection; `None`
+    /// for ever.
+    pub(super) session_expiry: Option<Duration>,
     /// How long the client may stay silent (see [`idle_limit`]).
     pub(super) idle_limit: Duration,
     pub(super) limits: Limits,
@@ -52,6 +61,8 @@ pub(super) struct Session {
     /// v5 topic aliases the client set, to know the topic of an aliased
     /// publish.
     pub(super) topic_aliases: HashMap<u16, String>,
+    /// v5 topic aliases perch uses towards the client.
+    pub(super) server_aliases: ServerAliases,
     /// Since when the input holds the start of a packet not yet whole
     /// (`mqtt.read_timeout`).
     pub(super) partial_since: Option<Instant>,
@@ -66,6 +77,8 @@ pub(super) struct Will {
     pub(super) message: LastWill,
     /// v5 will delay interval.
     pub(super) delay: Duration,
+    /// v5 will properties, for the message published.
+    pub(super) properties: Option<rumqttd::protocol::PublishProperties>,
 }
 
 /// The limits perch holds a client to, from the configuration.
@@ -84,6 +97,11 @@ pub(super) struct Limits {
 }
 
 impl Limits {
+    /// The Receive Maximum announced to v5 clients.
+    pub(super) fn receive_max(&self) -> u16 {
+        self.max_inflight.clamp(1, u16::MAX as usize) as u16
+    }
+
     pub(super) fn from_config(cfg: &MqttConfig) -> Limits {
         let max_payload = cfg.max_payload_bytes.0 as usize;
         Limits {
@@ -92,6 +110,53 @@ impl Limits {
             max_inflight: cfg.max_inflight,
             read_timeout: cfg.read_timeout.std(),
         }
+    }
+}
+
+/// Topic aliases perch sets on publishes to a v5 client that allows them
+/// (its CONNECT's Topic Alias Maximum): the first publish on a topic sets
+/// an alias, later ones send the alias alone. Topics beyond the maximum go
+/// without one.
+#[derive(Default)]
+pub(super) struct ServerAliases {
+    max: u16,
+    by_topic: HashMap<bytes::Bytes, u16>,
+}
+
+impl ServerAliases {
+    /// Aliases perch keeps per client at most, whatever the client allows.
+    const MAX: u16 = 64;
+
+    pub(super) fn new(client_max: u16) -> ServerAliases {
+        ServerAliases {
+            max: client_max.min(Self::MAX),
+            by_topic: HashMap::new(),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        publish: &mut rumqttd::protocol::Publish,
+        props: &mut Option<rumqttd::protocol::PublishProperties>,
+    ) {
+        if self.max == 0 || publish.topic.is_empty() {
+            return;
+        }
+        let alias = match self.by_topic.get(&publish.topic) {
+            Some(&alias) => {
+                publish.topic = bytes::Bytes::new();
+                alias
+            }
+            None if self.by_topic.len() < self.max as usize => {
+                let alias = self.by_topic.len() as u16 + 1;
+                // A copy: the topic may share its buffer with a payload.
+                let topic = bytes::Bytes::copy_from_slice(&publish.topic);
+                self.by_topic.insert(topic, alias);
+                alias
+            }
+            None => return,
+        };
+        props.get_or_insert_with(Default::default).topic_alias = Some(alias);
     }
 }
 
@@ -167,9 +232,12 @@ impl Session {
                     return end;
                 }
             }
-            // Past the inflight limit the client is not read, so TCP holds
-            // it back until the router's acknowledgements catch up.
-            let reading = self.in_flight.unacknowledged.len() < self.limits.max_inflight;
+            // Past the inflight limit a v3.1.1 client is not read, so TCP
+            // holds it back until the router's acknowledgements catch up; a
+            // v5 client was told the limit (Receive Maximum) and is
+            // disconnected if it goes past it.
+            let reading = self.version == Version::V5
+                || self.in_flight.unacknowledged.len() < self.limits.max_inflight;
             if !reading {
                 // perch is not reading: the client is not late.
                 self.partial_since = self.partial_since.map(|_| Instant::now());
@@ -272,7 +340,9 @@ impl Session {
             Packet::Subscribe(sub, props) => self.on_subscribe(sub, props, batch),
             Packet::Unsubscribe(unsub, props) => self.on_unsubscribe(unsub, props, batch),
             Packet::PingReq(_) => self.on_pingreq(batch),
-            Packet::Disconnect(disconnect, _) => return Ok(Some(self.on_disconnect(disconnect))),
+            Packet::Disconnect(disconnect, props) => {
+                return Ok(Some(self.on_disconnect(disconnect, props)))
+            }
             Packet::Connect(..) => return Err(Violation::SecondConnect),
             other => return Err(Violation::UnexpectedPacket(Box::new(other))),
         }
@@ -283,7 +353,17 @@ impl Session {
         batch.to_client.push(Packet::PingResp(PingResp));
     }
 
-    fn on_disconnect(&self, disconnect: Disconnect) -> End {
+    /// A v5 DISCONNECT may change the Session Expiry Interval, except from
+    /// 0 (MQTT-3.14.2-2: that is a protocol error, and the session ends).
+    fn on_disconnect(
+        &mut self,
+        disconnect: Disconnect,
+        props: Option<DisconnectProperties>,
+    ) -> End {
+        let asked = props.and_then(|p| p.session_expiry_interval);
+        if asked.is_some() && self.session_expiry != Some(Duration::ZERO) {
+            self.session_expiry = super::connect::session_expiry_secs(asked);
+        }
         End::Disconnected {
             with_will: disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
         }
@@ -294,7 +374,9 @@ impl Session {
         if let Some(counter) = violation.rejection_counter(&self.shared.counters) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.kick(violation.reason_code()).await;
+        self.kick_with_reason(violation.reason_code(), Some(violation.to_string()))
+            .await;
+        self.drain_input().await;
         End::Dropped(violation.into())
     }
 
@@ -368,16 +450,26 @@ impl Session {
                 Packet::PubAck(ack, props)
             }
             Packet::PubRec(rec, props) => {
-                self.on_publish_acknowledged(rec.pkid);
+                // A v5 client's QoS 2 publish counts against the Receive
+                // Maximum until its PUBCOMP (MQTT-4.9.0-2); a v3.1.1 one
+                // until its PUBREC, as perch stops reading it at the limit.
+                if self.version == Version::V311 {
+                    self.on_publish_acknowledged(rec.pkid);
+                }
                 Packet::PubRec(rec, props)
             }
+            Packet::PubComp(comp, props) => {
+                self.on_publish_acknowledged(comp.pkid);
+                Packet::PubComp(comp, props)
+            }
             Packet::SubAck(ack, props) => Packet::SubAck(self.on_suback(ack), props),
-            publish @ Packet::Publish(..) => {
+            Packet::Publish(mut publish, mut props) => {
                 self.shared
                     .counters
                     .messages_out
                     .fetch_add(1, Ordering::Relaxed);
-                publish
+                self.server_aliases.apply(&mut publish, &mut props);
+                Packet::Publish(publish, props)
             }
             other => other,
         }
@@ -389,13 +481,31 @@ impl Session {
             End::Dropped(_) | End::TakenOver => true,
             End::ServerShutdown => false,
         };
+        // The will waits for its delay or the end of the session, whichever
+        // comes first (MQTT-3.1.3-9).
         if let (true, Some(will)) = (publish_will, self.will.take()) {
-            self.shared.wills.schedule(
+            let delay = match self.session_expiry {
+                Some(expiry) => will.delay.min(expiry),
+                None => will.delay,
+            };
+            self.shared.departures.schedule_will(
                 self.client_id.to_string(),
                 will.message,
-                will.delay,
+                will.properties,
+                delay,
                 self.shared.clone(),
             );
+        }
+        // A kept session with an expiry ends that long after; another
+        // connection that took it over decides for itself.
+        if let (Some(expiry), false) = (self.session_expiry, matches!(end, End::TakenOver)) {
+            if !expiry.is_zero() {
+                self.shared.departures.schedule_session_end(
+                    self.client_id.to_string(),
+                    expiry,
+                    self.shared.clone(),
+                );
+            }
         }
         // Tell the router the session ended (it keeps persistent sessions),
         // unless the router ended it: its connection id may already be reused.
@@ -403,9 +513,18 @@ impl Session {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
+            // An expiry of 0 (perhaps set by the client's DISCONNECT) ends a
+            // session the router would otherwise keep.
+            let props =
+                (self.session_expiry == Some(Duration::ZERO)).then_some(DisconnectProperties {
+                    session_expiry_interval: Some(0),
+                    reason_string: None,
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                });
             let _ = self
                 .to_router
-                .send(Packet::Disconnect(disconnect, None))
+                .send(Packet::Disconnect(disconnect, props))
                 .await;
         }
         if let End::ServerShutdown = end {
@@ -425,11 +544,46 @@ impl Session {
     /// Disconnects a v5 client with a reason (v3.1.1 has none to send). The
     /// connection is closed next whether or not this arrives.
     async fn kick(&mut self, reason: DisconnectReasonCode) {
+        self.kick_with_reason(reason, None).await
+    }
+
+    /// Reads and drops what the client still sends, for a moment, before a
+    /// refused client's connection is closed: closing a socket with unread
+    /// input resets it, and a reset can discard the DISCONNECT (and its
+    /// reason) before the client reads it.
+    async fn drain_input(&mut self) {
+        if self.version != Version::V5 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut sink = BytesMut::with_capacity(4096);
+        let mut drained = 0;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout_at(deadline, self.transport.read_into(&mut sink)).await
+        {
+            drained += n;
+            if n == 0 || drained > 1 << 20 {
+                break;
+            }
+            sink.clear();
+        }
+    }
+
+    /// [`Session::kick`] with a reason string (MQTT 5 Reason String).
+    async fn kick_with_reason(&mut self, reason: DisconnectReasonCode, text: Option<String>) {
         if self.version == Version::V5 {
             let disconnect = Disconnect {
                 reason_code: reason,
             };
-            let _ = self.write(vec![Packet::Disconnect(disconnect, None)]).await;
+            let props = text.map(|reason_string| DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(reason_string),
+                user_properties: Vec::new(),
+                server_reference: None,
+            });
+            let _ = self
+                .write(vec![Packet::Disconnect(disconnect, props)])
+                .await;
         }
     }
 }
