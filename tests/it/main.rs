@@ -31,6 +31,7 @@ mod influxql;
 mod metrics;
 mod mqtt;
 mod newcomer;
+mod paho;
 mod problems;
 mod promql_bad_input;
 mod promql_compat;
