@@ -101,6 +101,7 @@ fn check_library(python: &Path, transport: &str, port: u16) -> Vec<String> {
             "props/msg": [[["a", "1"], ["b", "2"], ["a", "3"]], "application/json"],
             "props/will": [[["why", "gone"]], "text/plain"],
         },
+        "will_qos": [2],
         "session_kept": ["while away"],
         "session_expired": [],
         "session_without_expiry": [],

@@ -182,6 +182,14 @@ def main():
     sub.close()
     pub.close()
 
+    # A QoS 2 will reaches a QoS 2 subscriber at QoS 2.
+    sub = Client("willqos-sub")
+    sub.subscribe(t + "willqos", 2)
+    dying = Client("willqos", will=(t + "willqos", "bye", 2, None))
+    dying.close(clean=False)
+    out["will_qos"] = [m["qos"] for m in sub.wait_for(1)]
+    sub.close()
+
     # Session expiry: messages published while the client is away are
     # delivered when it comes back within the interval, not after it.
     s = Client("expiry", clean=True, expiry=2)

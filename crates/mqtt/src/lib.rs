@@ -32,7 +32,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, LastWill, Packet, PublishProperties};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, LastWill, Packet, PubRel, PubRelReason, PublishProperties,
+};
 use rumqttd::{Notification, RouterConfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -245,7 +247,7 @@ impl LinkFactory {
 /// A router session of perch's own, for messages published over HTTP, wills
 /// and restored retained messages.
 struct InternalPublisher {
-    tx: tokio::sync::Mutex<LinkTx>,
+    tx: Arc<tokio::sync::Mutex<LinkTx>>,
     next_pkid: AtomicU16,
     drain: JoinHandle<()>,
 }
@@ -255,19 +257,33 @@ impl InternalPublisher {
         let (tx, mut rx, _) = links
             .connect("perch-internal", SessionTerms::TRANSIENT)
             .await?;
-        // Acknowledgements come back on this link: take them, and answer
-        // Unschedule, or the router stops serving the link.
+        let tx = Arc::new(tokio::sync::Mutex::new(tx));
+        // Acknowledgements come back on this link: take them, answer a
+        // QoS 2 publish's PUBREC with its PUBREL (the router routes the
+        // message then), and answer Unschedule, or the router stops serving
+        // the link.
+        let answer = tx.clone();
         let drain = tokio::spawn(async move {
             while let Ok(n) = rx.next().await {
-                if let Some(Notification::Unschedule) = n {
-                    if rx.wake().await.is_err() {
-                        break;
+                match n.map(Option::<Packet>::from) {
+                    // Unschedule.
+                    Some(None) if rx.wake().await.is_err() => break,
+                    Some(Some(Packet::PubRec(rec, _))) => {
+                        let rel = PubRel {
+                            pkid: rec.pkid,
+                            reason: PubRelReason::Success,
+                        };
+                        let sent = answer.lock().await.send(Packet::PubRel(rel, None)).await;
+                        if sent.is_err() {
+                            break;
+                        }
                     }
+                    _ => {}
                 }
             }
         });
         Ok(InternalPublisher {
-            tx: tokio::sync::Mutex::new(tx),
+            tx,
             next_pkid: AtomicU16::new(1),
             drain,
         })
@@ -281,7 +297,7 @@ impl InternalPublisher {
         retain: bool,
         properties: Option<PublishProperties>,
     ) -> Result<(), PublishError> {
-        let qos = qos.min(1);
+        let qos = qos.min(2);
         let pkid = if qos == 0 {
             0
         } else {
