@@ -101,8 +101,11 @@ impl Outgoing {
         self.data_buffer.clone()
     }
 
+    /// perch: a QoS 2 publish counts against the client's Receive Maximum
+    /// until its PUBCOMP (MQTT-4.9.0-2), not only until its PUBREC.
     pub fn free_slots(&self) -> usize {
-        self.max_inflight.saturating_sub(self.inflight_buffer.len())
+        self.max_inflight
+            .saturating_sub(self.inflight_buffer.len() + self.unacked_pubrels.len())
     }
 
     /// perch: QoS 1/2 publishes sent and not acknowledged may not exceed

@@ -126,6 +126,22 @@ impl DataLog {
             })
     }
 
+    /// perch: removes the connection's waiting request for exactly
+    /// `filter` (a `$share/g/f` request waits on `f`'s log, beside the
+    /// connection's own `f` request).
+    pub fn take_waiter(
+        &mut self,
+        id: ConnectionId,
+        filter_idx: FilterIdx,
+        filter: &str,
+    ) -> Option<DataRequest> {
+        let waiters = self.native.get_mut(filter_idx)?.waiters.get_mut();
+        let at = waiters
+            .iter()
+            .position(|(conn, r)| *conn == id && r.filter == filter)?;
+        waiters.remove(at).map(|(_, request)| request)
+    }
+
     // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
     // limitation
     pub fn matches(&mut self, topic: &str) -> Option<Vec<usize>> {

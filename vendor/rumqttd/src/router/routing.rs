@@ -506,12 +506,14 @@ impl Router {
                 if let Some(cursor) = retransmissions.get(&request.filter_idx) {
                     request.cursor = *cursor;
                     // reset the group cursor
+                    // perch: the group is gone if this was its last member
+                    // (removed just above); upstream panicked here, killing
+                    // the router, for a kept session of a shared
+                    // subscription's last member.
                     if let Some(group_name) = &request.group {
-                        // TODO: Test this more
-                        self.shared_subscriptions
-                            .get_mut(group_name)
-                            .expect("group must exists")
-                            .cursor = *cursor;
+                        if let Some(group) = self.shared_subscriptions.get_mut(group_name) {
+                            group.cursor = *cursor;
+                        }
                     }
                 }
             }
@@ -860,6 +862,8 @@ impl Router {
                         disconnect = true;
                         break;
                     }
+                    // perch: a slot of the client's Receive Maximum is free.
+                    self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
                 Packet::PingReq(_) => {
                     let ackslog = self.ackslog.get_mut(id).unwrap();
@@ -996,11 +1000,7 @@ impl Router {
         // (MQTT-3.8.4-3); upstream kept the old QoS.
         let mut cursor = cursor;
         if !is_new {
-            let old = self
-                .scheduler
-                .take_data_request(id, filter_path)
-                .or_else(|| self.datalog.remove_waiters_for_id(id, filter_path));
-            if let Some(old) = old {
+            if let Some(old) = self.take_data_request(id, filter_idx, filter_path) {
                 cursor = old.cursor;
             }
         }
@@ -1021,6 +1021,28 @@ impl Router {
 
         let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
         meter.register_subscription(filter_path.clone());
+    }
+
+    /// perch: removes and returns the connection's request for `filter`
+    /// wherever it is: in its tracker, waiting in the data log, or in the
+    /// notifications a publish of the same batch made ready.
+    fn take_data_request(
+        &mut self,
+        id: ConnectionId,
+        filter_idx: FilterIdx,
+        filter: &str,
+    ) -> Option<DataRequest> {
+        if let Some(request) = self.scheduler.take_data_request(id, filter) {
+            return Some(request);
+        }
+        if let Some(request) = self.datalog.take_waiter(id, filter_idx, filter) {
+            return Some(request);
+        }
+        let at = self
+            .notifications
+            .iter()
+            .position(|(conn, r)| *conn == id && r.filter == filter)?;
+        self.notifications.remove(at).map(|(_, request)| request)
     }
 
     /// When a connection is ready, it should sweep native data from 'datalog',
