@@ -1020,3 +1020,58 @@ fn self_metrics_are_served_and_recorded() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The last member of a shared subscription leaves with its session kept
+/// and a message unacknowledged: the broker goes on routing (rumqttd's
+/// router thread used to panic there, taking every client with it).
+#[test]
+fn a_shared_subscriber_with_a_kept_session_can_leave() {
+    let p = start();
+    let mut sharer = TcpStream::connect(("127.0.0.1", p.mqtt_port)).unwrap();
+    sharer
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut connect = connect_packet("sharer", "admin", "secret-pass");
+    // Byte 9 is the connect flags: clean session 0, the session is kept.
+    connect[9] &= !0b10;
+    sharer.write_all(&connect).unwrap();
+    let mut ack = [0u8; 4];
+    sharer.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    let mut body = vec![0, 1];
+    mqtt_string(&mut body, b"$share/g/kept/#");
+    body.push(1);
+    sharer.write_all(&packet(0x82, &body)).unwrap();
+    let mut suback = [0u8; 5];
+    sharer.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 1]);
+
+    let mut publisher = raw_client(&p, "publisher");
+    publisher
+        .write_all(&mqtt::wire::publish("kept/a", b"1", 1, 7))
+        .unwrap();
+    let mut puback = [0u8; 4];
+    publisher.read_exact(&mut puback).unwrap();
+    assert_eq!(puback, [0x40, 2, 0, 7]);
+    // Delivered at QoS 1 and never acknowledged.
+    let mut first = [0u8; 1];
+    sharer.read_exact(&mut first).unwrap();
+    assert_eq!(first[0] & 0xF6, 0x32, "a QoS 1 PUBLISH");
+    drop(sharer);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut after = raw_client(&p, "after");
+    let mut body = vec![0, 2];
+    mqtt_string(&mut body, b"kept/#");
+    body.push(0);
+    after.write_all(&packet(0x82, &body)).unwrap();
+    let mut suback = [0u8; 5];
+    after.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 2, 0]);
+    publisher
+        .write_all(&mqtt::wire::publish("kept/b", b"2", 0, 0))
+        .unwrap();
+    let mut first = [0u8; 1];
+    after.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], 0x30, "the broker still routes");
+}

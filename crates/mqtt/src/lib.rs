@@ -244,6 +244,9 @@ impl LinkFactory {
     }
 }
 
+/// The client id of perch's own router session; clients may not take it.
+pub(crate) const INTERNAL_CLIENT_ID: &str = "perch-internal";
+
 /// A router session of perch's own, for messages published over HTTP, wills
 /// and restored retained messages.
 struct InternalPublisher {
@@ -255,7 +258,7 @@ struct InternalPublisher {
 impl InternalPublisher {
     async fn open(links: &LinkFactory) -> Result<InternalPublisher, RouterError> {
         let (tx, mut rx, _) = links
-            .connect("perch-internal", SessionTerms::TRANSIENT)
+            .connect(INTERNAL_CLIENT_ID, SessionTerms::TRANSIENT)
             .await?;
         let tx = Arc::new(tokio::sync::Mutex::new(tx));
         // Acknowledgements come back on this link: take them, answer a
@@ -320,23 +323,47 @@ impl InternalPublisher {
     }
 }
 
-/// Work that waits on behalf of clients that are gone: their delayed wills
-/// (MQTT 5 Will Delay Interval) and the end of their kept sessions (Session
-/// Expiry Interval). A reconnect of the client id cancels both.
+/// Which connection holds each client id now, and the work that waits on
+/// behalf of clients that are gone: their delayed wills (MQTT 5 Will Delay
+/// Interval) and the end of their kept sessions (Session Expiry Interval).
+/// A connection of the client id cancels both.
 #[derive(Default)]
 struct Departures {
+    /// Client id → the serial of the connection holding it.
+    live: Mutex<HashMap<String, u64>>,
+    next_serial: AtomicU64,
     wills: Mutex<HashMap<String, JoinHandle<()>>>,
     sessions: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl Departures {
-    /// The client is back before its will or its session's end.
-    fn cancel(&self, client_id: &str) {
+    /// A connection takes the client id: what waited for the client is
+    /// cancelled. Returns the connection's serial, for [`Departures::left`].
+    fn arrived(&self, client_id: &str) -> u64 {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().insert(client_id.to_string(), serial);
         for pending in [&self.wills, &self.sessions] {
             if let Some(h) = pending.lock().remove(client_id) {
                 h.abort();
             }
         }
+        serial
+    }
+
+    /// The connection `serial` ended. False if another connection took its
+    /// client id meanwhile (a takeover): the session goes on with that one.
+    fn left(&self, client_id: &str, serial: u64) -> bool {
+        let mut live = self.live.lock();
+        if live.get(client_id) == Some(&serial) {
+            live.remove(client_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_live(&self, client_id: &str) -> bool {
+        self.live.lock().contains_key(client_id)
     }
 
     fn schedule_will(
@@ -380,6 +407,11 @@ impl Departures {
         let handle = tokio::spawn(async move {
             tokio::time::sleep(expiry).await;
             shared.departures.sessions.lock().remove(&client_id);
+            // A connection of the client id would cancel this task; one
+            // that arrives in between would be taken over below.
+            if shared.departures.is_live(&client_id) {
+                return;
+            }
             // A clean session of the same client id discards the kept one,
             // and ends with its link.
             match shared

@@ -72,7 +72,7 @@ pub(super) async fn accept(
     handshake.check_will(will.as_ref(), &access).await?;
     let slot = handshake.take_slot().await?;
     let (client_id, assigned) = handshake.client_id(&connect).await?;
-    let (to_router, from_router) = handshake
+    let (to_router, from_router, serial) = handshake
         .open_session(&connect, props.as_ref(), &client_id, assigned, keep_alive)
         .await?;
 
@@ -99,6 +99,7 @@ pub(super) async fn accept(
         input,
         version,
         client_id,
+        serial,
         origin,
         access,
         will: will.map(|message| Will {
@@ -367,6 +368,12 @@ impl Handshake {
         &mut self,
         connect: &Connect,
     ) -> Result<(String, Option<String>), ConnectError> {
+        if connect.client_id == crate::INTERNAL_CLIENT_ID {
+            let refused = ConnectError::ReservedClientId;
+            return Err(self
+                .refuse(ConnectReturnCode::ClientIdentifierNotValid, refused)
+                .await);
+        }
         if !connect.client_id.is_empty() {
             return Ok((connect.client_id.clone(), None));
         }
@@ -388,10 +395,10 @@ impl Handshake {
         client_id: &str,
         assigned_client_id: Option<String>,
         (keep_alive, tell_keep_alive): (u16, bool),
-    ) -> Result<(LinkTx, LinkRx), ConnectError> {
+    ) -> Result<(LinkTx, LinkRx, u64), ConnectError> {
         // Back before its will's delay or its session's expiry ran out: the
         // will is not published, the session goes on.
-        self.shared.departures.cancel(client_id);
+        let serial = self.shared.departures.arrived(client_id);
         let terms = match self.version {
             Version::V5 => SessionTerms {
                 clean_start: connect.clean_session,
@@ -427,7 +434,7 @@ impl Handshake {
             v5 = self.version == Version::V5,
             "client connected"
         );
-        Ok((to_router, from_router))
+        Ok((to_router, from_router, serial))
     }
 
     /// CONNACK success; v5 clients also learn perch's limits and features,

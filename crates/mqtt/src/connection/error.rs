@@ -47,6 +47,8 @@ pub(crate) enum ConnectError {
     ConnectionLimit { limit: usize },
     #[error("empty client id with a persistent session")]
     EmptyClientId,
+    #[error("client id reserved for perch's own session")]
+    ReservedClientId,
     #[error("keep-alive of {asked} s over mqtt.max_keep_alive ({max} s)")]
     KeepAliveTooLong { asked: u16, max: u16 },
     #[error("router refused the session: {0}")]
@@ -64,6 +66,7 @@ impl HasKind for ConnectError {
             | ConnectError::NotMqtt(_)
             | ConnectError::NotConnect
             | ConnectError::EmptyClientId
+            | ConnectError::ReservedClientId
             | ConnectError::KeepAliveTooLong { .. } => K::InvalidArgument,
             ConnectError::ClosedBeforeConnect | ConnectError::Read(_) => K::Unavailable,
             ConnectError::ConnectTimeout => K::DeadlineExceeded,

@@ -66,6 +66,7 @@ impl Session {
             publish.topic = bytes::Bytes::from(topic.clone().into_bytes());
         }
         let accepted = self.accept_publish(topic, qos, &publish);
+        self.in_flight.refused_qos2.remove(&pkid);
         if qos > 0 {
             self.in_flight.unacknowledged.insert(pkid);
         }
@@ -127,7 +128,11 @@ impl Session {
                 batch.to_client.push(Packet::PubAck(ack, None));
             }
             2 => {
-                self.in_flight.refused_qos2.insert(pkid);
+                // A v5 flow ends at a PUBREC refusing it; a v3.1.1 client
+                // still sends its PUBREL, which perch answers.
+                if self.version == Version::V311 {
+                    self.in_flight.refused_qos2.insert(pkid);
+                }
                 let rec = PubRec {
                     pkid,
                     reason: PubRecReason::NotAuthorized,

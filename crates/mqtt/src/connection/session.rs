@@ -44,6 +44,8 @@ pub(super) struct Session {
     pub(super) version: Version,
     /// As the client sent it, or assigned by perch.
     pub(super) client_id: Arc<str>,
+    /// This connection's serial among those of its client id.
+    pub(super) serial: u64,
     /// The user it signed in as and its address, for the problems it causes.
     pub(super) origin: Arc<crate::collector::Origin>,
     pub(super) access: Access,
@@ -481,24 +483,31 @@ impl Session {
             End::Dropped(_) | End::TakenOver => true,
             End::ServerShutdown => false,
         };
+        // Another connection that took the client id over (the router does
+        // not always say so) carries the session on.
+        let taken_over = !self.shared.departures.left(&self.client_id, self.serial)
+            || matches!(end, End::TakenOver);
         // The will waits for its delay or the end of the session, whichever
-        // comes first (MQTT-3.1.3-9).
+        // comes first (MQTT-3.1.3-9); after a takeover only a will without
+        // delay is due, the session goes on.
         if let (true, Some(will)) = (publish_will, self.will.take()) {
             let delay = match self.session_expiry {
                 Some(expiry) => will.delay.min(expiry),
                 None => will.delay,
             };
-            self.shared.departures.schedule_will(
-                self.client_id.to_string(),
-                will.message,
-                will.properties,
-                delay,
-                self.shared.clone(),
-            );
+            if !taken_over || delay.is_zero() {
+                self.shared.departures.schedule_will(
+                    self.client_id.to_string(),
+                    will.message,
+                    will.properties,
+                    delay,
+                    self.shared.clone(),
+                );
+            }
         }
         // A kept session with an expiry ends that long after; another
         // connection that took it over decides for itself.
-        if let (Some(expiry), false) = (self.session_expiry, matches!(end, End::TakenOver)) {
+        if let (Some(expiry), false) = (self.session_expiry, taken_over) {
             if !expiry.is_zero() {
                 self.shared.departures.schedule_session_end(
                     self.client_id.to_string(),
@@ -508,8 +517,9 @@ impl Session {
             }
         }
         // Tell the router the session ended (it keeps persistent sessions),
-        // unless the router ended it: its connection id may already be reused.
-        if !matches!(end, End::TakenOver) {
+        // unless another connection took it over: the router ended this one
+        // then, and its connection id may already be the new one's.
+        if !taken_over {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
@@ -575,7 +585,19 @@ impl Session {
             let disconnect = Disconnect {
                 reason_code: reason,
             };
-            let props = text.map(|reason_string| DisconnectProperties {
+            // Short enough for any client's Maximum Packet Size worth
+            // having (a topic in it can be 64 KiB).
+            let props = text.map(|mut reason_string| {
+                if reason_string.len() > 200 {
+                    let mut end = 200;
+                    while !reason_string.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    reason_string.truncate(end);
+                }
+                reason_string
+            });
+            let props = props.map(|reason_string| DisconnectProperties {
                 session_expiry_interval: None,
                 reason_string: Some(reason_string),
                 user_properties: Vec::new(),
