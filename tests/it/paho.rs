@@ -103,6 +103,7 @@ fn check_library(python: &Path, transport: &str, port: u16) -> Vec<String> {
         },
         "will_qos": [2],
         "session_kept": ["while away"],
+        "resumed_options": [["other", [7]]],
         "session_expired": [],
         "session_without_expiry": [],
         // The first publish on a topic sets alias 1, the next ones send

@@ -205,6 +205,15 @@ def main():
     late = Client("expiry", clean=False, expiry=2)
     out["session_expired"] = [m["payload"] for m in late.wait_for(1, timeout=2)]
     late.close()
+    # A resumed session keeps its subscriptions' options and identifiers.
+    s = Client("resume", clean=True, expiry=30)
+    s.subscribe(t + "resume", 1, sub_id=7, noLocal=True)
+    s.close()
+    back = Client("resume", clean=False, expiry=30)
+    back.publish(t + "resume", "own", 1)
+    pub.publish(t + "resume", "other", 1)
+    out["resumed_options"] = [[m["payload"], m["subscription_ids"]] for m in back.wait_for(2, timeout=2)]
+    back.close()
     # Clean Start 0 without an expiry: the session ends at disconnect.
     s = Client("noexpiry", clean=False)
     s.subscribe(t + "noexp", 1)

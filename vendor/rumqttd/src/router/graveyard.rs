@@ -29,6 +29,7 @@ impl Graveyard {
         subscriptions: HashSet<String>,
         metrics: ConnectionEvents,
         unacked_pubrels: VecDeque<u16>,
+        options: SubscriptionState,
     ) {
         tracker.pause(PauseReason::Busy);
         let id = tracker.id.clone();
@@ -37,6 +38,7 @@ impl Graveyard {
             tracker,
             subscriptions,
             unacked_pubrels,
+            options,
         };
 
         self.connections.insert(
@@ -72,4 +74,14 @@ pub struct SessionState {
     pub subscriptions: HashSet<String>,
     // used for pubrel in qos2
     pub unacked_pubrels: VecDeque<u16>,
+    /// perch: the subscriptions' identifiers and options, which a resumed
+    /// session keeps (upstream lost them).
+    pub options: SubscriptionState,
+}
+
+/// perch: what a connection knows of its subscriptions beside their filters.
+#[derive(Debug, Default)]
+pub struct SubscriptionState {
+    pub(crate) ids: std::collections::HashMap<String, usize>,
+    pub(crate) options: std::collections::HashMap<String, super::connection::SubscriptionOptions>,
 }

@@ -322,6 +322,8 @@ impl Router {
                 || Tracker::new(client_id.clone()),
                 |session_state| {
                     connection.subscriptions = session_state.subscriptions;
+                    connection.subscription_ids = session_state.options.ids;
+                    connection.subscription_options = session_state.options.options;
                     // for using in acklog
                     pending_acks.clone_from(&session_state.unacked_pubrels);
                     outgoing.unacked_pubrels = session_state.unacked_pubrels;
@@ -523,6 +525,10 @@ impl Router {
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
+                super::graveyard::SubscriptionState {
+                    ids: connection.subscription_ids,
+                    options: connection.subscription_options,
+                },
             );
         } else {
             tracker.pause(PauseReason::Busy);
