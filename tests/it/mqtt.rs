@@ -1075,3 +1075,29 @@ fn a_shared_subscriber_with_a_kept_session_can_leave() {
     after.read_exact(&mut first).unwrap();
     assert_eq!(first[0], 0x30, "the broker still routes");
 }
+
+/// A v3.1.1 client that never releases its QoS 2 publishes (no PUBREL)
+/// would have the router hold every one of them: past mqtt.max_inflight
+/// (100) it is dropped, and what it released before is kept.
+#[test]
+fn qos2_publishes_never_released_are_bounded() {
+    let p = start();
+    let mut s = raw_client(&p, "withholder");
+    let mut burst = Vec::new();
+    for pkid in 1..=101u16 {
+        burst.extend(mqtt::wire::publish("withheld/t", b"1", 2, pkid));
+    }
+    s.write_all(&burst).unwrap();
+    // Every one is acknowledged with its PUBREC, none released.
+    let mut pubrecs = vec![0u8; 101 * 4];
+    s.read_exact(&mut pubrecs).unwrap();
+    assert!(pubrecs.chunks(4).all(|rec| rec[0] == 0x50));
+    s.write_all(&mqtt::wire::publish("withheld/t", b"1", 2, 102))
+        .unwrap();
+    assert!(closed_by_server(&mut s), "dropped past 100 unreleased");
+    assert!(
+        p.log().contains("QoS 2 publishes without their PUBREL"),
+        "{}",
+        p.log()
+    );
+}

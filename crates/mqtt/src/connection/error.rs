@@ -140,6 +140,8 @@ pub(crate) enum Violation {
     TopicAliasOutOfRange { alias: u16, max: u16 },
     #[error("more than {limit} QoS 1/2 publishes unacknowledged, the Receive Maximum announced")]
     ReceiveMaximumExceeded { limit: usize },
+    #[error("more than {limit} QoS 2 publishes without their PUBREL (mqtt.max_inflight)")]
+    ReleasesWithheld { limit: usize },
     #[error("invalid topic {topic:?}: {reason}")]
     InvalidTopic { topic: String, reason: &'static str },
     #[error("payload of {size} bytes over mqtt.max_payload_bytes ({limit})")]
@@ -163,7 +165,9 @@ impl Violation {
             Violation::UnknownTopicAlias(_) | Violation::TopicAliasOutOfRange { .. } => {
                 R::TopicAliasInvalid
             }
-            Violation::ReceiveMaximumExceeded { .. } => R::ReceiveMaximumExceeded,
+            Violation::ReceiveMaximumExceeded { .. } | Violation::ReleasesWithheld { .. } => {
+                R::ReceiveMaximumExceeded
+            }
             Violation::SecondConnect | Violation::UnexpectedPacket(_) => R::ProtocolError,
         }
     }
@@ -185,6 +189,7 @@ impl Violation {
             | Violation::UnknownTopicAlias(_)
             | Violation::TopicAliasOutOfRange { .. }
             | Violation::ReceiveMaximumExceeded { .. }
+            | Violation::ReleasesWithheld { .. }
             | Violation::SecondConnect
             | Violation::UnexpectedPacket(_) => None,
         }

@@ -26,6 +26,9 @@ pub(super) struct InFlight {
     /// QoS 2 publishes refused by the ACL: the router never saw them, so
     /// perch completes their handshake.
     pub(super) refused_qos2: HashSet<u16>,
+    /// A v3.1.1 client's QoS 2 publishes acknowledged with PUBREC, waiting
+    /// for its PUBREL: the router holds each whole until then.
+    pub(super) awaiting_release: HashSet<u16>,
 }
 
 impl Session {
@@ -57,6 +60,16 @@ impl Session {
                 && !self.in_flight.unacknowledged.contains(&pkid)
             {
                 return Err(Violation::ReceiveMaximumExceeded { limit });
+            }
+        }
+        // A v3.1.1 client that never releases its QoS 2 publishes would
+        // have the router hold them all: past mqtt.max_inflight it is
+        // dropped (3.1.1 has no code to say why).
+        if qos == 2 && self.version == Version::V311 {
+            let limit = self.limits.max_inflight;
+            let waiting = &self.in_flight.awaiting_release;
+            if waiting.len() >= limit && !waiting.contains(&pkid) {
+                return Err(Violation::ReleasesWithheld { limit });
             }
         }
         // The router is given the topic, not the alias: perch keeps the

@@ -457,11 +457,13 @@ impl Session {
                 // until its PUBREC, as perch stops reading it at the limit.
                 if self.version == Version::V311 {
                     self.on_publish_acknowledged(rec.pkid);
+                    self.in_flight.awaiting_release.insert(rec.pkid);
                 }
                 Packet::PubRec(rec, props)
             }
             Packet::PubComp(comp, props) => {
                 self.on_publish_acknowledged(comp.pkid);
+                self.in_flight.awaiting_release.remove(&comp.pkid);
                 Packet::PubComp(comp, props)
             }
             Packet::SubAck(ack, props) => Packet::SubAck(self.on_suback(ack), props),
