@@ -1095,6 +1095,13 @@ fn qos2_publishes_never_released_are_bounded() {
     s.write_all(&mqtt::wire::publish("withheld/t", b"1", 2, 102))
         .unwrap();
     assert!(closed_by_server(&mut s), "dropped past 100 unreleased");
+    // Logged as the session ends, which may be just after the close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !p.log().contains("QoS 2 publishes without their PUBREL")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         p.log().contains("QoS 2 publishes without their PUBREL"),
         "{}",
