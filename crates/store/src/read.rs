@@ -120,7 +120,13 @@ impl Storage {
                             Err(e) => return Err(e),
                         };
                         for (id, cols) in columns {
-                            read += cols.ts.len();
+                            // What the range takes of the block: a dense
+                            // series' block can hold more than the limit
+                            // while a slice of it is small (an export
+                            // narrowing its slices failed on one).
+                            let from = cols.ts.partition_point(|&t| t < start);
+                            let to = cols.ts.partition_point(|&t| t <= end);
+                            read += to.saturating_sub(from);
                             if read > max_samples {
                                 return Err(StorageError::TooManySamples { limit: max_samples });
                             }
