@@ -102,6 +102,7 @@ fn check_library(python: &Path, transport: &str, port: u16) -> Vec<String> {
             "props/will": [[["why", "gone"]], "text/plain"],
         },
         "will_qos": [2],
+        "will_on_clean_start": ["willdelay/ended"],
         "session_kept": ["while away"],
         "resumed_options": [["other", [7]]],
         "session_expired": [],

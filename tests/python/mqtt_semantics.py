@@ -190,6 +190,22 @@ def main():
     out["will_qos"] = [m["qos"] for m in sub.wait_for(1)]
     sub.close()
 
+    # A delayed will goes out at once when a Clean Start reconnect ends its
+    # session, and not at all when the client resumes the session.
+    sub = Client("willdelay-sub")
+    sub.subscribe(t + "willdelay/#", 1)
+    wprops = Properties(PacketTypes.WILLMESSAGE)
+    wprops.WillDelayInterval = 30
+    for name, clean in (("ended", True), ("resumed", False)):
+        dying = Client("willdelay-" + name, expiry=60,
+                       will=(t + "willdelay/" + name, "bye", 1, wprops))
+        dying.close(clean=False)
+        time.sleep(0.5)
+        back = Client("willdelay-" + name, clean=clean, expiry=60)
+        back.close()
+    out["will_on_clean_start"] = sorted(m["topic"][len(t):] for m in sub.wait_for(2, timeout=3))
+    sub.close()
+
     # Session expiry: messages published while the client is away are
     # delivered when it comes back within the interval, not after it.
     s = Client("expiry", clean=True, expiry=2)

@@ -332,20 +332,34 @@ struct Departures {
     /// Client id → the serial of the connection holding it.
     live: Mutex<HashMap<String, u64>>,
     next_serial: AtomicU64,
-    wills: Mutex<HashMap<String, JoinHandle<()>>>,
+    wills: Mutex<HashMap<String, PendingWill>>,
     sessions: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+/// A will waiting for its delay.
+struct PendingWill {
+    task: JoinHandle<()>,
+    /// Publishes it at once: its session ended early.
+    now: Arc<tokio::sync::Notify>,
 }
 
 impl Departures {
     /// A connection takes the client id: what waited for the client is
-    /// cancelled. Returns the connection's serial, for [`Departures::left`].
-    fn arrived(&self, client_id: &str) -> u64 {
+    /// cancelled — but with Clean Start the old session ends here, so its
+    /// delayed will is published now (MQTT 5 section 3.1.2.5). Returns the
+    /// connection's serial, for [`Departures::left`].
+    fn arrived(&self, client_id: &str, clean_start: bool) -> u64 {
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         self.live.lock().insert(client_id.to_string(), serial);
-        for pending in [&self.wills, &self.sessions] {
-            if let Some(h) = pending.lock().remove(client_id) {
-                h.abort();
+        if let Some(will) = self.wills.lock().remove(client_id) {
+            if clean_start {
+                will.now.notify_one();
+            } else {
+                will.task.abort();
             }
+        }
+        if let Some(h) = self.sessions.lock().remove(client_id) {
+            h.abort();
         }
         serial
     }
@@ -375,9 +389,15 @@ impl Departures {
         shared: Arc<Shared>,
     ) {
         let key = client_id.clone();
-        let handle = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            shared.departures.wills.lock().remove(&client_id);
+        let now = Arc::new(tokio::sync::Notify::new());
+        let early = now.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {
+                    shared.departures.wills.lock().remove(&client_id);
+                }
+                _ = early.notified() => {}
+            }
             let topic = String::from_utf8_lossy(&will.topic).into_owned();
             let qos = will.qos as u8;
             let source = format!("will of {client_id}");
@@ -395,8 +415,8 @@ impl Departures {
                 tracing::warn!(error = %e, client_id, "could not publish a will");
             }
         });
-        if let Some(old) = self.wills.lock().insert(key, handle) {
-            old.abort();
+        if let Some(old) = self.wills.lock().insert(key, PendingWill { task, now }) {
+            old.task.abort();
         }
     }
 

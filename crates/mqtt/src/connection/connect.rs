@@ -398,7 +398,10 @@ impl Handshake {
     ) -> Result<(LinkTx, LinkRx, u64), ConnectError> {
         // Back before its will's delay or its session's expiry ran out: the
         // will is not published, the session goes on.
-        let serial = self.shared.departures.arrived(client_id);
+        let serial = self
+            .shared
+            .departures
+            .arrived(client_id, connect.clean_session);
         let terms = match self.version {
             Version::V5 => SessionTerms {
                 clean_start: connect.clean_session,
