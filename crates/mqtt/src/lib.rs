@@ -179,7 +179,7 @@ pub(crate) struct SessionTerms {
     pub(crate) clean_start: bool,
     /// The session outlives the connection: a Session Expiry Interval above
     /// 0 (v5) or clean session 0 (v3.1.1). How long, perch counts
-    /// (`Sessions`).
+    /// (`Departures`).
     pub(crate) persist: bool,
     /// The client's Receive Maximum (v5).
     pub(crate) receive_max: Option<u16>,

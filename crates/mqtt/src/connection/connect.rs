@@ -72,8 +72,16 @@ pub(super) async fn accept(
     handshake.check_will(will.as_ref(), &access).await?;
     let slot = handshake.take_slot().await?;
     let (client_id, assigned) = handshake.client_id(&connect).await?;
+    let session_expiry = session_expiry(version, &connect, props.as_ref());
     let (to_router, from_router, serial) = handshake
-        .open_session(&connect, props.as_ref(), &client_id, assigned, keep_alive)
+        .open_session(
+            &connect,
+            props.as_ref(),
+            session_expiry,
+            &client_id,
+            assigned,
+            keep_alive,
+        )
         .await?;
 
     let Handshake {
@@ -107,7 +115,7 @@ pub(super) async fn accept(
             delay: will_delay(will_props.as_ref()),
             properties: will_props.map(will_publish_properties),
         }),
-        session_expiry: session_expiry(version, &connect, props.as_ref()),
+        session_expiry,
         idle_limit: idle_limit(keep_alive.0),
         limits,
         to_router,
@@ -392,6 +400,7 @@ impl Handshake {
         &mut self,
         connect: &Connect,
         props: Option<&ConnectProperties>,
+        session_expiry: Option<Duration>,
         client_id: &str,
         assigned_client_id: Option<String>,
         (keep_alive, tell_keep_alive): (u16, bool),
@@ -402,21 +411,13 @@ impl Handshake {
             .shared
             .departures
             .arrived(client_id, connect.clean_session);
-        let terms = match self.version {
-            Version::V5 => SessionTerms {
-                clean_start: connect.clean_session,
-                persist: props
-                    .and_then(|p| p.session_expiry_interval)
-                    .is_some_and(|secs| secs > 0),
-                receive_max: props.and_then(|p| p.receive_maximum).filter(|&n| n > 0),
-                max_packet_size: props.and_then(|p| p.max_packet_size).filter(|&n| n > 0),
-            },
-            Version::V311 => SessionTerms {
-                clean_start: connect.clean_session,
-                persist: !connect.clean_session,
-                receive_max: None,
-                max_packet_size: None,
-            },
+        // Kept when it outlives the connection (how long, perch counts);
+        // the limits are v5 properties, which a v3.1.1 CONNECT has none of.
+        let terms = SessionTerms {
+            clean_start: connect.clean_session,
+            persist: session_expiry != Some(Duration::ZERO),
+            receive_max: props.and_then(|p| p.receive_maximum).filter(|&n| n > 0),
+            max_packet_size: props.and_then(|p| p.max_packet_size).filter(|&n| n > 0),
         };
         let (to_router, from_router, session_present) = self
             .shared

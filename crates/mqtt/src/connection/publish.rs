@@ -79,7 +79,9 @@ impl Session {
             publish.topic = bytes::Bytes::from(topic.clone().into_bytes());
         }
         let accepted = self.accept_publish(topic, qos, &publish);
-        self.in_flight.refused_qos2.remove(&pkid);
+        if qos == 2 {
+            self.in_flight.refused_qos2.remove(&pkid);
+        }
         if qos > 0 {
             self.in_flight.unacknowledged.insert(pkid);
         }
