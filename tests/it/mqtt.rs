@@ -777,11 +777,7 @@ fn a_subscriber_that_never_reads_stalls_nobody() {
     let p = start();
     // Subscribes to everything, then never reads its socket.
     let mut stuck = raw_client(&p, "stuck");
-    let mut body = Vec::new();
-    body.extend_from_slice(&1u16.to_be_bytes());
-    mqtt_string(&mut body, b"#");
-    body.push(0);
-    stuck.write_all(&packet(0x82, &body)).unwrap();
+    stuck.write_all(&mqtt::wire::subscribe(1, "#", 0)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let healthy = Subscriber::start(&p, Some("admin"), &["-t", "flood/last", "-F", "%p"]);
     // Flood: 2 000 messages of 4 KiB, far more than the stuck socket buffers.
@@ -1038,10 +1034,9 @@ fn a_shared_subscriber_with_a_kept_session_can_leave() {
     let mut ack = [0u8; 4];
     sharer.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 0]);
-    let mut body = vec![0, 1];
-    mqtt_string(&mut body, b"$share/g/kept/#");
-    body.push(1);
-    sharer.write_all(&packet(0x82, &body)).unwrap();
+    sharer
+        .write_all(&mqtt::wire::subscribe(1, "$share/g/kept/#", 1))
+        .unwrap();
     let mut suback = [0u8; 5];
     sharer.read_exact(&mut suback).unwrap();
     assert_eq!(suback, [0x90, 3, 0, 1, 1]);
@@ -1061,10 +1056,9 @@ fn a_shared_subscriber_with_a_kept_session_can_leave() {
     std::thread::sleep(Duration::from_millis(500));
 
     let mut after = raw_client(&p, "after");
-    let mut body = vec![0, 2];
-    mqtt_string(&mut body, b"kept/#");
-    body.push(0);
-    after.write_all(&packet(0x82, &body)).unwrap();
+    after
+        .write_all(&mqtt::wire::subscribe(2, "kept/#", 0))
+        .unwrap();
     let mut suback = [0u8; 5];
     after.read_exact(&mut suback).unwrap();
     assert_eq!(suback, [0x90, 3, 0, 2, 0]);

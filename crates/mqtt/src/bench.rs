@@ -373,11 +373,8 @@ async fn mosquitto_run(args: &MqttBenchArgs, total: usize) -> anyhow::Result<()>
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut sub = sub.context("mosquitto did not start")?;
-    let mut body = Vec::new();
-    body.extend_from_slice(&1u16.to_be_bytes());
-    crate::wire::string(&mut body, b"bench/#");
-    body.push(args.qos);
-    sub.write_all(&crate::wire::frame(0x82, &body)).await?;
+    sub.write_all(&crate::wire::subscribe(1, "bench/#", args.qos))
+        .await?;
     let mut suback = [0u8; 5];
     sub.read_exact(&mut suback).await?;
     // The subscriber counts PUBLISH packets (and acknowledges QoS 1).

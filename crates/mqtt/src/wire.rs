@@ -67,6 +67,15 @@ pub fn publish(topic: &str, payload: &[u8], qos: u8, pkid: u16) -> Vec<u8> {
     frame(0x30 | (qos << 1), &body)
 }
 
+/// A v3.1.1 SUBSCRIBE of one filter at `qos`.
+pub fn subscribe(pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = Vec::with_capacity(filter.len() + 5);
+    body.extend_from_slice(&pkid.to_be_bytes());
+    string(&mut body, filter.as_bytes());
+    body.push(qos);
+    frame(0x82, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +92,11 @@ mod tests {
         assert_eq!(&big[..3], &[0x32, 0xcd, 0x01]);
         let mut buf = BytesMut::from(&big[..]);
         assert!(decode(Version::V311, &mut buf, 1 << 20).is_ok());
+        let mut buf = BytesMut::from(&subscribe(3, "a/#", 1)[..]);
+        let p = format!("{:?}", decode(Version::V311, &mut buf, 1 << 20).unwrap());
+        assert!(
+            p.contains("pkid: 3") && p.contains("\"a/#\"") && p.contains("AtLeastOnce"),
+            "{p}"
+        );
     }
 }
