@@ -122,7 +122,7 @@ pub fn store() -> &'static std::sync::Arc<store::Storage> {
                     (t, v)
                 })
                 .collect();
-            batch.push(SeriesSamples { labels: l, samples });
+            batch.push(SeriesSamples::new(l, samples));
         }
         storage.append(&batch).expect("the samples are stored");
         storage

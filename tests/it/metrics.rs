@@ -57,14 +57,16 @@ fn fixture() -> Fixture {
     let now = clock.now_ms();
     let (storage, _) = Storage::open(&StorageConfig::default(), dir.path(), clock).unwrap();
     let batch: Vec<SeriesSamples> = (0..12)
-        .map(|i| SeriesSamples {
-            labels: Labels::from_pairs([
-                ("__name__", "env_temp".to_string()),
-                ("room", format!("r{i}")),
-            ]),
-            samples: (0..10)
-                .map(|k| (now - 10_000 + k * 1000, 20.0 + k as f64))
-                .collect(),
+        .map(|i| {
+            SeriesSamples::new(
+                Labels::from_pairs([
+                    ("__name__", "env_temp".to_string()),
+                    ("room", format!("r{i}")),
+                ]),
+                (0..10)
+                    .map(|k| (now - 10_000 + k * 1000, 20.0 + k as f64))
+                    .collect(),
+            )
         })
         .collect();
     let r = storage.append(&batch).unwrap();

@@ -103,10 +103,7 @@ fn bench(args: &RulesBenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
         let batch: Vec<SeriesSamples> = labels
             .iter()
             .enumerate()
-            .map(|(i, l)| SeriesSamples {
-                labels: l.clone(),
-                samples: vec![(t, temperature(i, t))],
-            })
+            .map(|(i, l)| SeriesSamples::new(l.clone(), vec![(t, temperature(i, t))]))
             .collect();
         samples += batch.len();
         storage.append(&batch)?;

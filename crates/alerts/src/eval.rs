@@ -201,10 +201,7 @@ impl Rule {
                 self.status.last_error = None;
                 out = series
                     .into_iter()
-                    .map(|(labels, v)| SeriesSamples {
-                        labels,
-                        samples: vec![(ts, v)],
-                    })
+                    .map(|(labels, v)| SeriesSamples::new(labels, vec![(ts, v)]))
                     .collect();
             }
             Err(e) => {
@@ -216,10 +213,10 @@ impl Rule {
         // marker, as Prometheus writes them (also after an error).
         let now: HashSet<Labels> = out.iter().map(|s| s.labels.clone()).collect();
         for gone in self.previous.difference(&now) {
-            out.push(SeriesSamples {
-                labels: gone.clone(),
-                samples: vec![(ts, f64::from_bits(STALE_NAN))],
-            });
+            out.push(SeriesSamples::new(
+                gone.clone(),
+                vec![(ts, f64::from_bits(STALE_NAN))],
+            ));
         }
         self.previous = now;
         self.status.last_evaluation = Some(ts);

@@ -453,13 +453,15 @@ fn run_test(
     let batch: Vec<SeriesSamples> = test
         .input
         .iter()
-        .map(|(labels, values)| SeriesSamples {
-            labels: labels.clone(),
-            samples: values
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.map(|v| (i as i64 * test.interval_ms, v)))
-                .collect(),
+        .map(|(labels, values)| {
+            SeriesSamples::new(
+                labels.clone(),
+                values
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (i as i64 * test.interval_ms, v)))
+                    .collect(),
+            )
         })
         .collect();
     let appended = storage.append(&batch).map_err(|e| e.to_string())?;

@@ -29,6 +29,30 @@ pub use labels::{Label, LabelLimits, Labels, MatchOp, Matcher, METRIC_NAME};
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// The measurement and field the series was written as, when the
+    /// payload named them (line protocol, Telegraf's JSON).
+    pub origin: Option<std::sync::Arc<MeasurementField>>,
+}
+
+impl SeriesSamples {
+    /// Samples of a series whose payload named no measurement.
+    pub fn new(labels: Labels, samples: Vec<(i64, f64)>) -> SeriesSamples {
+        SeriesSamples {
+            labels,
+            samples,
+            origin: None,
+        }
+    }
+}
+
+/// A line-protocol measurement and one of its fields, as written. The
+/// series' metric name (`<measurement>_<field>`, sanitized) cannot say where
+/// one ends and the other begins: `room_aaa` with field `temp` and `room`
+/// with field `aaa_temp` are both `room_aaa_temp`. InfluxQL answers with these.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MeasurementField {
+    pub measurement: String,
+    pub field: String,
 }
 
 /// Completes once shutdown was signalled on `rx`.

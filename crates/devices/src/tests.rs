@@ -21,10 +21,10 @@ fn open(
 }
 
 fn sample(device: &str, metric: &str, t: i64) -> SeriesSamples {
-    SeriesSamples {
-        labels: Labels::from_pairs([("__name__", metric), ("device", device)]),
-        samples: vec![(t, 1.0)],
-    }
+    SeriesSamples::new(
+        Labels::from_pairs([("__name__", metric), ("device", device)]),
+        vec![(t, 1.0)],
+    )
 }
 
 fn reading(series: Vec<SeriesSamples>, devices: Vec<DeviceReport>) -> Reading {
@@ -239,13 +239,15 @@ fn a_telegraf_host_has_its_series() {
     let trees = store::Trees::temporary().unwrap();
     let clock = ManualClock::new(T0);
     let r = open(&trees, &clock, &config());
-    let series = |host: &str| SeriesSamples {
-        labels: Labels::from_pairs([
-            ("__name__", "docker_n_images"),
-            ("host", host),
-            ("topic", "telegraf"),
-        ]),
-        samples: vec![(T0, 660.0)],
+    let series = |host: &str| {
+        SeriesSamples::new(
+            Labels::from_pairs([
+                ("__name__", "docker_n_images"),
+                ("host", host),
+                ("topic", "telegraf"),
+            ]),
+            vec![(T0, 660.0)],
+        )
     };
     let m = Reading {
         series: vec![series("raynor"), series("amaranth")],

@@ -64,11 +64,13 @@ fn batches(args: &ForwardBenchArgs, now: i64) -> Vec<Vec<SeriesSamples>> {
         .map(|k| {
             labels
                 .iter()
-                .map(|l| SeriesSamples {
-                    labels: l.clone(),
-                    samples: (k..(k + 10).min(per_series))
-                        .map(|j| (start + j as i64 * 100, j as f64 * 0.25))
-                        .collect(),
+                .map(|l| {
+                    SeriesSamples::new(
+                        l.clone(),
+                        (k..(k + 10).min(per_series))
+                            .map(|j| (start + j as i64 * 100, j as f64 * 0.25))
+                            .collect(),
+                    )
                 })
                 .collect()
         })

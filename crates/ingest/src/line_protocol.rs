@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::num::{IntErrorKind, ParseIntError};
+use std::sync::Arc;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use thiserror::Error;
@@ -27,7 +28,7 @@ use thiserror::Error;
 use super::MAX_ERRORS;
 use base::labels::{Label, METRIC_NAME};
 use base::names::{sanitize_label_name, sanitize_metric_name};
-use base::{Labels, SeriesSamples};
+use base::{Labels, MeasurementField, SeriesSamples};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
@@ -270,6 +271,8 @@ pub fn parse(
 
 /// What a measurement-and-tags text stands for.
 struct Group {
+    /// As written, unescaped.
+    measurement: String,
     metric: String,
     /// Tags and extra labels, without the metric name.
     labels: Labels,
@@ -480,6 +483,7 @@ impl<'a> Parser<'a> {
         }
         self.groups.push(Group {
             metric: sanitize_metric_name(&measurement).into_owned(),
+            measurement: measurement.into_owned(),
             labels,
         });
         Ok(self.groups.len() as u32 - 1)
@@ -541,11 +545,18 @@ impl<'a> Parser<'a> {
             }
             next = self.same_hash[id as usize];
         }
+        let origin = Arc::new(MeasurementField {
+            measurement: g.measurement.clone(),
+            field: field.into_owned(),
+        });
         self.charge(
             labels
                 .iter()
                 .map(|l| l.name.len() + l.value.len() + LABEL_OVERHEAD)
-                .sum(),
+                .sum::<usize>()
+                + origin.measurement.len()
+                + origin.field.len()
+                + LABEL_OVERHEAD,
         )?;
         let id = self.out.series.len() as u32;
         self.same_hash.push(self.by_hash.insert(hash, id));
@@ -553,6 +564,7 @@ impl<'a> Parser<'a> {
         self.out.series.push(SeriesSamples {
             labels,
             samples: Vec::new(),
+            origin: Some(origin),
         });
         Ok(id)
     }

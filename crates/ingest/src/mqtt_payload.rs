@@ -163,10 +163,10 @@ fn parse_text(
             return msg;
         };
         if value.is_finite() {
-            msg.series.push(SeriesSamples {
-                labels: series_labels(&sanitize_metric_name(level), extra),
-                samples: vec![(received_ms, value)],
-            });
+            msg.series.push(SeriesSamples::new(
+                series_labels(&sanitize_metric_name(level), extra),
+                vec![(received_ms, value)],
+            ));
         } else {
             msg.dropped_sentinels = 1;
         }
@@ -436,10 +436,10 @@ impl ByName<'_> {
             return id;
         }
         let id = self.series.len();
-        self.series.push(SeriesSamples {
-            labels: series_labels(name, self.extra),
-            samples: Vec::new(),
-        });
+        self.series.push(SeriesSamples::new(
+            series_labels(name, self.extra),
+            Vec::new(),
+        ));
         self.last_record.push(0);
         if id == LINEAR_SEARCH {
             self.ids = (self.series.iter().enumerate())

@@ -130,10 +130,7 @@ impl Points<'_> {
             Ok((labels, sample)) => {
                 let series = &mut self.out.series;
                 let id = *self.ids.entry(labels).or_insert_with_key(|labels| {
-                    series.push(SeriesSamples {
-                        labels: labels.clone(),
-                        samples: Vec::new(),
-                    });
+                    series.push(SeriesSamples::new(labels.clone(), Vec::new()));
                     series.len() - 1
                 });
                 series[id].samples.push(sample);

@@ -143,10 +143,10 @@ pub fn parse(body: &str) -> ParsedImport {
             }) => {
                 let series = &mut out.series;
                 let id = *ids.entry(metric).or_insert_with_key(|labels| {
-                    series.push(SeriesSamples {
-                        labels: labels.clone(),
-                        samples: Vec::with_capacity(values.len()),
-                    });
+                    series.push(SeriesSamples::new(
+                        labels.clone(),
+                        Vec::with_capacity(values.len()),
+                    ));
                     series.len() - 1
                 });
                 series[id]

@@ -274,14 +274,14 @@ fn bench_series(
     let now = clock.now_ms();
     let mut batch = Vec::new();
     for i in 0..count {
-        batch.push(SeriesSamples {
-            labels: Labels::from_pairs([
+        batch.push(SeriesSamples::new(
+            Labels::from_pairs([
                 ("__name__", names[i % names.len()].to_string()),
                 ("site", format!("site{}", i % 37)),
                 ("device", format!("device-{}", i / names.len())),
             ]),
-            samples: vec![(now, 1.0)],
-        });
+            vec![(now, 1.0)],
+        ));
         if batch.len() == 10_000 {
             storage.append(&batch)?;
             batch.clear();

@@ -79,12 +79,14 @@ impl MetricSource for Storage {
 pub fn to_series(points: &[MetricPoint], now_ms: i64) -> Vec<SeriesSamples> {
     points
         .iter()
-        .map(|p| SeriesSamples {
-            labels: Labels::from_pairs(
-                std::iter::once((METRIC_NAME, p.name.as_str()))
-                    .chain(p.labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-            ),
-            samples: vec![(now_ms, p.value)],
+        .map(|p| {
+            SeriesSamples::new(
+                Labels::from_pairs(
+                    std::iter::once((METRIC_NAME, p.name.as_str()))
+                        .chain(p.labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+                ),
+                vec![(now_ms, p.value)],
+            )
         })
         .collect()
 }

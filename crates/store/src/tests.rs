@@ -19,7 +19,7 @@ fn open_with(dir: &Path, clock: &Arc<ManualClock>, cfg: StorageConfig) -> Arc<St
 fn series(name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> SeriesSamples {
     let mut l = Labels::from_pairs(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     l.set("__name__", name);
-    SeriesSamples { labels: l, samples }
+    SeriesSamples::new(l, samples)
 }
 
 fn read_all(s: &Storage, name: &str) -> Vec<SeriesData> {

@@ -24,14 +24,14 @@
 //! buffer): only a time that is not one, or one more than 15 minutes after
 //! the arrival, is replaced by the arrival time, with a notice.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use memchr::memmem::Finder;
 use std::collections::hash_map::Entry;
 
 use base::labels::METRIC_NAME;
 use base::names::{sanitize_label_name, sanitize_metric_name};
-use base::{Labels, SeriesSamples};
+use base::{Labels, MeasurementField, SeriesSamples};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Number, Value};
 
@@ -205,7 +205,7 @@ impl<'m> Out<'m> {
             samples.push((key.as_str(), series, value));
         }
         let t = self.time(m.get("timestamp"));
-        for (_, series, value) in samples {
+        for (key, series, value) in samples {
             let l = Labels::from_pairs(
                 std::iter::once((METRIC_NAME, series.as_str()))
                     .chain(labels.iter().map(|(n, v)| (n.as_str(), *v)))
@@ -217,6 +217,10 @@ impl<'m> Out<'m> {
                     self.series.push(SeriesSamples {
                         labels: e.key().clone(),
                         samples: Vec::new(),
+                        origin: Some(Arc::new(MeasurementField {
+                            measurement: name.clone(),
+                            field: key.to_owned(),
+                        })),
                     });
                     *e.insert(self.series.len() - 1)
                 }
@@ -345,15 +349,20 @@ mod tests {
         read_at("telegraf/h/m", payload, NOW).expect("a Telegraf message")
     }
 
-    /// The series, sorted by labels, as `labels value @ms`.
+    /// The series, sorted by labels, as `labels value @ms (measurement
+    /// field)`.
     fn sorted(series: &[SeriesSamples]) -> Vec<String> {
         let mut s: Vec<&SeriesSamples> = series.iter().collect();
         s.sort_by(|a, b| a.labels.cmp(&b.labels));
         s.iter()
             .flat_map(|s| {
-                s.samples
-                    .iter()
-                    .map(move |(t, v)| format!("{} {v:?} @{t}", s.labels))
+                let o = s.origin.as_deref().expect("a measurement and field");
+                s.samples.iter().map(move |(t, v)| {
+                    format!(
+                        "{} {v:?} @{t} ({:?} {:?})",
+                        s.labels, o.measurement, o.field
+                    )
+                })
             })
             .collect()
     }

@@ -391,10 +391,7 @@ impl SeriesOut {
                 if !self.index.is_empty() {
                     self.index.insert(l.clone(), self.series.len());
                 }
-                self.series.push(SeriesSamples {
-                    labels: l,
-                    samples: vec![(t, v)],
-                });
+                self.series.push(SeriesSamples::new(l, vec![(t, v)]));
             }
         }
     }

@@ -139,10 +139,7 @@ mod tests {
         .map(|(field, v)| {
             let mut labels = Labels::from_pairs([("id", "RaspberryPi")]);
             labels.set(base::labels::METRIC_NAME, &format!("JNU_rasp_{field}"));
-            SeriesSamples {
-                labels,
-                samples: vec![(t, v)],
-            }
+            SeriesSamples::new(labels, vec![(t, v)])
         })
         .collect();
         storage.append(&batch).unwrap();

@@ -31,10 +31,7 @@ fn fixture() -> Fixture {
 fn add(f: &Fixture, name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>) {
     let mut l = Labels::from_pairs(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     l.set("__name__", name);
-    let r = f
-        .storage
-        .append(&[SeriesSamples { labels: l, samples }])
-        .unwrap();
+    let r = f.storage.append(&[SeriesSamples::new(l, samples)]).unwrap();
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
 }
 
@@ -311,9 +308,7 @@ fn rollups_answer_where_raw_samples_expired() {
     let mut l = Labels::from_pairs([("dev", "a")]);
     l.set("__name__", "old");
     let samples: Vec<(i64, f64)> = (0..12 * 60).map(|i| (T0 + i * M, i as f64)).collect();
-    storage
-        .append(&[SeriesSamples { labels: l, samples }])
-        .unwrap();
+    storage.append(&[SeriesSamples::new(l, samples)]).unwrap();
     storage.checkpoint().unwrap();
     clock.set(T0 + 12 * 3_600_000);
     storage.compact().unwrap();
