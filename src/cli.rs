@@ -579,6 +579,7 @@ pub fn check(location: &Location, json: bool) -> anyhow::Result<i32> {
             println!("format:         {v}");
         }
         println!("series:         {}", report.series);
+        println!("measurements:   {} metric names", report.measurements);
         println!("windows:        {}", report.windows);
         println!(
             "blocks:         {} ({} raw samples)",

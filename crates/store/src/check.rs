@@ -1,6 +1,7 @@
 //! `perch check`: verifies a data directory without changing it — format
-//! version, the sled database, every series record, every block (checksum,
-//! header, each column decoded) against the index, and the WAL.
+//! version, the sled database, every series record, every remembered
+//! measurement, every block (checksum, header, each column decoded) against
+//! the index, and the WAL.
 
 use std::path::Path;
 
@@ -9,12 +10,14 @@ use serde::Serialize;
 use super::block::Block;
 use super::files::{BlockFiles, Tier, TIERS};
 use super::index::SeriesIndex;
-use super::{format, wal};
+use super::{format, measurements, wal, StorageError};
 
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
     pub format_version: Option<u32>,
     pub series: usize,
+    /// Metric names with the line-protocol measurement they were written as.
+    pub measurements: usize,
     pub blocks: usize,
     pub samples: u64,
     pub windows: usize,
@@ -82,6 +85,20 @@ pub fn check(data_dir: &Path) -> CheckReport {
         }
     };
     r.series = index.len();
+    match db.open_tree(measurements::TREE) {
+        Ok(tree) => {
+            for entry in tree.iter() {
+                match entry
+                    .map_err(StorageError::from)
+                    .and_then(|(k, v)| measurements::decode(&k, &v))
+                {
+                    Ok(_) => r.measurements += 1,
+                    Err(e) => r.problems.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => r.problems.push(format!("measurements: {e}")),
+    }
     let (files, repair) = match BlockFiles::open(&data_dir.join("blocks"), &db, false) {
         Ok(f) => f,
         Err(e) => {

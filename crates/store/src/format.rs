@@ -2,10 +2,10 @@
 //! (one function per step, as Moonfire NVR's `db/upgrade/` does), opening sled
 //! safely, and moving a database that cannot be opened out of the way.
 //!
-//! Data directory layout (version 1):
+//! Data directory layout (version 2):
 //! ```text
-//! FORMAT              "perch data directory format 1"
-//! db/                 sled: series, spans, block index, users, settings
+//! FORMAT              "perch data directory format 2"
+//! db/                 sled: series, spans, block index, measurements, users, settings
 //! blocks/{raw,1m,1h}/ one file per tier and time window: <start ms>-<generation>.dat
 //! wal/                write-ahead log segments NNNNNNNNNNNN.wal
 //! quarantine/         databases that could not be opened, with the reason
@@ -18,14 +18,36 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub(super) const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "perch data directory format ";
 
 /// `UPGRADES[i]` turns a version `i + 1` directory into version `i + 2`.
 /// Each step must be safe to re-run after a crash halfway through.
 type UpgradeStep = fn(&Path) -> Result<(), StorageError>;
-const UPGRADES: &[UpgradeStep] = &[];
+const UPGRADES: &[UpgradeStep] = &[v1_measurements];
+
+/// 1 → 2: the tree `measurements` (metric name → the line-protocol
+/// measurement and field it was written as). Version 1 never recorded them,
+/// so the tree starts empty: those series keep the measurement InfluxQL
+/// guesses from their name until a line-protocol write names them again.
+fn v1_measurements(data_dir: &Path) -> Result<(), StorageError> {
+    let db = open_db(data_dir, 8 << 20)?;
+    db.open_tree(crate::measurements::TREE)?;
+    set_db_version(&db, 2)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// The version sled records, when it records one: a database that lost it
+/// is damage that [`check_db_version`] reports, not something to upgrade.
+fn set_db_version(db: &sled::Db, v: u32) -> Result<(), StorageError> {
+    let meta = db.open_tree("meta")?;
+    if meta.get("format")?.is_some() {
+        meta.insert("format", &v.to_be_bytes())?;
+    }
+    Ok(())
+}
 
 /// The format version recorded in the directory, if any.
 pub fn read_version(data_dir: &Path) -> Result<Option<u32>, StorageError> {

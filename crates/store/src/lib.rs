@@ -22,6 +22,7 @@ pub mod format;
 mod head;
 mod index;
 mod maintenance;
+mod measurements;
 pub mod metrics;
 mod read;
 pub mod rollup;
@@ -43,7 +44,7 @@ use config::StorageConfig;
 pub use files::Tier;
 // The shared model the store's API speaks in.
 pub use base::labels::{self, LabelLimits, Labels, MatchOp, Matcher};
-pub use base::SeriesSamples;
+pub use base::{MeasurementField, SeriesSamples};
 pub use read::{SeriesData, SeriesRollup};
 pub use rollup::Buckets;
 pub use space::{Reservation as DiskReservation, Usage as DiskUsage};
@@ -55,6 +56,7 @@ pub use wal::{read_records, ReplayStats, WalRecord};
 use files::BlockFiles;
 use head::{FrozenHead, Head};
 use index::SeriesIndex;
+use measurements::Measurements;
 use wal::Wal;
 
 pub type SeriesId = u32;
@@ -302,6 +304,7 @@ pub struct Storage {
     data_dir: PathBuf,
     db: sled::Db,
     index: SeriesIndex,
+    measurements: Measurements,
     files: BlockFiles,
     wal: Wal,
     head: Mutex<Head>,
@@ -344,7 +347,7 @@ impl Storage {
             Ok(db) => Self::open_parts(db, data_dir, config, prepared.new_directory),
             Err(e) => Err(e),
         };
-        let (db, index, (files, repair)) = match opened {
+        let (db, index, measurements, (files, repair)) = match opened {
             Ok(parts) => parts,
             Err(e) if format::is_damage(&e) => {
                 let moved = format::quarantine(data_dir, &e.to_string())?;
@@ -380,6 +383,7 @@ impl Storage {
             data_dir: data_dir.to_path_buf(),
             db,
             index,
+            measurements,
             files,
             wal,
             head: Mutex::new(Head::default()),
@@ -431,11 +435,20 @@ impl Storage {
         data_dir: &Path,
         config: &StorageConfig,
         new_directory: bool,
-    ) -> Result<(sled::Db, SeriesIndex, (BlockFiles, files::FilesRepair)), StorageError> {
+    ) -> Result<
+        (
+            sled::Db,
+            SeriesIndex,
+            Measurements,
+            (BlockFiles, files::FilesRepair),
+        ),
+        StorageError,
+    > {
         format::check_db_version(&db, data_dir, new_directory)?;
         let index = SeriesIndex::load(&db, config.max_series)?;
+        let measurements = Measurements::load(&db)?;
         let files = BlockFiles::open(&data_dir.join("blocks"), &db, true)?;
-        Ok((db, index, files))
+        Ok((db, index, measurements, files))
     }
 
     fn replay_wal(&self) -> Result<wal::ReplayStats, StorageError> {
@@ -630,6 +643,11 @@ impl Storage {
                 for &(id, t, v) in &log {
                     head.append(id, t, v);
                 }
+                // Under the head lock: maintenance forgets names of series
+                // it forgets under it too.
+                if let Err(e) = self.measurements.remember(batch, &ids) {
+                    tracing::warn!(error = %e, "measurement names not remembered");
+                }
                 head.reserved += bytes;
                 result.samples = log.len();
                 if !log.is_empty() {
@@ -776,6 +794,18 @@ impl Storage {
 
     pub fn series_labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
         self.index.get(id).map(|i| i.labels)
+    }
+
+    /// The measurement and field that series named `metric` were written
+    /// as, when a write named them (line protocol, Telegraf's JSON).
+    pub fn measurement_of(&self, metric: &str) -> Option<Arc<MeasurementField>> {
+        self.measurements.get(metric)
+    }
+
+    /// The metric names written as fields of `measurement`, with the field
+    /// each stands for.
+    pub fn measurement_metrics(&self, measurement: &str) -> Vec<(String, String)> {
+        self.measurements.metrics_of(measurement)
     }
 
     pub fn label_names(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<String> {

@@ -754,6 +754,11 @@ impl Storage {
             in_memory.extend(f.spans.keys().copied());
         }
         let removed = self.index.remove_older_than(cutoff, &in_memory)?;
+        if removed > 0 {
+            let names = self.index.label_values(base::METRIC_NAME);
+            let names: rustc_hash::FxHashSet<&str> = names.iter().map(String::as_str).collect();
+            self.measurements.retain(&names)?;
+        }
         drop(head);
         if removed > 0 {
             tracing::info!(removed, "forgot series without data");

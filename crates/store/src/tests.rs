@@ -785,3 +785,100 @@ fn the_sample_limit_counts_only_the_range_read() {
         Err(StorageError::TooManySamples { limit: 1_000 })
     ));
 }
+
+fn written(measurement: &str, field: &str, tags: &[(&str, &str)], t: i64) -> SeriesSamples {
+    let name = if field == "value" {
+        measurement.to_string()
+    } else {
+        format!("{measurement}_{field}")
+    };
+    SeriesSamples {
+        origin: Some(Arc::new(MeasurementField {
+            measurement: measurement.into(),
+            field: field.into(),
+        })),
+        ..series(&name, tags, vec![(t, 1.0)])
+    }
+}
+
+#[test]
+fn measurements_are_remembered_until_their_series_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cfg = StorageConfig {
+        retention: config::Duration::from_secs(4 * 3600),
+        rollup_1m_retention: config::Duration::from_secs(4 * 3600),
+        rollup_1h_retention: config::Duration::from_secs(4 * 3600),
+        ..Default::default()
+    };
+    let s = open_with(dir.path(), &clock, cfg.clone());
+    s.append(&[
+        written("room_aaa", "temp", &[("loc", "lab")], T0),
+        written("old", "x", &[], T0),
+    ])
+    .unwrap();
+    // Refused (too far ahead): nothing stored, nothing remembered.
+    s.append(&[written("never", "x", &[], T0 + 100 * H)])
+        .unwrap();
+    // Spelled differently later: the first write keeps the name.
+    s.append(&[written("room", "aaa_temp", &[("loc", "kitchen")], T0)])
+        .unwrap();
+    let origin = s.measurement_of("room_aaa_temp").unwrap();
+    assert_eq!((&*origin.measurement, &*origin.field), ("room_aaa", "temp"));
+    assert!(s.measurement_of("never_x").is_none());
+    assert_eq!(
+        s.measurement_metrics("room_aaa"),
+        [("room_aaa_temp".to_string(), "temp".to_string())]
+    );
+    s.close().unwrap();
+    drop(s);
+    let s = open_with(dir.path(), &clock, cfg);
+    assert_eq!(s.measurement_of("old_x").unwrap().measurement, "old");
+    // `old_x` ages out and is forgotten, its name with it.
+    s.checkpoint().unwrap();
+    let later = T0 + 90 * 24 * H;
+    clock.set(later);
+    s.append(&[written("room_aaa", "temp", &[("loc", "lab")], later)])
+        .unwrap();
+    s.checkpoint().unwrap();
+    s.compact().unwrap();
+    s.enforce_retention().unwrap();
+    assert!(s.measurement_of("old_x").is_none());
+    assert!(s.measurement_of("room_aaa_temp").is_some());
+}
+
+#[test]
+fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let s = open(dir.path(), &clock);
+    s.append(&[series("temp", &[("room", "a")], vec![(T0, 21.5)])])
+        .unwrap();
+    s.close().unwrap();
+    drop(s);
+    // What version 1 wrote: its number in FORMAT and in sled, no tree
+    // `measurements`.
+    {
+        let db = format::open_db(dir.path(), 8 << 20).unwrap();
+        db.drop_tree(measurements::TREE).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &1u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::write(dir.path().join("FORMAT"), "perch data directory format 1\n").unwrap();
+    let c: Arc<dyn Clock> = clock.clone();
+    let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
+    assert_eq!(report.upgraded_from, Some(1));
+    assert!(report.quarantined.is_none());
+    assert_eq!(format::read_version(dir.path()).unwrap(), Some(2));
+    assert_eq!(read_all(&s, "temp")[0].values, vec![21.5]);
+    s.append(&[written("env", "hum", &[], T0 + 1000)]).unwrap();
+    assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
+    s.close().unwrap();
+    drop(s);
+    let report = check::check(dir.path());
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.measurements, 1);
+}
