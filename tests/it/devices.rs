@@ -88,42 +88,6 @@ fn corpus() -> Vec<(String, CorpusFile)> {
 
 const CONFIG: &str = "[storage]\nretention = \"100y\"\n";
 
-/// mosquitto_pub as the test admin; the payload on standard input, so that
-/// large and odd payloads pass as they are.
-fn publish(p: &Perch, topic: &str, payload: &[u8], retain: bool) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &p.mqtt_port.to_string()])
-        .args([
-            "-u",
-            crate::common::ADMIN,
-            "-P",
-            crate::common::ADMIN_PASSWORD,
-        ])
-        .args(["-q", "1", "-t", topic]);
-    if retain {
-        cmd.arg("-r");
-    }
-    if payload.is_empty() {
-        cmd.arg("-n");
-    } else {
-        cmd.arg("-s");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(payload).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub -t {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The value of a self-metric (summed over its label sets matching `with`).
 fn metric(p: &Perch, name: &str, with: &str) -> f64 {
     let body = p.get("/metrics").body;
@@ -229,7 +193,7 @@ fn the_corpus_is_stored_and_its_devices_listed() {
     let mut published = 0.0;
     for (_, file) in &files {
         for m in &file.message {
-            publish(&p, &m.topic, m.payload.as_bytes(), m.retain);
+            p.publish(&m.topic, m.payload.as_bytes(), m.retain);
             published += 1.0;
         }
     }
@@ -581,14 +545,12 @@ fn device_clocks_are_the_sample_time_when_they_are_right() {
     let p = Perch::start_with(&format!("{CONFIG}[devices]\ntime_zone = \"UTC\"\n"));
     let now_s = now_ms() / 1000;
     let device_s = now_s - 120;
-    publish(
-        &p,
+    p.publish(
         "tele/cellar/SENSOR",
         ds18b20(&tasmota_time(device_s)).as_bytes(),
         false,
     );
-    publish(
-        &p,
+    p.publish(
         "owntracks/jane/nokia",
         owntracks_location(device_s).as_bytes(),
         false,
@@ -627,9 +589,8 @@ fn device_clocks_are_the_sample_time_when_they_are_right() {
     // Clocks 2 hours off: the arrival time, and a notice each.
     let off = tasmota_time(now_s - 7200);
     let before = now_ms();
-    publish(&p, "tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
-    publish(
-        &p,
+    p.publish("tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
+    p.publish(
         "owntracks/jane/phone",
         owntracks_location(now_s + 7200).as_bytes(),
         false,
@@ -661,7 +622,7 @@ fn device_clocks_are_the_sample_time_when_they_are_right() {
         "the explorer says which time was not believed: {read}"
     );
     // Once per topic: the same clock again is not a new notice.
-    publish(&p, "tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
+    p.publish("tele/attic/SENSOR", ds18b20(&off).as_bytes(), false);
     wait_read(&p, 5.0);
     assert_eq!(metric(&p, "perch_ingest_notices_total", ""), 2.0);
 }
@@ -676,21 +637,18 @@ fn devices_and_discovery_configs_survive_a_restart() {
         return;
     }
     let mut p = Perch::start_with(CONFIG);
-    publish(
-        &p,
+    p.publish(
         "homeassistant/sensor/sensorBedroomH/config",
         BEDROOM_HUMIDITY.as_bytes(),
         true,
     );
     // tests/fixtures/devices/tasmota.toml: INFO1 of wemos2, and a reading.
-    publish(
-        &p,
+    p.publish(
         "tele/wemos2/INFO1",
         br#"{"Module":"Generic","Version":"7.0.0.3(tasmota)","FallbackTopic":"cmnd/DVES_15568C_fb/","GroupTopic":"cmnd/sonoffs/"}"#,
         false,
     );
-    publish(
-        &p,
+    p.publish(
         "tele/wemos2/SENSOR",
         ds18b20("2021-01-02T09:09:44").as_bytes(),
         false,
@@ -723,8 +681,7 @@ fn devices_and_discovery_configs_survive_a_restart() {
 
     // A state on the config's topic, after the restart: read as the entity
     // only if the retained config was learnt at start.
-    publish(
-        &p,
+    p.publish(
         "homeassistant/sensor/sensorBedroom/state",
         br#"{ "temperature": 23.20, "humidity": 43.70 }"#,
         false,
@@ -765,8 +722,7 @@ fn bad_device_input_is_explained_counted_and_survived() {
         return;
     }
     let p = Perch::start_with(CONFIG);
-    publish(
-        &p,
+    p.publish(
         "tele/keep/SENSOR",
         ds18b20("2021-01-02T09:09:44").as_bytes(),
         false,
@@ -807,11 +763,11 @@ fn bad_device_input_is_explained_counted_and_survived() {
         ),
     ];
     for (topic, payload, _) in &bad_configs {
-        publish(&p, topic, payload, true);
+        p.publish(topic, payload, true);
         sent += 1.0;
     }
-    publish(&p, "bad/tpl/state", br#"{"x": 21}"#, false);
-    publish(&p, "bad/big/state", b"12", false);
+    p.publish("bad/tpl/state", br#"{"x": 21}"#, false);
+    p.publish("bad/big/state", b"12", false);
     sent += 2.0;
 
     // Random bytes where each family's messages go.
@@ -830,7 +786,7 @@ fn bad_device_input_is_explained_counted_and_survived() {
         "homeassistant/sensor/rnd/config",
     ];
     for (i, topic) in random_topics.iter().enumerate() {
-        publish(&p, topic, &random_bytes(i as u64, 64 + 37 * i), false);
+        p.publish(topic, &random_bytes(i as u64, 64 + 37 * i), false);
         sent += 1.0;
     }
 
@@ -846,8 +802,7 @@ fn bad_device_input_is_explained_counted_and_survived() {
         long_tasmota.as_str(),
     ];
     for id in odd_ids {
-        publish(
-            &p,
+        p.publish(
             &format!("tele/{id}/SENSOR"),
             ds18b20("2021-01-02T09:09:44").as_bytes(),
             false,
@@ -859,12 +814,7 @@ fn bad_device_input_is_explained_counted_and_survived() {
         r#"{"battery":30,"humidity":63.4,"linkquality":47,"temperature":21.1,"voltage":2500}"#;
     let odd_names = ["Küche/Lampe 1", "..%2F..", " lead", long_z2m.as_str()];
     for name in odd_names {
-        publish(
-            &p,
-            &format!("zigbee2mqtt/{name}"),
-            z2m_state.as_bytes(),
-            false,
-        );
+        p.publish(&format!("zigbee2mqtt/{name}"), z2m_state.as_bytes(), false);
         sent += 1.0;
     }
     wait_read(&p, sent);
@@ -905,7 +855,7 @@ fn bad_device_input_is_explained_counted_and_survived() {
     while sub.try_wait().unwrap().is_none() {
         assert!(tries < 50, "mosquitto_sub received nothing");
         tries += 1;
-        publish(&p, "relay/check", b"still here", false);
+        p.publish("relay/check", b"still here", false);
         sent += 1.0;
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -421,3 +421,144 @@ fn show_statements_and_errors() {
     let j = ok(&p, "SELECT * FROM nothing_here", "");
     assert_eq!(j, json!({"results": [{"statement_id": 0}]}));
 }
+
+/// The measurements `SHOW MEASUREMENTS` lists.
+fn measurements(p: &Perch) -> Value {
+    ok(p, "SHOW MEASUREMENTS", "")["results"][0]["series"][0]["values"].clone()
+}
+
+/// Polls (bounded) until `q` answers `want` at `pointer`: MQTT messages are
+/// stored a moment after mosquitto_pub returns.
+fn wait_for(p: &Perch, q: &str, pointer: &str, want: &Value) {
+    for _ in 0..100 {
+        if ok(p, q, "").pointer(pointer) == Some(want) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{q}: {} is not {want}", ok(p, q, ""));
+}
+
+/// The measurement and field names a write used are the answer, whatever
+/// arrives later (issue 18: reconstructed from metric names, `room_aaa`
+/// became `room` once `room_bbb` arrived, `cpu` split into `cpu_ram` and
+/// `cpu_usage`, and Telegraf's cpu lines were `cpu_usage`).
+#[test]
+fn measurements_are_what_was_written() {
+    let mut p = Perch::start_with(QUIET);
+    write(&p, &format!("room_aaa,loc=lab temp=1,hum=2 {T0}\n"), "s");
+    assert_eq!(measurements(&p), json!([["room_aaa"]]));
+    write(&p, &format!("room_bbb,loc=lab temp=1,hum=2 {T0}\n"), "s");
+    assert_eq!(measurements(&p), json!([["room_aaa"], ["room_bbb"]]));
+    write(&p, &format!("cpu usage=1 {T0}\n"), "s");
+    write(&p, &format!("cpu ram=2 {}\n", T0 + 60), "s");
+    assert_eq!(
+        measurements(&p),
+        json!([["cpu"], ["room_aaa"], ["room_bbb"]])
+    );
+    // A measurement and a field whose names are not metric names.
+    write(
+        &p,
+        &format!("boiler\\ room,loc=cellar temp.c=60 {T0}\n"),
+        "s",
+    );
+    // Telegraf's cpu plugin through MQTT (outputs.mqtt, data_format =
+    // "influx"), and a plain number from an MQTT device, whose measurement
+    // is still guessed from the metric name.
+    let telegraf = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/telegraf/cpu_usage.lp"),
+    )
+    .unwrap();
+    p.publish("telegraf/loaner/cpu", &telegraf, false);
+    p.publish("home/pcroom/temperature", b"21.5", false);
+    let listed = json!([
+        ["boiler room"],
+        ["cpu"],
+        ["room_aaa"],
+        ["room_bbb"],
+        ["temperature"]
+    ]);
+    wait_for(
+        &p,
+        "SHOW MEASUREMENTS",
+        "/results/0/series/0/values",
+        &listed,
+    );
+    let cpu_fields = json!([
+        "ram",
+        "usage",
+        "usage_active",
+        "usage_guest",
+        "usage_guest_nice",
+        "usage_idle",
+        "usage_iowait",
+        "usage_irq",
+        "usage_nice",
+        "usage_softirq",
+        "usage_steal",
+        "usage_system",
+        "usage_user"
+    ]);
+    let answers = |p: &Perch| {
+        let fields = ok(p, "SHOW FIELD KEYS FROM cpu", "");
+        let names: Vec<&Value> = fields["results"][0]["series"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| &v[0])
+            .collect();
+        assert_eq!(json!(names), cpu_fields);
+        assert_eq!(
+            ok(p, "SELECT * FROM room_bbb", "")["results"][0]["series"][0],
+            json!({
+                "name": "room_bbb",
+                "columns": ["time", "hum", "loc", "temp"],
+                "values": [["2026-01-01T00:00:00Z", 2, "lab", 1]]
+            })
+        );
+        assert_eq!(
+            ok(p, "SELECT \"temp.c\" FROM \"boiler room\"", "")["results"][0]["series"][0],
+            json!({
+                "name": "boiler room",
+                "columns": ["time", "temp.c"],
+                "values": [["2026-01-01T00:00:00Z", 60]]
+            })
+        );
+        assert_eq!(
+            ok(
+                p,
+                "SELECT usage_idle FROM cpu WHERE \"cpu\" = 'cpu-total'",
+                ""
+            )["results"][0]["series"][0]["values"],
+            json!([["2019-09-17T22:55:22Z", 82.3834196941197]])
+        );
+        let all = ok(p, "SHOW FIELD KEYS", "");
+        let per: Vec<(&Value, usize)> = all["results"][0]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (&s["name"], s["values"].as_array().unwrap().len()))
+            .collect();
+        assert_eq!(
+            json!(per),
+            json!([
+                ["boiler room", 1],
+                ["cpu", 13],
+                ["room_aaa", 2],
+                ["room_bbb", 2],
+                ["temperature", 1]
+            ])
+        );
+    };
+    answers(&p);
+    // Remembered on disk: the same answers after a restart, and
+    // `perch check` reads what was remembered.
+    p.stop();
+    let (code, out, err) = p.cli(&["check"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("measurements:   18 metric names\n"), "{out}");
+    p.restart();
+    assert_eq!(measurements(&p), listed);
+    answers(&p);
+}

@@ -409,6 +409,36 @@ impl Perch {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
+    /// mosquitto_pub as the test admin, QoS 1; the payload on standard
+    /// input, so that large and odd payloads pass as they are.
+    pub fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.mqtt_port.to_string()])
+            .args(["-u", ADMIN, "-P", ADMIN_PASSWORD])
+            .args(["-q", "1", "-t", topic]);
+        if retain {
+            cmd.arg("-r");
+        }
+        if payload.is_empty() {
+            cmd.arg("-n");
+        } else {
+            cmd.arg("-s");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub");
+        child.stdin.take().unwrap().write_all(payload).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mosquitto_pub -t {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs a perch subcommand against this instance's data directory.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         run_cli(args, &self.data_dir, &self.config_path, stdin)

@@ -5,9 +5,9 @@
 //!
 //! Reads raw samples only (rollup buckets are left-open, InfluxQL intervals
 //! right-open, so they are not interchangeable), within `query.max_samples`
-//! and `query.timeout`. Measurement and field names are recovered from metric
-//! names, which is ambiguous where one measurement's name plus `_` starts
-//! another's; `docs/query.md` says what that means.
+//! and `query.timeout`. Measurement and field names are those the store
+//! remembers from the write that named them, else guessed from metric names
+//! (`names`); `docs/query.md` says what that means.
 //!
 //! This file runs the statements of a query; `parse` reads them, `select`
 //! and `show` answer them, `names` maps measurements to series, `condition`

@@ -1,6 +1,9 @@
-//! Measurements and fields recovered from metric names: line protocol's
-//! measurement `m` with field `f` was stored as the series `m_f` (field
-//! `value` as `m` itself), its tags as labels.
+//! Measurements and fields of series. A write that named them (line
+//! protocol, Telegraf's JSON) left them with the store, which remembers
+//! them per metric name; for other series (MQTT values, Prometheus writes)
+//! they are guessed from the metric name: line protocol's measurement `m`
+//! with field `f` is the series `m_f` (field `value` is `m` itself), its
+//! tags are labels.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,16 +22,19 @@ pub(super) fn tag_keys(l: &Labels) -> Vec<String> {
         .collect()
 }
 
+fn name_matcher(re: String) -> Result<Matcher, InfluxError> {
+    Ok(Matcher {
+        name: METRIC_NAME.into(),
+        op: MatchOp::Regex(Regex::new(&re).map_err(InfluxError::MeasurementPattern)?),
+        value: re,
+    })
+}
+
 /// Every series, sorted by labels.
 pub(super) fn all_series(ctx: &Ctx) -> Result<Vec<Arc<Labels>>, InfluxError> {
-    let m = Matcher {
-        name: METRIC_NAME.into(),
-        value: ".+".into(),
-        op: MatchOp::Regex(Regex::new("^.+$").map_err(InfluxError::MeasurementPattern)?),
-    };
     let mut v: Vec<Arc<Labels>> = ctx
         .storage
-        .select(&[m], i64::MIN, i64::MAX)
+        .select(&[name_matcher("^.+$".into())?], i64::MIN, i64::MAX)
         .into_iter()
         .map(|(_, l)| l)
         .collect();
@@ -36,11 +42,40 @@ pub(super) fn all_series(ctx: &Ctx) -> Result<Vec<Arc<Labels>>, InfluxError> {
     Ok(v)
 }
 
+/// The measurement and field of each series: as written where a write
+/// named them, else guessed among the series without one
+/// ([`guess_measurements`]).
+pub(super) fn measurements_of(ctx: &Ctx, series: &[Arc<Labels>]) -> Vec<(String, String)> {
+    let mut out = vec![(String::new(), String::new()); series.len()];
+    let mut unnamed = Vec::new();
+    for (i, l) in series.iter().enumerate() {
+        match ctx.storage.measurement_of(l.metric_name().unwrap_or("")) {
+            Some(o) => out[i] = (o.measurement.clone(), o.field.clone()),
+            None => unnamed.push(i),
+        }
+    }
+    let guessed: Vec<Arc<Labels>> = unnamed.iter().map(|&i| series[i].clone()).collect();
+    for (&i, m) in unnamed.iter().zip(guess_measurements(&guessed)) {
+        let field = field_of(series[i].metric_name().unwrap_or(""), &m);
+        out[i] = (m, field);
+    }
+    out
+}
+
+/// The field a metric name stands for in measurement `m` (sanitized), which
+/// it is or starts with followed by `_`.
+fn field_of(name: &str, m: &str) -> String {
+    if name == m {
+        return "value".into();
+    }
+    name.get(m.len() + 1..).unwrap_or("value").to_string()
+}
+
 /// The measurement each series most likely came from. Series written by one
 /// line share every label but the name; the longest common `_`-bounded
 /// prefix of their names is the measurement. A series alone in its group is
 /// its own measurement unless a measurement found so names its prefix.
-pub(super) fn measurements_of(series: &[Arc<Labels>]) -> Vec<String> {
+fn guess_measurements(series: &[Arc<Labels>]) -> Vec<String> {
     let mut groups: BTreeMap<Vec<(String, String)>, Vec<usize>> = BTreeMap::new();
     for (i, l) in series.iter().enumerate() {
         let key: Vec<(String, String)> = l
@@ -97,72 +132,71 @@ fn common_measurement(names: &[String]) -> Option<String> {
     })
 }
 
-/// The series of measurement `m` (sanitized the way line protocol names
-/// were) in `[lo, hi]`, with their field names.
+/// The series of measurement `m` in `[lo, hi]`, with their field names:
+/// those written as fields of `m`, and the series without a remembered
+/// measurement whose name is `m` (sanitized the way line protocol names
+/// are) or starts with it and `_`. The name to answer with comes first:
+/// `m` as written when a write named it, else sanitized.
 pub(super) fn measurement_series(
     ctx: &Ctx,
     m: &str,
     lo: i64,
     hi: i64,
-) -> Result<Vec<(SeriesId, Arc<Labels>, String)>, InfluxError> {
-    let m = base::names::sanitize_metric_name(m).into_owned();
-    let re = format!("^{}(?:_.+)?$", regex::escape(&m));
-    let matcher = Matcher {
-        name: METRIC_NAME.into(),
-        value: re.clone(),
-        op: MatchOp::Regex(Regex::new(&re).map_err(InfluxError::MeasurementPattern)?),
-    };
-    let mut out: Vec<(SeriesId, Arc<Labels>, String)> = ctx
-        .storage
-        .select(&[matcher], lo, hi)
-        .into_iter()
-        .map(|(id, l)| {
-            let name = l.metric_name().unwrap_or("");
-            let field = if name == m {
-                "value".to_string()
-            } else {
-                name[m.len() + 1..].to_string()
-            };
-            (id, l, field)
-        })
-        .collect();
+) -> Result<(String, MeasurementSeries), InfluxError> {
+    let written = ctx.storage.measurement_metrics(m);
+    let sanitized = base::names::sanitize_metric_name(m).into_owned();
+    let mut out: MeasurementSeries = Vec::new();
+    let named = !written.is_empty();
+    if named {
+        let fields: BTreeMap<String, String> = written.into_iter().collect();
+        let names: Vec<String> = fields.keys().map(|n| regex::escape(n)).collect();
+        let matcher = name_matcher(format!("^(?:{})$", names.join("|")))?;
+        for (id, l) in ctx.storage.select(&[matcher], lo, hi) {
+            if let Some(field) = fields.get(l.metric_name().unwrap_or("")) {
+                out.push((id, l, field.clone()));
+            }
+        }
+    }
+    let matcher = name_matcher(format!("^{}(?:_.+)?$", regex::escape(&sanitized)))?;
+    for (id, l) in ctx.storage.select(&[matcher], lo, hi) {
+        let name = l.metric_name().unwrap_or("");
+        if ctx.storage.measurement_of(name).is_none() {
+            let field = field_of(name, &sanitized);
+            out.push((id, l, field));
+        }
+    }
+    let name = if named { m.to_string() } else { sanitized };
     if out.len() > ctx.config.max_series {
         return Err(InfluxError::TooManySeries {
-            measurement: m,
+            measurement: name,
             count: out.len(),
             limit: ctx.config.max_series,
         });
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
+    Ok((name, out))
 }
+
+/// Series of one measurement: id, labels, field name.
+pub(super) type MeasurementSeries = Vec<(SeriesId, Arc<Labels>, String)>;
 
 /// Series (labels, field name) per measurement.
 pub(super) type ByMeasurement = BTreeMap<String, Vec<(Arc<Labels>, String)>>;
 
 /// Series per measurement: `FROM m`, or every measurement.
 pub(super) fn per_measurement(ctx: &Ctx, from: Option<&str>) -> Result<ByMeasurement, InfluxError> {
-    let mut out: BTreeMap<String, Vec<(Arc<Labels>, String)>> = BTreeMap::new();
+    let mut out = ByMeasurement::new();
     match from {
         Some(m) => {
-            let s = measurement_series(ctx, m, i64::MIN, i64::MAX)?;
+            let (name, s) = measurement_series(ctx, m, i64::MIN, i64::MAX)?;
             if !s.is_empty() {
-                out.insert(
-                    base::names::sanitize_metric_name(m).into_owned(),
-                    s.into_iter().map(|(_, l, f)| (l, f)).collect(),
-                );
+                out.insert(name, s.into_iter().map(|(_, l, f)| (l, f)).collect());
             }
         }
         None => {
             let all = all_series(ctx)?;
-            let ms = measurements_of(&all);
-            for (l, m) in all.into_iter().zip(ms) {
-                let name = l.metric_name().unwrap_or("").to_string();
-                let field = if name == m {
-                    "value".to_string()
-                } else {
-                    name.get(m.len() + 1..).unwrap_or("value").to_string()
-                };
+            let named = measurements_of(ctx, &all);
+            for (l, (m, field)) in all.into_iter().zip(named) {
                 out.entry(m).or_default().push((l, field));
             }
         }
@@ -181,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn measurements_are_the_common_prefix_of_a_lines_fields() {
+    fn guesses_are_the_common_prefix_of_a_lines_fields() {
         let all = [
             // One line `env,site=s0 temp=…,hum=…`.
             series("env_temp", &[("site", "s0")]),
@@ -197,7 +231,7 @@ mod tests {
             series("mqtt_home_pcroom", &[("loc", "pcroom")]),
         ];
         assert_eq!(
-            measurements_of(&all),
+            guess_measurements(&all),
             vec![
                 "env",
                 "env",

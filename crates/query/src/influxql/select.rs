@@ -44,7 +44,7 @@ pub(super) fn select(ctx: &Ctx, s: &Select) -> Result<Vec<SeriesOut>, InfluxErro
     } else {
         i64::MAX
     });
-    let series = measurement_series(ctx, &s.measurement, read_lo, read_hi)?;
+    let (name, series) = measurement_series(ctx, &s.measurement, read_lo, read_hi)?;
     if series.is_empty() {
         return Ok(Vec::new());
     }
@@ -129,7 +129,7 @@ pub(super) fn select(ctx: &Ctx, s: &Select) -> Result<Vec<SeriesOut>, InfluxErro
         let mut cols = vec!["time".to_string()];
         cols.extend(columns.iter().map(|(n, _)| n.clone()));
         out.push(SeriesOut {
-            name: base::names::sanitize_metric_name(&s.measurement).into_owned(),
+            name: name.clone(),
             tags: (!key.is_empty()).then(|| key.into_iter().collect()),
             columns: cols,
             values,

@@ -21,8 +21,8 @@ pub(super) fn measurements(
     let rx = Regexes::compile(condition)?;
     let all = all_series(ctx)?;
     let mut names: BTreeSet<String> = BTreeSet::new();
-    let measurements = measurements_of(&all);
-    for (labels, m) in all.iter().zip(&measurements) {
+    let measurements = measurements_of(ctx, &all);
+    for (labels, (m, _)) in all.iter().zip(&measurements) {
         if let Some(c) = condition {
             if !holds(c, &Row::tags_only(labels), ctx.now, &rx) {
                 continue;
