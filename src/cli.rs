@@ -345,7 +345,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
         Ok(trees) => {
             // A directory's first use may be `perch user add`: stamp the
             // database as `serve` would, or `serve` takes it for damaged.
-            format::stamp_or_check(&trees, &dir, prepared.new_directory)?;
+            format::stamp_or_check(&trees, &dir, prepared)?;
             let accounts = Accounts::open(&trees)?;
             run_local(&accounts, request)
         }

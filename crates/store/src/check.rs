@@ -74,7 +74,7 @@ pub fn check(data_dir: &Path) -> CheckReport {
             return r;
         }
     };
-    if let Err(e) = format::check_db_version(&db, data_dir, false) {
+    if let Err(e) = format::check_db_version(&db, data_dir, format::Prepared::default()) {
         r.problems.push(e.to_string());
     }
     let index = match SeriesIndex::load(&db, usize::MAX) {

@@ -22,30 +22,19 @@ pub const FORMAT_VERSION: u32 = 2;
 pub(super) const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "perch data directory format ";
 
-/// `UPGRADES[i]` turns a version `i + 1` directory into version `i + 2`.
-/// Each step must be safe to re-run after a crash halfway through.
-type UpgradeStep = fn(&Path) -> Result<(), StorageError>;
+/// `UPGRADES[i]` turns a version `i + 1` database into version `i + 2`.
+/// Steps run on the database [`Storage::open`](crate::Storage::open) opened
+/// (opening sled twice in a row races its lock), and each must be safe to
+/// re-run after a crash halfway through.
+type UpgradeStep = fn(&sled::Db) -> Result<(), StorageError>;
 const UPGRADES: &[UpgradeStep] = &[v1_measurements];
 
 /// 1 → 2: the tree `measurements` (metric name → the line-protocol
 /// measurement and field it was written as). Version 1 never recorded them,
 /// so the tree starts empty: those series keep the measurement InfluxQL
 /// guesses from their name until a line-protocol write names them again.
-fn v1_measurements(data_dir: &Path) -> Result<(), StorageError> {
-    let db = open_db(data_dir, 8 << 20)?;
+fn v1_measurements(db: &sled::Db) -> Result<(), StorageError> {
     db.open_tree(crate::measurements::TREE)?;
-    set_db_version(&db, 2)?;
-    db.flush()?;
-    Ok(())
-}
-
-/// The version sled records, when it records one: a database that lost it
-/// is damage that [`check_db_version`] reports, not something to upgrade.
-fn set_db_version(db: &sled::Db, v: u32) -> Result<(), StorageError> {
-    let meta = db.open_tree("meta")?;
-    if meta.get("format")?.is_some() {
-        meta.insert("format", &v.to_be_bytes())?;
-    }
     Ok(())
 }
 
@@ -84,18 +73,21 @@ fn write_version(data_dir: &Path, v: u32) -> Result<(), StorageError> {
 pub struct Prepared {
     /// The directory had no format stamp: it is being created now.
     pub new_directory: bool,
-    pub upgraded_from: Option<u32>,
+    /// The directory's older format, which [`stamp_or_check`] (or
+    /// [`Storage::open`](crate::Storage::open)) upgrades once the database
+    /// is open.
+    pub upgrade_from: Option<u32>,
 }
 
-/// Brings the directory to the current format: stamps a new one, upgrades an
-/// old one step by step, refuses a newer one.
+/// Reads the directory's format: stamps a new directory, refuses a newer
+/// format, and says whether an older one needs upgrading.
 pub fn prepare(data_dir: &Path) -> Result<Prepared, StorageError> {
     match read_version(data_dir)? {
         None => {
             write_version(data_dir, FORMAT_VERSION)?;
             Ok(Prepared {
                 new_directory: true,
-                upgraded_from: None,
+                upgrade_from: None,
             })
         }
         Some(v) if v == FORMAT_VERSION => Ok(Prepared::default()),
@@ -104,21 +96,10 @@ pub fn prepare(data_dir: &Path) -> Result<Prepared, StorageError> {
             found: v,
             supported: FORMAT_VERSION,
         }),
-        Some(v) => {
-            for (step, upgrade) in UPGRADES.iter().enumerate().skip(v as usize - 1) {
-                tracing::info!(
-                    from = step + 1,
-                    to = step + 2,
-                    "upgrading the data directory"
-                );
-                upgrade(data_dir)?;
-                write_version(data_dir, step as u32 + 2)?;
-            }
-            Ok(Prepared {
-                new_directory: false,
-                upgraded_from: Some(v),
-            })
-        }
+        Some(v) => Ok(Prepared {
+            new_directory: false,
+            upgrade_from: Some(v),
+        }),
     }
 }
 
@@ -133,9 +114,9 @@ pub fn open_trees(data_dir: &Path) -> Result<crate::Trees, StorageError> {
 pub fn stamp_or_check(
     trees: &crate::Trees,
     data_dir: &Path,
-    new_directory: bool,
+    prepared: Prepared,
 ) -> Result<(), StorageError> {
-    check_db_version(trees.db(), data_dir, new_directory)
+    check_db_version(trees.db(), data_dir, prepared)
 }
 
 /// Opens sled with a bounded cache. sled can panic on a damaged database;
@@ -194,33 +175,29 @@ pub fn is_damage(e: &StorageError) -> bool {
     )
 }
 
-/// Records the format version inside sled too. A database without it in a
-/// directory that was already in use has been reset (sled treats a damaged
-/// log as torn and opens empty): that is damage, not a fresh start, and must
-/// not lead to the block files being cleaned up as orphans.
+/// Records the format version inside sled too, and upgrades an older
+/// directory step by step. A database without the version in a directory
+/// that was already in use has been reset (sled treats a damaged log as torn
+/// and opens empty): that is damage, not a fresh start, and must not lead to
+/// the block files being cleaned up as orphans.
 pub(crate) fn check_db_version(
     db: &sled::Db,
     data_dir: &Path,
-    new_directory: bool,
+    prepared: Prepared,
 ) -> Result<(), StorageError> {
     let meta = db.open_tree("meta")?;
-    match meta.get("format")? {
-        Some(v) => {
-            let v = u32::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StorageError::Corrupt("meta/format is not 4 bytes".into()))?,
-            );
-            if v != FORMAT_VERSION {
-                return Err(StorageError::Corrupt(format!(
-                    "database format {v} does not match {} ({FORMAT_VERSION})",
-                    data_dir.join(FORMAT_FILE).display()
-                )));
-            }
-        }
-        None if new_directory => {
+    let recorded = match meta.get("format")? {
+        Some(v) => Some(u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+            StorageError::Corrupt("meta/format is not 4 bytes".into())
+        })?)),
+        None => None,
+    };
+    let recorded = match recorded {
+        Some(v) => v,
+        None if prepared.new_directory => {
             meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
             db.flush()?;
+            FORMAT_VERSION
         }
         None => {
             return Err(StorageError::Corrupt(format!(
@@ -228,6 +205,21 @@ pub(crate) fn check_db_version(
                 data_dir.join("db").display()
             )))
         }
+    };
+    let found = prepared.upgrade_from.unwrap_or(FORMAT_VERSION);
+    // A crash during an upgrade leaves sled up to one step ahead of FORMAT.
+    if recorded < found || recorded > FORMAT_VERSION {
+        return Err(StorageError::Corrupt(format!(
+            "database format {recorded} does not match {} ({found})",
+            data_dir.join(FORMAT_FILE).display()
+        )));
+    }
+    for v in found..FORMAT_VERSION {
+        tracing::info!(from = v, to = v + 1, "upgrading the data directory");
+        UPGRADES[v as usize - 1](db)?;
+        meta.insert("format", &(v + 1).to_be_bytes())?;
+        db.flush()?;
+        write_version(data_dir, v + 1)?;
     }
     Ok(())
 }

@@ -342,13 +342,15 @@ impl Storage {
         let mut report = OpenReport::default();
         let mut problems = Vec::new();
         let prepared = format::prepare(data_dir)?;
-        report.upgraded_from = prepared.upgraded_from;
         let opened = match format::open_db(data_dir, config.cache_bytes.0) {
-            Ok(db) => Self::open_parts(db, data_dir, config, prepared.new_directory),
+            Ok(db) => Self::open_parts(db, data_dir, config, prepared),
             Err(e) => Err(e),
         };
         let (db, index, measurements, (files, repair)) = match opened {
-            Ok(parts) => parts,
+            Ok(parts) => {
+                report.upgraded_from = prepared.upgrade_from;
+                parts
+            }
             Err(e) if format::is_damage(&e) => {
                 let moved = format::quarantine(data_dir, &e.to_string())?;
                 let msg = format!(
@@ -358,9 +360,9 @@ impl Storage {
                 tracing::error!("{msg}");
                 problems.push(msg);
                 report.quarantined = Some(moved);
-                format::prepare(data_dir)?;
+                let fresh = format::prepare(data_dir)?;
                 let db = format::open_db(data_dir, config.cache_bytes.0)?;
-                Self::open_parts(db, data_dir, config, true)?
+                Self::open_parts(db, data_dir, config, fresh)?
             }
             Err(e) => return Err(e),
         };
@@ -434,7 +436,7 @@ impl Storage {
         db: sled::Db,
         data_dir: &Path,
         config: &StorageConfig,
-        new_directory: bool,
+        prepared: format::Prepared,
     ) -> Result<
         (
             sled::Db,
@@ -444,7 +446,7 @@ impl Storage {
         ),
         StorageError,
     > {
-        format::check_db_version(&db, data_dir, new_directory)?;
+        format::check_db_version(&db, data_dir, prepared)?;
         let index = SeriesIndex::load(&db, config.max_series)?;
         let measurements = Measurements::load(&db)?;
         let files = BlockFiles::open(&data_dir.join("blocks"), &db, true)?;
@@ -621,6 +623,7 @@ impl Storage {
                 );
             }
             let records = wal::encode_samples(&log);
+            let new_names = self.measurements.unknown(batch, &ids);
             {
                 let mut head = self.head.lock();
                 // Series forgotten since the ids were resolved: resolve again.
@@ -645,8 +648,10 @@ impl Storage {
                 }
                 // Under the head lock: maintenance forgets names of series
                 // it forgets under it too.
-                if let Err(e) = self.measurements.remember(batch, &ids) {
-                    tracing::warn!(error = %e, "measurement names not remembered");
+                if !new_names.is_empty() {
+                    if let Err(e) = self.measurements.remember(&new_names) {
+                        tracing::warn!(error = %e, "measurement names not remembered");
+                    }
                 }
                 head.reserved += bytes;
                 result.samples = log.len();

@@ -48,48 +48,60 @@ impl Measurements {
         })
     }
 
-    /// Remembers the origin of the stored series (`ids[i]` is `batch[i]`'s
-    /// series, `None` when nothing of it was stored) whose metric name has
-    /// none yet. Writes to sled only for new names.
-    pub fn remember(
+    /// The metric names of stored series (`ids[i]` is `batch[i]`'s
+    /// series, `None` when nothing of it was stored) that came with an
+    /// origin and have none remembered yet, each once: what
+    /// [`Measurements::remember`] is to write.
+    pub fn unknown<'a>(
         &self,
-        batch: &[SeriesSamples],
+        batch: &'a [SeriesSamples],
         ids: &[Option<SeriesId>],
-    ) -> Result<(), StorageError> {
-        let mut new: Vec<(&str, &Arc<MeasurementField>)> = Vec::new();
-        {
-            let known = self.known.read();
-            let mut last: Option<&str> = None;
-            for (s, id) in batch.iter().zip(ids) {
-                let (Some(origin), Some(_)) = (&s.origin, id) else {
-                    continue;
-                };
-                let Some(metric) = s.labels.metric_name() else {
-                    continue;
-                };
-                // A line's tag sets repeat its fields: skip the common case cheaply.
-                if last == Some(metric) {
-                    continue;
-                }
-                last = Some(metric);
-                if !known.contains_key(metric) && !new.iter().any(|(m, _)| *m == metric) {
-                    new.push((metric, origin));
-                }
+    ) -> Vec<(&'a str, &'a Arc<MeasurementField>)> {
+        let known = self.known.read();
+        let mut seen: FxHashSet<&str> = FxHashSet::default();
+        let mut new = Vec::new();
+        let mut last: Option<&str> = None;
+        for (s, id) in batch.iter().zip(ids) {
+            let (Some(origin), Some(_)) = (&s.origin, id) else {
+                continue;
+            };
+            let Some(metric) = s.labels.metric_name() else {
+                continue;
+            };
+            // A line's tag sets repeat its fields: skip the common case cheaply.
+            if last == Some(metric) {
+                continue;
+            }
+            last = Some(metric);
+            if !known.contains_key(metric) && seen.insert(metric) {
+                new.push((metric, origin));
             }
         }
+        new
+    }
+
+    /// Remembers names found by [`Measurements::unknown`], but for those
+    /// remembered meanwhile: the first write of a name decides. Writes sled
+    /// before the map, so that a failed write leaves both as they were.
+    pub fn remember(&self, new: &[(&str, &Arc<MeasurementField>)]) -> Result<(), StorageError> {
+        let new: Vec<&(&str, &Arc<MeasurementField>)> = {
+            let known = self.known.read();
+            new.iter()
+                .filter(|(m, _)| !known.contains_key(*m))
+                .collect()
+        };
         if new.is_empty() {
             return Ok(());
         }
-        let mut known = self.known.write();
         let mut batch = sled::Batch::default();
-        for (metric, origin) in new {
-            if known.contains_key(metric) {
-                continue;
-            }
+        for (metric, origin) in &new {
             batch.insert(metric.as_bytes(), encode(origin));
-            known.insert(metric.to_owned(), origin.clone());
         }
         self.tree.apply_batch(batch)?;
+        let mut known = self.known.write();
+        for (metric, origin) in new {
+            known.insert((*metric).to_owned(), (*origin).clone());
+        }
         Ok(())
     }
 
@@ -109,18 +121,25 @@ impl Measurements {
 
     /// Forgets the names no series has any more.
     pub fn retain(&self, metric_names: &FxHashSet<&str>) -> Result<usize, StorageError> {
-        let mut known = self.known.write();
-        let gone: Vec<String> = known
+        let gone: Vec<String> = self
+            .known
+            .read()
             .keys()
             .filter(|m| !metric_names.contains(m.as_str()))
             .cloned()
             .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
         let mut batch = sled::Batch::default();
         for m in &gone {
-            known.remove(m);
             batch.remove(m.as_bytes());
         }
         self.tree.apply_batch(batch)?;
+        let mut known = self.known.write();
+        for m in &gone {
+            known.remove(m);
+        }
         Ok(gone.len())
     }
 }
@@ -178,10 +197,16 @@ mod tests {
             written("gone_x", "gone", "x"),
             SeriesSamples::new(Labels::from_pairs([("__name__", "mqtt_t")]), vec![]),
         ];
-        m.remember(&batch, &[Some(1), Some(2), Some(3), None, Some(4)])
-            .unwrap();
-        m.remember(&[written("cpu", "c", "pu")], &[Some(5)])
-            .unwrap();
+        let new = m.unknown(&batch, &[Some(1), Some(2), Some(3), None, Some(4)]);
+        assert_eq!(new.len(), 2, "{new:?}");
+        m.remember(&new).unwrap();
+        let later = [written("cpu", "c", "pu")];
+        m.remember(&m.unknown(&later, &[Some(5)])).unwrap();
+        // Found unknown before another write remembered it: the first
+        // remembered still decides.
+        let racing = [written("room_aaa_temp", "room", "aaa_temp")];
+        let origin = racing[0].origin.as_ref().unwrap();
+        m.remember(&[("room_aaa_temp", origin)]).unwrap();
         let again = Measurements::load(&db).unwrap();
         for m in [&m, &again] {
             assert_eq!(m.known.read().len(), 2);
@@ -209,7 +234,8 @@ mod tests {
             .unwrap();
         let m = Measurements::load(&db).unwrap();
         assert!(m.get("x_y").is_none());
-        m.remember(&[written("x_y", "x", "y")], &[Some(1)]).unwrap();
+        let again = [written("x_y", "x", "y")];
+        m.remember(&m.unknown(&again, &[Some(1)])).unwrap();
         assert_eq!(
             Measurements::load(&db).unwrap().get("x_y").unwrap().field,
             "y"

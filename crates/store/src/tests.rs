@@ -881,4 +881,13 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
     let report = check::check(dir.path());
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.measurements, 1);
+    // A crash after the step, before FORMAT was rewritten: the step runs
+    // again and keeps what the tree holds.
+    std::fs::write(dir.path().join("FORMAT"), "perch data directory format 1\n").unwrap();
+    let c: Arc<dyn Clock> = clock.clone();
+    let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
+    assert_eq!(report.upgraded_from, Some(1));
+    assert!(report.quarantined.is_none());
+    assert_eq!(format::read_version(dir.path()).unwrap(), Some(2));
+    assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
 }

@@ -2,7 +2,7 @@
 //! database; every other crate gets its trees through [`Trees`], by a
 //! [`Tree`] and never by a string, so that this file is the complete list
 //! of what `db/` holds besides the store's own trees (`series`,
-//! `series_span`, `blocks`, `meta`). Tree names are part of the on-disk
+//! `series_span`, `blocks`, `measurements`, `meta`). Tree names are part of the on-disk
 //! format: renaming one is a format step with its upgrade (`format.rs`).
 
 use std::path::{Path, PathBuf};
