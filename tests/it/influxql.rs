@@ -472,9 +472,38 @@ fn measurements_are_what_was_written() {
     .unwrap();
     p.publish("telegraf/loaner/cpu", &telegraf, false);
     p.publish("home/pcroom/temperature", b"21.5", false);
+    // Telegraf's JSON (outputs.mqtt, data_format = "json"): a batch of two
+    // one-field metrics, which the guess named `expression_count_sum` and
+    // `impression_count_sum`; from the devices corpus, with its source.
+    let corpus: toml::Value = toml::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/devices/telegraf.toml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let batch = corpus["message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["source"]
+                .as_str()
+                .unwrap()
+                .contains("transformation_single")
+        })
+        .unwrap();
+    p.publish(
+        "telegraf",
+        batch["payload"].as_str().unwrap().as_bytes(),
+        false,
+    );
     let listed = json!([
         ["boiler room"],
         ["cpu"],
+        ["expression"],
+        ["impression"],
         ["room_aaa"],
         ["room_bbb"],
         ["temperature"]
@@ -545,6 +574,8 @@ fn measurements_are_what_was_written() {
             json!([
                 ["boiler room", 1],
                 ["cpu", 13],
+                ["expression", 1],
+                ["impression", 1],
                 ["room_aaa", 2],
                 ["room_bbb", 2],
                 ["temperature", 1]
@@ -557,7 +588,7 @@ fn measurements_are_what_was_written() {
     p.stop();
     let (code, out, err) = p.cli(&["check"], None);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("measurements:   18 metric names\n"), "{out}");
+    assert!(out.contains("measurements:   20 metric names\n"), "{out}");
     p.restart();
     assert_eq!(measurements(&p), listed);
     answers(&p);

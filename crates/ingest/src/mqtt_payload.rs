@@ -25,6 +25,7 @@
 //! series: the collector keeps them as messages and counts them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -37,7 +38,7 @@ use super::rules::{RuleConfig, Rules};
 use super::MAX_ERRORS;
 use base::labels::METRIC_NAME;
 use base::names::sanitize_metric_name;
-use base::{Labels, SeriesSamples};
+use base::{Labels, MeasurementField, SeriesSamples};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadFormat {
@@ -230,6 +231,12 @@ fn apply_rule(rule: &RuleConfig, msg: &mut ParsedMessage) {
                 s.labels.metric_name().unwrap_or_default()
             );
             s.labels.set(METRIC_NAME, &name);
+            if let Some(o) = &s.origin {
+                s.origin = Some(Arc::new(MeasurementField {
+                    measurement: format!("{}{}", rule.metric_prefix, o.measurement),
+                    field: o.field.clone(),
+                }));
+            }
         }
     }
     if !rule.drop_values.is_empty() {
@@ -1250,6 +1257,35 @@ mod tests {
         );
     }
 
+    /// A rule's prefix is part of the measurement line protocol named.
+    #[test]
+    fn prefixed_line_protocol_keeps_its_measurement() {
+        let rules = Rules::compile(&[RuleConfig {
+            metric_prefix: "cellar.".into(),
+            ..rule("#")
+        }])
+        .unwrap();
+        let m = parse_message("t", br"boiler\ room temp.c=60,value=1", NOW, &rules);
+        let got: Vec<(String, String, String)> = m
+            .series
+            .iter()
+            .map(|s| {
+                let o = s.origin.as_deref().unwrap();
+                let name = s.labels.metric_name().unwrap().to_string();
+                (name, o.measurement.clone(), o.field.clone())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cellar_boiler_room_temp_c", "cellar_boiler room", "temp.c"),
+                ("cellar_boiler_room", "cellar_boiler room", "value"),
+            ]
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        );
+        check_invariants("t", br"boiler\ room temp.c=60,value=1", &rules);
+    }
+
     fn fuzz_rules() -> Rules {
         Rules::compile(&[
             RuleConfig {
@@ -1282,6 +1318,18 @@ mod tests {
             assert_eq!(s.labels.get("topic"), Some(topic).filter(|t| !t.is_empty()));
             for (_, v) in &s.samples {
                 assert!(v.is_finite());
+            }
+            // The measurement and field are what the metric name is made of.
+            if let Some(o) = &s.origin {
+                let name = match o.field.as_str() {
+                    "value" => o.measurement.clone(),
+                    f => format!("{}_{f}", o.measurement),
+                };
+                assert_eq!(
+                    s.labels.metric_name(),
+                    Some(&*sanitize_metric_name(&name)),
+                    "{o:?}"
+                );
             }
         }
     }

@@ -165,6 +165,84 @@ mod tests {
         );
     }
 
+    /// Series no write named (imports, MQTT, format 1 data) beside named
+    /// ones: a guess that lands on a named measurement joins it, under its
+    /// name as written, in SHOW as in FROM.
+    #[test]
+    fn guesses_join_the_named_measurements() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_767_225_600_000;
+        let clock: Arc<dyn Clock> = ManualClock::new(t);
+        let storage = Storage::open(&StorageConfig::default(), dir.path(), clock)
+            .unwrap()
+            .0;
+        let series = |name: &str, site: &str, origin: Option<(&str, &str)>| {
+            let mut labels = Labels::from_pairs([("site", site)]);
+            labels.set(base::labels::METRIC_NAME, name);
+            SeriesSamples {
+                origin: origin.map(|(m, f)| {
+                    Arc::new(store::MeasurementField {
+                        measurement: m.into(),
+                        field: f.into(),
+                    })
+                }),
+                ..SeriesSamples::new(labels, vec![(t, 1.0)])
+            }
+        };
+        storage
+            .append(&[
+                series("env_temp", "s0", None),
+                series("env_hum", "s0", None),
+                series("boiler_room_x", "s0", None),
+            ])
+            .unwrap();
+        storage
+            .append(&[
+                series("env_temp", "s0", Some(("env", "temp"))),
+                series("boiler_room_temp_c", "s1", Some(("boiler room", "temp.c"))),
+            ])
+            .unwrap();
+        let config = QueryConfig::default();
+        let answer = |q: &str| {
+            let r = execute(&storage, &config, q, Epoch::Rfc3339).unwrap();
+            serde_json::to_value(&r).unwrap()["results"][0]["series"].clone()
+        };
+        let names = |v: serde_json::Value| -> Vec<(String, Vec<String>)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let values = s["values"].as_array().unwrap();
+                    let first = values.iter().map(|v| v[0].as_str().unwrap().to_string());
+                    (s["name"].as_str().unwrap().to_string(), first.collect())
+                })
+                .collect()
+        };
+        let both = vec![
+            (
+                "boiler room".to_string(),
+                vec!["temp.c".to_string(), "x".to_string()],
+            ),
+            (
+                "env".to_string(),
+                vec!["hum".to_string(), "temp".to_string()],
+            ),
+        ];
+        assert_eq!(names(answer("SHOW FIELD KEYS")), both);
+        assert_eq!(
+            names(answer("SHOW MEASUREMENTS")),
+            [(
+                "measurements".to_string(),
+                vec!["boiler room".to_string(), "env".to_string()]
+            )]
+        );
+        assert_eq!(
+            names(answer("SHOW FIELD KEYS FROM \"boiler room\"")),
+            both[..1]
+        );
+        assert_eq!(names(answer("SHOW FIELD KEYS FROM env")), both[1..]);
+    }
+
     #[test]
     fn epochs() {
         assert!(matches!(Epoch::parse(None), Ok(Epoch::Rfc3339)));

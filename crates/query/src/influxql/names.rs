@@ -45,18 +45,29 @@ pub(super) fn all_series(ctx: &Ctx) -> Result<Vec<Arc<Labels>>, InfluxError> {
 /// The measurement and field of each series: as written where a write
 /// named them, else guessed among the series without one
 /// ([`guess_measurements`]).
+/// A guess that lands on a named measurement's metric name takes its name
+/// as written, as `FROM` does.
 pub(super) fn measurements_of(ctx: &Ctx, series: &[Arc<Labels>]) -> Vec<(String, String)> {
     let mut out = vec![(String::new(), String::new()); series.len()];
     let mut unnamed = Vec::new();
+    // Sanitized measurement → as written.
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
     for (i, l) in series.iter().enumerate() {
         match ctx.storage.measurement_of(l.metric_name().unwrap_or("")) {
-            Some(o) => out[i] = (o.measurement.clone(), o.field.clone()),
+            Some(o) => {
+                named
+                    .entry(base::names::sanitize_metric_name(&o.measurement).into_owned())
+                    .or_insert_with(|| o.measurement.clone());
+                out[i] = (o.measurement.clone(), o.field.clone());
+            }
             None => unnamed.push(i),
         }
     }
     let guessed: Vec<Arc<Labels>> = unnamed.iter().map(|&i| series[i].clone()).collect();
-    for (&i, m) in unnamed.iter().zip(guess_measurements(&guessed)) {
+    let seeds: BTreeSet<String> = named.keys().cloned().collect();
+    for (&i, m) in unnamed.iter().zip(guess_measurements(&guessed, seeds)) {
         let field = field_of(series[i].metric_name().unwrap_or(""), &m);
+        let m = named.get(&m).cloned().unwrap_or(m);
         out[i] = (m, field);
     }
     out
@@ -74,8 +85,9 @@ fn field_of(name: &str, m: &str) -> String {
 /// The measurement each series most likely came from. Series written by one
 /// line share every label but the name; the longest common `_`-bounded
 /// prefix of their names is the measurement. A series alone in its group is
-/// its own measurement unless a measurement found so names its prefix.
-fn guess_measurements(series: &[Arc<Labels>]) -> Vec<String> {
+/// its own measurement unless a measurement found so, or one of `known`,
+/// names its prefix.
+fn guess_measurements(series: &[Arc<Labels>], mut known: BTreeSet<String>) -> Vec<String> {
     let mut groups: BTreeMap<Vec<(String, String)>, Vec<usize>> = BTreeMap::new();
     for (i, l) in series.iter().enumerate() {
         let key: Vec<(String, String)> = l
@@ -87,7 +99,6 @@ fn guess_measurements(series: &[Arc<Labels>]) -> Vec<String> {
     }
     let name = |i: usize| series[i].metric_name().unwrap_or("").to_string();
     let mut out = vec![String::new(); series.len()];
-    let mut known: BTreeSet<String> = BTreeSet::new();
     let mut singles = Vec::new();
     for members in groups.values() {
         let names: Vec<String> = members.iter().map(|&i| name(i)).collect();
@@ -231,7 +242,7 @@ mod tests {
             series("mqtt_home_pcroom", &[("loc", "pcroom")]),
         ];
         assert_eq!(
-            guess_measurements(&all),
+            guess_measurements(&all, BTreeSet::new()),
             vec![
                 "env",
                 "env",
