@@ -30,7 +30,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -203,7 +203,7 @@ pub fn parse_query(q: &str) -> Result<(), SearchError> {
 pub struct Search {
     config: SearchConfig,
     shared: Arc<Shared>,
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stopped: AtomicBool,
 }
@@ -220,7 +220,9 @@ impl Search {
         std::fs::create_dir_all(&root)?;
         let shared = Arc::new(Shared::new());
         open_periods(&root, &shared, clock.now_ms())?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
+        // Bounded by the counters, not the channel: a bounded channel
+        // allocates all its slots up front (12 MiB for QUEUE_MESSAGES).
+        let (tx, rx) = mpsc::channel();
         let mut ctx = writer::Writer::new(
             config.clone(),
             root,
@@ -257,20 +259,28 @@ impl Search {
             c.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.shared.queued_messages.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Job::Message(m)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.shared.queued_messages.fetch_sub(1, Ordering::Relaxed);
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let full = self.shared.queued_messages.fetch_add(1, Ordering::Relaxed) >= QUEUE_MESSAGES;
+        if full || self.tx.send(Job::Message(m)).is_err() {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared.queued_messages.fetch_sub(1, Ordering::Relaxed);
+            c.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Queues a message, waiting while the queue is full (benchmarks).
     pub fn submit(&self, m: Message) -> Result<(), SearchError> {
         let bytes = m.payload.len() + m.topic.len();
+        let full = || {
+            let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
+            self.shared.queued_messages.load(Ordering::Relaxed) >= QUEUE_MESSAGES
+                || (queued > 0 && queued + bytes > QUEUE_BYTES)
+        };
+        while full() {
+            if self.stopped.load(Ordering::Relaxed) {
+                return Err(SearchError::Stopped);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.shared.queued_messages.fetch_add(1, Ordering::Relaxed);
         self.tx
