@@ -15,6 +15,8 @@ use store::block::{BlockBuilder, BlockKind};
 use store::codec::{self, ColumnCodec, Decimal, Gorilla, Pco};
 use store::{SeriesSamples, Storage};
 
+mod footprint;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -49,6 +51,9 @@ pub enum BenchWhat {
     Forward(forward::bench::ForwardBenchArgs),
     /// Time of one round of alerting rules over generated series
     Rules(alerts::bench::RulesBenchArgs),
+    /// Memory, disk writes per sample and disk use under a live load,
+    /// beside VictoriaMetrics
+    Footprint(footprint::FootprintArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Search(args) => search::bench::run(args),
         BenchWhat::Forward(args) => forward::bench::run(args),
         BenchWhat::Rules(args) => alerts::bench::run(args),
+        BenchWhat::Footprint(args) => footprint::run(args),
     }
 }
 

@@ -5,11 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+
+pub mod peers;
+
+use peers::{
+    add_bench_user, free_port, start_perch, start_victoria, wait_ready, which, Client, Server,
+};
 
 #[derive(Args, Debug)]
 pub struct QueryBenchArgs {
@@ -120,173 +126,13 @@ fn import_bodies(samples: &[Sample]) -> Vec<String> {
     bodies
 }
 
-/// A server process, killed when dropped.
-struct Server {
-    name: &'static str,
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_ready(client: &Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(s) = server.child.try_wait()? {
-            bail!("{} exited with {s} during start", server.name);
-        }
-        if client.get_status(url).is_ok_and(|s| s == 200) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} did not become ready at {url}", server.name);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A tiny blocking HTTP client over reqwest's async one, authenticated as
-/// [`BENCH_USER`].
-mod client {
-    use super::BENCH_USER;
-
-    pub struct Client {
-        rt: tokio::runtime::Runtime,
-        inner: ::reqwest::Client,
-    }
-
-    impl Client {
-        pub fn new() -> anyhow::Result<Client> {
-            Ok(Client {
-                rt: tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?,
-                inner: ::reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(600))
-                    .build()?,
-            })
-        }
-
-        pub fn get_status(&self, url: &str) -> anyhow::Result<u16> {
-            self.rt.block_on(async {
-                let r = self
-                    .inner
-                    .get(url)
-                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
-                    .send()
-                    .await?;
-                Ok(r.status().as_u16())
-            })
-        }
-
-        pub fn post(
-            &self,
-            url: &str,
-            content_type: &str,
-            body: String,
-        ) -> anyhow::Result<(u16, String)> {
-            self.rt.block_on(async {
-                let r = self
-                    .inner
-                    .post(url)
-                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
-                    .header("Content-Type", content_type)
-                    .body(body)
-                    .send()
-                    .await?;
-                let s = r.status().as_u16();
-                Ok((s, r.text().await?))
-            })
-        }
-
-        pub fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
-            self.rt.block_on(async {
-                let r = self
-                    .inner
-                    .get(url)
-                    .basic_auth(BENCH_USER.0, Some(BENCH_USER.1))
-                    .send()
-                    .await?;
-                let s = r.status().as_u16();
-                Ok((s, r.text().await?))
-            })
-        }
-    }
-}
-
-use client::Client;
-
-fn which(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
-
-/// The user every request to perch authenticates as (Basic); Prometheus
-/// and VictoriaMetrics, run without authentication, ignore the header.
-const BENCH_USER: (&str, &str) = ("bench", "bench-password");
-
-/// perch answers nothing without credentials: the benchmark's user is
-/// added to the data directory before the first start.
-fn add_bench_user(dir: &Path) -> anyhow::Result<()> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(["user", "add", BENCH_USER.0, "--role", "admin"])
-        .args(["--password", BENCH_USER.1, "--data-dir"])
-        .arg(dir.join("data"))
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "cannot add the benchmark's user: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn start_perch(client: &Client, dir: &Path) -> anyhow::Result<Server> {
-    let exe = std::env::current_exe()?;
-    let config = dir.join("perch.toml");
-    std::fs::write(&config, "[storage]\nretention = \"100y\"\n")?;
-    let port = free_port()?;
-    let help = Command::new(&exe).args(["serve", "--help"]).output()?;
-    let mut cmd = Command::new(&exe);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--mqtt", &format!("127.0.0.1:{}", free_port()?)]);
-    if String::from_utf8_lossy(&help.stdout).contains("--mqtt-ws") {
-        cmd.args(["--mqtt-ws", "off"]);
-    }
-    let child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("perch.log"))?)
-        .spawn()?;
-    let mut s = Server {
-        name: "perch",
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(client, &format!("{}/healthz", s.url), &mut s)?;
-    Ok(s)
-}
+/// Fixtures of any age stay.
+const RETAIN_ALL: &str = "[storage]\nretention = \"100y\"\n";
 
 fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {
     std::fs::create_dir_all(dir)?;
-    add_bench_user(dir)?;
-    let s = start_perch(client, dir)?;
+    add_bench_user(&std::env::current_exe()?, dir)?;
+    let s = start_perch(client, &std::env::current_exe()?, dir, RETAIN_ALL)?;
     for b in bodies {
         let (status, text) = client.post(
             &format!("{}/api/v1/import", s.url),
@@ -310,7 +156,7 @@ fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(s);
-    let s = start_perch(client, dir)?;
+    let s = start_perch(client, &std::env::current_exe()?, dir, RETAIN_ALL)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let (_, body) = client.get(&format!("{}/api/v1/status/tsdb", s.url))?;
@@ -358,23 +204,8 @@ fn load_prometheus(client: &Client, input: &Path, dir: &Path) -> anyhow::Result<
 }
 
 fn load_victoria(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
-    let child = Command::new("victoria-metrics")
-        .arg(format!("-storageDataPath={}", dir.join("vm").display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg("-retentionPeriod=100y")
-        // Measure evaluation, not VictoriaMetrics' result cache.
-        .arg("-search.disableCache")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("victoria-metrics.log"))?)
-        .spawn()?;
-    let mut s = Server {
-        name: "VictoriaMetrics",
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(client, &format!("{}/health", s.url), &mut s)?;
+    // Measure evaluation, not VictoriaMetrics' result cache.
+    let s = start_victoria(client, dir, &["-search.disableCache"])?;
     for b in bodies {
         let (status, text) = client.post(
             &format!("{}/api/v1/import", s.url),
