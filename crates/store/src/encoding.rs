@@ -29,13 +29,21 @@ pub fn get_uvarint(input: &mut &[u8]) -> Result<u64, VarintError> {
     Err(VarintError)
 }
 
+/// Small magnitudes of either sign to small unsigned numbers.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
 pub fn put_ivarint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_uvarint(out, zigzag(v));
 }
 
 pub fn get_ivarint(input: &mut &[u8]) -> Result<i64, VarintError> {
-    let u = get_uvarint(input)?;
-    Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    get_uvarint(input).map(unzigzag)
 }
 
 /// Reads `len` bytes, failing instead of panicking when they are not there.

@@ -2,9 +2,9 @@
 //! (one function per step, as Moonfire NVR's `db/upgrade/` does), opening sled
 //! safely, and moving a database that cannot be opened out of the way.
 //!
-//! Data directory layout (version 2):
+//! Data directory layout (version 3):
 //! ```text
-//! FORMAT              "perch data directory format 2"
+//! FORMAT              "perch data directory format 3"
 //! db/                 sled: series, spans, block index, measurements, users, settings
 //! blocks/{raw,1m,1h}/ one file per tier and time window: <start ms>-<generation>.dat
 //! wal/                write-ahead log segments NNNNNNNNNNNN.wal
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub(super) const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "perch data directory format ";
 
@@ -27,7 +27,7 @@ const FORMAT_PREFIX: &str = "perch data directory format ";
 /// (opening sled twice in a row races its lock), and each must be safe to
 /// re-run after a crash halfway through.
 type UpgradeStep = fn(&sled::Db) -> Result<(), StorageError>;
-const UPGRADES: &[UpgradeStep] = &[v1_measurements];
+const UPGRADES: &[UpgradeStep] = &[v1_measurements, v2_decimal_wal];
 
 /// 1 → 2: the tree `measurements` (metric name → the line-protocol
 /// measurement and field it was written as). Version 1 never recorded them,
@@ -35,6 +35,14 @@ const UPGRADES: &[UpgradeStep] = &[v1_measurements];
 /// guesses from their name until a line-protocol write names them again.
 fn v1_measurements(db: &sled::Db) -> Result<(), StorageError> {
     db.open_tree(crate::measurements::TREE)?;
+    Ok(())
+}
+
+/// 2 → 3: WAL sample records store decimal values as integers (record kind
+/// 3, `wal.rs`). Nothing to convert: segments of format 2 still replay; the
+/// version only keeps an older perch, which would read the new records as a
+/// torn log and drop them, from opening the directory.
+fn v2_decimal_wal(_db: &sled::Db) -> Result<(), StorageError> {
     Ok(())
 }
 

@@ -872,7 +872,10 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
     let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
     assert_eq!(report.upgraded_from, Some(1));
     assert!(report.quarantined.is_none());
-    assert_eq!(format::read_version(dir.path()).unwrap(), Some(2));
+    assert_eq!(
+        format::read_version(dir.path()).unwrap(),
+        Some(format::FORMAT_VERSION)
+    );
     assert_eq!(read_all(&s, "temp")[0].values, vec![21.5]);
     s.append(&[written("env", "hum", &[], T0 + 1000)]).unwrap();
     assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
@@ -888,6 +891,9 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
     let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
     assert_eq!(report.upgraded_from, Some(1));
     assert!(report.quarantined.is_none());
-    assert_eq!(format::read_version(dir.path()).unwrap(), Some(2));
+    assert_eq!(
+        format::read_version(dir.path()).unwrap(),
+        Some(format::FORMAT_VERSION)
+    );
     assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
 }
