@@ -232,7 +232,7 @@ impl Storage {
             };
             self.write_partials(&frozen, force)?;
             self.index.extend_spans(&frozen.spans);
-            self.index.persist_spans(frozen.spans.keys().copied())?;
+            self.index.persist_spans()?;
             self.db.flush()?;
             self.frozen.write().remove(0);
             // What the estimate reserved beyond the real blocks goes back.

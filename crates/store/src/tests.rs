@@ -897,3 +897,39 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
     );
     assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
 }
+
+/// A live series' span is written to sled once per raw window, not at
+/// every checkpoint, and still holds every sample (queries find it).
+#[test]
+fn spans_are_written_once_per_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 10 * H);
+    let s = open(dir.path(), &clock);
+    let stored = |s: &Storage| {
+        let id = s.select(&[Matcher::equal("__name__", "t")], i64::MIN, i64::MAX)[0].0;
+        s.db.open_tree("series_span")
+            .unwrap()
+            .get(id.to_be_bytes())
+            .unwrap()
+            .map(|v| v.to_vec())
+    };
+    s.append(&[series("t", &[], vec![(T0 + 1000, 1.0)])])
+        .unwrap();
+    s.checkpoint().unwrap();
+    let first = stored(&s).expect("written at the first checkpoint");
+    s.append(&[series("t", &[], vec![(T0 + 600_000, 2.0)])])
+        .unwrap();
+    s.checkpoint().unwrap();
+    assert_eq!(stored(&s).unwrap(), first, "same window: not written again");
+    s.append(&[series("t", &[], vec![(T0 + 3 * H, 3.0)])])
+        .unwrap();
+    s.checkpoint().unwrap();
+    assert_ne!(stored(&s).unwrap(), first, "a later window widens it");
+    for t in [T0 + 1000, T0 + 600_000, T0 + 3 * H] {
+        assert_eq!(
+            s.select(&[Matcher::equal("__name__", "t")], t, t).len(),
+            1,
+            "at {t}"
+        );
+    }
+}
