@@ -276,7 +276,8 @@ impl Search {
                 || (queued > 0 && queued + bytes > QUEUE_BYTES)
         };
         while full() {
-            if self.stopped.load(Ordering::Relaxed) {
+            let writer_gone = self.thread.lock().as_ref().is_none_or(|t| t.is_finished());
+            if self.stopped.load(Ordering::Relaxed) || writer_gone {
                 return Err(SearchError::Stopped);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));

@@ -281,20 +281,24 @@ impl SeriesIndex {
     /// Writes the spans that changed since they were last written to sled
     /// (at checkpoints).
     pub fn persist_spans(&self) -> Result<(), StorageError> {
-        let mut inner = self.inner.write();
-        let ids = std::mem::take(&mut inner.unpersisted);
-        let mut batch = sled::Batch::default();
-        for id in &ids {
-            if let Some(&(lo, hi)) = inner.spans.get(id) {
-                let mut v = Vec::with_capacity(16);
-                put_ivarint(&mut v, lo);
-                put_ivarint(&mut v, hi);
-                batch.insert(&id.to_be_bytes(), v);
+        let (ids, batch) = {
+            let mut inner = self.inner.write();
+            let ids = std::mem::take(&mut inner.unpersisted);
+            let mut batch = sled::Batch::default();
+            for id in &ids {
+                if let Some(&(lo, hi)) = inner.spans.get(id) {
+                    let mut v = Vec::with_capacity(16);
+                    put_ivarint(&mut v, lo);
+                    put_ivarint(&mut v, hi);
+                    batch.insert(&id.to_be_bytes(), v);
+                }
             }
-        }
+            (ids, batch)
+        };
+        // Without the lock: appends look series up meanwhile.
         if let Err(e) = self.spans_tree.apply_batch(batch) {
             // Written at the next checkpoint.
-            inner.unpersisted = ids;
+            self.inner.write().unpersisted.extend(ids);
             return Err(e.into());
         }
         Ok(())

@@ -169,8 +169,9 @@ fn decode_record(mut p: &[u8]) -> Result<WalRecord, VarintError> {
         }
         REC_SAMPLES => {
             let n = get_uvarint(&mut p)? as usize;
-            // Every sample takes at least 3 bytes.
-            if n > p.len() / 3 {
+            // Every sample takes at least 3 bytes; the writer puts at most
+            // 65 536 in a record.
+            if n > p.len() / 3 || n > 65_536 {
                 return Err(VarintError);
             }
             let mut out = Vec::with_capacity(n);
