@@ -633,14 +633,15 @@ impl Storage {
                 // Room on disk for the log and, later, the blocks: reserved
                 // before anything is written (or acknowledged).
                 let bytes = records.len() as u64;
+                let blocks = block_estimate(bytes, log.len());
                 if bytes > 0 {
                     if let Err(refusal) =
                         self.budget
-                            .admit(bytes, free, self.space.keep_free_for_writes())
+                            .admit(bytes, blocks, free, self.space.keep_free_for_writes())
                     {
                         drop(head);
                         self.want_room();
-                        return Err(self.refusal_error(refusal, bytes * 2));
+                        return Err(self.refusal_error(refusal, bytes + blocks));
                     }
                 }
                 for &(id, t, v) in &log {
@@ -653,7 +654,7 @@ impl Storage {
                         tracing::warn!(error = %e, "measurement names not remembered");
                     }
                 }
-                head.reserved += bytes;
+                head.reserved += blocks;
                 result.samples = log.len();
                 if !log.is_empty() {
                     result.wal_position = self.wal.append_encoded(&records);
@@ -987,6 +988,15 @@ impl Storage {
 }
 
 const TIERS_OLDEST: [Tier; 3] = [Tier::Raw, Tier::Minute, Tier::Hour];
+
+/// What samples' blocks may take, reserved in the disk budget until a
+/// checkpoint writes them: 12 bytes a sample, the raw WAL size that blocks
+/// rarely exceed (a checkpoint reserves the difference when they do), or
+/// the WAL's size if larger. The WAL's decimal records are too small an
+/// estimate: a sparse checkpoint's block headers outweigh them.
+fn block_estimate(wal_bytes: u64, samples: usize) -> u64 {
+    wal_bytes.max(12 * samples as u64)
+}
 
 #[cfg(test)]
 mod tests;

@@ -149,7 +149,7 @@ fn create_ballast(path: &Path, bytes: u64) -> io::Result<()> {
 ///   in flight at a look is counted as not yet on disk;
 /// - *pending*: what was accepted into memory and will be written: the WAL
 ///   buffer, and for the samples not yet in blocks an estimate of their
-///   blocks (their WAL size, which blocks rarely exceed; a checkpoint
+///   blocks (12 bytes a sample, which blocks rarely exceed; a checkpoint
 ///   reserves the exact difference when it does).
 ///
 /// Writes (appends, snapshots) are admitted while used + pending + their
@@ -308,15 +308,15 @@ impl Budget {
         self.ledger.lock().usage(self.limit(), self.reserve())
     }
 
-    /// Admits `bytes` of WAL for samples about to be appended: there must be
-    /// room below the write limit for them twice (the log, then their
-    /// blocks), and on the partition above `keep_free` of `free` bytes.
+    /// Admits samples about to be appended, `wal` bytes of log and an
+    /// estimate of their blocks: there must be room below the write limit
+    /// for both, and on the partition above `keep_free` of `free` bytes.
     /// Reserves the blocks' share; the WAL reserves its own as it buffers
     /// ([`Budget::add_pending`]). The caller holds the head lock, so
     /// admissions do not race each other.
-    pub fn admit(&self, bytes: u64, free: u64, keep_free: u64) -> Result<(), Refusal> {
+    pub fn admit(&self, wal: u64, blocks: u64, free: u64, keep_free: u64) -> Result<(), Refusal> {
         let mut l = self.ledger.lock();
-        let need = bytes.saturating_mul(2);
+        let need = wal.saturating_add(blocks);
         if l.total().saturating_add(need) > self.write_limit() {
             return Err(Refusal::Budget(l.usage(self.limit(), self.reserve())));
         }
@@ -325,7 +325,7 @@ impl Budget {
         if free < keep_free.saturating_add(l.pending).saturating_add(need) {
             return Err(Refusal::Partition);
         }
-        l.pending += bytes;
+        l.pending += blocks;
         Ok(())
     }
 
