@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
+use super::codec::decimal::{exact_decimal, POW10};
 use super::encoding::{
     get_bytes, get_ivarint, get_uvarint, put_bytes, put_ivarint, put_uvarint, take, unzigzag,
     zigzag, VarintError,
@@ -38,10 +39,8 @@ const REC_SERIES: u8 = 1;
 /// Samples as format 2 wrote them: id, timestamp delta, raw value.
 const REC_SAMPLES_RAW: u8 = 2;
 const REC_SAMPLES: u8 = 3;
-/// Value tag: the 8 raw bytes follow.
+/// Value tag: the 8 raw bytes follow; tags below are decimal scales.
 const VALUE_RAW: u64 = 7;
-/// Exact in f64, so `m as f64 / POW10[s]` decodes the same on every machine.
-const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 /// A record longer than this is corrupt: the writer splits batches well below.
 const MAX_RECORD: usize = 64 << 20;
 
@@ -227,8 +226,8 @@ pub fn encode_samples(samples: &[(SeriesId, i64, f64)]) -> Vec<u8> {
             prev_id = id as i64;
             put_ivarint(&mut p, ts.wrapping_sub(prev_ts));
             prev_ts = ts;
-            match decimal(v) {
-                Some((m, scale)) => put_uvarint(&mut p, zigzag(m) << 3 | scale),
+            match exact_decimal(v, VALUE_RAW as usize - 1) {
+                Some((m, scale)) => put_uvarint(&mut p, zigzag(m) << 3 | scale as u64),
                 None => {
                     put_uvarint(&mut p, VALUE_RAW);
                     p.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -238,22 +237,6 @@ pub fn encode_samples(samples: &[(SeriesId, i64, f64)]) -> Vec<u8> {
         frame(&mut out, &p);
     }
     out
-}
-
-/// `(m, s)` with `v` exactly `m / 10^s`, the fewest decimals first; `None`
-/// for values that are not (NaN, ±Inf, -0.0, more than 6 decimals, huge).
-fn decimal(v: f64) -> Option<(i64, u64)> {
-    for (scale, pow) in POW10.iter().enumerate() {
-        let scaled = (v * pow).round();
-        if scaled.abs() > (1u64 << 53) as f64 {
-            return None;
-        }
-        let m = scaled as i64;
-        if (m as f64 / pow).to_bits() == v.to_bits() {
-            return Some((m, scale as u64));
-        }
-    }
-    None
 }
 
 fn frame(out: &mut Vec<u8>, payload: &[u8]) {

@@ -14,7 +14,8 @@ use crate::encoding::{get_uvarint, put_uvarint};
 
 pub struct Decimal;
 
-const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// Exact in f64, so `n as f64 / POW10[k]` decodes the same on every machine.
+pub(crate) const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 const MAX_EXACT: f64 = (1u64 << 53) as f64;
 
 /// The integer that stands for `v` at scale `p` (a power of ten), if `v`
@@ -32,20 +33,27 @@ fn scaled(v: f64, p: f64) -> Option<i64> {
         .then_some(n as i64)
 }
 
-/// The smallest scale at which `v` round-trips exactly, if any.
-fn min_scale(v: f64) -> Option<u8> {
+/// `(n, k)` with `v` exactly `n / 10^k` for the smallest scale `k` up to
+/// `max_scale` (below 10), if there is one: the WAL's decimal sample values
+/// use it as this codec does.
+pub(crate) fn exact_decimal(v: f64, max_scale: usize) -> Option<(i64, u8)> {
     if !v.is_finite() {
         return None;
     }
-    for (k, &p) in POW10.iter().enumerate() {
+    for (k, &p) in POW10.iter().enumerate().take(max_scale + 1) {
         if (v * p).round().abs() >= MAX_EXACT {
             return None;
         }
-        if scaled(v, p).is_some() {
-            return Some(k as u8);
+        if let Some(n) = scaled(v, p) {
+            return Some((n, k as u8));
         }
     }
     None
+}
+
+/// The smallest scale at which `v` round-trips exactly, if any.
+fn min_scale(v: f64) -> Option<u8> {
+    exact_decimal(v, POW10.len() - 1).map(|(_, k)| k)
 }
 
 impl ColumnCodec for Decimal {

@@ -7,7 +7,7 @@
 //! never panics on corrupt input: every codec returns [`CodecError`].
 
 mod bits;
-mod decimal;
+pub(crate) mod decimal;
 mod gorilla;
 mod pco_codec;
 mod raw;
