@@ -195,13 +195,9 @@ pub(crate) fn check_db_version(
 ) -> Result<(), StorageError> {
     let meta = db.open_tree("meta")?;
     let recorded = match meta.get("format")? {
-        Some(v) => Some(u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+        Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
             StorageError::Corrupt("meta/format is not 4 bytes".into())
-        })?)),
-        None => None,
-    };
-    let recorded = match recorded {
-        Some(v) => v,
+        })?),
         None if prepared.new_directory => {
             meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
             db.flush()?;

@@ -867,15 +867,20 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
             .unwrap();
         db.flush().unwrap();
     }
-    std::fs::write(dir.path().join("FORMAT"), "perch data directory format 1\n").unwrap();
-    let c: Arc<dyn Clock> = clock.clone();
-    let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
-    assert_eq!(report.upgraded_from, Some(1));
-    assert!(report.quarantined.is_none());
-    assert_eq!(
-        format::read_version(dir.path()).unwrap(),
-        Some(format::FORMAT_VERSION)
-    );
+    // FORMAT says 1: the store upgrades it as it opens.
+    let open_version_1 = || {
+        std::fs::write(dir.path().join("FORMAT"), "perch data directory format 1\n").unwrap();
+        let c: Arc<dyn Clock> = clock.clone();
+        let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
+        assert_eq!(report.upgraded_from, Some(1));
+        assert!(report.quarantined.is_none());
+        assert_eq!(
+            format::read_version(dir.path()).unwrap(),
+            Some(format::FORMAT_VERSION)
+        );
+        s
+    };
+    let s = open_version_1();
     assert_eq!(read_all(&s, "temp")[0].values, vec![21.5]);
     s.append(&[written("env", "hum", &[], T0 + 1000)]).unwrap();
     assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
@@ -886,15 +891,7 @@ fn a_version_1_directory_is_upgraded_and_keeps_its_data() {
     assert_eq!(report.measurements, 1);
     // A crash after the step, before FORMAT was rewritten: the step runs
     // again and keeps what the tree holds.
-    std::fs::write(dir.path().join("FORMAT"), "perch data directory format 1\n").unwrap();
-    let c: Arc<dyn Clock> = clock.clone();
-    let (s, report) = Storage::open(&StorageConfig::default(), dir.path(), c).unwrap();
-    assert_eq!(report.upgraded_from, Some(1));
-    assert!(report.quarantined.is_none());
-    assert_eq!(
-        format::read_version(dir.path()).unwrap(),
-        Some(format::FORMAT_VERSION)
-    );
+    let s = open_version_1();
     assert_eq!(s.measurement_of("env_hum").unwrap().field, "hum");
 }
 
