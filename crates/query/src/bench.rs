@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,7 +14,7 @@ use clap::Args;
 pub mod peers;
 
 use peers::{
-    add_bench_user, free_port, start_perch, start_victoria, wait_ready, which, Client, Server,
+    add_bench_user, free_port, launch, start_perch, start_victoria, which, Client, Server,
 };
 
 #[derive(Args, Debug)]
@@ -186,21 +186,13 @@ fn load_prometheus(client: &Client, input: &Path, dir: &Path) -> anyhow::Result<
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
     let port = free_port()?;
-    let child = Command::new("prometheus")
-        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--storage.tsdb.path={}", tsdb.display()))
         .arg("--storage.tsdb.retention.time=100y")
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--config.file={}", config.display()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
-        .spawn()?;
-    let mut s = Server {
-        name: "Prometheus",
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(client, &format!("{}/-/ready", s.url), &mut s)?;
-    Ok(s)
+        .arg(format!("--config.file={}", config.display()));
+    let log = dir.join("prometheus.log");
+    launch(client, "Prometheus", cmd, port, &log, "/-/ready")
 }
 
 fn load_victoria(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<Server> {

@@ -62,7 +62,7 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-pub fn wait_ready(client: &Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
+fn wait_ready(client: &Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(s) = server.child.try_wait()? {
@@ -175,6 +175,29 @@ pub fn add_bench_user(perch: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts `cmd` as the server `name` on `port`, its output to `log`, and
+/// waits until `ready` (a path) answers 200.
+pub fn launch(
+    client: &Client,
+    name: &'static str,
+    mut cmd: Command,
+    port: u16,
+    log: &Path,
+    ready: &str,
+) -> anyhow::Result<Server> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?;
+    let mut s = Server {
+        name,
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(client, &format!("{}{ready}", s.url), &mut s)?;
+    Ok(s)
+}
+
 /// The perch binary `perch` (this one, or another build to compare) on
 /// free ports, data under `dir/data`, configured by `config` (TOML).
 pub fn start_perch(
@@ -183,34 +206,29 @@ pub fn start_perch(
     dir: &Path,
     config: &str,
 ) -> anyhow::Result<Server> {
-    let exe = perch;
-    let config_text = config;
-    let config = dir.join("perch.toml");
-    std::fs::write(&config, config_text)?;
+    let config_path = dir.join("perch.toml");
+    std::fs::write(&config_path, config)?;
     let port = free_port()?;
-    let help = Command::new(exe).args(["serve", "--help"]).output()?;
-    let mut cmd = Command::new(exe);
+    let help = Command::new(perch).args(["serve", "--help"]).output()?;
+    let mut cmd = Command::new(perch);
     cmd.args(["serve", "--config"])
-        .arg(&config)
+        .arg(&config_path)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--mqtt", &format!("127.0.0.1:{}", free_port()?)]);
+        .args(["--mqtt", &format!("127.0.0.1:{}", free_port()?)])
+        .env("RUST_LOG", "warn");
     if String::from_utf8_lossy(&help.stdout).contains("--mqtt-ws") {
         cmd.args(["--mqtt-ws", "off"]);
     }
-    let child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("perch.log"))?)
-        .spawn()?;
-    let mut s = Server {
-        name: "perch",
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(client, &format!("{}/healthz", s.url), &mut s)?;
-    Ok(s)
+    launch(
+        client,
+        "perch",
+        cmd,
+        port,
+        &dir.join("perch.log"),
+        "/healthz",
+    )
 }
 
 /// VictoriaMetrics on a free port with its data under `dir/vm`, retention
@@ -218,19 +236,11 @@ pub fn start_perch(
 pub fn start_victoria(client: &Client, dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
-    let child = Command::new("victoria-metrics")
-        .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+    let mut cmd = Command::new("victoria-metrics");
+    cmd.arg(format!("-storageDataPath={}", dir.join("vm").display()))
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
         .arg("-retentionPeriod=100y")
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("victoria-metrics.log"))?)
-        .spawn()?;
-    let mut s = Server {
-        name: "VictoriaMetrics",
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(client, &format!("{}/health", s.url), &mut s)?;
-    Ok(s)
+        .args(extra);
+    let log = dir.join("victoria-metrics.log");
+    launch(client, "VictoriaMetrics", cmd, port, &log, "/health")
 }
