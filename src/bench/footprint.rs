@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use base::host::{process_rss_bytes, process_written_bytes};
 use clap::Args;
 use query::bench::peers::{add_bench_user, start_perch, start_victoria, which, Client, Server};
 
@@ -133,10 +134,10 @@ fn measure(
     eprintln!("{name}: idle for {} s", args.idle);
     std::thread::sleep(Duration::from_secs(args.idle));
     let mut f = Footprint {
-        rss_idle: rss_bytes(pid)?,
+        rss_idle: process_rss_bytes(pid)?,
         ..Footprint::default()
     };
-    let written_before = written_bytes(pid)?;
+    let written_before = process_written_bytes(pid)?;
     let ticks = args.minutes * 60 / args.interval;
     let mut walk = Walk::new(args.series);
     let start = Instant::now();
@@ -159,19 +160,19 @@ fn measure(
                 "{name}: minute {} of {}, RSS {} MiB",
                 tick * args.interval / 60,
                 args.minutes,
-                rss_bytes(pid)? >> 20
+                process_rss_bytes(pid)? >> 20
             );
         }
     }
     std::thread::sleep(Duration::from_secs(args.interval));
-    f.rss_loaded = rss_bytes(pid)?;
+    f.rss_loaded = process_rss_bytes(pid)?;
     eprintln!("{name}: settling for {} s", args.idle);
     std::thread::sleep(Duration::from_secs(args.idle));
-    f.rss_settled = rss_bytes(pid)?;
-    f.written_running = written_bytes(pid)? - written_before;
+    f.rss_settled = process_rss_bytes(pid)?;
+    f.written_running = process_written_bytes(pid)? - written_before;
     let usage = server.stop(Duration::from_secs(120))?;
     f.written_with_stop = (usage.ru_oublock as u64 * 512).saturating_sub(written_before);
-    f.data_dir = allocated_bytes(data)?;
+    f.data_dir = base::disk::dir_size(data);
     Ok(f)
 }
 
@@ -225,40 +226,6 @@ fn unix_ns() -> i128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0)
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .with_context(|| format!("cannot read /proc/{pid}/{file}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("/proc/{pid}/{file} has no {key}"))
-}
-
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    Ok(proc_field(pid, "status", "VmRSS:")? * 1024)
-}
-
-/// Bytes the process caused to be written to the block layer.
-fn written_bytes(pid: u32) -> anyhow::Result<u64> {
-    proc_field(pid, "io", "write_bytes:")
-}
-
-/// Disk space the files under `dir` take, as `du` counts it.
-fn allocated_bytes(dir: &Path) -> anyhow::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            allocated_bytes(&entry.path())?
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    Ok(total)
 }
 
 fn mib(bytes: u64) -> String {

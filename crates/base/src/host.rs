@@ -1,7 +1,8 @@
 //! Facts about the machine perch runs on and about perch's own process, as
 //! [`MetricPoint`]s: CPU, load, memory, swap, the data partition, network
-//! bytes, temperatures, uptime, resident memory and CPU time; and the
-//! host's name and LAN addresses, for the page that connects devices.
+//! bytes, temperatures, uptime, resident memory and CPU time; the host's
+//! name and LAN addresses, for the page that connects devices; and the
+//! memory and disk writes of another process, for benchmarks.
 //!
 //! Owns one long-lived sysinfo `System`, `Networks` and `Components` (sysinfo
 //! computes CPU usage from the difference between two refreshes, and building
@@ -514,6 +515,29 @@ mod tests {
     }
 }
 
+/// Resident memory of process `pid` (`VmRSS`): how benchmarks measure a
+/// server they started.
+pub fn process_rss_bytes(pid: u32) -> std::io::Result<u64> {
+    Ok(proc_number(pid, "status", "VmRSS:")? * 1024)
+}
+
+/// Bytes process `pid` has caused to be written to storage so far
+/// (`write_bytes` of `/proc/PID/io`).
+pub fn process_written_bytes(pid: u32) -> std::io::Result<u64> {
+    proc_number(pid, "io", "write_bytes:")
+}
+
+/// The first number after `key` in `/proc/<pid>/<file>`.
+fn proc_number(pid: u32, file: &str, key: &str) -> std::io::Result<u64> {
+    let path = format!("/proc/{pid}/{file}");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("{path} has no {key}")))
+}
+
 /// The host's name (`perch` when the system does not say).
 pub fn host_name() -> String {
     sysinfo::System::host_name().unwrap_or_else(|_| "perch".into())
@@ -594,5 +618,17 @@ mod address_tests {
         );
         assert!(super::is_virtual_bridge("docker0") && super::is_virtual_bridge("veth12ab"));
         assert!(!super::is_virtual_bridge("eth0") && !super::is_virtual_bridge("wlan0"));
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    #[test]
+    fn a_process_memory_and_writes_are_read_and_a_missing_one_named() {
+        let me = std::process::id();
+        assert!(super::process_rss_bytes(me).unwrap() > 1 << 20);
+        super::process_written_bytes(me).unwrap();
+        let e = super::process_rss_bytes(u32::MAX).unwrap_err().to_string();
+        assert!(e.contains(&format!("/proc/{}/status", u32::MAX)), "{e}");
     }
 }

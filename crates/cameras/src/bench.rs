@@ -65,24 +65,12 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS")?
-        .trim()
-        .trim_end_matches(" kB")
-        .parse::<u64>()?;
-    Ok(kb * 1024)
-}
-
 /// Share of one core the process used over `seconds`, and its RSS after.
 async fn measure(pid: u32, seconds: u64) -> anyhow::Result<(f64, u64)> {
     let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let cpu = (cpu_seconds(pid)? - c0) / t0.elapsed().as_secs_f64();
-    Ok((cpu * 100.0, rss_bytes(pid)?))
+    Ok((cpu * 100.0, base::host::process_rss_bytes(pid)?))
 }
 
 /// A minimal HTTP/1.1 request on loopback (the bench has no HTTP client).
