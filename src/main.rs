@@ -3,6 +3,7 @@
 //! a systemd service. Everything else lives in the crates under `crates/`;
 //! see docs/ARCHITECTURE.md.
 
+mod alloc;
 mod bench;
 mod cli;
 mod server;
@@ -13,27 +14,7 @@ use clap::Parser;
 // glibc's allocator spent a third of the collector's time consolidating
 // the many small label strings per message (measured with perf).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Positions in mimalloc 3's `mi_option_t` (include/mimalloc.h) that
-/// libmimalloc-sys does not name.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// mimalloc as a small board needs it: arenas committed as they are used,
-/// and freed memory returned after 100 ms rather than a second. With
-/// transparent huge pages off (the `no_thp` feature) this about halved
-/// perch's resident memory under 10 000 live series (`perch bench
-/// footprint`, docs/performance.md). Returning memory at once (0 ms) cost
-/// a third of MQTT throughput (`perch bench mqtt`); 100 ms costs nothing
-/// measurable.
-fn tune_allocator() {
-    // SAFETY: plain setters of mimalloc's global options.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100);
-    }
-}
+static ALLOCATOR: alloc::CountingMiMalloc = alloc::CountingMiMalloc;
 
 use cli::{Cli, Command};
 
@@ -66,7 +47,7 @@ fn init_logging(level: &str) {
 }
 
 fn main() -> std::process::ExitCode {
-    tune_allocator();
+    alloc::tune();
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
         Command::Serve(args) => cli::serve_config(&args).and_then(|config| {
@@ -125,24 +106,5 @@ fn main() -> std::process::ExitCode {
                 .any(|c| c.downcast_ref::<config::ConfigError>().is_some());
             std::process::ExitCode::from(if config_error { 78 } else { 2 })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The positions name the options meant: their defaults are
-    /// mimalloc 3's for these two (options.c).
-    #[test]
-    fn allocator_options_are_the_ones_meant() {
-        // SAFETY: plain getters of mimalloc's global options.
-        let (eager, delay) = unsafe {
-            (
-                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT),
-                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
-            )
-        };
-        assert_eq!((eager, delay), (2, 1000));
     }
 }

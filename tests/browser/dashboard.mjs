@@ -608,6 +608,21 @@ async function main() {
     });
   }
 
+  await run('footprint shows memory and disk writes by component', async () => {
+    const sec = page.locator('#settings-footprint');
+    // The series written before the browser came: the head holds them, the
+    // WAL has written them (once synced), and the heap is counted.
+    const head = sec.locator('tr', { hasText: 'store_head' });
+    await head.waitFor();
+    if (!/\d+(\.\d)? (KiB|MiB)/.test(await head.textContent())) throw new Error(`store_head says ${JSON.stringify(await head.textContent())}`);
+    await sec.locator('tr', { hasText: 'unattributed' }).waitFor();
+    const wal = sec.locator('tbody tr', { hasText: 'write-ahead log (every' });
+    await wal.waitFor();
+    if (!/^wal/.test((await wal.textContent()).trim())) throw new Error(`the WAL row says ${JSON.stringify(await wal.textContent())}`);
+    const text = await sec.textContent();
+    if (!/Resident memory \d/.test(text) || !/of which perch's heap \d/.test(text)) throw new Error(`the section says ${JSON.stringify(text.slice(0, 200))}`);
+  });
+
   await run('forwarding target added, changed and deleted in Settings', async () => {
     const sec = page.locator('#settings-forwarding');
     await sec.getByLabel('Kind').selectOption('kafka');

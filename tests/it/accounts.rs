@@ -20,6 +20,7 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/export"),
     ("GET", "/api/v1/export/csv"),
     ("GET", "/api/v1/status/tsdb"),
+    ("GET", "/api/v1/status/footprint"),
     ("GET", "/api/v1/forward"),
     ("GET", "/api/v1/forward/targets"),
     ("POST", "/api/v1/forward/targets"),

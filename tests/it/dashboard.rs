@@ -53,6 +53,7 @@ const STEPS: &[&str] = &[
     "viewer created in Settings",
     "API token shown once",
     "forwarding status shown",
+    "footprint shows memory and disk writes by component",
     "forwarding target added, changed and deleted in Settings",
     "backup download",
     "viewer may not see Settings",

@@ -4,6 +4,8 @@
 //! `promtool`, the values checked for sense, and the points stored back as
 //! series the way the 10 s recorder does.
 
+use crate::common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,4 +271,171 @@ fn measure_gather() {
         text.len()
     );
     println!("{text}");
+}
+
+/// The value of the series `name{component="..."}` (or `kind`) in a
+/// Prometheus text exposition.
+fn exposed(text: &str, name: &str, label: &str, value: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{label}=\"{value}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a number"))
+}
+
+/// Issue 19, part 1: the real binary accounts for its memory and disk
+/// writes by component, in `/metrics` and in the Settings page's
+/// `/api/v1/status/footprint`, with figures that follow what was written:
+/// 300 series of 20 samples over HTTP, and MQTT messages with mosquitto_pub.
+#[test]
+fn footprint_by_component() {
+    if !common::have_mosquitto() {
+        return common::missing_peer("mosquitto_pub");
+    }
+    let p = common::Perch::start();
+    let now_s = common::now_ms() / 1000;
+    let mut body = String::new();
+    for i in 0..300 {
+        for k in 0..20 {
+            body.push_str(&format!(
+                "footprint,room=room{i} temp={}.{} {}\n",
+                20 + k % 5,
+                i % 10,
+                (now_s - 100 + k) * 1_000_000_000
+            ));
+        }
+    }
+    let r = p.post("/write", "text/plain", &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let payload = br#"{"Time":"2026-12-07T10:00:00","ENERGY":{"Total":12.5,"Power":230}}"#;
+    for n in 0..5 {
+        p.publish(&format!("tele/plug{n}/SENSOR"), payload, false);
+    }
+    // The WAL syncs within flush_interval (1 s); the search indexer
+    // commits every 2 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = p.get("/metrics").body;
+        let synced = exposed(&text, "perch_disk_written_bytes_total", "component", "wal")
+            .is_some_and(|v| v > 0.0)
+            || exposed(&text, "perch_storage_written_bytes_total", "kind", "wal")
+                .is_some_and(|v| v > 0.0);
+        let indexed = text
+            .lines()
+            .any(|l| l.starts_with("perch_search_commits_total ") && !l.ends_with(" 0"));
+        if synced && indexed {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no WAL sync or search commit:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let written_now = base::host::process_written_bytes(p.pid()).unwrap();
+    let memory = |c: &str| {
+        exposed(&text, "perch_memory_bytes", "component", c)
+            .unwrap_or_else(|| panic!("no memory figure for {c}:\n{text}"))
+    };
+    // 6 000 samples at 16 bytes, in buffers that grew by doubling.
+    let head = memory("store_head");
+    assert!(
+        (6_000.0 * 16.0..4.0 * 6_000.0 * 16.0).contains(&head),
+        "head {head}"
+    );
+    // 300 series of three labels (about 60 bytes of text each).
+    let index = memory("store_series_index");
+    assert!(
+        (300.0 * 60.0..(4 << 20) as f64).contains(&index),
+        "index {index}"
+    );
+    // Five messages of 68 bytes each in the explorer's history.
+    let history = memory("mqtt_history");
+    assert!(
+        (5.0 * 68.0..64.0 * 1024.0).contains(&history),
+        "history {history}"
+    );
+    assert_eq!(memory("search_queue"), 0.0, "the queue drained");
+    assert_eq!(memory("cameras"), 0.0);
+    assert_eq!(memory("query"), 0.0, "no query runs");
+    let code = memory("code");
+    assert!(code > (1 << 20) as f64, "code {code}");
+    let allocated = text
+        .lines()
+        .find_map(|l| l.strip_prefix("perch_memory_allocated_bytes "))
+        .map(|v| v.parse::<f64>().unwrap())
+        .expect("the heap is counted");
+    let rss = base::host::process_rss_bytes(p.pid()).unwrap() as f64;
+    assert!(allocated > head + index + history, "allocated {allocated}");
+    assert!(
+        allocated + code < rss * 1.5,
+        "allocated {allocated}, code {code}, RSS {rss}"
+    );
+    let limit = exposed(&text, "perch_memory_limit_bytes", "component", "sled_cache");
+    assert_eq!(limit, Some((32 << 20) as f64));
+
+    // Writes: every byte the process wrote is some component's; the WAL's
+    // thread wrote at least the records the WAL appended (whole pages).
+    let by_component: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("perch_disk_written_bytes_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        by_component <= written_now as f64,
+        "{by_component} > {written_now}"
+    );
+    let wal_logical = exposed(&text, "perch_storage_written_bytes_total", "kind", "wal").unwrap();
+    // 6 000 two-significant-digit samples: a few bytes each, plus 300
+    // series definitions.
+    assert!(wal_logical > 6_000.0 * 2.0, "WAL appended {wal_logical}");
+    if written_now > 0 {
+        // A data directory on tmpfs counts no writes at all.
+        let wal = exposed(&text, "perch_disk_written_bytes_total", "component", "wal").unwrap();
+        assert!(
+            wal >= wal_logical,
+            "WAL thread wrote {wal} of {wal_logical}"
+        );
+        let search = exposed(
+            &text,
+            "perch_disk_written_bytes_total",
+            "component",
+            "search",
+        );
+        assert!(search.is_some_and(|v| v > 0.0), "search wrote {search:?}");
+    }
+    let self_samples = text
+        .lines()
+        .find_map(|l| l.strip_prefix("perch_storage_self_samples_total "))
+        .expect("self-metrics are counted");
+    assert!(self_samples.parse::<f64>().is_ok());
+
+    // The Settings page's view of the same.
+    let f = p.get("/api/v1/status/footprint").json();
+    let data = &f["data"];
+    let parts = |key: &str| -> Vec<String> {
+        data[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["component"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let memory_parts = parts("memory");
+    for c in [
+        "code",
+        "allocator",
+        "unattributed",
+        "store_head",
+        "store_series_index",
+    ] {
+        assert!(
+            memory_parts.iter().any(|p| p == c),
+            "{c} missing: {memory_parts:?}"
+        );
+    }
+    assert!(parts("written").iter().any(|p| p == "wal"));
+    assert_eq!(parts("limits"), ["sled_cache", "search_writer"]);
+    assert!(data["samples_appended"].as_u64().unwrap() >= 6_000);
+    assert!(data["resident_bytes"].as_u64().unwrap() > data["allocated_bytes"].as_u64().unwrap());
+    assert!(data["uptime_seconds"].as_f64().unwrap() > 0.0);
 }

@@ -529,13 +529,29 @@ pub fn process_written_bytes(pid: u32) -> std::io::Result<u64> {
 
 /// The first number after `key` in `/proc/<pid>/<file>`.
 fn proc_number(pid: u32, file: &str, key: &str) -> std::io::Result<u64> {
-    let path = format!("/proc/{pid}/{file}");
-    let text = std::fs::read_to_string(&path)
+    file_number(&format!("/proc/{pid}/{file}"), key)
+}
+
+/// The first number after `key` in the `key: value` file at `path`
+/// (`/proc/self/io`, `/proc/self/smaps_rollup`, …).
+pub(crate) fn file_number(path: &str, key: &str) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    number_after(&text, key).ok_or_else(|| std::io::Error::other(format!("{path} has no {key}")))
+}
+
+/// The first number after `key` at the start of a line of `text`.
+pub(crate) fn number_after(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("{path} has no {key}")))
+}
+
+/// The machine's RAM (`MemTotal` of `/proc/meminfo`), if it can be read.
+pub fn total_ram_bytes() -> Option<u64> {
+    file_number("/proc/meminfo", "MemTotal:")
+        .ok()
+        .map(|kib| kib * 1024)
 }
 
 /// The host's name (`perch` when the system does not say).

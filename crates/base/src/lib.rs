@@ -1,7 +1,8 @@
 //! The bottom of perch: what every other crate may use and nothing else
 //! provides. The injectable clock, human units, the error kinds every
 //! crate's errors map to, the metrics registry (with the host's own
-//! metrics, its name and LAN addresses), disk facts, the recent warnings
+//! metrics, its name and LAN addresses), disk facts, the process's footprint by component (memory, disk
+//! writes), the recent warnings
 //! and errors, the recent problems (failed sign-ins, refusals, unreadable
 //! payloads), and the shared model — labels and matchers, series
 //! selectors, MQTT topic filters and metric-name sanitizing. Depends on no other perch crate.
@@ -10,6 +11,7 @@ pub mod clock;
 pub mod disk;
 pub mod error;
 pub mod events;
+pub mod footprint;
 pub mod host;
 pub mod labels;
 pub mod limits;

@@ -191,6 +191,19 @@ impl Camera {
         }
     }
 
+    /// Heap bytes the camera holds for its viewers and snapshots: the
+    /// fragments since the last keyframe (which the live ring shares), the
+    /// HLS segments and the last keyframe.
+    pub fn buffered_bytes(&self) -> usize {
+        let gop: usize = self.gop.lock().1.iter().map(|f| f.bytes.len()).sum();
+        let keyframe = self
+            .last_keyframe
+            .lock()
+            .as_ref()
+            .map_or(0, |k| k.data.len());
+        gop + self.hls.lock().buffered_bytes() + keyframe
+    }
+
     /// The next keyframe, or the last one if it is recent: what a snapshot
     /// is taken from. `None` if the camera sends none within `wait`.
     pub async fn keyframe(&self, fresh_within: Duration, wait: Duration) -> Option<KeyFrame> {

@@ -63,6 +63,12 @@ impl Hls {
         self.info = Some(info);
     }
 
+    /// Heap bytes of the kept segments and the one being built.
+    pub fn buffered_bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.bytes.len()).sum::<usize>()
+            + self.building.as_ref().map_or(0, |b| b.data.capacity())
+    }
+
     pub fn push(
         &mut self,
         dts: u64,

@@ -576,7 +576,9 @@ pub fn redact_url(url: &str) -> String {
 impl base::metrics::MetricSource for Cameras {
     fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {
         use base::metrics::MetricPoint as P;
+        let mut buffered = 0;
         for r in self.running.lock().values() {
+            buffered += r.camera.buffered_bytes();
             let s = r.camera.status();
             let name = r.camera.name().to_string();
             let up = if s.status == State::Online { 1.0 } else { 0.0 };
@@ -613,6 +615,7 @@ impl base::metrics::MetricSource for Cameras {
                 .with_label("camera", &name),
             );
         }
+        out.push(base::footprint::memory("cameras", buffered));
         out.push(P::counter(
             "perch_camera_snapshots_total",
             "Snapshots taken.",

@@ -210,6 +210,9 @@ impl SnapshotStore {
             let _ = std::fs::remove_file(&tmp);
             return Err(e.into());
         }
+        // Written on a shared runtime thread: counted here rather than by
+        // the thread's name (base::footprint).
+        base::footprint::count_written("snapshots", jpeg.len() as u64);
         let meta = SnapshotMeta {
             id,
             time: chrono::DateTime::from_timestamp_millis(id)

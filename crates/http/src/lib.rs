@@ -105,6 +105,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/v1/export/csv", get(export::csv).post(export::csv))
         .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/status/footprint", get(status::footprint))
         .route("/api/v1/forward", get(forward_api::status))
         .route("/metrics", get(metrics::prometheus))
         .route("/api/v1/topics", get(mqtt_api::topics))

@@ -1,7 +1,8 @@
 //! Health and status: `/healthz` for load balancers and systemd, InfluxDB's
 //! `/ping` (1.x) and `/health` (2.x) for its clients,
 //! `/api/v1/status/tsdb` with what the store holds and any problems, and
-//! `/api/v1/problems`, the recent failed sign-ins, refusals and unreadable
+//! `/api/v1/status/footprint`, memory and disk writes by component (the
+//! Settings page), `/api/v1/problems`, the recent failed sign-ins, refusals and unreadable
 //! payloads the Overview shows (`base::problems`).
 
 use axum::extract::{RawQuery, State};
@@ -133,4 +134,131 @@ pub async fn tsdb(State(app): State<SharedState>) -> Result<Success<TsdbStatus>,
         series: status.series,
         windows: SortedKeys(status.windows),
     }))
+}
+
+/// One component's bytes.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Part {
+    component: String,
+    bytes: u64,
+}
+
+/// What perch costs the machine, by component, for the Settings page: the
+/// memory and disk-write figures of `/metrics` (`base::footprint`), with
+/// the heap no component claims as `unattributed`.
+#[derive(Serialize, Debug)]
+pub struct Footprint {
+    resident_bytes: u64,
+    /// The heap allocated in all, when the allocator counts it.
+    allocated_bytes: Option<u64>,
+    /// Largest first; `code` and `allocator` are outside the heap.
+    memory: Vec<Part>,
+    /// Configured bounds (sled's cache, tantivy's writer heap).
+    limits: Vec<Part>,
+    /// Bytes written to disk since start, by component, largest first.
+    written: Vec<Part>,
+    /// The store's own files, by purpose (before the filesystem).
+    store_written: Vec<Part>,
+    uptime_seconds: f64,
+    samples_appended: u64,
+    /// Of which perch's own metrics.
+    self_samples: u64,
+}
+
+pub async fn footprint(State(app): State<SharedState>) -> Result<Success<Footprint>, ApiError> {
+    let registry = app
+        .metrics
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("self-metrics are not set up in this server"))?;
+    let points = tokio::task::spawn_blocking(move || registry.gather())
+        .await
+        .map_err(|e| ApiError::internal(format!("gathering metrics failed: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Ok(Success(footprint_of(&points, now)))
+}
+
+fn footprint_of(points: &[base::metrics::MetricPoint], now_secs: f64) -> Footprint {
+    use base::footprint::{ALLOCATED_BYTES, DISK_WRITTEN_BYTES, MEMORY_BYTES, MEMORY_LIMIT_BYTES};
+    let value = |name: &str| points.iter().find(|p| p.name == name).map(|p| p.value);
+    let parts = |name: &str, label: &str| -> Vec<Part> {
+        let mut v: Vec<Part> = points
+            .iter()
+            .filter(|p| p.name == name)
+            .filter_map(|p| {
+                let (_, c) = p.labels.iter().find(|(k, _)| k == label)?;
+                Some(Part {
+                    component: c.clone(),
+                    bytes: p.value.max(0.0) as u64,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.component.cmp(&b.component)));
+        v
+    };
+    let allocated = value(ALLOCATED_BYTES).map(|v| v as u64);
+    let mut memory = parts(MEMORY_BYTES, "component");
+    if let Some(allocated) = allocated {
+        let claimed: u64 = memory
+            .iter()
+            .filter(|p| p.component != "code" && p.component != "allocator")
+            .map(|p| p.bytes)
+            .sum();
+        memory.push(Part {
+            component: "unattributed".into(),
+            bytes: allocated.saturating_sub(claimed),
+        });
+        memory.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+    }
+    Footprint {
+        resident_bytes: value("perch_process_resident_memory_bytes").unwrap_or(0.0) as u64,
+        allocated_bytes: allocated,
+        memory,
+        limits: parts(MEMORY_LIMIT_BYTES, "component"),
+        written: parts(DISK_WRITTEN_BYTES, "component"),
+        store_written: parts("perch_storage_written_bytes_total", "kind"),
+        uptime_seconds: value("perch_process_start_time_seconds")
+            .map_or(0.0, |start| (now_secs - start).max(0.0)),
+        samples_appended: value("perch_storage_samples_appended_total").unwrap_or(0.0) as u64,
+        self_samples: value("perch_storage_self_samples_total").unwrap_or(0.0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base::footprint::{memory, memory_limit};
+    use base::metrics::MetricPoint;
+
+    #[test]
+    fn the_heap_no_component_claims_is_unattributed() {
+        let points = vec![
+            memory("code", 20 << 20),
+            memory("allocator", 8 << 20),
+            memory("store_head", 3 << 20),
+            memory("query", 1 << 20),
+            memory_limit("sled_cache", 32 << 20),
+            MetricPoint::gauge(base::footprint::ALLOCATED_BYTES, "", (10 << 20) as f64),
+            MetricPoint::gauge("perch_process_start_time_seconds", "", 1000.0),
+        ];
+        let f = footprint_of(&points, 1060.0);
+        let names: Vec<(&str, u64)> = f
+            .memory
+            .iter()
+            .map(|p| (p.component.as_str(), p.bytes >> 20))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("code", 20),
+                ("allocator", 8),
+                ("unattributed", 6),
+                ("store_head", 3),
+                ("query", 1)
+            ]
+        );
+        assert_eq!(f.limits[0].component, "sled_cache");
+        assert_eq!(f.uptime_seconds, 60.0);
+    }
 }

@@ -190,6 +190,15 @@ impl Explorer {
         }
     }
 
+    /// Heap bytes of the history (as counted against `history_bytes`) and
+    /// of the topic table.
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        let table = inner.topics.capacity() * (std::mem::size_of::<(String, TopicStats)>() + 1)
+            + inner.topics.keys().map(String::len).sum::<usize>();
+        (inner.history_bytes, table)
+    }
+
     /// Records a message; called by the collector for every one.
     pub fn record(&self, msg: Arc<Inbound>) {
         let _ = self.live.send(msg.clone());

@@ -871,6 +871,9 @@ impl base::metrics::MetricSource for Broker {
         let b = &self.shared.counters;
         let c = &self.collector_counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let (history, topics) = self.explorer.memory_bytes();
+        out.push(base::footprint::memory("mqtt_history", history));
+        out.push(base::footprint::memory("mqtt_topics", topics));
         out.push(P::gauge(
             "perch_mqtt_connections",
             "MQTT clients connected.",

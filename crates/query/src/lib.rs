@@ -51,6 +51,20 @@ impl From<base::selector::SelectorError> for QueryError {
     }
 }
 
+/// The query engine's part of the memory report: the samples and points
+/// the PromQL queries running now hold, at 16 bytes each (a timestamp and
+/// a value). Register it with the server's metrics registry.
+pub struct QueryMemory;
+
+impl base::metrics::MetricSource for QueryMemory {
+    fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {
+        out.push(base::footprint::memory(
+            "query",
+            promql::eval::held_samples() * 16,
+        ));
+    }
+}
+
 /// Stack of a query thread: evaluation recurses once per level of the
 /// expression (at most `promql::MAX_DEPTH`), and dropping a parsed tree
 /// recurses too.

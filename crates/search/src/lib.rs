@@ -486,6 +486,16 @@ impl base::metrics::MetricSource for Search {
             "Messages waiting to be indexed.",
             self.shared.queued_messages.load(Ordering::Relaxed) as f64,
         ));
+        out.push(base::footprint::memory(
+            "search_queue",
+            self.shared.queued_bytes.load(Ordering::Relaxed),
+        ));
+        // tantivy fills its indexing heap up to this before it writes a
+        // segment, and does not say how full it is.
+        out.push(base::footprint::memory_limit(
+            "search_writer",
+            self.config.writer_heap.0,
+        ));
     }
 }
 

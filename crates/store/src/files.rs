@@ -228,6 +228,39 @@ pub struct BlockFiles {
     /// Bounded; entries of a window go when its file is deleted or replaced,
     /// so no deleted file stays pinned on disk.
     read_handles: Mutex<HashMap<(Tier, i64, u32), Arc<File>>>,
+    /// Bytes of block records written since start, by [`BlockWrite`].
+    written: [std::sync::atomic::AtomicU64; 4],
+}
+
+/// Why block records were written, as `/metrics` tells SD-card writes apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockWrite {
+    /// Partial raw blocks from the head.
+    Checkpoint,
+    /// Partial blocks of a group merged into one.
+    Compaction,
+    /// 1 min and 1 h rollups.
+    Rollups,
+    /// A window's file rewritten with only its live records.
+    Rewrite,
+}
+
+impl BlockWrite {
+    pub const ALL: [BlockWrite; 4] = [
+        BlockWrite::Checkpoint,
+        BlockWrite::Compaction,
+        BlockWrite::Rollups,
+        BlockWrite::Rewrite,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockWrite::Checkpoint => "checkpoint",
+            BlockWrite::Compaction => "compaction",
+            BlockWrite::Rollups => "rollups",
+            BlockWrite::Rewrite => "rewrite",
+        }
+    }
 }
 
 /// Files kept open for reading (a month of raw windows is 360).
@@ -275,6 +308,7 @@ impl BlockFiles {
             windows: Mutex::new(windows),
             read_handles: Mutex::new(HashMap::new()),
             files_lock: RwLock::new(()),
+            written: Default::default(),
         };
         let repair = files.repair(repair)?;
         Ok((files, repair))
@@ -645,6 +679,12 @@ impl BlockFiles {
                 let _ = file.set_len(meta.file_len);
                 return Err(e.into());
             }
+            let why = match tier {
+                _ if !replaced.is_empty() => BlockWrite::Compaction,
+                Tier::Raw => BlockWrite::Checkpoint,
+                Tier::Minute | Tier::Hour => BlockWrite::Rollups,
+            };
+            self.count_written(why, data.len());
             meta.file_len = offset;
             metas.insert((tier, window), meta);
             batch.insert(meta_key(tier, window), encode_meta(&meta));
@@ -671,6 +711,15 @@ impl BlockFiles {
             }
             None => 0,
         })
+    }
+
+    fn count_written(&self, why: BlockWrite, bytes: usize) {
+        self.written[why as usize].fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of block records written since start for `why`.
+    pub fn written(&self, why: BlockWrite) -> u64 {
+        self.written[why as usize].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_rolled_up(&self, window: i64, rolled_up: bool) -> Result<(), StorageError> {
@@ -737,6 +786,7 @@ impl BlockFiles {
             let _ = fs::remove_file(&new_path);
             return Err(e.into());
         }
+        self.count_written(BlockWrite::Rewrite, data.len());
         let new_meta = WindowMeta {
             generation: new_gen,
             file_len: data.len() as u64,

@@ -16,6 +16,12 @@ pub struct SeriesBuf {
 }
 
 impl SeriesBuf {
+    /// Heap bytes this buffer holds (capacities, not lengths).
+    fn heap_bytes(&self) -> usize {
+        self.ts.capacity() * std::mem::size_of::<i64>()
+            + self.values.capacity() * std::mem::size_of::<f64>()
+    }
+
     fn push(&mut self, ts: i64, v: f64) {
         if self.ts.is_empty() {
             self.strictly_increasing = true;
@@ -46,6 +52,22 @@ impl SeriesBuf {
         let hi = ts.partition_point(|&t| t <= end);
         (ts[lo..hi].to_vec(), vs[lo..hi].to_vec())
     }
+}
+
+/// Heap bytes of a head's maps: their tables (a hashbrown table holds
+/// `capacity` entries and a control byte each) and the series' buffers.
+fn maps_bytes(
+    series: &FxHashMap<SeriesId, SeriesBuf>,
+    spans: &FxHashMap<SeriesId, (i64, i64)>,
+    windows: &FxHashSet<i64>,
+) -> usize {
+    fn table<K, V>(capacity: usize) -> usize {
+        capacity * (std::mem::size_of::<(K, V)>() + 1)
+    }
+    table::<SeriesId, SeriesBuf>(series.capacity())
+        + series.values().map(SeriesBuf::heap_bytes).sum::<usize>()
+        + table::<SeriesId, (i64, i64)>(spans.capacity())
+        + table::<i64, ()>(windows.capacity())
 }
 
 /// Stable sort by timestamp; of equal timestamps the one written last wins.
@@ -93,6 +115,11 @@ impl Head {
         }
     }
 
+    /// Heap bytes the head holds.
+    pub fn heap_bytes(&self) -> usize {
+        maps_bytes(&self.series, &self.spans, &self.windows)
+    }
+
     pub fn freeze(&mut self, wal_boundary: u64) -> FrozenHead {
         let frozen = FrozenHead {
             series: std::mem::take(&mut self.series),
@@ -120,6 +147,13 @@ pub struct FrozenHead {
     /// Disk budget still reserved for its blocks; the checkpoint converts
     /// it as it writes them and gives back the rest.
     pub reserved: std::sync::atomic::AtomicU64,
+}
+
+impl FrozenHead {
+    /// Heap bytes the frozen head holds until its blocks are written.
+    pub fn heap_bytes(&self) -> usize {
+        maps_bytes(&self.series, &self.spans, &self.windows)
+    }
 }
 
 #[cfg(test)]

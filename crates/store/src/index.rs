@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::encoding::{get_bytes, get_ivarint, get_uvarint, put_bytes, put_ivarint, put_uvarint};
 use super::files::Tier;
-use super::labels::{Labels, Matcher};
+use super::labels::{Label, Labels, Matcher};
 use super::{GroupId, SeriesId, StorageError};
 
 #[derive(Clone, Debug)]
@@ -37,6 +37,24 @@ struct Inner {
     unpersisted: FxHashSet<SeriesId>,
     next_series: SeriesId,
     next_group: GroupId,
+    /// Heap bytes of the keys, labels and postings, kept as series come and
+    /// go (the maps' tables are counted from their capacities).
+    heap_bytes: usize,
+}
+
+/// What a posting list's entry costs besides its value's text: the
+/// `String`, the `Vec` of ids, and a B-tree node's share.
+const POSTING_VALUE_BYTES: usize = 24 + 24 + 16;
+
+/// Heap bytes of one series in the index: its key, its labels (shared by
+/// an `Arc`) and its id in each of its labels' postings.
+fn series_heap_bytes(labels: &Labels, key_len: usize) -> usize {
+    key_len
+        + 16
+        + labels
+            .iter()
+            .map(|l| std::mem::size_of::<Label>() + l.name.len() + l.value.len() + 4)
+            .sum::<usize>()
 }
 
 pub struct SeriesIndex {
@@ -84,14 +102,27 @@ impl Inner {
         labels.write_key(&mut key);
         let mut gkey = Vec::new();
         labels.write_group_key(&mut gkey);
-        self.groups.entry(gkey.into_boxed_slice()).or_insert(group);
+        let gkey_len = gkey.len();
+        self.groups
+            .entry(gkey.into_boxed_slice())
+            .or_insert_with(|| {
+                self.heap_bytes += gkey_len;
+                group
+            });
+        self.heap_bytes += series_heap_bytes(&labels, key.len());
         for l in labels.iter() {
             let ids = self
                 .postings
                 .entry(l.name.clone())
-                .or_default()
+                .or_insert_with(|| {
+                    self.heap_bytes += l.name.len() + 24;
+                    BTreeMap::new()
+                })
                 .entry(l.value.clone())
-                .or_default();
+                .or_insert_with(|| {
+                    self.heap_bytes += l.value.len() + POSTING_VALUE_BYTES;
+                    Vec::new()
+                });
             if let Err(pos) = ids.binary_search(&id) {
                 ids.insert(pos, id);
             }
@@ -118,16 +149,23 @@ impl Inner {
         self.by_key.remove(&key[..]);
         self.spans.remove(&id);
         self.unpersisted.remove(&id);
+        self.heap_bytes = self
+            .heap_bytes
+            .saturating_sub(series_heap_bytes(&info.labels, key.len()));
         for l in info.labels.iter() {
             if let Some(values) = self.postings.get_mut(&l.name) {
                 if let Some(ids) = values.get_mut(&l.value) {
                     ids.retain(|&x| x != id);
                     if ids.is_empty() {
                         values.remove(&l.value);
+                        self.heap_bytes = self
+                            .heap_bytes
+                            .saturating_sub(l.value.len() + POSTING_VALUE_BYTES);
                     }
                 }
                 if values.is_empty() {
                     self.postings.remove(&l.name);
+                    self.heap_bytes = self.heap_bytes.saturating_sub(l.name.len() + 24);
                 }
             }
         }
@@ -245,6 +283,22 @@ impl SeriesIndex {
 
     pub fn group_of(&self, id: SeriesId) -> Option<GroupId> {
         self.inner.read().series.get(&id).map(|s| s.group)
+    }
+
+    /// Heap bytes the index holds: its maps' tables and what their
+    /// entries point to.
+    pub fn heap_bytes(&self) -> usize {
+        fn table<K, V>(capacity: usize) -> usize {
+            capacity * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let inner = self.inner.read();
+        inner.heap_bytes
+            + table::<Box<[u8]>, SeriesId>(inner.by_key.capacity())
+            + table::<SeriesId, SeriesInfo>(inner.series.capacity())
+            + table::<Box<[u8]>, GroupId>(inner.groups.capacity())
+            + table::<String, BTreeMap<String, Vec<SeriesId>>>(inner.postings.capacity())
+            + table::<SeriesId, (i64, i64)>(inner.spans.capacity())
+            + table::<SeriesId, ()>(inner.unpersisted.capacity())
     }
 
     pub fn len(&self) -> usize {

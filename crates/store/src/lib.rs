@@ -283,8 +283,21 @@ pub struct WindowCounts {
 pub struct StorageCounters {
     pub samples_appended: AtomicU64,
     pub samples_rejected: AtomicU64,
+    /// Samples of perch's own metrics (`metrics::record`).
+    pub self_samples: AtomicU64,
     pub checkpoints: AtomicU64,
     pub windows_dropped: AtomicU64,
+}
+
+/// Heap bytes of the store's structures, see [`Storage::memory`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreMemory {
+    /// Samples not yet written out as blocks (the head and frozen heads).
+    pub head: usize,
+    /// WAL records not yet written to the segment.
+    pub wal_buffer: usize,
+    /// Series labels, ids, groups, postings and spans.
+    pub series_index: usize,
 }
 
 /// What [`Storage::open`] had to do to come up.
@@ -846,6 +859,22 @@ impl Storage {
         values.sort();
         values.dedup();
         values
+    }
+
+    /// Memory the store's own structures hold, by part (sled's cache
+    /// aside: sled does not say; `storage.cache_bytes` bounds it).
+    pub fn memory(&self) -> StoreMemory {
+        StoreMemory {
+            head: self.head.lock().heap_bytes()
+                + self
+                    .frozen
+                    .read()
+                    .iter()
+                    .map(|f| f.heap_bytes())
+                    .sum::<usize>(),
+            wal_buffer: self.wal.buffer_bytes(),
+            series_index: self.index.heap_bytes(),
+        }
     }
 
     pub fn series_count(&self) -> usize {

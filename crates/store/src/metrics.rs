@@ -9,6 +9,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::files::BlockWrite;
 use super::labels::{Labels, METRIC_NAME};
 use super::{AppendResult, SeriesSamples, Storage, StorageError};
 use base::metrics::{MetricPoint, MetricSource, Registry};
@@ -33,6 +34,11 @@ impl MetricSource for Storage {
             "perch_storage_samples_rejected_total",
             "Samples refused (invalid series, out of bounds, series limit) since perch started.",
             &c.samples_rejected,
+        ));
+        out.push(counter(
+            "perch_storage_self_samples_total",
+            "Samples of perch's own metrics stored (part of perch_storage_samples_appended_total, and of the WAL's and blocks' writes in that share).",
+            &c.self_samples,
         ));
         out.push(counter(
             "perch_storage_checkpoints_total",
@@ -66,6 +72,32 @@ impl MetricSource for Storage {
             "Bytes counted against storage.max_disk_bytes: the store's files, the search index and snapshots, and samples accepted but not yet written.",
             self.disk_budget_usage().total() as f64,
         ));
+        let wal = [("wal", self.wal.appended_bytes())];
+        let blocks = BlockWrite::ALL.map(|w| (w.name(), self.files.written(w)));
+        for (kind, bytes) in wal.into_iter().chain(blocks) {
+            out.push(
+                MetricPoint::counter(
+                    "perch_storage_written_bytes_total",
+                    "Bytes the store wrote to its files since perch started, by purpose (before the filesystem; sled's own writes are not included).",
+                    bytes as f64,
+                )
+                .with_label("kind", kind),
+            );
+        }
+        let memory = self.memory();
+        out.push(base::footprint::memory("store_head", memory.head));
+        out.push(base::footprint::memory(
+            "store_wal_buffer",
+            memory.wal_buffer,
+        ));
+        out.push(base::footprint::memory(
+            "store_series_index",
+            memory.series_index,
+        ));
+        out.push(base::footprint::memory_limit(
+            "sled_cache",
+            self.config.cache_bytes.0,
+        ));
         out.push(MetricPoint::gauge(
             "perch_storage_problems",
             "Problems the store reports at /api/v1/status/tsdb (0 when healthy).",
@@ -95,7 +127,12 @@ pub fn to_series(points: &[MetricPoint], now_ms: i64) -> Vec<SeriesSamples> {
 /// Blocking (it reads `/proc` and appends): call it from a blocking thread.
 pub fn record(registry: &Registry, storage: &Storage) -> Result<AppendResult, StorageError> {
     let points = registry.gather();
-    storage.append(&to_series(&points, storage.now_ms()))
+    let result = storage.append(&to_series(&points, storage.now_ms()))?;
+    storage
+        .counters
+        .self_samples
+        .fetch_add(result.samples as u64, Ordering::Relaxed);
+    Ok(result)
 }
 
 #[cfg(test)]

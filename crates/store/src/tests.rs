@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use super::files::BlockWrite;
 use super::*;
 use base::ManualClock;
 use config::StorageConfig;
@@ -929,4 +930,51 @@ fn spans_are_written_once_per_window() {
             "at {t}"
         );
     }
+}
+
+/// Memory and writes are accounted as the store works: the head holds the
+/// samples until a checkpoint writes them out, compaction merges the
+/// partial blocks with their 1 h rollups, and each is counted apart.
+#[test]
+fn memory_and_writes_are_accounted_by_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0 + 10 * H);
+    let s = open(dir.path(), &clock);
+    let empty = s.memory();
+    assert_eq!(empty.head, 0);
+    let batch: Vec<SeriesSamples> = (0..50)
+        .map(|i| {
+            series(
+                "temp",
+                &[("room", &format!("room{i}"))],
+                (0..100).map(|k| (T0 + k * 10_000, 20.5)).collect(),
+            )
+        })
+        .collect();
+    s.append(&batch).unwrap();
+    let loaded = s.memory();
+    assert!(loaded.head >= 5_000 * 16, "head {}", loaded.head);
+    assert!(loaded.series_index > empty.series_index + 50 * 20);
+    let written = |w| s.files.written(w);
+    assert_eq!(written(BlockWrite::Checkpoint), 0);
+    s.checkpoint().unwrap();
+    assert_eq!(s.memory().head, 0, "written out");
+    let checkpointed = written(BlockWrite::Checkpoint);
+    assert!(checkpointed > 0);
+    // A second partial block of the same window, then compaction merges
+    // them once the window is closed.
+    s.append(&[series(
+        "temp",
+        &[("room", "room0")],
+        vec![(T0 + 2_000_000, 1.0)],
+    )])
+    .unwrap();
+    s.checkpoint().unwrap();
+    assert!(written(BlockWrite::Checkpoint) > checkpointed);
+    assert_eq!(written(BlockWrite::Compaction), 0);
+    s.compact().unwrap();
+    assert!(written(BlockWrite::Compaction) > 0);
+    assert!(written(BlockWrite::Rollups) > 0);
+    assert!(s.wal.appended_bytes() > 5_000);
+    assert_eq!(written(BlockWrite::Rewrite), 0);
 }

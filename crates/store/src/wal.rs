@@ -315,6 +315,16 @@ impl Wal {
         self.buffer.lock().len()
     }
 
+    /// Bytes of records appended since start.
+    pub fn appended_bytes(&self) -> u64 {
+        *self.appended.lock()
+    }
+
+    /// Heap bytes of the buffer (its capacity: it is reused between flushes).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer.lock().capacity()
+    }
+
     /// Writes the buffer to the open segment and syncs it.
     pub fn flush(&self) -> io::Result<()> {
         let mut seg = self.segment.lock();

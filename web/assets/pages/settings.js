@@ -1,5 +1,6 @@
 // Settings (admins only): users, API tokens, cameras, forwarding targets,
-// storage settings (read-only), backup download, and how to restore.
+// storage settings (read-only), memory and disk writes by component,
+// backup download, and how to restore.
 
 import { api, h, field, notify, showError, isAdmin, notAllowed, fmtTime, fmtAgo, fmtBytes, fmtNum, every, copyText } from '../lib.js';
 
@@ -9,10 +10,10 @@ export default async function (view, ctx) {
   if (!isAdmin()) { notAllowed(view); return; }
   view.append(h('h1', null, 'Settings'),
     h('nav', { class: 'row', 'aria-label': 'Settings sections' },
-      ['Users', 'API tokens', 'Cameras', 'Forwarding', 'Storage', 'Backup'].map(s => h('a', { href: '#' + slug(s), onclick: e => {
+      ['Users', 'API tokens', 'Cameras', 'Forwarding', 'Storage', 'Footprint', 'Backup'].map(s => h('a', { href: '#' + slug(s), onclick: e => {
         e.preventDefault(); document.getElementById(slug(s))?.scrollIntoView();
       } }, s))));
-  const sections = [users(ctx), tokens(ctx), cameras(ctx), forwarding(ctx), storage(ctx), backup(ctx)];
+  const sections = [users(ctx), tokens(ctx), cameras(ctx), forwarding(ctx), storage(ctx), footprint(ctx), backup(ctx)];
   view.append(...sections);
   // A link to a section (the Cameras page's "Add an RTSP camera").
   if (location.hash) document.getElementById(decodeURIComponent(location.hash.slice(1)))?.scrollIntoView();
@@ -407,6 +408,62 @@ function storage(ctx) {
       h('p', { class: 'muted' }, 'Change these in perch\'s config file and restart (docs/configuration.md).'));
   }).catch(e => { if (e.name !== 'AbortError') showError(box, e); });
   return section('Storage', h('p', null, 'Retention, disk budget and the other settings in force.'), box);
+}
+
+// ---- footprint: memory and disk writes by component ----
+const MEMORY_PARTS = {
+  code: 'program code and read-only data in memory (the kernel can drop and reread it)',
+  allocator: 'the allocator: freed memory not yet returned, its bookkeeping, thread stacks',
+  unattributed: 'heap no component reports: sled\'s page cache, connections, request buffers',
+  store_head: 'samples not yet written out as blocks',
+  store_wal_buffer: 'write-ahead log records waiting for the next sync',
+  store_series_index: 'series labels and the index selectors are answered from',
+  search_queue: 'MQTT messages waiting to be indexed',
+  mqtt_history: 'the explorer\'s recent messages (mqtt.history_bytes)',
+  mqtt_topics: 'the explorer\'s topic table',
+  cameras: 'video held for viewers, HLS and snapshots',
+  query: 'samples held by the queries running now',
+};
+const WRITE_PARTS = {
+  wal: 'write-ahead log (every accepted sample, synced each flush_interval)',
+  storage: 'checkpoints, compaction, rollups, retention',
+  sled: 'the database (series, block index, accounts, queues)',
+  search: 'full-text index of MQTT messages',
+  snapshots: 'camera snapshots',
+  forward: 'forwarding queues',
+  other: 'everything else (logs, backups, other threads)',
+};
+
+function footprint(ctx) {
+  const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  const table = (head, rows) => h('div', { class: 'scroll' }, h('table', null,
+    h('thead', null, h('tr', null, head.map(c => h('th', { scope: 'col' }, c)))),
+    h('tbody', null, rows.map(r => h('tr', null, r.map((c, i) => i ? h('td', null, c) : h('th', { scope: 'row', class: 'mono' }, c)))))));
+  ctx.cleanup(every(10000, async () => {
+    try {
+      const f = await api('/api/v1/status/footprint', { signal: ctx.signal });
+      const hours = f.uptime_seconds / 3600;
+      const perHour = b => hours > 0.01 ? fmtBytes(b / hours) : '—';
+      const perSample = b => f.samples_appended ? fmtNum(b / f.samples_appended) : '—';
+      const written = f.written.reduce((a, p) => a + p.bytes, 0);
+      const share = f.samples_appended ? ` (${fmtNum(100 * f.self_samples / f.samples_appended)} %)` : '';
+      box.replaceChildren(
+        h('p', null, `Resident memory ${fmtBytes(f.resident_bytes)}`,
+          f.allocated_bytes != null ? `, of which perch's heap ${fmtBytes(f.allocated_bytes)}.` : '.'),
+        table(['Memory', 'Bytes', 'What it is'], f.memory.map(p => [p.component, fmtBytes(p.bytes), MEMORY_PARTS[p.component] || ''])),
+        f.limits.length ? h('p', { class: 'muted' }, 'Bounds: ', f.limits.map(p => `${p.component} ${fmtBytes(p.bytes)}`).join(', '), '.') : '',
+        h('h3', null, 'Disk writes since perch started'),
+        table(['Component', 'Written', 'Per hour', 'Per stored sample', 'What it is'],
+          f.written.map(p => [p.component, fmtBytes(p.bytes), perHour(p.bytes), perSample(p.bytes), WRITE_PARTS[p.component] || ''])
+            .concat([['all', fmtBytes(written), perHour(written), perSample(written), 'what wears an SD card out']])),
+        h('p', { class: 'muted' }, 'The store\'s files by purpose, before the filesystem: ',
+          f.store_written.map(p => `${p.component} ${fmtBytes(p.bytes)}`).join(', '),
+          `. ${f.samples_appended} samples stored, ${f.self_samples} of them perch's own metrics${share}.`));
+    } catch (e) { if (e.name !== 'AbortError') showError(box, e); }
+  }));
+  return section('Footprint',
+    h('p', null, 'What perch costs this machine, by component: memory now, and bytes written to disk since it started (docs/performance.md).'),
+    box);
 }
 
 // ---- backup ----

@@ -7,6 +7,7 @@
 //! (raw samples read plus points of intermediate results), and the deadline,
 //! checked between series and steps.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,6 +56,22 @@ pub struct Evaluator<'a> {
     pub stats: EvalStats,
 }
 
+/// Samples held by all queries running, for the memory report
+/// ([`held_samples`]).
+static HELD_SAMPLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Samples and points the queries running now hold (each bounded by
+/// `query.max_samples`).
+pub fn held_samples() -> usize {
+    HELD_SAMPLES.load(Ordering::Relaxed)
+}
+
+impl Drop for Evaluator<'_> {
+    fn drop(&mut self) {
+        HELD_SAMPLES.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
 /// Series ids and labels of a selector, sorted by labels like Prometheus'
 /// storage returns them.
 pub type Selected = Vec<(SeriesId, Arc<Labels>)>;
@@ -95,7 +112,9 @@ impl<'a> Evaluator<'a> {
 
     /// Accounts for `n` more samples held; fails past `query.max_samples`.
     pub fn hold(&mut self, n: usize) -> Result<(), QueryError> {
+        let before = self.held;
         self.held = self.held.saturating_add(n);
+        HELD_SAMPLES.fetch_add(self.held - before, Ordering::Relaxed);
         self.stats.peak_samples = self.stats.peak_samples.max(self.held);
         if self.held > self.opts.max_samples {
             return Err(self.too_many_samples());
@@ -104,7 +123,9 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn release(&mut self, n: usize) {
+        let before = self.held;
         self.held = self.held.saturating_sub(n);
+        HELD_SAMPLES.fetch_sub(before - self.held, Ordering::Relaxed);
     }
 
     /// Samples that may still be loaded.

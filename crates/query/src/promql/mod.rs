@@ -224,7 +224,7 @@ impl Engine {
         tracing::debug!(?elapsed, stats = ?ev.stats, "query done");
         Ok(QueryOutput {
             value,
-            stats: ev.stats,
+            stats: std::mem::take(&mut ev.stats),
             elapsed,
         })
     }
@@ -315,7 +315,7 @@ impl Engine {
         tracing::debug!(?elapsed, stats = ?ev.stats, "query done");
         Ok(QueryOutput {
             value,
-            stats: ev.stats,
+            stats: std::mem::take(&mut ev.stats),
             elapsed,
         })
     }
