@@ -25,6 +25,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data_dir = config.data_dir.clone();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %data_dir.display(), "starting perch");
+    if let (Some(ram), Some(profile)) = (config.memory.ram_bytes(), config.memory.profile()) {
+        tracing::info!(
+            ram = %base::units::format_bytes(ram),
+            profile = profile.name,
+            cache_bytes = %config.storage.cache_bytes,
+            writer_heap = %config.search.writer_heap,
+            history_bytes = %config.mqtt.history_bytes,
+            max_head_samples = config.storage.max_head_samples,
+            query_max_samples = config.query.max_samples,
+            "memory sized for the RAM (docs/configuration.md)"
+        );
+    }
     let (storage, report) = {
         let (cfg, dir, clock) = (config.storage.clone(), data_dir.clone(), clock.clone());
         tokio::task::spawn_blocking(move || Storage::open(&cfg, &dir, clock))

@@ -439,3 +439,31 @@ fn footprint_by_component() {
     assert!(data["resident_bytes"].as_u64().unwrap() > data["allocated_bytes"].as_u64().unwrap());
     assert!(data["uptime_seconds"].as_f64().unwrap() > 0.0);
 }
+
+/// Issue 19, part 2: sized for a 1 GB board, perch takes the small memory
+/// profile for what the file leaves out, keeps what it sets, says so in
+/// its log, and its bounds show in `/metrics` and the settings in force.
+#[test]
+fn memory_is_sized_for_the_board() {
+    let p =
+        common::Perch::start_with("[memory]\nram = \"1GiB\"\n\n[mqtt]\nhistory_bytes = \"2MiB\"\n");
+    let text = p.get("/metrics").body;
+    let limit = |c| exposed(&text, "perch_memory_limit_bytes", "component", c);
+    assert_eq!(limit("sled_cache"), Some((8 << 20) as f64));
+    assert_eq!(limit("search_writer"), Some(15_000_000.0));
+    let settings = p.get("/api/v1/settings").json();
+    assert_eq!(
+        settings["storage"]["max_head_samples"], 500_000,
+        "{settings}"
+    );
+    assert_eq!(settings["query"]["max_samples"], 2_500_000, "{settings}");
+    assert_eq!(
+        settings["mqtt"]["history_bytes"], "2MiB",
+        "set in the file: {settings}"
+    );
+    let log = p.log();
+    assert!(
+        log.contains("memory sized for the RAM") && log.contains("small (up to 1 GB"),
+        "{log}"
+    );
+}

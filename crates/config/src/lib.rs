@@ -138,6 +138,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// Alerting and recording rules (`[alerts]`).
     pub alerts: AlertsConfig,
+    /// What perch sizes its caches and buffers for (`[memory]`).
+    pub memory: MemoryConfig,
     pub log: LogConfig,
 }
 
@@ -154,6 +156,7 @@ impl Default for Config {
             forward: Vec::new(),
             devices: DevicesConfig::default(),
             alerts: AlertsConfig::default(),
+            memory: MemoryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -1041,6 +1044,117 @@ impl Default for DevicesConfig {
     }
 }
 
+/// `[memory]`: the RAM perch sizes itself for. The settings that hold
+/// memory — sled's cache, the search writer's heap, the explorer's history,
+/// the head's and a query's sample limits — default to a profile of that
+/// RAM (see [`MemoryProfile`]); a value set in the file wins.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// `"auto"` (the machine's, `MemTotal`) or a size such as `"1GiB"` to
+    /// size perch as for a smaller board.
+    pub ram: RamSize,
+}
+
+impl MemoryConfig {
+    /// The RAM to size for: the given size, or the machine's when it can
+    /// be read.
+    pub fn ram_bytes(&self) -> Option<u64> {
+        match self.ram {
+            RamSize::Auto => base::host::total_ram_bytes(),
+            RamSize::Bytes(b) => Some(b),
+        }
+    }
+
+    /// The profile the memory settings default to.
+    pub fn profile(&self) -> Option<MemoryProfile> {
+        self.ram_bytes().map(MemoryProfile::for_ram)
+    }
+}
+
+/// The RAM to size for: the machine's, or a given size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RamSize {
+    #[default]
+    Auto,
+    Bytes(u64),
+}
+
+impl<'de> Deserialize<'de> for RamSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "auto" {
+            return Ok(RamSize::Auto);
+        }
+        units::parse_bytes(&s)
+            .map(RamSize::Bytes)
+            .map_err(|e| serde::de::Error::custom(format!("{e}; or \"auto\"")))
+    }
+}
+
+impl Serialize for RamSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RamSize::Auto => s.serialize_str("auto"),
+            RamSize::Bytes(b) => s.serialize_str(&units::format_bytes(*b)),
+        }
+    }
+}
+
+/// The memory settings' defaults for a board's RAM. A Raspberry Pi's
+/// `MemTotal` is below its nominal size (a 1 GB Pi 3 reports about
+/// 920 MiB), hence the thresholds above the nominal sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryProfile {
+    /// The profile's name as the log and docs/configuration.md say it.
+    pub name: &'static str,
+    pub cache_bytes: u64,
+    pub writer_heap: u64,
+    pub history_bytes: u64,
+    pub max_head_samples: usize,
+    pub query_max_samples: usize,
+}
+
+impl MemoryProfile {
+    pub const SMALL: MemoryProfile = MemoryProfile {
+        name: "small (up to 1 GB: Pi Zero 2 W, Pi 3)",
+        cache_bytes: 8 << 20,
+        // tantivy's least for one indexing thread.
+        writer_heap: 15_000_000,
+        history_bytes: 4 << 20,
+        max_head_samples: 500_000,
+        query_max_samples: 2_500_000,
+    };
+    pub const MEDIUM: MemoryProfile = MemoryProfile {
+        name: "medium (up to 2 GB)",
+        cache_bytes: 16 << 20,
+        writer_heap: 16 << 20,
+        history_bytes: 8 << 20,
+        max_head_samples: 1_000_000,
+        query_max_samples: 5_000_000,
+    };
+    pub const LARGE: MemoryProfile = MemoryProfile {
+        name: "large (more than 2 GB)",
+        cache_bytes: 32 << 20,
+        writer_heap: 16 << 20,
+        history_bytes: 16 << 20,
+        max_head_samples: 2_000_000,
+        query_max_samples: 10_000_000,
+    };
+
+    /// The profile for `ram` bytes of RAM.
+    pub fn for_ram(ram: u64) -> MemoryProfile {
+        const GIB: u64 = 1 << 30;
+        if ram <= GIB + GIB / 4 {
+            MemoryProfile::SMALL
+        } else if ram <= 2 * GIB + GIB / 2 {
+            MemoryProfile::MEDIUM
+        } else {
+            MemoryProfile::LARGE
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -1074,16 +1188,19 @@ impl Config {
         overrides: &Overrides,
         checks: &[Check],
     ) -> Result<Config, ConfigError> {
-        let mut config = match file {
+        let (mut config, text) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     file: path.to_path_buf(),
                     source,
                 })?;
-                Config::parse(&text, &path.display().to_string())?
+                (Config::parse(&text, &path.display().to_string())?, text)
             }
-            None => Config::default(),
+            None => (Config::default(), String::new()),
         };
+        if let Some(profile) = config.memory.profile() {
+            config.apply_memory_profile(profile, &text);
+        }
         if let Some(d) = &overrides.data_dir {
             config.data_dir = d.clone();
         }
@@ -1107,6 +1224,33 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// Gives the memory settings that `text` (the file) does not set the
+    /// values of `profile`.
+    pub fn apply_memory_profile(&mut self, profile: MemoryProfile, text: &str) {
+        let table = text.parse::<toml::Table>().unwrap_or_default();
+        let set = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        if !set("storage", "cache_bytes") {
+            self.storage.cache_bytes = ByteSize(profile.cache_bytes);
+        }
+        if !set("storage", "max_head_samples") {
+            self.storage.max_head_samples = profile.max_head_samples;
+        }
+        if !set("search", "writer_heap") {
+            self.search.writer_heap = ByteSize(profile.writer_heap);
+        }
+        if !set("mqtt", "history_bytes") {
+            self.mqtt.history_bytes = ByteSize(profile.history_bytes);
+        }
+        if !set("query", "max_samples") {
+            self.query.max_samples = profile.query_max_samples;
+        }
     }
 
     /// Parses a file's text. A value of the wrong type stops the parse
@@ -1603,5 +1747,52 @@ remote_prefix = "site/{hostname}/"
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn memory_profiles_follow_the_ram_of_real_boards() {
+        const MIB: u64 = 1 << 20;
+        // MemTotal as Raspberry Pi OS reports it on each board.
+        for (board, mem_total, profile) in [
+            ("Pi Zero 2 W", 427 * MIB, MemoryProfile::SMALL),
+            ("Pi 3 B", 921 * MIB, MemoryProfile::SMALL),
+            ("Pi 4 2 GB", 1_848 * MIB, MemoryProfile::MEDIUM),
+            ("Pi 4 4 GB", 3_794 * MIB, MemoryProfile::LARGE),
+            ("Pi 5 8 GB", 8_052 * MIB, MemoryProfile::LARGE),
+        ] {
+            assert_eq!(MemoryProfile::for_ram(mem_total), profile, "{board}");
+        }
+        assert_eq!(
+            MemoryProfile::LARGE.cache_bytes,
+            StorageConfig::default().cache_bytes.0
+        );
+    }
+
+    #[test]
+    fn a_memory_profile_fills_only_what_the_file_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("perch.toml");
+        std::fs::write(
+            &file,
+            "[memory]\nram = \"1GiB\"\n\n[storage]\ncache_bytes = \"64MiB\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &Overrides::default(), &[]).unwrap();
+        assert_eq!(c.memory.ram, RamSize::Bytes(1 << 30));
+        assert_eq!(c.storage.cache_bytes, ByteSize(64 << 20), "set in the file");
+        assert_eq!(c.search.writer_heap, ByteSize(15_000_000));
+        assert_eq!(c.mqtt.history_bytes, ByteSize(4 << 20));
+        assert_eq!(c.storage.max_head_samples, 500_000);
+        assert_eq!(c.query.max_samples, 2_500_000);
+        std::fs::write(&file, "[memory]\nram = \"lots\"\n").unwrap();
+        let e = Config::load(Some(&file), &Overrides::default(), &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("memory.ram") && text.contains("\"auto\""),
+            "{text}"
+        );
+        std::fs::write(&file, "[memory]\nram = \"auto\"\n").unwrap();
+        let c = Config::load(Some(&file), &Overrides::default(), &[]).unwrap();
+        assert_eq!(c.memory.ram, RamSize::Auto);
     }
 }
