@@ -39,6 +39,16 @@ pub struct FootprintArgs {
     /// default
     #[arg(long)]
     pub perch: Option<PathBuf>,
+    /// Test cameras perch relays during the whole run (GStreamer's RTSP
+    /// server, each its own stream; perch only)
+    #[arg(long, default_value_t = 0)]
+    pub cameras: usize,
+    /// Size of the test cameras' H.264 video
+    #[arg(long, default_value = "1280x720")]
+    pub camera_size: String,
+    /// The test camera script (needs python3-gi and gir1.2-gst-rtsp-server-1.0)
+    #[arg(long, default_value = "tests/fixtures/rtsp_cam.py")]
+    pub camera_script: PathBuf,
     /// Where the systems keep their data: a disk, not tmpfs, whose writes
     /// the kernel counts (a temporary directory under the current one by
     /// default)
@@ -80,12 +90,22 @@ pub fn run(args: FootprintArgs) -> anyhow::Result<()> {
     if args.victoria_metrics && !which("victoria-metrics") {
         bail!("victoria-metrics is not on PATH (Debian: apt install victoria-metrics)");
     }
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
         }
         None => String::new(),
     };
+    // Streaming from the start, so that idle includes the relayed video.
+    let mut cameras = Vec::new();
+    for n in 0..args.cameras {
+        let (camera, url) =
+            cameras::bench::start_test_camera(&args.camera_script, &args.camera_size)?;
+        config.push_str(&format!(
+            "\n[[cameras]]\nname = \"bench{n}\"\nurl = \"{url}\"\n"
+        ));
+        cameras.push(camera);
+    }
     let base = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir()?.join(format!("perch-footprint-{}", std::process::id())),
@@ -102,10 +122,14 @@ pub fn run(args: FootprintArgs) -> anyhow::Result<()> {
     add_bench_user(&exe, &perch_dir)?;
     let perch = start_perch(&client, &exe, &perch_dir, &config)?;
     let url = format!("{}/write", perch.url);
+    if args.cameras > 0 {
+        wait_for_cameras(&client, &perch.url, args.cameras)?;
+    }
     results.push((
         "perch",
         measure(&client, perch, &url, &perch_dir.join("data"), &args)?,
     ));
+    drop(cameras);
     if args.victoria_metrics {
         let vm_dir = base.join("victoria-metrics");
         let vm = start_victoria(&client, &vm_dir, &[])?;
@@ -166,6 +190,7 @@ fn measure(
     }
     std::thread::sleep(Duration::from_secs(args.interval));
     f.rss_loaded = process_rss_bytes(pid)?;
+    print_footprint(client, &server.url, name);
     eprintln!("{name}: settling for {} s", args.idle);
     std::thread::sleep(Duration::from_secs(args.idle));
     f.rss_settled = process_rss_bytes(pid)?;
@@ -174,6 +199,55 @@ fn measure(
     f.written_with_stop = (usage.ru_oublock as u64 * 512).saturating_sub(written_before);
     f.data_dir = base::disk::dir_size(data);
     Ok(f)
+}
+
+/// perch's own account of its memory and writes (`/api/v1/status/footprint`)
+/// at the end of the load, for docs/performance.md; other systems have none.
+fn print_footprint(client: &Client, url: &str, name: &str) {
+    let Ok((200, body)) = client.get(&format!("{url}/api/v1/status/footprint")) else {
+        return;
+    };
+    let f: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let parts = |key: &str| {
+        f["data"][key]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|p| {
+                        format!(
+                            "{} {:.1}",
+                            p["component"].as_str().unwrap_or("?"),
+                            p["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    eprintln!("{name}: memory (MiB): {}", parts("memory"));
+    eprintln!("{name}: written (MiB): {}", parts("written"));
+    eprintln!("{name}: store files (MiB): {}", parts("store_written"));
+}
+
+/// Waits until perch streams from all `n` cameras.
+fn wait_for_cameras(client: &Client, url: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = client.get(&format!("{url}/api/v1/cameras"))?;
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let online = list["data"]
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|c| c["status"] == "online").count());
+        if online >= n {
+            eprintln!("perch: {online} cameras streaming");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("perch streams from {online} of {n} cameras after 60 s: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Devices of ten fields whose values walk like sensors' readings, two
@@ -248,6 +322,12 @@ fn report(results: &[(&str, Footprint)], args: &FootprintArgs) {
         results.first().map_or(0, |r| r.1.samples),
         args.idle
     );
+    if args.cameras > 0 {
+        println!(
+            "perch relays {} test cameras ({}) all along\n",
+            args.cameras, args.camera_size
+        );
+    }
     let mut header = "| figure |".to_string();
     let mut rule = "|---|".to_string();
     for (name, _) in results {

@@ -5,7 +5,7 @@
 //! the camera, then while V WebSocket viewers watch, then while it takes a
 //! snapshot every second. The numbers go into `docs/cameras.md`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,32 @@ pub struct CameraBenchArgs {
     pub url: Option<String>,
 }
 
-struct Reaped(Child);
+/// A child process killed and reaped when dropped.
+pub struct Reaped(Child);
+
+/// Starts GStreamer's RTSP test camera (`script`, needs python3-gi and
+/// gir1.2-gst-rtsp-server-1.0) streaming H.264 at `size` (`1920x1080`);
+/// returns it and its URL. The camera stops when the handle is dropped.
+pub fn start_test_camera(script: &Path, size: &str) -> anyhow::Result<(Reaped, String)> {
+    let port = free_port()?;
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(size)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", script.display()))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
+    let camera = Reaped(child);
+    if !line.starts_with("rtsp://") {
+        bail!("the test camera did not start: {line:?}");
+    }
+    Ok((camera, line.trim().to_string()))
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -107,24 +132,9 @@ async fn bench(args: CameraBenchArgs) -> anyhow::Result<()> {
     let url = match &args.url {
         Some(u) => u.clone(),
         None => {
-            let port = free_port()?;
-            let mut child = Command::new("/usr/bin/python3")
-                .arg(&args.camera_script)
-                .arg(port.to_string())
-                .arg(&args.size)
-                .stdout(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("starting {}", args.camera_script.display()))?;
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-                &mut line,
-            )?;
-            if !line.starts_with("rtsp://") {
-                bail!("the test camera did not start: {line:?}");
-            }
-            _camera = Reaped(child);
-            line.trim().to_string()
+            let (camera, url) = start_test_camera(&args.camera_script, &args.size)?;
+            _camera = camera;
+            url
         }
     };
 
