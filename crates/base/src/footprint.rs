@@ -112,9 +112,19 @@ pub struct ProcessFootprint {
 /// reading shows as `other`.
 #[derive(Default)]
 struct WriteLedger {
-    /// Thread id → its component and the `write_bytes` last read.
-    threads: HashMap<u32, (&'static str, u64)>,
+    /// Thread id → its name, its component and the `write_bytes` last read.
+    threads: HashMap<u32, Seen>,
     totals: BTreeMap<&'static str, u64>,
+    /// `other` as last reported: the process's total is read a moment
+    /// apart from the threads', so the difference may dip; a counter must
+    /// not.
+    last_other: u64,
+}
+
+struct Seen {
+    name: String,
+    component: &'static str,
+    written: u64,
 }
 
 impl ProcessFootprint {
@@ -138,7 +148,9 @@ impl ProcessFootprint {
             *by.entry(c).or_default() += n;
         }
         let attributed: u64 = by.values().sum();
-        by.insert("other", total.saturating_sub(attributed));
+        let other = total.saturating_sub(attributed).max(ledger.last_other);
+        ledger.last_other = other;
+        by.insert("other", other);
         (by, total)
     }
 }
@@ -165,19 +177,26 @@ impl WriteLedger {
                 continue;
             };
             alive.push(tid);
-            let entry = match self.threads.get_mut(&tid) {
-                Some(e) => e,
-                None => {
-                    let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-                    self.threads
-                        .entry(tid)
-                        .or_insert((component_of_thread(name.trim_end()), 0))
-                }
-            };
-            let delta = written.saturating_sub(entry.1);
-            entry.1 = written;
-            if entry.0 != "other" {
-                *self.totals.entry(entry.0).or_default() += delta;
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let name = name.trim_end();
+            let seen = self.threads.entry(tid).or_insert_with(|| Seen {
+                name: name.to_string(),
+                component: component_of_thread(name),
+                written: 0,
+            });
+            // A thread id the kernel gave again, to a thread named alike or
+            // not, starts from nothing.
+            if seen.name != name || written < seen.written {
+                *seen = Seen {
+                    name: name.to_string(),
+                    component: component_of_thread(name),
+                    written: 0,
+                };
+            }
+            let delta = written - seen.written;
+            seen.written = written;
+            if seen.component != "other" {
+                *self.totals.entry(seen.component).or_default() += delta;
             }
         }
         // Forget threads that ended (thread ids are reused).

@@ -547,11 +547,40 @@ pub(crate) fn number_after(text: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// The machine's RAM (`MemTotal` of `/proc/meminfo`), if it can be read.
+/// The RAM perch may use: the machine's (`MemTotal` of `/proc/meminfo`),
+/// or the limit of its cgroup (a container's, or a systemd unit's
+/// `MemoryMax=`) when that is smaller.
 pub fn total_ram_bytes() -> Option<u64> {
-    file_number("/proc/meminfo", "MemTotal:")
-        .ok()
-        .map(|kib| kib * 1024)
+    let total = file_number("/proc/meminfo", "MemTotal:").ok()? * 1024;
+    Some(total.min(cgroup_memory_max().unwrap_or(u64::MAX)))
+}
+
+/// The memory limit of this process's cgroup: `memory.max` (v2) or
+/// `memory.limit_in_bytes` (v1); unlimited reads as `max` or a huge
+/// number. A container may see its cgroup at the root of its
+/// `/sys/fs/cgroup` rather than at its path.
+fn cgroup_memory_max() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            match controllers {
+                "" => Some(("/sys/fs/cgroup", "memory.max", path)),
+                c if c.split(',').any(|c| c == "memory") => {
+                    Some(("/sys/fs/cgroup/memory", "memory.limit_in_bytes", path))
+                }
+                _ => None,
+            }
+        })
+        .flat_map(|(root, file, path)| {
+            [
+                format!("{root}{}/{file}", path.trim_end_matches('/')),
+                format!("{root}/{file}"),
+            ]
+        })
+        .find_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
 }
 
 /// The host's name (`perch` when the system does not say).

@@ -53,12 +53,10 @@ pub fn start_test_camera(script: &Path, size: &str) -> anyhow::Result<(Reaped, S
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", script.display()))?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-        &mut line,
-    )?;
+    let stdout = child.stdout.take().context("stdout")?;
     let camera = Reaped(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
     if !line.starts_with("rtsp://") {
         bail!("the test camera did not start: {line:?}");
     }

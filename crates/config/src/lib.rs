@@ -1051,8 +1051,9 @@ impl Default for DevicesConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// `"auto"` (the machine's, `MemTotal`) or a size such as `"1GiB"` to
-    /// size perch as for a smaller board.
+    /// `"auto"` (the machine's `MemTotal`, or the cgroup's `memory.max`
+    /// when that is smaller: a container's limit) or a size such as
+    /// `"1GiB"` to size perch as for a smaller board.
     pub ram: RamSize,
 }
 
@@ -1082,13 +1083,30 @@ pub enum RamSize {
 
 impl<'de> Deserialize<'de> for RamSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim() == "auto" {
-            return Ok(RamSize::Auto);
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RamSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"auto\" or a size such as \"1GiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RamSize, E> {
+                if s.trim() == "auto" {
+                    return Ok(RamSize::Auto);
+                }
+                units::parse_bytes(s)
+                    .map(RamSize::Bytes)
+                    .map_err(|e| E::custom(format!("{e}; or \"auto\"")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RamSize, E> {
+                u64::try_from(n)
+                    .map(RamSize::Bytes)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RamSize, E> {
+                Ok(RamSize::Bytes(n))
+            }
         }
-        units::parse_bytes(&s)
-            .map(RamSize::Bytes)
-            .map_err(|e| serde::de::Error::custom(format!("{e}; or \"auto\"")))
+        d.deserialize_any(V)
     }
 }
 
@@ -1791,6 +1809,10 @@ remote_prefix = "site/{hostname}/"
             text.contains("memory.ram") && text.contains("\"auto\""),
             "{text}"
         );
+        std::fs::write(&file, "[memory]\nram = 2147483648\n").unwrap();
+        let c = Config::load(Some(&file), &Overrides::default(), &[]).unwrap();
+        assert_eq!(c.memory.ram, RamSize::Bytes(2 << 30));
+        assert_eq!(c.storage.cache_bytes, ByteSize(16 << 20));
         std::fs::write(&file, "[memory]\nram = \"auto\"\n").unwrap();
         let c = Config::load(Some(&file), &Overrides::default(), &[]).unwrap();
         assert_eq!(c.memory.ram, RamSize::Auto);

@@ -864,16 +864,15 @@ impl Storage {
     /// Memory the store's own structures hold, by part (sled's cache
     /// aside: sled does not say; `storage.cache_bytes` bounds it).
     pub fn memory(&self) -> StoreMemory {
+        // One lock at a time: appends wait for the head's.
+        let head = self.head.lock().heap_bytes();
+        let frozen: usize = self.frozen.read().iter().map(|f| f.heap_bytes()).sum();
+        let wal_buffer = self.wal.buffer_bytes();
+        let series_index = self.index.heap_bytes();
         StoreMemory {
-            head: self.head.lock().heap_bytes()
-                + self
-                    .frozen
-                    .read()
-                    .iter()
-                    .map(|f| f.heap_bytes())
-                    .sum::<usize>(),
-            wal_buffer: self.wal.buffer_bytes(),
-            series_index: self.index.heap_bytes(),
+            head: head + frozen,
+            wal_buffer,
+            series_index,
         }
     }
 
