@@ -432,9 +432,14 @@ impl Camera {
                 gop.1.push(fragment.clone());
             }
         }
-        self.hls
-            .lock()
-            .push(dts, duration, frame.keyframe, &frame.data, &info);
+        self.hls.lock().push(
+            Instant::now(),
+            dts,
+            duration,
+            frame.keyframe,
+            &frame.data,
+            &info,
+        );
         let _ = self.live.send(LiveEvent::Fragment(fragment));
         let now = self.clock.now_ms();
         if frame.keyframe {

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -16,6 +17,11 @@ use super::fmp4;
 const TARGET_SECONDS: f64 = 2.0;
 /// Segments kept and listed.
 const KEEP: usize = 6;
+/// Segments are made while a player asked for the playlist within this
+/// time (players fetch it again every target duration); then they are
+/// dropped. Six segments of a 720p camera are about 3 MiB that a board
+/// whose viewers use the WebSocket relay, or none, need not hold.
+pub const WANTED_FOR: Duration = Duration::from_secs(60);
 
 pub struct Segment {
     pub sequence: u64,
@@ -39,6 +45,8 @@ pub struct Hls {
     next_sequence: u64,
     /// Discontinuities that left the playlist, for EXT-X-DISCONTINUITY-SEQUENCE.
     dropped_discontinuities: u64,
+    /// Until when segments are made (see [`WANTED_FOR`]).
+    wanted_until: Option<Instant>,
 }
 
 impl Default for Hls {
@@ -55,6 +63,7 @@ impl Hls {
             info: None,
             next_sequence: 1,
             dropped_discontinuities: 0,
+            wanted_until: None,
         }
     }
 
@@ -69,14 +78,29 @@ impl Hls {
             + self.building.as_ref().map_or(0, |b| b.data.capacity())
     }
 
+    /// A player asked for the playlist at `now`: make segments for
+    /// [`WANTED_FOR`] more.
+    pub fn want(&mut self, now: Instant) {
+        self.wanted_until = Some(now + WANTED_FOR);
+    }
+
+    /// A frame received at `now`; kept only while a player wants HLS.
     pub fn push(
         &mut self,
+        now: Instant,
         dts: u64,
         duration: u32,
         keyframe: bool,
         data: &[u8],
         info: &Arc<StreamInfo>,
     ) {
+        if self.wanted_until.is_none_or(|until| now >= until) {
+            // Sequence numbers go on from where they were: a player that
+            // comes back later never sees one twice.
+            self.segments.clear();
+            self.building = None;
+            return;
+        }
         let timescale = info.timescale as f64;
         if keyframe {
             let long_enough = self.building.as_ref().is_some_and(|b| {
@@ -207,5 +231,57 @@ impl Hls {
                 }),
             None => self.info.as_ref().map(|i| i.init_segment.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> Arc<StreamInfo> {
+        Arc::new(StreamInfo {
+            generation: 1,
+            codec: "avc1.64001F".into(),
+            width: 640,
+            height: 480,
+            timescale: 90_000,
+            init_segment: Bytes::from_static(b"init"),
+            h264: None,
+        })
+    }
+
+    /// Ten seconds of 10 fps video with a keyframe every second, from `t`.
+    fn feed(hls: &mut Hls, t: Instant, from_frame: u64) {
+        let info = info();
+        for n in from_frame..from_frame + 100 {
+            let now = t + Duration::from_millis(n * 100);
+            hls.push(now, n * 9_000, 9_000, n % 10 == 0, &[0u8; 1000], &info);
+        }
+    }
+
+    #[test]
+    fn segments_are_made_only_while_a_player_wants_them() {
+        let t = Instant::now();
+        let mut hls = Hls::new();
+        hls.new_stream(info());
+        feed(&mut hls, t, 0);
+        assert_eq!(hls.playlist(), None, "nobody asked");
+        assert_eq!(hls.buffered_bytes(), 0);
+        let asked = t + Duration::from_secs(10);
+        hls.want(asked);
+        feed(&mut hls, asked, 100);
+        let playlist = hls.playlist().expect("segments while wanted");
+        assert!(playlist.contains("#EXTINF:2.000,"), "{playlist}");
+        assert!(hls.buffered_bytes() >= 4 * 20 * 1000);
+        let first = hls.segments.front().unwrap().sequence;
+        // A minute after the last request the segments go at the next frame.
+        let gone = asked + WANTED_FOR;
+        feed(&mut hls, gone, 200);
+        assert_eq!(hls.playlist(), None);
+        assert_eq!(hls.buffered_bytes(), 0);
+        hls.want(gone);
+        feed(&mut hls, gone, 300);
+        let again = hls.segments.front().unwrap().sequence;
+        assert!(again > first, "sequence numbers go on: {again} after {first}");
     }
 }

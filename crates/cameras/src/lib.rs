@@ -458,8 +458,26 @@ impl Cameras {
         Ok(self.snapshots.file(name, id))
     }
 
-    pub fn hls_playlist(&self, name: &str) -> Result<Option<String>, CameraError> {
-        Ok(self.camera(name)?.hls.lock().playlist())
+    /// The camera's live HLS playlist. Segments are made only while
+    /// players ask for it (`hls::WANTED_FOR`): the first request after a
+    /// pause waits, up to [`HLS_FIRST_WAIT`], for the first segment.
+    pub async fn hls_playlist(&self, name: &str) -> Result<Option<String>, CameraError> {
+        let camera = self.camera(name)?;
+        let deadline = Instant::now() + HLS_FIRST_WAIT;
+        loop {
+            let playlist = {
+                let mut hls = camera.hls.lock();
+                hls.want(Instant::now());
+                hls.playlist()
+            };
+            if playlist.is_some()
+                || Instant::now() >= deadline
+                || camera.status().status != State::Online
+            {
+                return Ok(playlist);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn hls_init(
@@ -572,6 +590,10 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// How long the first HLS request after a pause waits for a segment: a
+/// keyframe to start it, two seconds of video, the keyframe that ends it.
+pub const HLS_FIRST_WAIT: Duration = Duration::from_secs(15);
 
 impl base::metrics::MetricSource for Cameras {
     fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {

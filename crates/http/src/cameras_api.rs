@@ -278,7 +278,7 @@ async fn hls(
     RunningCameras(c): RunningCameras,
 ) -> Result<Response, ApiError> {
     if file == "index.m3u8" {
-        let playlist = c.hls_playlist(&name)?.ok_or_else(|| {
+        let playlist = c.hls_playlist(&name).await?.ok_or_else(|| {
             ApiError::not_found("no video yet: the camera has not sent a complete segment")
         })?;
         let playlist = match q.get("token") {
