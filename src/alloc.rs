@@ -72,6 +72,12 @@ pub fn allocated_bytes() -> u64 {
     ALLOCATED.load(Ordering::Relaxed).max(0) as u64
 }
 
+/// [`allocated_bytes`] when the counting allocator is the global one
+/// (not with the `system-allocator` feature, for heap profilers).
+pub fn counted_heap() -> Option<fn() -> u64> {
+    (!cfg!(feature = "system-allocator")).then_some(allocated_bytes as fn() -> u64)
+}
+
 // SAFETY: every call is passed to mimalloc unchanged; the counting only
 // reads the layouts.
 unsafe impl GlobalAlloc for CountingMiMalloc {
@@ -128,6 +134,7 @@ mod tests {
     /// costs no memory), stands out of their noise. What a thread keeps
     /// after it ends still counts.
     #[test]
+    #[cfg(not(feature = "system-allocator"))]
     fn counts_what_is_held() {
         const BIG: i64 = 256 << 20;
         const NOISE: i64 = 32 << 20;

@@ -13,6 +13,7 @@ use clap::Parser;
 
 // glibc's allocator spent a third of the collector's time consolidating
 // the many small label strings per message (measured with perf).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: alloc::CountingMiMalloc = alloc::CountingMiMalloc;
 

@@ -57,9 +57,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let metrics = Arc::new(base::metrics::Registry::new());
     metrics.register(Arc::new(base::host::HostMetrics::new(&data_dir)));
-    metrics.register(Arc::new(base::footprint::ProcessFootprint::new(Some(
-        crate::alloc::allocated_bytes,
-    ))));
+    metrics.register(Arc::new(base::footprint::ProcessFootprint::new(
+        crate::alloc::counted_heap(),
+    )));
     metrics.register(Arc::new(query::QueryMemory));
     metrics.register(storage.clone());
     let search = open_search(&config, clock.clone()).await?;
