@@ -2,6 +2,10 @@
 //! the bytes perch holds so that `/metrics` can tell the heap perch uses
 //! from what the allocator keeps around it (docs/performance.md).
 
+// With the `system-allocator` feature the counting allocator is not the
+// global one, and only its accessors are used.
+#![cfg_attr(feature = "system-allocator", allow(dead_code))]
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
