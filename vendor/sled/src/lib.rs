@@ -83,7 +83,10 @@
 #![doc(
     html_logo_url = "https://raw.githubusercontent.com/spacejam/sled/master/art/tree_face_anti-transphobia.png"
 )]
-#![deny(
+// perch: upstream denied these rustc lints, which today's compilers find
+// in its code (a registry build caps lints; a path dependency does not).
+// Kept as upstream's statement of intent, no longer enforced here.
+#![warn(
     missing_docs,
     future_incompatible,
     nonstandard_style,
