@@ -282,6 +282,9 @@ mod tests {
         hls.want(gone);
         feed(&mut hls, gone, 300);
         let again = hls.segments.front().unwrap().sequence;
-        assert!(again > first, "sequence numbers go on: {again} after {first}");
+        assert!(
+            again > first,
+            "sequence numbers go on: {again} after {first}"
+        );
     }
 }
