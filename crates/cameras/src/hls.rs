@@ -95,10 +95,7 @@ impl Hls {
         info: &Arc<StreamInfo>,
     ) {
         if self.wanted_until.is_none_or(|until| now >= until) {
-            // Sequence numbers go on from where they were: a player that
-            // comes back later never sees one twice.
-            self.segments.clear();
-            self.building = None;
+            self.drop_all();
             return;
         }
         let timescale = info.timescale as f64;
@@ -131,6 +128,25 @@ impl Hls {
                 self.building = None;
             }
         }
+    }
+
+    /// Drops every segment while nobody plays HLS. Sequence numbers go on
+    /// from where they were, so a player that comes back never sees one
+    /// twice; the discontinuity sequence counts the tags that left with
+    /// the segments and one for the gap, so such a player also knows the
+    /// timeline jumped (RFC 8216, 6.2.2).
+    fn drop_all(&mut self) {
+        if !self.segments.is_empty() {
+            let changes = self
+                .segments
+                .iter()
+                .zip(self.segments.iter().skip(1))
+                .filter(|(a, b)| a.info.generation != b.info.generation)
+                .count() as u64;
+            self.dropped_discontinuities += changes + 1;
+            self.segments.clear();
+        }
+        self.building = None;
     }
 
     fn finish(&mut self) {
@@ -282,6 +298,11 @@ mod tests {
         hls.want(gone);
         feed(&mut hls, gone, 300);
         let again = hls.segments.front().unwrap().sequence;
+        let playlist = hls.playlist().unwrap();
+        assert!(
+            playlist.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+            "the gap counts as a discontinuity: {playlist}"
+        );
         assert!(
             again > first,
             "sequence numbers go on: {again} after {first}"

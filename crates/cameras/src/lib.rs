@@ -592,8 +592,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// How long the first HLS request after a pause waits for a segment: a
-/// keyframe to start it, two seconds of video, the keyframe that ends it.
-pub const HLS_FIRST_WAIT: Duration = Duration::from_secs(15);
+/// keyframe to start it, two seconds of video, the keyframe that ends it —
+/// up to twice the keyframe interval, which some cameras' "smart" codec
+/// modes stretch to 10 s or more.
+pub const HLS_FIRST_WAIT: Duration = Duration::from_secs(30);
 
 impl base::metrics::MetricSource for Cameras {
     fn collect(&self, out: &mut Vec<base::metrics::MetricPoint>) {
