@@ -436,9 +436,13 @@ const WRITE_PARTS = {
 
 function footprint(ctx) {
   const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
-  const table = (head, rows) => h('div', { class: 'scroll' }, h('table', null,
-    h('thead', null, h('tr', null, head.map(c => h('th', { scope: 'col' }, c)))),
-    h('tbody', null, rows.map(r => h('tr', null, r.map((c, i) => i ? h('td', null, c) : h('th', { scope: 'row', class: 'mono' }, c)))))));
+  // A row: the component, what it is (under its name, so that a phone's
+  // width is left to the figures), then the figures.
+  const table = (head, rows) => h('div', { class: 'scroll' }, h('table', { class: 'footprint' },
+    h('thead', null, h('tr', null, head.map((c, i) => h('th', { scope: 'col', class: i ? 'num' : null }, c)))),
+    h('tbody', null, rows.map(([name, what, ...figures]) => h('tr', null,
+      h('th', { scope: 'row' }, h('span', { class: 'mono' }, name), what ? h('div', { class: 'muted small' }, what) : ''),
+      figures.map(c => h('td', { class: 'num' }, c)))))));
   ctx.cleanup(every(10000, async () => {
     try {
       const f = await api('/api/v1/status/footprint', { signal: ctx.signal });
@@ -450,12 +454,12 @@ function footprint(ctx) {
       box.replaceChildren(
         h('p', null, `Resident memory ${fmtBytes(f.resident_bytes)}`,
           f.allocated_bytes != null ? `, of which perch's heap ${fmtBytes(f.allocated_bytes)}.` : '.'),
-        table(['Memory', 'Bytes', 'What it is'], f.memory.map(p => [p.component, fmtBytes(p.bytes), MEMORY_PARTS[p.component] || ''])),
+        table(['Memory', 'Bytes'], f.memory.map(p => [p.component, MEMORY_PARTS[p.component], fmtBytes(p.bytes)])),
         f.limits.length ? h('p', { class: 'muted' }, 'Bounds: ', f.limits.map(p => `${p.component} ${fmtBytes(p.bytes)}`).join(', '), '.') : '',
         h('h3', null, 'Disk writes since perch started'),
-        table(['Component', 'Written', 'Per hour', 'Per stored sample', 'What it is'],
-          f.written.map(p => [p.component, fmtBytes(p.bytes), perHour(p.bytes), perSample(p.bytes), WRITE_PARTS[p.component] || ''])
-            .concat([['all', fmtBytes(written), perHour(written), perSample(written), 'what wears an SD card out']])),
+        table(['Component', 'Written', 'Per hour', 'Bytes / sample'],
+          f.written.map(p => [p.component, WRITE_PARTS[p.component], fmtBytes(p.bytes), perHour(p.bytes), perSample(p.bytes)])
+            .concat([['all', 'what wears an SD card out', fmtBytes(written), perHour(written), perSample(written)]])),
         h('p', { class: 'muted' }, 'The store\'s files by purpose, before the filesystem: ',
           f.store_written.map(p => `${p.component} ${fmtBytes(p.bytes)}`).join(', '),
           `. ${f.samples_appended} samples stored, ${f.self_samples} of them perch's own metrics${share}.`));
