@@ -25,10 +25,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data_dir = config.data_dir.clone();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %data_dir.display(), "starting perch");
-    if let (Some(ram), Some(profile)) = (config.memory.ram_bytes(), config.memory.profile()) {
+    if let Some(ram) = config.memory.ram_bytes() {
         tracing::info!(
             ram = %base::units::format_bytes(ram),
-            profile = profile.name,
+            profile = config::MemoryProfile::for_ram(ram).name,
             cache_bytes = %config.storage.cache_bytes,
             writer_heap = %config.search.writer_heap,
             history_bytes = %config.mqtt.history_bytes,

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 
-use crate::host::{file_number, number_after};
+use crate::host::{number_after, process_written_bytes};
 use crate::metrics::{MetricPoint, MetricSource};
 
 /// Bytes a component holds in memory.
@@ -140,7 +140,7 @@ impl ProcessFootprint {
     /// Bytes written so far, by component (`other` included), and the
     /// process's total.
     pub fn written(&self) -> (BTreeMap<&'static str, u64>, u64) {
-        let total = file_number("/proc/self/io", "write_bytes:").unwrap_or(0);
+        let total = process_written_bytes(std::process::id()).unwrap_or(0);
         let mut ledger = self.ledger.lock();
         ledger.read_threads();
         let mut by = ledger.totals.clone();
