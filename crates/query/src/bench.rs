@@ -32,27 +32,81 @@ pub struct QueryBenchArgs {
     /// Also measure VictoriaMetrics (`victoria-metrics` on PATH)
     #[arg(long)]
     pub victoria_metrics: bool,
-    /// Step of the range queries, seconds
-    #[arg(long, default_value_t = 60)]
-    pub step: i64,
     /// Where to keep the systems' data (a temporary directory by default)
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
 }
 
-/// The benchmark queries: name, PromQL, whether perch may use rollups.
-const QUERIES: [(&str, &str); 3] = [
+/// What a dashboard panel asks: the value at the end of the data, or a
+/// range ending there, at the step Grafana picks for that range on a
+/// ~1 000-pixel-wide panel.
+#[derive(Clone, Copy)]
+enum Span {
+    Instant,
+    Range { hours: i64, step_s: i64 },
+}
+
+/// The Grafana-style set of issue 19: stat panels (instant) and graphs over
+/// 1 h, 6 h and 24 h — raw series, aggregations, range functions over long
+/// ranges and binary operations between them.
+const QUERIES: [(&str, Span); 10] = [
+    ("sum by (site) (rate(env_energy_wh[5m]))", Span::Instant),
+    ("max_over_time(env_temp[24h])", Span::Instant),
     (
-        "avg_over_time 1m, 100 series",
-        "avg_over_time(env_temp[1m])",
+        "env_temp",
+        Span::Range {
+            hours: 1,
+            step_s: 15,
+        },
     ),
     (
-        "sum by (site) (rate 5m)",
-        "sum by (site) (rate(env_energy_wh[5m]))",
+        "avg by (site) (env_hum)",
+        Span::Range {
+            hours: 1,
+            step_s: 15,
+        },
     ),
     (
-        "max_over_time 1h, 100 series",
+        "rate(env_energy_wh[5m])",
+        Span::Range {
+            hours: 6,
+            step_s: 30,
+        },
+    ),
+    (
+        "max_over_time(env_temp[10m]) - min_over_time(env_temp[10m])",
+        Span::Range {
+            hours: 6,
+            step_s: 30,
+        },
+    ),
+    (
+        "avg_over_time(env_co2[5m]) / avg_over_time(env_hum[5m])",
+        Span::Range {
+            hours: 6,
+            step_s: 30,
+        },
+    ),
+    (
         "max_over_time(env_temp[1h])",
+        Span::Range {
+            hours: 24,
+            step_s: 60,
+        },
+    ),
+    (
+        "sum by (site) (rate(env_energy_wh[5m]))",
+        Span::Range {
+            hours: 24,
+            step_s: 60,
+        },
+    ),
+    (
+        "avg by (site) (avg_over_time(env_temp[5m]))",
+        Span::Range {
+            hours: 24,
+            step_s: 60,
+        },
     ),
 ];
 
@@ -134,13 +188,19 @@ fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<
     add_bench_user(&std::env::current_exe()?, dir)?;
     let s = start_perch(client, &std::env::current_exe()?, dir, RETAIN_ALL)?;
     for b in bodies {
-        let (status, text) = client.post(
-            &format!("{}/api/v1/import", s.url),
-            "application/json",
-            b.clone(),
-        )?;
-        if status != 204 {
-            bail!("perch import failed ({status}): {text}");
+        // A 503 says the store is behind: retry as a client would, bounded.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let (status, text) = client.post(
+                &format!("{}/api/v1/import", s.url),
+                "application/json",
+                b.clone(),
+            )?;
+            match status {
+                204 => break,
+                503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+                _ => bail!("perch import failed ({status}): {text}"),
+            }
         }
     }
     // Stop and start again: queries then read blocks, as they would on a
@@ -255,7 +315,7 @@ fn measure(client: &Client, variants: &mut [Variant], runs: usize) -> anyhow::Re
             result.len(),
             result
                 .iter()
-                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .map(|s| s["values"].as_array().map_or(1, Vec::len))
                 .sum(),
         );
     }
@@ -296,16 +356,17 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     ) else {
         bail!("no samples in {}", args.input.display());
     };
-    // Whole minutes covering the data: 24 h of data → a 24 h query.
-    let start = lo.div_euclid(60_000) * 60;
-    let end = (hi.div_euclid(60_000) + 1) * 60;
+    // Queries end at the last whole minute of the data, as a dashboard
+    // looking at "now" would.
+    let end = hi.div_euclid(60_000) * 60;
+    let start_of = |hours: i64| (end - hours * 3600).max(lo.div_euclid(1000));
     let work = match &args.work_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("perch-bench-query-{}", std::process::id())),
     };
     std::fs::create_dir_all(&work)?;
     let client = Client::new()?;
-    eprintln!("{} samples from {start} to {end}; loading…", samples.len());
+    eprintln!("{} samples up to {end}; loading…", samples.len());
     let bodies = import_bodies(&samples);
     drop(samples);
     let mut servers = Vec::new();
@@ -328,47 +389,56 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         }
         servers.push(load_victoria(&client, &bodies, &work.join("vm"))?);
     }
-    println!(
-        "| query | system | median ms | min ms | series | points |\n|---|---|---|---|---|---|"
-    );
-    for (name, q) in QUERIES {
-        let form = format!(
-            "query={}&start={start}&end={end}&step={}",
-            urlencode(q),
-            args.step
-        );
-        let mut variants = Vec::new();
-        for srv in &servers {
-            let url = format!("{}/api/v1/query_range", srv.url);
-            let extra = if srv.name == "VictoriaMetrics" {
-                "&nocache=1"
-            } else {
-                ""
-            };
-            variants.push(Variant {
+    println!("| query | span | system | median ms | min ms | series | points |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut log_sum = vec![0.0f64; servers.len()];
+    for (q, span) in QUERIES {
+        let (path, form, span_name) = match span {
+            Span::Instant => (
+                "query",
+                format!("query={}&time={end}", urlencode(q)),
+                "instant".to_string(),
+            ),
+            Span::Range { hours, step_s } => (
+                "query_range",
+                format!(
+                    "query={}&start={}&end={end}&step={step_s}",
+                    urlencode(q),
+                    start_of(hours)
+                ),
+                format!("{hours} h, step {step_s} s"),
+            ),
+        };
+        let mut variants: Vec<Variant> = servers
+            .iter()
+            .map(|srv| Variant {
                 label: srv.name.to_string(),
-                url: url.clone(),
-                form: format!("{form}{extra}"),
+                url: format!("{}/api/v1/{path}", srv.url),
+                form: if srv.name == "VictoriaMetrics" {
+                    format!("{form}&nocache=1")
+                } else {
+                    form.clone()
+                },
                 times: Vec::new(),
                 shape: (0, 0),
-            });
-            if srv.name == "perch" {
-                variants.push(Variant {
-                    label: "perch, raw samples only".into(),
-                    url,
-                    form: format!("{form}&no_rollups=1"),
-                    times: Vec::new(),
-                    shape: (0, 0),
-                });
-            }
-        }
+            })
+            .collect();
         let timings = measure(&client, &mut variants, args.runs)?;
-        for (v, tm) in variants.iter().zip(timings) {
+        for (i, (v, tm)) in variants.iter().zip(timings).enumerate() {
+            log_sum[i] += tm.median_ms.ln();
             println!(
-                "| {name} | {} | {:.1} | {:.1} | {} | {} |",
+                "| `{q}` | {span_name} | {} | {:.1} | {:.1} | {} | {} |",
                 v.label, tm.median_ms, tm.min_ms, tm.series, tm.points
             );
         }
+    }
+    println!();
+    for (srv, sum) in servers.iter().zip(&log_sum) {
+        println!(
+            "geometric mean of the medians, {}: {:.1} ms",
+            srv.name,
+            (sum / QUERIES.len() as f64).exp()
+        );
     }
     drop(servers);
     if args.work_dir.is_none() {
