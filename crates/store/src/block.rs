@@ -283,10 +283,20 @@ impl<'a> Block<'a> {
         &self,
         wanted: Option<&[SeriesId]>,
     ) -> Result<Vec<(SeriesId, SeriesColumns)>, BlockError> {
+        let is_wanted = |id: &SeriesId| wanted.is_none_or(|w| w.contains(id));
+        // How many wanted series still need each timestamp column: the last
+        // one takes the decoded column instead of a copy (a query for one
+        // field of a device reads one series per block).
+        let mut ts_users = vec![0usize; self.ts_cols.len()];
+        for (id, sref) in &self.series {
+            if is_wanted(id) {
+                ts_users[sref.ts_col] += 1;
+            }
+        }
         let mut ts_cache: Vec<Option<Vec<i64>>> = vec![None; self.ts_cols.len()];
         let mut out = Vec::new();
         for (id, sref) in &self.series {
-            if wanted.is_some_and(|w| !w.contains(id)) {
+            if !is_wanted(id) {
                 continue;
             }
             let (n, tref) = &self.ts_cols[sref.ts_col];
@@ -300,7 +310,13 @@ impl<'a> Block<'a> {
                 )?;
                 ts_cache[sref.ts_col] = Some(ts);
             }
-            let ts = ts_cache[sref.ts_col].clone().expect("filled above");
+            ts_users[sref.ts_col] -= 1;
+            let ts = if ts_users[sref.ts_col] == 0 {
+                ts_cache[sref.ts_col].take()
+            } else {
+                ts_cache[sref.ts_col].clone()
+            }
+            .expect("filled above");
             let mut values = Vec::with_capacity(sref.values.len());
             for c in &sref.values {
                 let mut v = Vec::with_capacity(*n);

@@ -36,22 +36,33 @@ type Samples = (Vec<i64>, Vec<f64>);
 /// Sources of one series in priority order (later wins).
 type Sources = Vec<Samples>;
 
-fn merge(sources: Sources, start: i64, end: i64) -> Samples {
-    let total: usize = sources.iter().map(|s| s.0.len()).sum();
-    let mut ts = Vec::with_capacity(total);
-    let mut vs = Vec::with_capacity(total);
-    for (t, v) in sources {
-        ts.extend(t);
-        vs.extend(v);
-    }
-    let (ts, vs) = if ts.windows(2).all(|w| w[0] < w[1]) {
-        (ts, vs)
+fn merge(mut sources: Sources, start: i64, end: i64) -> Samples {
+    // One block or head alone (most reads of a short range) is used as it
+    // is: copying it would cost as much as decoding it.
+    let (mut ts, mut vs) = if sources.len() == 1 {
+        sources.swap_remove(0)
     } else {
-        sort_dedup_last(&ts, &vs)
+        let total: usize = sources.iter().map(|s| s.0.len()).sum();
+        let mut ts = Vec::with_capacity(total);
+        let mut vs = Vec::with_capacity(total);
+        for (t, v) in sources {
+            ts.extend(t);
+            vs.extend(v);
+        }
+        (ts, vs)
     };
-    let lo = ts.partition_point(|&t| t < start);
+    if !ts.windows(2).all(|w| w[0] < w[1]) {
+        (ts, vs) = sort_dedup_last(&ts, &vs);
+    }
     let hi = ts.partition_point(|&t| t <= end);
-    (ts[lo..hi].to_vec(), vs[lo..hi].to_vec())
+    ts.truncate(hi);
+    vs.truncate(hi);
+    let lo = ts.partition_point(|&t| t < start);
+    if lo > 0 {
+        ts.drain(..lo);
+        vs.drain(..lo);
+    }
+    (ts, vs)
 }
 
 impl Storage {

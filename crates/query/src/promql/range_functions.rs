@@ -91,7 +91,10 @@ pub fn range_function(
                 resets_before.push(n);
             }
         }
-        if matches!(func, RangeFn::Min | RangeFn::Max) {
+        // The deque pays off only where windows overlap; a window per step
+        // that shares nothing with the next (an instant query over a day)
+        // is one plain scan.
+        if matches!(func, RangeFn::Min | RangeFn::Max) && windows_overlap(&r.refs, range) {
             sliding_extreme(ts, vs, &r.refs, range, func == RangeFn::Max, &mut o);
             if !o.is_empty() {
                 held += o.len();
@@ -167,6 +170,11 @@ pub fn range_function(
     // when they never overlap in time.
     check_unique_labels(&out)?;
     Ok(out)
+}
+
+/// Whether some step's window `(ref - range, ref]` shares time with the next.
+fn windows_overlap(refs: &[i64], range: i64) -> bool {
+    refs.windows(2).any(|w| w[1].saturating_sub(range) < w[0])
 }
 
 /// `max_over_time` / `min_over_time` over sliding windows in one pass: a
