@@ -262,6 +262,9 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Val, QueryError>
             if let Some(out) = rollup::try_over_time(ev, func, &ms.vs, range_ms, grid)? {
                 return Ok(Val::Vector(out));
             }
+            if let Some(out) = rollup::try_instant_extreme(ev, func, &ms.vs, range_ms, grid)? {
+                return Ok(Val::Vector(out));
+            }
         }
     }
     let args = Args::evaluate(ev, f, exprs, grid)?;

@@ -11,7 +11,7 @@
 use super::eval::{check_unique_labels, Evaluator};
 use super::numeric::kahan_sum;
 use super::range_functions::{for_each_window, RangeFn};
-use super::value::{drop_name, Grid, Series};
+use super::value::{drop_name, is_stale, Grid, Series};
 use crate::QueryError;
 use promql_parser::parser::VectorSelector;
 use store::{Buckets, SeriesId, Tier};
@@ -163,6 +163,117 @@ pub fn try_over_time(
     }
     ev.release(held);
     ev.hold(points)?;
+    check_unique_labels(&out)?;
+    Ok(Some(out))
+}
+
+/// Whole hours a window must hold before [`try_instant_extreme`] reads
+/// buckets for them: below that the raw samples cost about the same.
+const MIN_WHOLE_HOURS: i64 = 3;
+
+/// An instant `max_over_time(x[r])` or `min_over_time(x[r])` over hours (a
+/// stat panel's "highest in the last day"): the whole hours inside the
+/// window from 1 h buckets, the partial hours at its two edges from raw
+/// samples, so a day reads about a twentieth of its samples. Exact: the
+/// extreme of the parts is the extreme of the whole, and buckets come from
+/// raw samples wherever stored rollups are not up to date. One difference
+/// remains: rollups leave NaN out, so a series whose only samples in the
+/// whole hours are NaN (not staleness markers) counts none there, where
+/// the raw path would answer NaN if nothing else was in the window.
+pub fn try_instant_extreme(
+    ev: &mut Evaluator,
+    func: RangeFn,
+    vs: &VectorSelector,
+    range_ms: i64,
+    grid: Grid,
+) -> Result<Option<Vec<Series>>, QueryError> {
+    if !ev.opts.use_rollups || grid.len() != 1 || !matches!(func, RangeFn::Min | RangeFn::Max) {
+        return Ok(None);
+    }
+    let refs = ev.ref_times(&vs.at, &vs.offset, grid);
+    let Some(&t) = refs.first() else {
+        return Ok(None);
+    };
+    let res = Tier::Hour.resolution_ms();
+    let window_start = t.saturating_sub(range_ms); // exclusive
+                                                   // Buckets with keys inner_lo … inner_hi - res cover (inner_lo, inner_hi].
+    let inner_lo = window_start
+        .div_euclid(res)
+        .saturating_add(i64::from(window_start.rem_euclid(res) != 0))
+        .saturating_mul(res);
+    let inner_hi = t.div_euclid(res).saturating_mul(res);
+    if inner_hi.saturating_sub(inner_lo) < MIN_WHOLE_HOURS * res {
+        return Ok(None);
+    }
+    let sel = ev.select(vs, window_start.saturating_add(1), t)?;
+    if sel.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let max = func == RangeFn::Max;
+    // Prometheus' scan: the first sample, replaced by a greater (smaller)
+    // one or when it is NaN; staleness markers are not samples.
+    let better = |x: f64, m: f64| if max { x > m } else { x < m };
+    let mut extreme: Vec<Option<f64>> = vec![None; sel.len()];
+    let pos: rustc_hash::FxHashMap<SeriesId, usize> = sel
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut fold = |i: usize, x: f64| {
+        let e = &mut extreme[i];
+        match e {
+            Some(m) if !(better(x, *m) || m.is_nan()) => {}
+            _ => *e = Some(x),
+        }
+    };
+    // In time order, as the raw scan goes: the partial hour at the start,
+    // the whole hours, the partial hour at the end.
+    let edge = |ev: &mut Evaluator,
+                fold: &mut dyn FnMut(usize, f64),
+                lo: i64,
+                hi: i64|
+     -> Result<(), QueryError> {
+        let data = ev.read(&sel, lo, hi)?;
+        for d in &data {
+            if let Some(&i) = pos.get(&d.id) {
+                for &v in d.values.iter().filter(|v| !is_stale(**v)) {
+                    fold(i, v);
+                }
+            }
+        }
+        ev.release(data.iter().map(|d| d.ts.len()).sum());
+        Ok(())
+    };
+    edge(ev, &mut fold, window_start.saturating_add(1), inner_lo)?;
+    let ids: Vec<SeriesId> = sel.iter().map(|(id, _)| *id).collect();
+    let room = ev.opts.max_samples / SAMPLES_PER_BUCKET;
+    let began = std::time::Instant::now();
+    let storage = ev.storage;
+    let (from, to) = (inner_lo, inner_hi - res);
+    let got = super::eval::in_parallel(&ids, room.max(1), |chunk, room| {
+        storage.read_rollup(chunk, Tier::Hour, from, to, room.max(1))
+    })
+    .map_err(|e| ev.storage_error(e))?;
+    ev.stats.read_time += began.elapsed();
+    for s in got {
+        ev.stats.buckets_read += s.buckets.len();
+        if let Some(&i) = pos.get(&s.id) {
+            let column = if max { &s.buckets.max } else { &s.buckets.min };
+            for &v in column {
+                fold(i, v);
+            }
+        }
+    }
+    edge(ev, &mut fold, inner_hi.saturating_add(1), t)?;
+    let mut out = Vec::new();
+    for ((_, labels), e) in sel.iter().zip(extreme) {
+        if let Some(v) = e {
+            let mut o = Series::with_capacity(drop_name(labels), 1);
+            o.push(0, v);
+            out.push(o);
+        }
+    }
+    ev.hold(out.len())?;
     check_unique_labels(&out)?;
     Ok(Some(out))
 }

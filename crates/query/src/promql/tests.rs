@@ -296,6 +296,97 @@ fn rollup_path_equals_raw_path() {
 }
 
 #[test]
+fn instant_extremes_over_hours_equal_the_raw_path() {
+    let f = fixture();
+    // A sample every 9 s over 7 h: rising (a, c) or falling (b), so the
+    // extremes lie in the partial hours at the windows' edges; ties,
+    // negative values, a staleness marker and a (non-stale) NaN.
+    for (dev, shift) in [("a", 0i64), ("b", 5), ("c", 40)] {
+        let trend = if dev == "b" { -1.0 } else { 1.0 };
+        let samples: Vec<(i64, f64)> = (0..2800)
+            .map(|i| {
+                let t = T0 + 300 + i * 9 * S;
+                let v = match (i + shift) % 997 {
+                    13 => stale(),
+                    501 => f64::NAN,
+                    _ => trend * (i / 4) as f64 + ((i * 53 + shift * 7) % 5) as f64 - 90.0,
+                };
+                (t, v)
+            })
+            .collect();
+        add(&f, "x", &[("dev", dev)], samples);
+    }
+    let e = engine(&f);
+    let check = |label: &str| {
+        for q in [
+            "max_over_time(x[4h])",
+            "min_over_time(x[4h30m])",
+            "max_over_time(x[5h] offset 20m)",
+            "min_over_time(x{dev=\"b\"}[6h])",
+        ] {
+            for t in [
+                T0 + 6 * 3_600_000,
+                T0 + 6 * 3_600_000 + 13 * S,
+                T0 + 7 * 3_600_000 - 1,
+            ] {
+                let with = e.instant(q, t, &QueryOptions::default()).unwrap();
+                let raw = e
+                    .instant(
+                        q,
+                        t,
+                        &QueryOptions {
+                            no_rollups: true,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                assert!(
+                    with.stats.buckets_read > 0,
+                    "{q} at {t}: buckets not used ({label})"
+                );
+                assert_eq!(raw.stats.buckets_read, 0);
+                let (QueryValue::Vector(a), QueryValue::Vector(b)) = (with.value, raw.value) else {
+                    panic!()
+                };
+                assert_eq!(a.len(), b.len(), "{q} at {t} ({label})");
+                for (x, y) in a.iter().zip(&b) {
+                    assert_eq!(
+                        (&x.0, x.2.to_bits()),
+                        (&y.0, y.2.to_bits()),
+                        "{q} at {t} ({label})"
+                    );
+                }
+            }
+        }
+    };
+    check("head");
+    f.storage.checkpoint().unwrap();
+    f.storage.compact().unwrap();
+    check("blocks");
+    // A late sample into an hour whose rollups were already stored.
+    add(
+        &f,
+        "x",
+        &[("dev", "a")],
+        vec![(T0 + 3 * 3_600_000 + 4 * S, 1e6)],
+    );
+    check("late write");
+    assert_eq!(
+        instant(&e, "max_over_time(x{dev=\"a\"}[5h])", T0 + 6 * 3_600_000),
+        vec![("{dev=\"a\"}".to_string(), 1e6)]
+    );
+    // Fewer than three whole hours: raw samples only.
+    let out = e
+        .instant(
+            "max_over_time(x[2h])",
+            T0 + 6 * 3_600_000 + 13 * S,
+            &QueryOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(out.stats.buckets_read, 0);
+}
+
+#[test]
 fn rollups_answer_where_raw_samples_expired() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
