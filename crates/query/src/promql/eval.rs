@@ -458,30 +458,50 @@ pub fn in_parallel<T: Send>(
     read: impl Fn(&[SeriesId], usize) -> Result<Vec<T>, StorageError> + Sync,
 ) -> Result<Vec<T>, StorageError> {
     const MIN_SERIES_PER_THREAD: usize = 4;
-    let threads = std::thread::available_parallelism()
+    let threads = threads_for(ids.len() / MIN_SERIES_PER_THREAD);
+    let share = room / threads;
+    split_over_threads(
+        ids,
+        threads,
+        |chunk| read(chunk, share),
+        || StorageError::Corrupt("a read thread panicked".into()),
+    )
+}
+
+/// Threads for `parts` independent parts of work: up to the cores there
+/// are, at most 4, at least 1.
+pub fn threads_for(parts: usize) -> usize {
+    std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4)
-        .min(ids.len() / MIN_SERIES_PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return read(ids, room);
+        .min(parts)
+        .max(1)
+}
+
+/// Runs `work` over `threads` consecutive chunks of `items` at once and
+/// concatenates the results in order, as one call over all of them would
+/// return them.
+pub fn split_over_threads<I: Sync, T: Send, E: Send>(
+    items: &[I],
+    threads: usize,
+    work: impl Fn(&[I]) -> Result<Vec<T>, E> + Sync,
+    panicked: impl Fn() -> E,
+) -> Result<Vec<T>, E> {
+    if threads <= 1 || items.len() < 2 {
+        return work(items);
     }
-    let per = ids.len().div_ceil(threads);
-    let share = room / threads;
-    let parts: Vec<Result<Vec<T>, StorageError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ids
+    let per = items.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<T>, E>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
             .chunks(per)
             .map(|chunk| {
-                let read = &read;
-                s.spawn(move || read(chunk, share))
+                let work = &work;
+                s.spawn(move || work(chunk))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StorageError::Corrupt("a read thread panicked".into())))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
             .collect()
     });
     let mut out = Vec::new();

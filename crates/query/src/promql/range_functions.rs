@@ -3,9 +3,9 @@
 //! each series once. Holds Prometheus' `rate`/`increase`/`delta`
 //! extrapolation and counter-reset handling.
 
-use super::eval::{check_unique_labels, Evaluator};
+use super::eval::{check_unique_labels, split_over_threads, threads_for, Evaluator};
 use super::numeric::{avg, kahan_sum, linear_regression, quantile, variance};
-use super::value::{drop_name, Grid, RangeArg, Series};
+use super::value::{drop_name, Grid, RangeArg, RangeSeries, Series};
 use crate::QueryError;
 
 /// Calls `f(step, lo, hi)` with the sample index range `[lo, hi)` of each
@@ -65,111 +65,130 @@ pub fn range_function(
     param: Option<&[f64]>,
     grid: Grid,
 ) -> Result<Vec<Series>, QueryError> {
-    let keep_name = func == RangeFn::Last;
-    let range = r.range_ms;
-    let mut out = Vec::with_capacity(r.series.len());
-    let mut held = 0;
-    // Per sample: how many counter resets happened up to it, so windows
-    // without any skip the loop that adds them back.
-    let mut resets_before: Vec<u32> = Vec::new();
-    for s in &r.series {
-        ev.check_deadline()?;
-        let labels = if keep_name {
-            s.labels.clone()
-        } else {
-            drop_name(&s.labels)
-        };
-        let mut o = Series::with_capacity(labels, r.refs.len());
-        let (ts, vs) = (&s.ts[..], &s.values[..]);
-        if matches!(func, RangeFn::Rate | RangeFn::Increase) {
-            resets_before.clear();
-            let mut n = 0u32;
-            for (i, v) in vs.iter().enumerate() {
-                if i > 0 && *v < vs[i - 1] {
-                    n += 1;
+    // Windowing is most of a long range query's time once the samples are
+    // read: large range vectors are split over the cores like the reads.
+    const MIN_SAMPLES_PER_THREAD: usize = 50_000;
+    let threads = threads_for(r.points() / MIN_SAMPLES_PER_THREAD);
+    let evaluator: &Evaluator = ev;
+    let out = split_over_threads(
+        &r.series,
+        threads,
+        |part| {
+            let mut scratch = Vec::new();
+            let mut out = Vec::with_capacity(part.len());
+            for s in part {
+                evaluator.check_deadline()?;
+                let o = one_series(func, s, &r.refs, r.range_ms, param, grid, &mut scratch);
+                if !o.is_empty() {
+                    out.push(o);
                 }
-                resets_before.push(n);
             }
-        }
-        // The deque pays off only where windows overlap; a window per step
-        // that shares nothing with the next (an instant query over a day)
-        // is one plain scan.
-        if matches!(func, RangeFn::Min | RangeFn::Max) && windows_overlap(&r.refs, range) {
-            sliding_extreme(ts, vs, &r.refs, range, func == RangeFn::Max, &mut o);
-            if !o.is_empty() {
-                held += o.len();
-                out.push(o);
-            }
-            continue;
-        }
-        for_each_window(ts, &r.refs, range, |i, lo, hi| {
-            if lo >= hi {
-                return;
-            }
-            let (t, v) = (&ts[lo..hi], &vs[lo..hi]);
-            let reference = r.refs[i];
-            let start = reference - range;
-            let value = match func {
-                RangeFn::Rate | RangeFn::Increase => {
-                    let counter = resets_before[hi - 1] != resets_before[lo];
-                    extrapolated_rate(
-                        t,
-                        v,
-                        start,
-                        reference,
-                        range,
-                        counter_mode(counter),
-                        func == RangeFn::Rate,
-                    )
-                }
-                RangeFn::Delta => {
-                    extrapolated_rate(t, v, start, reference, range, Counter::No, false)
-                }
-                RangeFn::Irate => instant_value(t, v, true),
-                RangeFn::Idelta => instant_value(t, v, false),
-                RangeFn::Deriv => (t.len() >= 2).then(|| linear_regression(t, v, t[0]).0),
-                RangeFn::PredictLinear => (t.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(t, v, grid.time(i));
-                    slope * param.map_or(0.0, |p| p[i]) + intercept
-                }),
-                RangeFn::Resets => Some(v.windows(2).filter(|w| w[1] < w[0]).count() as f64),
-                RangeFn::Changes => Some(
-                    v.windows(2)
-                        .filter(|w| w[1] != w[0] && !(w[1].is_nan() && w[0].is_nan()))
-                        .count() as f64,
-                ),
-                RangeFn::Avg => Some(avg(v)),
-                RangeFn::Min => Some(
-                    v.iter()
-                        .fold(v[0], |m, &x| if x < m || m.is_nan() { x } else { m }),
-                ),
-                RangeFn::Max => Some(
-                    v.iter()
-                        .fold(v[0], |m, &x| if x > m || m.is_nan() { x } else { m }),
-                ),
-                RangeFn::Sum => Some(kahan_sum(v)),
-                RangeFn::Count => Some(v.len() as f64),
-                RangeFn::Last => v.last().copied(),
-                RangeFn::Present => Some(1.0),
-                RangeFn::Stddev => Some(variance(v).sqrt()),
-                RangeFn::Stdvar => Some(variance(v)),
-                RangeFn::Quantile => Some(quantile(param.map_or(f64::NAN, |p| p[i]), v.to_vec())),
-            };
-            if let Some(x) = value {
-                o.push(i as u32, x);
-            }
-        });
-        if !o.is_empty() {
-            held += o.len();
-            out.push(o);
-        }
-    }
+            Ok(out)
+        },
+        || QueryError::Execution("a query thread panicked".into()),
+    )?;
     ev.release(r.points());
-    ev.hold(held)?;
+    ev.hold(out.iter().map(Series::len).sum())?;
     // Prometheus refuses equal label sets among range function results even
     // when they never overlap in time.
     check_unique_labels(&out)?;
     Ok(out)
+}
+
+/// `func` over each step's window of one series; `resets_before` is
+/// scratch space reused between series.
+fn one_series(
+    func: RangeFn,
+    s: &RangeSeries,
+    refs: &[i64],
+    range: i64,
+    param: Option<&[f64]>,
+    grid: Grid,
+    resets_before: &mut Vec<u32>,
+) -> Series {
+    let keep_name = func == RangeFn::Last;
+    let labels = if keep_name {
+        s.labels.clone()
+    } else {
+        drop_name(&s.labels)
+    };
+    let mut o = Series::with_capacity(labels, refs.len());
+    let (ts, vs) = (&s.ts[..], &s.values[..]);
+    // Per sample: how many counter resets happened up to it, so windows
+    // without any skip the loop that adds them back.
+    if matches!(func, RangeFn::Rate | RangeFn::Increase) {
+        resets_before.clear();
+        let mut n = 0u32;
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 && *v < vs[i - 1] {
+                n += 1;
+            }
+            resets_before.push(n);
+        }
+    }
+    // The deque pays off only where windows overlap; a window per step
+    // that shares nothing with the next (an instant query over a day)
+    // is one plain scan.
+    if matches!(func, RangeFn::Min | RangeFn::Max) && windows_overlap(refs, range) {
+        sliding_extreme(ts, vs, refs, range, func == RangeFn::Max, &mut o);
+        return o;
+    }
+    for_each_window(ts, refs, range, |i, lo, hi| {
+        if lo >= hi {
+            return;
+        }
+        let (t, v) = (&ts[lo..hi], &vs[lo..hi]);
+        let reference = refs[i];
+        let start = reference - range;
+        let value = match func {
+            RangeFn::Rate | RangeFn::Increase => {
+                let counter = resets_before[hi - 1] != resets_before[lo];
+                extrapolated_rate(
+                    t,
+                    v,
+                    start,
+                    reference,
+                    range,
+                    counter_mode(counter),
+                    func == RangeFn::Rate,
+                )
+            }
+            RangeFn::Delta => extrapolated_rate(t, v, start, reference, range, Counter::No, false),
+            RangeFn::Irate => instant_value(t, v, true),
+            RangeFn::Idelta => instant_value(t, v, false),
+            RangeFn::Deriv => (t.len() >= 2).then(|| linear_regression(t, v, t[0]).0),
+            RangeFn::PredictLinear => (t.len() >= 2).then(|| {
+                let (slope, intercept) = linear_regression(t, v, grid.time(i));
+                slope * param.map_or(0.0, |p| p[i]) + intercept
+            }),
+            RangeFn::Resets => Some(v.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+            RangeFn::Changes => Some(
+                v.windows(2)
+                    .filter(|w| w[1] != w[0] && !(w[1].is_nan() && w[0].is_nan()))
+                    .count() as f64,
+            ),
+            RangeFn::Avg => Some(avg(v)),
+            RangeFn::Min => Some(
+                v.iter()
+                    .fold(v[0], |m, &x| if x < m || m.is_nan() { x } else { m }),
+            ),
+            RangeFn::Max => Some(
+                v.iter()
+                    .fold(v[0], |m, &x| if x > m || m.is_nan() { x } else { m }),
+            ),
+            RangeFn::Sum => Some(kahan_sum(v)),
+            RangeFn::Count => Some(v.len() as f64),
+            RangeFn::Last => v.last().copied(),
+            RangeFn::Present => Some(1.0),
+            RangeFn::Stddev => Some(variance(v).sqrt()),
+            RangeFn::Stdvar => Some(variance(v)),
+            RangeFn::Quantile => Some(quantile(param.map_or(f64::NAN, |p| p[i]), v.to_vec())),
+        };
+        if let Some(x) = value {
+            o.push(i as u32, x);
+        }
+    });
+    o
 }
 
 /// Whether some step's window `(ref - range, ref]` shares time with the next.
