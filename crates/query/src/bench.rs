@@ -366,12 +366,14 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&work)?;
     let client = Client::new()?;
-    eprintln!("{} samples up to {end}; loading…", samples.len());
+    let total_samples = samples.len();
+    eprintln!("{total_samples} samples up to {end}; loading…");
     let bodies = import_bodies(&samples);
     drop(samples);
     let mut servers = Vec::new();
     let t = Instant::now();
     servers.push(load_perch(&client, &bodies, &work.join("perch"))?);
+    let mut data_dirs = vec![("perch", work.join("perch/data"))];
     eprintln!("perch loaded in {:.1} s", t.elapsed().as_secs_f64());
     if args.prometheus {
         if !which("prometheus") || !which("promtool") {
@@ -382,12 +384,14 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
             &args.input,
             &work.join("prometheus"),
         )?);
+        data_dirs.push(("Prometheus", work.join("prometheus/tsdb")));
     }
     if args.victoria_metrics {
         if !which("victoria-metrics") {
             bail!("victoria-metrics not found on PATH");
         }
         servers.push(load_victoria(&client, &bodies, &work.join("vm"))?);
+        data_dirs.push(("VictoriaMetrics", work.join("vm/vm")));
     }
     println!("| query | span | system | median ms | min ms | series | points |");
     println!("|---|---|---|---|---|---|---|");
@@ -438,6 +442,28 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
             "geometric mean of the medians, {}: {:.1} ms",
             srv.name,
             (sum / QUERIES.len() as f64).exp()
+        );
+    }
+    // Disk use of the same samples, measured after the queries so that
+    // background merges and compaction had minutes to run.
+    println!();
+    let sizes: Vec<(&str, u64)> = data_dirs
+        .iter()
+        .map(|(name, dir)| (*name, base::disk::dir_size(dir)))
+        .collect();
+    for (name, bytes) in &sizes {
+        println!(
+            "data directory, {name}: {bytes} bytes = {:.3} bytes/sample (du)",
+            *bytes as f64 / total_samples.max(1) as f64
+        );
+    }
+    if let (Some((_, ours)), Some((_, vm))) = (
+        sizes.first(),
+        sizes.iter().find(|(n, _)| *n == "VictoriaMetrics"),
+    ) {
+        println!(
+            "data directory, perch / VictoriaMetrics: {:.2}",
+            *ours as f64 / (*vm).max(1) as f64
         );
     }
     drop(servers);
