@@ -125,8 +125,15 @@ pub fn rollup(ts: &[i64], values: &[f64], resolution: i64) -> Buckets {
         let start = super::files::slot_start(t, resolution);
         match &mut current {
             Some(c) if c.ts == start => {
-                c.min = c.min.min(v);
-                c.max = c.max.max(v);
+                // Strict comparisons, not f64::min/max (whose choice
+                // between -0.0 and +0.0 differs between x86 and ARM): the
+                // first of equal values stays, as in Prometheus' scan.
+                if v < c.min {
+                    c.min = v;
+                }
+                if v > c.max {
+                    c.max = v;
+                }
                 c.sum += v;
                 c.count += 1.0;
                 c.last = v;

@@ -8,7 +8,7 @@
 //! least it), as the issue asks; it is what keeps long dashboards cheap and
 //! what answers at all once raw samples have expired and only rollups remain.
 
-use super::eval::{check_unique_labels, Evaluator};
+use super::eval::{check_unique_labels, Evaluator, Selected};
 use super::numeric::kahan_sum;
 use super::range_functions::{for_each_window, RangeFn};
 use super::value::{drop_name, is_stale, Grid, Series};
@@ -176,10 +176,9 @@ const MIN_WHOLE_HOURS: i64 = 3;
 /// window from 1 h buckets, the partial hours at its two edges from raw
 /// samples, so a day reads about a twentieth of its samples. Exact: the
 /// extreme of the parts is the extreme of the whole, and buckets come from
-/// raw samples wherever stored rollups are not up to date. One difference
-/// remains: rollups leave NaN out, so a series whose only samples in the
-/// whole hours are NaN (not staleness markers) counts none there, where
-/// the raw path would answer NaN if nothing else was in the window.
+/// raw samples wherever stored rollups are not up to date. Buckets leave
+/// NaN out, so a series with nothing in the window but NaN in the whole
+/// hours has its raw samples there scanned too: NaN, as the raw path says.
 pub fn try_instant_extreme(
     ev: &mut Evaluator,
     func: RangeFn,
@@ -265,6 +264,23 @@ pub fn try_instant_extreme(
         }
     }
     edge(ev, &mut fold, inner_hi.saturating_add(1), t)?;
+    let only_nan: Selected = sel
+        .iter()
+        .zip(&extreme)
+        .filter(|(_, e)| e.is_none())
+        .map(|(s, _)| s.clone())
+        .collect();
+    if !only_nan.is_empty() {
+        let data = ev.read(&only_nan, inner_lo.saturating_add(1), inner_hi)?;
+        for d in &data {
+            if d.values.iter().any(|v| !is_stale(*v)) {
+                if let Some(&i) = pos.get(&d.id) {
+                    extreme[i] = Some(f64::NAN);
+                }
+            }
+        }
+        ev.release(data.iter().map(|d| d.ts.len()).sum());
+    }
     let mut out = Vec::new();
     for ((_, labels), e) in sel.iter().zip(extreme) {
         if let Some(v) = e {

@@ -316,6 +316,16 @@ fn instant_extremes_over_hours_equal_the_raw_path() {
             .collect();
         add(&f, "x", &[("dev", dev)], samples);
     }
+    // Nothing but NaN in the middle hours: the raw path answers NaN.
+    let nan_only: Vec<(i64, f64)> = (0..400)
+        .map(|i| (T0 + 2 * 3_600_000 + 7 * S + i * 20 * S, f64::NAN))
+        .collect();
+    add(&f, "x", &[("dev", "nan")], nan_only);
+    // Equal values of either sign: the first in time wins.
+    let zeros: Vec<(i64, f64)> = (0..2800)
+        .map(|i| (T0 + 300 + i * 9 * S, if i % 3 == 0 { -0.0 } else { 0.0 }))
+        .collect();
+    add(&f, "x", &[("dev", "zero")], zeros);
     let e = engine(&f);
     let check = |label: &str| {
         for q in [
@@ -349,6 +359,10 @@ fn instant_extremes_over_hours_equal_the_raw_path() {
                     panic!()
                 };
                 assert_eq!(a.len(), b.len(), "{q} at {t} ({label})");
+                assert!(
+                    a.iter().any(|s| s.2.is_nan()) || q.contains("dev=\"b\""),
+                    "{q} at {t}: the NaN-only series"
+                );
                 for (x, y) in a.iter().zip(&b) {
                     assert_eq!(
                         (&x.0, x.2.to_bits()),
