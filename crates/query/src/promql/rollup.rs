@@ -14,7 +14,7 @@ use super::range_functions::{for_each_window, RangeFn};
 use super::value::{drop_name, is_stale, Grid, Series};
 use crate::QueryError;
 use promql_parser::parser::VectorSelector;
-use store::{Buckets, SeriesId, Tier};
+use store::{Buckets, SeriesId, SeriesRollup, Tier};
 
 /// Whether `func`'s value over a window follows exactly from per-bucket
 /// min, max, sum, count and last.
@@ -100,17 +100,9 @@ pub fn try_over_time(
         ev.check_deadline()?;
         let to = from.saturating_add(slice - res).min(hi);
         let room = ev.opts.max_samples.saturating_sub(held) / SAMPLES_PER_BUCKET;
-        let began = std::time::Instant::now();
-        let storage = ev.storage;
-        let got = super::eval::in_parallel(&ids, room.max(1), |chunk, room| {
-            storage.read_rollup(chunk, tier, from, to, room.max(1))
-        })
-        .map_err(|e| ev.storage_error(e))?;
-        ev.stats.read_time += began.elapsed();
-        for s in got {
+        for s in read_buckets(ev, &ids, tier, from, to, room)? {
             let n = s.buckets.len();
             held += n;
-            ev.stats.buckets_read += n;
             ev.hold(n)?;
             if let Some(&i) = pos.get(&s.id) {
                 per_series[i].push(s.buckets);
@@ -167,6 +159,27 @@ pub fn try_over_time(
     Ok(Some(out))
 }
 
+/// Buckets of `tier` keyed `[from, to]` for `ids`, read over the cores
+/// within `room` buckets, counted in the evaluation's statistics.
+fn read_buckets(
+    ev: &mut Evaluator,
+    ids: &[SeriesId],
+    tier: Tier,
+    from: i64,
+    to: i64,
+    room: usize,
+) -> Result<Vec<SeriesRollup>, QueryError> {
+    let began = std::time::Instant::now();
+    let storage = ev.storage;
+    let got = super::eval::in_parallel(ids, room.max(1), |chunk, room| {
+        storage.read_rollup(chunk, tier, from, to, room.max(1))
+    })
+    .map_err(|e| ev.storage_error(e))?;
+    ev.stats.read_time += began.elapsed();
+    ev.stats.buckets_read += got.iter().map(|s| s.buckets.len()).sum::<usize>();
+    Ok(got)
+}
+
 /// Whole hours a window must hold before [`try_instant_extreme`] reads
 /// buckets for them: below that the raw samples cost about the same.
 const MIN_WHOLE_HOURS: i64 = 3;
@@ -194,8 +207,9 @@ pub fn try_instant_extreme(
         return Ok(None);
     };
     let res = Tier::Hour.resolution_ms();
-    let window_start = t.saturating_sub(range_ms); // exclusive
-                                                   // Buckets with keys inner_lo … inner_hi - res cover (inner_lo, inner_hi].
+    // The window is (window_start, t]; buckets with keys inner_lo …
+    // inner_hi - res cover (inner_lo, inner_hi].
+    let window_start = t.saturating_sub(range_ms);
     let inner_lo = window_start
         .div_euclid(res)
         .saturating_add(i64::from(window_start.rem_euclid(res) != 0))
@@ -246,16 +260,7 @@ pub fn try_instant_extreme(
     edge(ev, &mut fold, window_start.saturating_add(1), inner_lo)?;
     let ids: Vec<SeriesId> = sel.iter().map(|(id, _)| *id).collect();
     let room = ev.opts.max_samples / SAMPLES_PER_BUCKET;
-    let began = std::time::Instant::now();
-    let storage = ev.storage;
-    let (from, to) = (inner_lo, inner_hi - res);
-    let got = super::eval::in_parallel(&ids, room.max(1), |chunk, room| {
-        storage.read_rollup(chunk, Tier::Hour, from, to, room.max(1))
-    })
-    .map_err(|e| ev.storage_error(e))?;
-    ev.stats.read_time += began.elapsed();
-    for s in got {
-        ev.stats.buckets_read += s.buckets.len();
+    for s in read_buckets(ev, &ids, Tier::Hour, inner_lo, inner_hi - res, room)? {
         if let Some(&i) = pos.get(&s.id) {
             let column = if max { &s.buckets.max } else { &s.buckets.min };
             for &v in column {
