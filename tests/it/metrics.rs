@@ -429,6 +429,7 @@ fn footprint_by_component() {
         "unattributed",
         "store_head",
         "store_series_index",
+        "store_block_index",
     ] {
         assert!(
             memory_parts.iter().any(|p| p == c),

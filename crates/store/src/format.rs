@@ -2,11 +2,12 @@
 //! (one function per step, as Moonfire NVR's `db/upgrade/` does), opening sled
 //! safely, and moving a database that cannot be opened out of the way.
 //!
-//! Data directory layout (version 3):
+//! Data directory layout (version 4):
 //! ```text
-//! FORMAT              "perch data directory format 3"
-//! db/                 sled: series, spans, block index, measurements, users, settings
-//! blocks/{raw,1m,1h}/ one file per tier and time window: <start ms>-<generation>.dat
+//! FORMAT              "perch data directory format 4"
+//! db/                 sled: series, spans, windows, measurements, users, settings
+//! blocks/{raw,1m,1h}/ per tier and time window: <start ms>-<generation>.dat (blocks)
+//!                     and .idx (where each block lies)
 //! wal/                write-ahead log segments NNNNNNNNNNNN.wal
 //! quarantine/         databases that could not be opened, with the reason
 //! ```
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub(super) const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_PREFIX: &str = "perch data directory format ";
 
@@ -26,14 +27,14 @@ const FORMAT_PREFIX: &str = "perch data directory format ";
 /// Steps run on the database [`Storage::open`](crate::Storage::open) opened
 /// (opening sled twice in a row races its lock), and each must be safe to
 /// re-run after a crash halfway through.
-type UpgradeStep = fn(&sled::Db) -> Result<(), StorageError>;
-const UPGRADES: &[UpgradeStep] = &[v1_measurements, v2_decimal_wal];
+type UpgradeStep = fn(&sled::Db, &Path) -> Result<(), StorageError>;
+const UPGRADES: &[UpgradeStep] = &[v1_measurements, v2_decimal_wal, v3_block_index_files];
 
 /// 1 → 2: the tree `measurements` (metric name → the line-protocol
 /// measurement and field it was written as). Version 1 never recorded them,
 /// so the tree starts empty: those series keep the measurement InfluxQL
 /// guesses from their name until a line-protocol write names them again.
-fn v1_measurements(db: &sled::Db) -> Result<(), StorageError> {
+fn v1_measurements(db: &sled::Db, _data_dir: &Path) -> Result<(), StorageError> {
     db.open_tree(crate::measurements::TREE)?;
     Ok(())
 }
@@ -42,8 +43,14 @@ fn v1_measurements(db: &sled::Db) -> Result<(), StorageError> {
 /// 3, `wal.rs`). Nothing to convert: segments of format 2 still replay; the
 /// version only keeps an older perch, which would read the new records as a
 /// torn log and drop them, from opening the directory.
-fn v2_decimal_wal(_db: &sled::Db) -> Result<(), StorageError> {
+fn v2_decimal_wal(_db: &sled::Db, _data_dir: &Path) -> Result<(), StorageError> {
     Ok(())
+}
+
+/// 3 → 4: the block index leaves sled for one `.idx` file beside each
+/// window's blocks (`block_index.rs` says why).
+fn v3_block_index_files(db: &sled::Db, data_dir: &Path) -> Result<(), StorageError> {
+    crate::files::upgrade_index_from_sled(db, &data_dir.join("blocks"))
 }
 
 /// The format version recorded in the directory, if any.
@@ -220,7 +227,7 @@ pub(crate) fn check_db_version(
     }
     for v in found..FORMAT_VERSION {
         tracing::info!(from = v, to = v + 1, "upgrading the data directory");
-        UPGRADES[v as usize - 1](db)?;
+        UPGRADES[v as usize - 1](db, data_dir)?;
         meta.insert("format", &(v + 1).to_be_bytes())?;
         db.flush()?;
         write_version(data_dir, v + 1)?;

@@ -14,6 +14,7 @@
 
 pub mod backup;
 pub mod block;
+mod block_index;
 pub mod check;
 pub mod codec;
 pub mod encoding;
@@ -298,6 +299,8 @@ pub struct StoreMemory {
     pub wal_buffer: usize,
     /// Series labels, ids, groups, postings and spans.
     pub series_index: usize,
+    /// The block indexes of the windows read or written recently.
+    pub block_index: usize,
 }
 
 /// What [`Storage::open`] had to do to come up.
@@ -873,6 +876,7 @@ impl Storage {
             head: head + frozen,
             wal_buffer,
             series_index,
+            block_index: self.files.index_cache_bytes(),
         }
     }
 
@@ -916,6 +920,9 @@ impl Storage {
     }
 
     pub fn problems(&self) -> Vec<String> {
+        for msg in self.files.take_salvaged() {
+            self.report_problem(msg);
+        }
         self.problems.lock().clone()
     }
 

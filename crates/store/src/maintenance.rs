@@ -373,6 +373,9 @@ impl Storage {
     /// files that are mostly garbage.
     pub fn compact(&self) -> Result<(), StorageError> {
         let _serial = self.maintenance.lock();
+        if let Err(e) = self.files.rebuild_damaged() {
+            self.report_problem(format!("rebuilding a damaged block index failed: {e}"));
+        }
         // Merging writes before it frees: not while space is short.
         if self.space.free_bytes() < self.space.target_free() {
             return Ok(());
@@ -865,13 +868,13 @@ fn is_no_room_yet(e: &StorageError) -> bool {
 fn record_bytes(blocks: &[NewBlock]) -> u64 {
     blocks
         .iter()
-        .map(|b| (b.bytes.len() + super::files::RECORD_HEADER) as u64)
+        .map(|b| super::files::stored_bytes(&b.bytes))
         .sum()
 }
 
 fn record_bytes_seq(blocks: &[(NewBlock, Option<u32>)]) -> u64 {
     blocks
         .iter()
-        .map(|(b, _)| (b.bytes.len() + super::files::RECORD_HEADER) as u64)
+        .map(|(b, _)| super::files::stored_bytes(&b.bytes))
         .sum()
 }

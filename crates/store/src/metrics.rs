@@ -94,6 +94,10 @@ impl MetricSource for Storage {
             "store_series_index",
             memory.series_index,
         ));
+        out.push(base::footprint::memory(
+            "store_block_index",
+            memory.block_index,
+        ));
         out.push(base::footprint::memory_limit(
             "sled_cache",
             self.config.cache_bytes.0,

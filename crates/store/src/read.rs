@@ -113,13 +113,21 @@ impl Storage {
         let mut read = 0usize;
         self.files.with_read_lock(|reader| {
             for (window, _) in &windows {
+                let index = match self.files.window_index(tier, *window) {
+                    Ok(index) => index,
+                    Err(e) if e.is_damage() => {
+                        self.report_problem(format!("skipped a window with a damaged index: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 for (group, wanted) in &by_group {
-                    for (_, entry) in self.files.group_blocks(tier, *window, *group)? {
+                    for (_, entry) in index.group(*group) {
                         if entry.max_ts < start || entry.min_ts > end {
                             continue;
                         }
                         let decoded = reader
-                            .read(tier, *window, &entry)
+                            .read(tier, *window, entry)
                             .and_then(|body| Ok(Block::parse(&body)?.read(Some(wanted))?));
                         let columns = match decoded {
                             Ok(c) => c,

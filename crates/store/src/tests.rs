@@ -395,6 +395,135 @@ fn a_block_file_cut_short_keeps_the_rest_and_says_so() {
     assert!(check::check(dir.path()).ok(), "repaired at open");
 }
 
+/// The block index file of a window (`.idx`) torn, cut short, damaged or
+/// gone: a torn tail is dropped silently; otherwise the index is rebuilt
+/// from the blocks file, whose records name their group and sequence, and
+/// nothing is lost; the rest of the store is untouched throughout.
+#[test]
+fn a_block_index_cut_short_or_damaged_is_rebuilt_from_its_blocks() {
+    let write = |dir: &Path, clock: &Arc<ManualClock>| {
+        let s = open(dir, clock);
+        for (i, t) in [T0 + 1, T0 + 2, T0 + 3].into_iter().enumerate() {
+            s.append(&[
+                series("c", &[], vec![(t, i as f64)]),
+                series("d", &[], vec![(t - 2 * H, i as f64)]),
+            ])
+            .unwrap();
+            s.checkpoint().unwrap();
+        }
+        s.close().unwrap();
+    };
+    let index = |dir: &Path| dir.join("blocks/raw").join(format!("{T0}-1.idx"));
+    let clock = ManualClock::new(T0 + H);
+    let all = vec![T0 + 1, T0 + 2, T0 + 3];
+    let d_all = vec![T0 + 1 - 2 * H, T0 + 2 - 2 * H, T0 + 3 - 2 * H];
+    let has = |problems: &[String], what: &str| problems.iter().any(|p| p.contains(what));
+
+    // Bytes past the recorded end (an append torn by a crash): dropped.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &clock);
+    let len = std::fs::metadata(index(dir.path())).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(index(dir.path()))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[1, 2, 3]).unwrap();
+    drop(f);
+    assert!(check::check(dir.path()).ok());
+    let s = open(dir.path(), &clock);
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    assert_eq!(read_all(&s, "c")[0].ts, all);
+    drop(s);
+    assert_eq!(std::fs::metadata(index(dir.path())).unwrap().len(), len);
+
+    // Cut inside the last record, zeroed there, or gone: rebuilt at open.
+    for damage in ["cut", "zeroed", "gone"] {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &clock);
+        let file = index(dir.path());
+        match damage {
+            "cut" => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(len - 1)
+                .unwrap(),
+            "zeroed" => {
+                let mut bytes = std::fs::read(&file).unwrap();
+                let n = bytes.len();
+                bytes[n - 16..].fill(0);
+                std::fs::write(&file, bytes).unwrap();
+            }
+            _ => std::fs::remove_file(&file).unwrap(),
+        }
+        let report = check::check(dir.path());
+        let found = if damage == "zeroed" {
+            "record"
+        } else {
+            "rebuilt"
+        };
+        assert!(
+            has(&report.problems, found),
+            "{damage}: {:?}",
+            report.problems
+        );
+        let s = open(dir.path(), &clock);
+        if damage != "zeroed" {
+            assert!(
+                has(&s.problems(), "rebuilt from its blocks file"),
+                "{:?}",
+                s.problems()
+            );
+        }
+        // A damaged record is found when the store opens (it reads the
+        // newest window), and the next maintenance pass rebuilds the index.
+        s.compact().unwrap();
+        assert_eq!(read_all(&s, "c")[0].ts, all, "{damage}");
+        assert_eq!(read_all(&s, "c")[0].values, vec![0.0, 1.0, 2.0]);
+        assert_eq!(read_all(&s, "d")[0].ts, d_all);
+        assert!(
+            has(&s.problems(), "3 block(s)"),
+            "{damage}: {:?}",
+            s.problems()
+        );
+        // New samples still go in and read back.
+        s.append(&[series("c", &[], vec![(T0 + 4, 9.0)])]).unwrap();
+        s.checkpoint().unwrap();
+        assert_eq!(read_all(&s, "c")[0].ts.last(), Some(&(T0 + 4)));
+        s.close().unwrap();
+        drop(s);
+        let report = check::check(dir.path());
+        assert!(report.ok(), "repaired: {:?}", report.problems);
+        let s = open(dir.path(), &clock);
+        assert_eq!(read_all(&s, "c")[0].ts.len(), 4);
+    }
+
+    // A flipped byte in the first record: reads of the window fail as
+    // damage, the other windows still answer, and the next append to it
+    // rebuilds the index first.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &clock);
+    let mut bytes = std::fs::read(index(dir.path())).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(index(dir.path()), &bytes).unwrap();
+    let report = check::check(dir.path());
+    assert!(has(&report.problems, "checksum"), "{:?}", report.problems);
+    let s = open(dir.path(), &clock);
+    assert_eq!(read_all(&s, "d")[0].values, vec![0.0, 1.0, 2.0]);
+    assert!(read_all(&s, "c").is_empty());
+    assert!(has(&s.problems(), "damaged index"), "{:?}", s.problems());
+    s.append(&[series("c", &[], vec![(T0 + 4, 9.0)])]).unwrap();
+    s.checkpoint().unwrap();
+    assert_eq!(
+        read_all(&s, "c")[0].ts,
+        vec![T0 + 1, T0 + 2, T0 + 3, T0 + 4]
+    );
+    assert!(has(&s.problems(), "rebuilt"), "{:?}", s.problems());
+    s.close().unwrap();
+    drop(s);
+    assert!(check::check(dir.path()).ok());
+}
+
 #[test]
 fn backpressure_when_the_head_is_full() {
     let dir = tempfile::tempdir().unwrap();
@@ -977,4 +1106,147 @@ fn memory_and_writes_are_accounted_by_part() {
     assert!(written(BlockWrite::Rollups) > 0);
     assert!(s.wal.appended_bytes() > 5_000);
     assert_eq!(written(BlockWrite::Rewrite), 0);
+}
+
+/// A directory that perch wrote at format 3, with the block index in sled
+/// (`tests/fixtures/data-dirs/README.md` says how it was made): the upgrade
+/// moves the index into `.idx` files and every sample of the input reads
+/// back as it was written.
+#[test]
+fn a_version_3_directory_moves_its_block_index_to_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = std::fs::File::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/data-dirs/format3.tar.gz"
+    ))
+    .unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(archive))
+        .unpack(dir.path())
+        .unwrap();
+    let data = dir.path().join("data");
+    assert_eq!(format::read_version(&data).unwrap(), Some(3));
+    let blocks_before = std::fs::read_dir(data.join("blocks/raw")).unwrap().count();
+    // What the directory was given: line protocol, `env` with 7 fields.
+    let input = std::fs::read_to_string(dir.path().join("fixture-data.lp")).unwrap();
+    let mut expected: std::collections::BTreeMap<(String, String), Vec<(i64, f64)>> =
+        Default::default();
+    for line in input.lines() {
+        let mut parts = line.split(' ');
+        let (tags, fields, ts) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap().parse::<i64>().unwrap(),
+        );
+        let device = tags.split(",device=").nth(1).unwrap().to_string();
+        for field in fields.split(',') {
+            let (name, value) = field.split_once('=').unwrap();
+            let value: f64 = value.trim_end_matches('i').parse().unwrap();
+            expected
+                .entry((format!("env_{name}"), device.clone()))
+                .or_default()
+                .push((ts, value));
+        }
+    }
+    assert_eq!(expected.len(), 14);
+    let newest = expected.values().flatten().map(|(t, _)| *t).max().unwrap();
+    let clock = ManualClock::new(newest + H);
+    let open_version = |v: u32| {
+        std::fs::write(
+            data.join("FORMAT"),
+            format!("perch data directory format {v}\n"),
+        )
+        .unwrap();
+        let c: Arc<dyn Clock> = clock.clone();
+        let (s, report) = Storage::open(&StorageConfig::default(), &data, c).unwrap();
+        assert_eq!(report.upgraded_from, Some(v));
+        assert!(report.quarantined.is_none());
+        assert_eq!(report.repaired_bytes, 0);
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        s
+    };
+    // As a crash during the step's first pass leaves it: index files
+    // half-written, no window key naming them yet. The step writes them anew.
+    for entry in std::fs::read_dir(data.join("blocks/raw")).unwrap() {
+        let path = entry.unwrap().path().with_extension("idx");
+        std::fs::write(path, b"half-written").unwrap();
+    }
+    let s = open_version(3);
+    let check_samples = |s: &Storage| {
+        let mut found = 0;
+        for name in [
+            "env_temp",
+            "env_hum",
+            "env_co2",
+            "env_light",
+            "env_energy_wh",
+            "env_battery_v",
+            "env_status",
+        ] {
+            for series in read_all(s, name) {
+                let device = series.labels.get("device").unwrap().to_string();
+                let want = &expected[&(name.to_string(), device)];
+                let got: Vec<(i64, f64)> = series
+                    .ts
+                    .iter()
+                    .copied()
+                    .zip(series.values.iter().copied())
+                    .collect();
+                assert_eq!(&got, want, "{name}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, 14);
+    };
+    check_samples(&s);
+    // Nothing of the index is left in sled; each window has its file.
+    let index_keys = s.db.open_tree("blocks").unwrap().scan_prefix(b"B").count();
+    assert_eq!(index_keys, 0);
+    // Run again (a crash before FORMAT was rewritten): nothing changes.
+    let idx_files = || {
+        let mut files: Vec<_> = std::fs::read_dir(data.join("blocks/raw"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        files.sort();
+        files
+    };
+    let before = idx_files();
+    files::upgrade_index_from_sled(&s.db, &data.join("blocks")).unwrap();
+    assert_eq!(idx_files(), before);
+    let raw = s.files.windows(Tier::Raw);
+    assert_eq!(raw.len(), 4);
+    for (window, meta) in &raw {
+        let idx = data.join(format!("blocks/raw/{window}-{}.idx", meta.generation));
+        assert_eq!(std::fs::metadata(&idx).unwrap().len(), meta.index_len);
+    }
+    assert_eq!(
+        std::fs::read_dir(data.join("blocks/raw")).unwrap().count(),
+        blocks_before * 2
+    );
+    s.close().unwrap();
+    drop(s);
+    let report = check::check(&data);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.format_version, Some(format::FORMAT_VERSION));
+    assert_eq!(report.series, 113);
+    assert_eq!(report.blocks, 204);
+    assert_eq!(report.samples, 6_368);
+    // A crash after the step, before FORMAT was rewritten: it runs again,
+    // finds the windows done, and loses nothing.
+    let s = open_version(3);
+    check_samples(&s);
+    // New writes land in the upgraded windows, and compaction and a
+    // reopen read them through the new index.
+    let last = raw.last().unwrap().0;
+    s.append(&[series("temp", &[("room", "a")], vec![(last + 1, 1.5)])])
+        .unwrap();
+    s.checkpoint().unwrap();
+    s.compact().unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = open(&data, &clock);
+    check_samples(&s);
+    assert_eq!(read_all(&s, "temp")[0].values, vec![1.5]);
 }

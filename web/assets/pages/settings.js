@@ -418,6 +418,7 @@ const MEMORY_PARTS = {
   store_head: 'samples not yet written out as blocks',
   store_wal_buffer: 'write-ahead log records waiting for the next sync',
   store_series_index: 'series labels and the index selectors are answered from',
+  store_block_index: 'where the blocks of recently read time windows lie in their files',
   search_queue: 'MQTT messages waiting to be indexed',
   mqtt_history: 'the explorer\'s recent messages (mqtt.history_bytes)',
   mqtt_topics: 'the explorer\'s topic table',
@@ -426,8 +427,8 @@ const MEMORY_PARTS = {
 };
 const WRITE_PARTS = {
   wal: 'write-ahead log (every accepted sample, synced each flush_interval)',
-  storage: 'checkpoints, compaction, rollups, retention',
-  sled: 'the database (series, block index, accounts, queues)',
+  storage: 'checkpoints, compaction, rollups, retention, block index files',
+  sled: 'the database (series, time windows, accounts, queues)',
   search: 'full-text index of MQTT messages',
   snapshots: 'camera snapshots',
   forward: 'forwarding queues',
