@@ -339,6 +339,10 @@ pub struct Storage {
     /// The last WAL sync failed; appends are refused until one succeeds.
     wal_failing: std::sync::atomic::AtomicBool,
     space: space::SpaceGuard,
+    /// Windows compaction found with no group to merge, with the file
+    /// generation and index length they had then: its passes (every 10 s)
+    /// skip them, without reading their index, until they change.
+    uncrowded: Mutex<rustc_hash::FxHashMap<(Tier, i64), (u32, u64)>>,
     /// See [`Storage::write_floor`]; persisted in the sled tree `meta`.
     raw_floor: std::sync::atomic::AtomicI64,
     pub counters: StorageCounters,
@@ -413,6 +417,7 @@ impl Storage {
             problems: Mutex::new(problems),
             wal_failing: Default::default(),
             space: space::SpaceGuard::new(data_dir, partition, config.min_free_disk_bytes.0),
+            uncrowded: Mutex::new(Default::default()),
             raw_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
             counters: StorageCounters::default(),
             observers: RwLock::new(Vec::new()),

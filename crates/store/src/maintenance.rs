@@ -416,6 +416,9 @@ impl Storage {
                 );
             }
         }
+        self.uncrowded
+            .lock()
+            .retain(|&(tier, window), _| self.files.window_meta(tier, window).is_some());
         for tier in [Tier::Minute, Tier::Hour] {
             for (window, meta) in self.files.windows(tier) {
                 if meta.blocks > 1 {
@@ -544,6 +547,13 @@ impl Storage {
     /// Merges the blocks of groups that have too many: more than one in a
     /// rollup tier, more than `MAX_PARTIALS` in a raw window still open.
     fn merge_crowded(&self, tier: Tier, window: i64) -> Result<(), StorageError> {
+        let Some(meta) = self.files.window_meta(tier, window) else {
+            return Ok(());
+        };
+        let version = (meta.generation, meta.index_len);
+        if self.uncrowded.lock().get(&(tier, window)) == Some(&version) {
+            return Ok(());
+        }
         let threshold = if tier == Tier::Raw { MAX_PARTIALS } else { 1 };
         let crowded: Vec<_> = self
             .blocks_by_group(tier, window)?
@@ -551,6 +561,7 @@ impl Storage {
             .filter(|(_, e)| e.len() > threshold)
             .collect();
         if crowded.is_empty() {
+            self.uncrowded.lock().insert((tier, window), version);
             return Ok(());
         }
         for chunk in crowded.chunks(GROUPS_PER_BATCH) {
