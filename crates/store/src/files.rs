@@ -413,11 +413,16 @@ impl BlockFiles {
                 }
             }
         }
-        // The index first: what it still holds decides what of the blocks
-        // file is lost.
+        // The index first: rebuilding it reads what the blocks file still
+        // holds, which then needs no repair of its own.
         short.sort_by_key(|&(t, w, part, _)| (t, w, part == Part::Blocks));
         for (t, w, part, len) in short {
-            let Some(meta) = self.window_meta(t, w) else {
+            // A window whose index was rebuilt has new files: its blocks
+            // file's length was looked at with the old ones.
+            let Some(meta) = self
+                .window_meta(t, w)
+                .filter(|m| m.generation == windows.get(&(t, w)).map_or(0, |old| old.generation))
+            else {
                 continue;
             };
             let lost = match part {
@@ -462,6 +467,7 @@ impl BlockFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        let missing = meta.file_len.saturating_sub(bytes.len() as u64);
         // Past the recorded end lie only appends that were never indexed.
         bytes.truncate(meta.file_len as usize);
         let mut found: BTreeMap<(GroupId, u32), (BlockEntry, &[u8])> = BTreeMap::new();
@@ -488,13 +494,15 @@ impl BlockFiles {
             }
             pos += record.len();
         }
+        // Bytes left over: a record whose length does not fit the file.
+        let torn = pos < bytes.len();
         let entries: Vec<_> = found
             .into_iter()
             .map(|((g, seq), (e, body))| (g, seq, e, body))
             .collect();
         let (new_meta, index) = self.write_generation(tier, window, meta, &entries, true)?;
         let msg = format!(
-            "the block index of window {window} ({}) {why}; rebuilt from its blocks file: {} block(s) with {} samples kept{}",
+            "the block index of window {window} ({}) {why}; rebuilt from its blocks file: {} block(s) with {} samples kept{}{}",
             tier.dir_name(),
             index.len(),
             new_meta.samples,
@@ -502,6 +510,13 @@ impl BlockFiles {
                 format!(", {unreadable} unreadable record(s) skipped")
             } else {
                 String::new()
+            },
+            match (missing, torn) {
+                (0, false) => String::new(),
+                (0, true) => "; its last record does not fit the file and is lost".into(),
+                (n, _) => format!(
+                    "; the blocks file is {n} bytes short of its recorded length and the blocks there are lost"
+                ),
             }
         );
         tracing::warn!("{msg}");

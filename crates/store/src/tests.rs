@@ -498,6 +498,30 @@ fn a_block_index_cut_short_or_damaged_is_rebuilt_from_its_blocks() {
         assert_eq!(read_all(&s, "c")[0].ts.len(), 4);
     }
 
+    // The index gone and the blocks file cut inside its last record: the
+    // rebuild keeps the whole records.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &clock);
+    std::fs::remove_file(index(dir.path())).unwrap();
+    let blocks = dir.path().join("blocks/raw").join(format!("{T0}-1.dat"));
+    let n = std::fs::metadata(&blocks).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&blocks)
+        .unwrap()
+        .set_len(n - 5)
+        .unwrap();
+    let s = open(dir.path(), &clock);
+    assert_eq!(read_all(&s, "c")[0].ts, vec![T0 + 1, T0 + 2]);
+    assert_eq!(read_all(&s, "d")[0].ts, d_all);
+    let problems = s.problems();
+    assert!(has(&problems, "5 bytes short"), "{problems:?}");
+    // Said once, by the rebuild, not again for the old blocks file.
+    assert!(!has(&problems, "past its end"), "{problems:?}");
+    s.close().unwrap();
+    drop(s);
+    assert!(check::check(dir.path()).ok());
+
     // A flipped byte in the first record: reads of the window fail as
     // damage, the other windows still answer, and the next append to it
     // rebuilds the index first.
