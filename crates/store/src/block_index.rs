@@ -7,10 +7,10 @@
 //! Why a file of its own rather than sled keys (format 3 kept one key per
 //! block in the tree `blocks`): every checkpoint added one key per group,
 //! and sled's copy-on-write pages and log cleaning turned each of those
-//! ~30-byte keys into more than a kilobyte written to the card
-//! (`docs/performance.md`); here an entry is written once, in about 15
-//! bytes, and a query finds a window's entries without a tree scan per
-//! group.
+//! ~30-byte keys into about 4 KB written to the card (16 MiB for 4 000
+//! keys in a 4-minute benchmark, `docs/performance.md`); here an entry is
+//! written once, in about 15 bytes, and a query finds a window's entries
+//! without a tree scan per group.
 //!
 //! A record is `u32 len, u32 crc32, ops` (little-endian, the checksum over
 //! the ops). An op is `1 group seq offset len samples min_ts span`, which
