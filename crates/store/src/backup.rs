@@ -102,8 +102,8 @@ impl Storage {
                 let len = fs::metadata(&link)?.len();
                 plan.files.push((name, link, len));
             }
-            // Still under the lock: the block index in sled must describe
-            // exactly the block files just linked.
+            // Still under the lock: the window keys in sled must give
+            // exactly the lengths of the block and index files just linked.
             let export = staging.join(EXPORT_FILE);
             let mut w = BufWriter::new(fs::File::create(&export)?);
             for name in self.db.tree_names() {

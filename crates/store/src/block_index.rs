@@ -8,7 +8,7 @@
 //! block in the tree `blocks`): every checkpoint added one key per group,
 //! and sled's copy-on-write pages and log cleaning turned each of those
 //! ~30-byte keys into about 4 KB written to the card (16 MiB for 4 000
-//! keys in a 4-minute benchmark, `docs/performance.md`); here an entry is
+//! keys in a 4-minute benchmark, `docs/storage.md`); here an entry is
 //! written once, in about 15 bytes, and a query finds a window's entries
 //! without a tree scan per group.
 //!
@@ -29,10 +29,10 @@ use super::GroupId;
 
 const SET: u8 = 1;
 const REMOVE: u8 = 2;
-const RECORD_HEADER: usize = 8;
+const INDEX_RECORD_HEADER: usize = 8;
 /// Most bytes one set op takes, with its record's header: a bound for the
 /// disk budget's reservations.
-pub(crate) const MAX_SET_BYTES: usize = 1 + 5 + 5 + 10 + 5 + 5 + 10 + 10 + RECORD_HEADER;
+pub(crate) const MAX_SET_BYTES: usize = 1 + 5 + 5 + 10 + 5 + 5 + 10 + 10 + INDEX_RECORD_HEADER;
 
 /// A change to a window's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,15 @@ impl WindowIndex {
         }
     }
 
+    /// Gives back what the group lists and the table hold beyond their
+    /// entries: a window read from its file is mostly read, not appended to.
+    fn shrink(&mut self) {
+        for blocks in self.groups.values_mut() {
+            blocks.shrink_to_fit();
+        }
+        self.groups.shrink_to_fit();
+    }
+
     /// Heap bytes, from capacities.
     pub(crate) fn heap_bytes(&self) -> usize {
         let per_group = std::mem::size_of::<(GroupId, Vec<(u32, BlockEntry)>)>() + 1;
@@ -121,7 +130,7 @@ impl WindowIndex {
 /// file.
 pub(crate) fn encode_record(ops: &[IndexOp]) -> Vec<u8> {
     debug_assert!(!ops.is_empty(), "no empty records");
-    let mut out = vec![0u8; RECORD_HEADER];
+    let mut out = vec![0u8; INDEX_RECORD_HEADER];
     for op in ops {
         match *op {
             IndexOp::Set(group, seq, e) => {
@@ -141,59 +150,65 @@ pub(crate) fn encode_record(ops: &[IndexOp]) -> Vec<u8> {
             }
         }
     }
-    let len = (out.len() - RECORD_HEADER) as u32;
-    let crc = crc32fast::hash(&out[RECORD_HEADER..]);
+    let len = (out.len() - INDEX_RECORD_HEADER) as u32;
+    let crc = crc32fast::hash(&out[INDEX_RECORD_HEADER..]);
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out[4..8].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// What [`replay`] made of an index file's bytes.
-pub(crate) struct Replayed {
-    pub index: WindowIndex,
-    /// Why replay stopped before the end, if it did.
-    pub stopped: Option<String>,
-}
-
-/// Replays the records in `bytes`, up to the first that is cut short, fails
-/// its checksum or does not parse.
-pub(crate) fn replay(bytes: &[u8]) -> Replayed {
+/// The index an index file's bytes hold, or why they do not: a record cut
+/// short, failing its checksum or not parsing.
+pub(crate) fn replay(bytes: &[u8]) -> Result<WindowIndex, String> {
     let mut index = WindowIndex::default();
     let mut pos = 0usize;
-    let stopped = loop {
+    while pos < bytes.len() {
         let rest = &bytes[pos..];
-        if rest.is_empty() {
-            break None;
-        }
-        if rest.len() < RECORD_HEADER {
-            break Some(format!("a record header cut short at byte {pos}"));
+        if rest.len() < INDEX_RECORD_HEADER {
+            return Err(format!("a record header cut short at byte {pos}"));
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         // No record is empty: zeroed bytes (a write the card lost) are not
         // one, though the checksum of nothing is 0.
         if len == 0 {
-            break Some(format!("an empty record at byte {pos}"));
+            return Err(format!("an empty record at byte {pos}"));
         }
-        let Some(body) = RECORD_HEADER
+        let Some(body) = INDEX_RECORD_HEADER
             .checked_add(len)
-            .and_then(|end| rest.get(RECORD_HEADER..end))
+            .and_then(|end| rest.get(INDEX_RECORD_HEADER..end))
         else {
-            break Some(format!("a record of {len} bytes cut short at byte {pos}"));
+            return Err(format!("a record of {len} bytes cut short at byte {pos}"));
         };
         if crc32fast::hash(body) != crc {
-            break Some(format!("the record at byte {pos} fails its checksum"));
+            return Err(format!("the record at byte {pos} fails its checksum"));
         }
-        let ops = match decode_ops(body) {
-            Some(ops) => ops,
-            None => break Some(format!("the record at byte {pos} does not parse")),
-        };
+        let ops =
+            decode_ops(body).ok_or_else(|| format!("the record at byte {pos} does not parse"))?;
         for op in &ops {
             index.apply(op);
         }
-        pos += RECORD_HEADER + len;
+        pos += INDEX_RECORD_HEADER + len;
+    }
+    index.shrink();
+    Ok(index)
+}
+
+/// A whole index written at once (a window's new generation): its file's
+/// bytes — nothing when there are no entries, as no record is empty — and
+/// the index itself.
+pub(crate) fn snapshot(ops: &[IndexOp]) -> (Vec<u8>, WindowIndex) {
+    let mut index = WindowIndex::default();
+    for op in ops {
+        index.apply(op);
+    }
+    index.shrink();
+    let bytes = if ops.is_empty() {
+        Vec::new()
+    } else {
+        encode_record(ops)
     };
-    Replayed { index, stopped }
+    (bytes, index)
 }
 
 fn decode_ops(mut body: &[u8]) -> Option<Vec<IndexOp>> {
@@ -362,38 +377,35 @@ mod tests {
             IndexOp::Remove(9, 9),
         ];
         bytes.extend(encode_record(&ops));
-        let r = replay(&bytes);
-        assert!(r.stopped.is_none());
+        let index = replay(&bytes).unwrap();
         assert_eq!(
-            r.index.all(),
+            index.all(),
             vec![
                 (3, 0, entry(200, 1_700_000_000_000, 1_700_000_007_200)),
                 (7, 1, entry(300, 0, 1)),
             ]
         );
-        assert_eq!(r.index.len(), 2);
-        assert_eq!(r.index.next_seq(7), 2);
-        assert_eq!(r.index.next_seq(8), 0);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.next_seq(7), 2);
+        assert_eq!(index.next_seq(8), 0);
     }
 
     #[test]
-    fn replay_stops_at_a_torn_or_damaged_record() {
+    fn torn_damaged_or_zeroed_records_are_refused() {
         let first = encode_record(&[IndexOp::Set(1, 0, entry(0, 1, 2))]);
         let second = encode_record(&[IndexOp::Set(2, 0, entry(100, 1, 2))]);
         let whole = [first.clone(), second.clone()].concat();
+        assert_eq!(replay(&whole).unwrap().len(), 2);
         for cut in first.len() + 1..whole.len() {
-            let r = replay(&whole[..cut]);
-            assert!(r.stopped.is_some(), "cut at {cut}");
-            assert_eq!(r.index.all().len(), 1);
+            let why = replay(&whole[..cut]).unwrap_err();
+            assert!(why.contains("cut short"), "cut at {cut}: {why}");
         }
         let mut damaged = whole.clone();
         *damaged.last_mut().unwrap() ^= 1;
-        let r = replay(&damaged);
-        assert_eq!(r.index.all().len(), 1);
-        assert!(r.stopped.unwrap().contains("checksum"));
+        assert!(replay(&damaged).unwrap_err().contains("checksum"));
         let mut zeroed = whole.clone();
         zeroed[first.len()..].fill(0);
-        assert!(replay(&zeroed).stopped.unwrap().contains("empty record"));
+        assert!(replay(&zeroed).unwrap_err().contains("empty record"));
     }
 
     #[test]

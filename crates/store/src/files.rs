@@ -154,7 +154,7 @@ fn meta_key(tier: Tier, window: i64) -> Vec<u8> {
 
 /// Format 3's block keys, `B tier window group seq`, read once by
 /// [`upgrade_index_from_sled`].
-fn window_prefix(tier: Tier, window: i64) -> Vec<u8> {
+fn format3_window_prefix(tier: Tier, window: i64) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
     k.push(b'B');
     k.push(tier as u8);
@@ -226,9 +226,9 @@ pub struct BlockFiles {
     indexes: Mutex<IndexCache>,
     /// Serializes whatever appends to or replaces a window's files.
     writing: Mutex<()>,
-    /// What rebuilding damaged indexes found, for the problems list
-    /// ([`BlockFiles::take_salvaged`]).
-    salvaged: Mutex<Vec<String>>,
+    /// What rebuilding indexes found, for the problems list
+    /// ([`BlockFiles::take_rebuilt`]).
+    rebuilt: Mutex<Vec<String>>,
     /// Windows whose index a read found damaged, for
     /// [`BlockFiles::rebuild_damaged`].
     damaged: Mutex<std::collections::BTreeSet<(Tier, i64)>>,
@@ -282,7 +282,8 @@ impl BlockWrite {
 const READ_HANDLES: usize = 512;
 
 /// Heap the cached window indexes may take: a day of raw windows of 1 000
-/// groups after compaction is about 1.3 MB.
+/// groups after compaction is about 1 MB (indexes read from their files are
+/// shrunk to fit).
 const INDEX_CACHE_BYTES: usize = 2 << 20;
 
 /// What opening the block files repaired.
@@ -291,8 +292,9 @@ pub struct FilesRepair {
     /// Bytes past the recorded end of files (torn appends).
     pub truncated_bytes: u64,
     pub removed_orphans: usize,
-    /// Files shorter than their index says (cut by damage, or by a copy
-    /// that did not finish): what was lost, for the problems list.
+    /// Files shorter than recorded (cut by damage, or by a copy that did
+    /// not finish) and indexes rebuilt: what was lost or done, for the
+    /// problems list.
     pub lost: Vec<String>,
 }
 
@@ -304,6 +306,14 @@ enum Part {
 }
 
 impl Part {
+    /// The file's length as the window's key records it.
+    fn recorded(self, meta: &WindowMeta) -> u64 {
+        match self {
+            Part::Blocks => meta.file_len,
+            Part::Index => meta.index_len,
+        }
+    }
+
     fn extension(self) -> &'static str {
         match self {
             Part::Blocks => "dat",
@@ -343,7 +353,7 @@ impl BlockFiles {
             windows: Mutex::new(windows),
             indexes: Mutex::new(IndexCache::new(INDEX_CACHE_BYTES)),
             writing: Mutex::new(()),
-            salvaged: Mutex::new(Vec::new()),
+            rebuilt: Mutex::new(Vec::new()),
             damaged: Mutex::new(Default::default()),
             read_handles: Mutex::new(HashMap::new()),
             files_lock: RwLock::new(()),
@@ -376,10 +386,7 @@ impl BlockFiles {
                 match keep {
                     Some((w, part, meta)) => {
                         let len = e.metadata()?.len();
-                        let recorded = match part {
-                            Part::Blocks => meta.file_len,
-                            Part::Index => meta.index_len,
-                        };
+                        let recorded = part.recorded(&meta);
                         if len < recorded {
                             short.push((t, w, part, len));
                         } else if len > recorded {
@@ -404,10 +411,7 @@ impl BlockFiles {
         // A missing file is as short as can be.
         for (&(t, w), meta) in &windows {
             for part in [Part::Blocks, Part::Index] {
-                let recorded = match part {
-                    Part::Blocks => meta.file_len,
-                    Part::Index => meta.index_len,
-                };
+                let recorded = part.recorded(meta);
                 if recorded > 0 && !self.path(t, w, meta.generation, part).exists() {
                     short.push((t, w, part, 0));
                 }
@@ -537,7 +541,8 @@ impl BlockFiles {
     ) -> Result<String, StorageError> {
         let index = match self.window_index(tier, window) {
             Ok(index) => index,
-            // Reads and the next append say what the index lost.
+            // It is rebuilt from the blocks file by the next maintenance
+            // pass or append, which says what the blocks file lost.
             Err(e) if e.is_damage() => {
                 return Ok(format!(
                     "block file {} is {len} bytes, its index expects {}; the index itself is damaged: {e}",
@@ -617,13 +622,7 @@ impl BlockFiles {
             .write(true)
             .truncate(false)
             .open(&path)?;
-        let written = file
-            .write_all_at(&record, meta.index_len)
-            .and_then(|_| file.sync_data());
-        if let Err(e) = written {
-            let _ = file.set_len(meta.index_len);
-            return Err(e.into());
-        }
+        write_at_end(&file, &record, meta.index_len)?;
         self.count_written(BlockWrite::Index, record.len());
         Ok((meta.index_len + record.len() as u64, created))
     }
@@ -717,14 +716,8 @@ impl BlockFiles {
             }
             Err(e) => return Err(e.into()),
         }
-        let replayed = block_index::replay(&bytes);
-        match replayed.stopped {
-            None => Ok(replayed.index),
-            Some(why) => Err(StorageError::Corrupt(format!(
-                "block index {}: {why}",
-                path.display()
-            ))),
-        }
+        block_index::replay(&bytes)
+            .map_err(|why| StorageError::Corrupt(format!("block index {}: {why}", path.display())))
     }
 
     /// Every block entry of a window: (group, seq, entry).
@@ -814,8 +807,9 @@ impl BlockFiles {
     }
 
     /// Appends blocks (each with the next sequence number of its group and
-    /// window), syncs the files, then applies one index batch that also
-    /// removes `replaced`. The caller flushes sled to make it durable.
+    /// window) and removes `replaced` from the index: blocks file synced,
+    /// index record synced, then the windows' keys in one sled batch. The
+    /// caller flushes sled to make it durable.
     pub fn append(
         &self,
         tier: Tier,
@@ -924,16 +918,7 @@ impl BlockFiles {
                     .write(true)
                     .truncate(false)
                     .open(&path)?;
-                // Written at the recorded end, not appended: bytes of an
-                // earlier failed write past it (disk full) are overwritten,
-                // never indexed.
-                let written = file
-                    .write_all_at(&data, meta.file_len)
-                    .and_then(|_| file.sync_data());
-                if let Err(e) = written {
-                    let _ = file.set_len(meta.file_len);
-                    return Err(e.into());
-                }
+                write_at_end(&file, &data, meta.file_len)?;
                 let why = match tier {
                     _ if !replaced.is_empty() => BlockWrite::Compaction,
                     Tier::Raw => BlockWrite::Checkpoint,
@@ -985,12 +970,24 @@ impl BlockFiles {
                 Arc::try_unwrap(index).unwrap_or_else(|shared| (*shared).clone()),
             ));
         }
+        self.read_or_rebuild_index(tier, window, meta)
+    }
+
+    /// A window's index read from its file, or rebuilt from its blocks if
+    /// the file is damaged (what the rebuild found goes to
+    /// [`BlockFiles::take_rebuilt`]). Call with `writing` held.
+    fn read_or_rebuild_index(
+        &self,
+        tier: Tier,
+        window: i64,
+        meta: WindowMeta,
+    ) -> Result<(WindowMeta, WindowIndex), StorageError> {
         match self.read_index(tier, window, meta) {
             Ok(index) => Ok((meta, index)),
             Err(e) if e.is_damage() => {
                 let (meta, index, msg) =
                     self.rebuild_index(tier, window, meta, &format!("is damaged ({e})"))?;
-                self.salvaged.lock().push(msg);
+                self.rebuilt.lock().push(msg);
                 Ok((meta, index))
             }
             Err(e) => Err(e),
@@ -1006,21 +1003,14 @@ impl BlockFiles {
             let Some(meta) = self.window_meta(tier, window) else {
                 continue;
             };
-            if let Err(e) = self.read_index(tier, window, meta) {
-                if e.is_damage() {
-                    let msg = self
-                        .rebuild_index(tier, window, meta, &format!("is damaged ({e})"))?
-                        .2;
-                    self.salvaged.lock().push(msg);
-                }
-            }
+            self.read_or_rebuild_index(tier, window, meta)?;
         }
         Ok(())
     }
 
-    /// What rebuilding damaged indexes found, since the last call.
-    pub fn take_salvaged(&self) -> Vec<String> {
-        std::mem::take(&mut *self.salvaged.lock())
+    /// What rebuilding indexes found since the last call.
+    pub fn take_rebuilt(&self) -> Vec<String> {
+        std::mem::take(&mut *self.rebuilt.lock())
     }
 
     fn count_written(&self, why: BlockWrite, bytes: usize) {
@@ -1055,12 +1045,7 @@ impl BlockFiles {
         self.indexes.lock().forget((tier, window));
         self.tree.flush()?;
         self.forget_handles(tier, window);
-        for part in [Part::Blocks, Part::Index] {
-            match fs::remove_file(self.path(tier, window, meta.generation, part)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
+        self.remove_files(tier, window, meta.generation)?;
         Ok(meta.file_len + meta.index_len)
     }
 
@@ -1117,11 +1102,7 @@ impl BlockFiles {
                 },
             ));
         }
-        let record = if ops.is_empty() {
-            Vec::new()
-        } else {
-            block_index::encode_record(&ops)
-        };
+        let (record, index) = block_index::snapshot(&ops);
         let write = |path: &Path, bytes: &[u8]| {
             File::create(path).and_then(|mut f| {
                 f.write_all(bytes)?;
@@ -1138,10 +1119,6 @@ impl BlockFiles {
         }
         self.count_written(BlockWrite::Rewrite, data.len());
         self.count_written(BlockWrite::Index, record.len());
-        let mut index = WindowIndex::default();
-        for op in &ops {
-            index.apply(op);
-        }
         let mut new_meta = WindowMeta {
             generation: new_gen,
             file_len: data.len() as u64,
@@ -1162,13 +1139,19 @@ impl BlockFiles {
             Arc::new(index.clone()),
         );
         self.forget_handles(tier, window);
+        self.remove_files(tier, window, meta.generation)?;
+        Ok((new_meta, index))
+    }
+
+    /// Deletes both files of a window generation (either may be gone).
+    fn remove_files(&self, tier: Tier, window: i64, generation: u32) -> Result<(), StorageError> {
         for part in [Part::Blocks, Part::Index] {
-            match fs::remove_file(self.path(tier, window, meta.generation, part)) {
+            match fs::remove_file(self.path(tier, window, generation, part)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             }
         }
-        Ok((new_meta, index))
+        Ok(())
     }
 
     /// Reads and checks every record of every window, for `perch check`:
@@ -1312,7 +1295,7 @@ pub(crate) fn upgrade_index_from_sled(db: &sled::Db, root: &Path) -> Result<(), 
     let mut done = Vec::new();
     for (tier, window, mut meta) in todo {
         let mut ops = Vec::new();
-        for item in tree.scan_prefix(window_prefix(tier, window)) {
+        for item in tree.scan_prefix(format3_window_prefix(tier, window)) {
             let (k, v) = item?;
             // One bad key cost format 3 only that block: so here.
             match (parse_block_key(&k), decode_entry(&v)) {
@@ -1324,15 +1307,7 @@ pub(crate) fn upgrade_index_from_sled(db: &sled::Db, root: &Path) -> Result<(), 
                 ),
             }
         }
-        let record = if ops.is_empty() {
-            Vec::new()
-        } else {
-            block_index::encode_record(&ops)
-        };
-        let mut index = WindowIndex::default();
-        for op in &ops {
-            index.apply(op);
-        }
+        let (record, index) = block_index::snapshot(&ops);
         // Totals as the entries say, whatever format 3 had counted.
         meta = totals_of(&index, meta);
         fs::create_dir_all(root.join(tier.dir_name()))?;
@@ -1363,6 +1338,17 @@ pub(crate) fn upgrade_index_from_sled(db: &sled::Db, root: &Path) -> Result<(), 
     }
     tree.apply_batch(batch)?;
     Ok(())
+}
+
+/// Writes `data` at `end` (a file's recorded end, not its actual one: bytes
+/// of an earlier failed write past it are overwritten, never indexed) and
+/// syncs it; on failure the file is cut back to `end`.
+fn write_at_end(file: &File, data: &[u8], end: u64) -> io::Result<()> {
+    let written = file.write_all_at(data, end).and_then(|_| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(end);
+    }
+    written
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -925,7 +925,7 @@ impl Storage {
     }
 
     pub fn problems(&self) -> Vec<String> {
-        for msg in self.files.take_salvaged() {
+        for msg in self.files.take_rebuilt() {
             self.report_problem(msg);
         }
         self.problems.lock().clone()
