@@ -299,7 +299,7 @@ pub struct FilesRepair {
 }
 
 /// The two files of a window generation.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Part {
     Blocks,
     Index,
@@ -374,6 +374,7 @@ impl BlockFiles {
         let mut repair = FilesRepair::default();
         let windows = self.windows.lock().clone();
         let mut short = Vec::new();
+        let mut listed = std::collections::HashSet::new();
         for t in TIERS {
             for e in fs::read_dir(self.root.join(t.dir_name()))? {
                 let e = e?;
@@ -385,6 +386,7 @@ impl BlockFiles {
                 });
                 match keep {
                     Some((w, part, meta)) => {
+                        listed.insert((t, w, part));
                         let len = e.metadata()?.len();
                         let recorded = part.recorded(&meta);
                         if len < recorded {
@@ -412,7 +414,7 @@ impl BlockFiles {
         for (&(t, w), meta) in &windows {
             for part in [Part::Blocks, Part::Index] {
                 let recorded = part.recorded(meta);
-                if recorded > 0 && !self.path(t, w, meta.generation, part).exists() {
+                if recorded > 0 && !listed.contains(&(t, w, part)) {
                     short.push((t, w, part, 0));
                 }
             }
@@ -482,12 +484,11 @@ impl BlockFiles {
             let Some(record) = pos.checked_add(8 + len).and_then(|end| bytes.get(pos..end)) else {
                 break;
             };
-            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             let group = u32::from_le_bytes(header[17..21].try_into().expect("4 bytes"));
             let seq = u32::from_le_bytes(header[21..25].try_into().expect("4 bytes"));
             let named = header[8] == tier as u8
                 && i64::from_le_bytes(header[9..17].try_into().expect("8 bytes")) == window;
-            let entry = (len + 8 >= RECORD_HEADER && named && crc32fast::hash(&record[8..]) == crc)
+            let entry = (named && record_intact(record))
                 .then(|| block_entry(&record[RECORD_HEADER..], pos as u64, record.len() as u32))
                 .flatten();
             match entry {
@@ -615,14 +616,8 @@ impl BlockFiles {
         ops: &[IndexOp],
     ) -> Result<(u64, bool), StorageError> {
         let path = self.path(tier, window, meta.generation, Part::Index);
-        let created = !path.exists();
         let record = block_index::encode_record(ops);
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)?;
-        write_at_end(&file, &record, meta.index_len)?;
+        let created = write_at_end(&path, &record, meta.index_len)?;
         self.count_written(BlockWrite::Index, record.len());
         Ok((meta.index_len + record.len() as u64, created))
     }
@@ -793,9 +788,7 @@ impl BlockFiles {
         if buf.len() < RECORD_HEADER {
             return Err(StorageError::Corrupt("short block record".into()));
         }
-        let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-        if len + 8 != buf.len() || crc32fast::hash(&buf[8..]) != crc {
+        if !record_intact(&buf) {
             return Err(StorageError::Corrupt(format!(
                 "block at {}:{} fails its checksum",
                 path().display(),
@@ -912,13 +905,7 @@ impl BlockFiles {
             }
             if !data.is_empty() {
                 let path = self.path(tier, window, meta.generation, Part::Blocks);
-                new_files |= !path.exists();
-                let file = OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(false)
-                    .open(&path)?;
-                write_at_end(&file, &data, meta.file_len)?;
+                new_files |= write_at_end(&path, &data, meta.file_len)?;
                 let why = match tier {
                     _ if !replaced.is_empty() => BlockWrite::Compaction,
                     Tier::Raw => BlockWrite::Checkpoint,
@@ -1340,19 +1327,37 @@ pub(crate) fn upgrade_index_from_sled(db: &sled::Db, root: &Path) -> Result<(), 
     Ok(())
 }
 
-/// Writes `data` at `end` (a file's recorded end, not its actual one: bytes
-/// of an earlier failed write past it are overwritten, never indexed) and
-/// syncs it; on failure the file is cut back to `end`.
-fn write_at_end(file: &File, data: &[u8], end: u64) -> io::Result<()> {
+/// Writes `data` at `end` of the file at `path`, created if missing (`end`
+/// is the file's recorded end, not its actual one: bytes of an earlier
+/// failed write past it are overwritten, never indexed), and syncs it; on
+/// failure the file is cut back to `end`. Returns whether the file was
+/// created (its directory then needs a sync).
+fn write_at_end(path: &Path, data: &[u8], end: u64) -> io::Result<bool> {
+    let created = !path.exists();
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     let written = file.write_all_at(data, end).and_then(|_| file.sync_data());
     if written.is_err() {
         let _ = file.set_len(end);
     }
-    written
+    written.map(|_| created)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Whether a block record (as [`write_record`] lays it out) is whole: a
+/// full header, the length it gives, and its checksum.
+fn record_intact(record: &[u8]) -> bool {
+    record.len() >= RECORD_HEADER
+        && u32::from_le_bytes(record[0..4].try_into().expect("4 bytes")) as usize + 8
+            == record.len()
+        && crc32fast::hash(&record[8..])
+            == u32::from_le_bytes(record[4..8].try_into().expect("4 bytes"))
 }
 
 fn write_record(out: &mut Vec<u8>, tier: Tier, window: i64, group: GroupId, seq: u32, body: &[u8]) {

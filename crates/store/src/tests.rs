@@ -23,6 +23,17 @@ fn series(name: &str, labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> Seri
     SeriesSamples::new(l, samples)
 }
 
+/// Shortens a file by `bytes`, as damage or an unfinished copy would.
+fn cut_file(path: &Path, bytes: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len - bytes)
+        .unwrap();
+}
+
 fn read_all(s: &Storage, name: &str) -> Vec<SeriesData> {
     let ids: Vec<SeriesId> = s
         .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX)
@@ -368,14 +379,10 @@ fn a_block_file_cut_short_keeps_the_rest_and_says_so() {
         }
         s.close().unwrap();
     }
-    let file = dir.path().join("blocks/raw").join(format!("{T0}-1.dat"));
-    let len = std::fs::metadata(&file).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    cut_file(
+        &dir.path().join("blocks/raw").join(format!("{T0}-1.dat")),
+        5,
+    );
     let report = check::check(dir.path());
     assert!(!report.ok());
     assert!(
@@ -444,12 +451,7 @@ fn a_block_index_cut_short_or_damaged_is_rebuilt_from_its_blocks() {
         write(dir.path(), &clock);
         let file = index(dir.path());
         match damage {
-            "cut" => std::fs::OpenOptions::new()
-                .write(true)
-                .open(&file)
-                .unwrap()
-                .set_len(len - 1)
-                .unwrap(),
+            "cut" => cut_file(&file, 1),
             "zeroed" => {
                 let mut bytes = std::fs::read(&file).unwrap();
                 let n = bytes.len();
@@ -505,14 +507,10 @@ fn a_block_index_cut_short_or_damaged_is_rebuilt_from_its_blocks() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &clock);
     std::fs::remove_file(index(dir.path())).unwrap();
-    let blocks = dir.path().join("blocks/raw").join(format!("{T0}-1.dat"));
-    let n = std::fs::metadata(&blocks).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&blocks)
-        .unwrap()
-        .set_len(n - 5)
-        .unwrap();
+    cut_file(
+        &dir.path().join("blocks/raw").join(format!("{T0}-1.dat")),
+        5,
+    );
     let s = open(dir.path(), &clock);
     assert_eq!(read_all(&s, "c")[0].ts, vec![T0 + 1, T0 + 2]);
     assert_eq!(read_all(&s, "d")[0].ts, d_all);
