@@ -433,6 +433,7 @@ impl Manager {
         let repeat_ms = self.repeat_ms;
         let silences = self.silences.clone();
         let offline = self.offline.clone();
+        let clock = self.clock.clone();
         let done = query::run(move || {
             let mut g = lock(&group);
             let span = tracing::info_span!("rule_group", group = g.name(), file = %g.file);
@@ -472,10 +473,15 @@ impl Manager {
                     .flatten()
                     .cloned()
                     .collect();
+                // Silences hold back what is sent from the moment they are
+                // made, as Alertmanager's: checked at the time of sending,
+                // not at the evaluation time (up to an interval earlier), or
+                // a silence made just before a sample came would let it by.
+                let sending_at = clock.now_ms().max(ts);
                 for (rule, before) in g.rules.iter_mut().zip(&before) {
                     let inhibitable = rule.name() != INHIBITING_ALERT;
                     for a in rule.alerts_mut() {
-                        let held = silences.silenced_by(&a.labels, ts).is_some()
+                        let held = silences.silenced_by(&a.labels, sending_at).is_some()
                             || (inhibitable
                                 && a.labels.get("device").is_some_and(|d| off.contains(d)));
                         if held && a.state == AlertState::Firing {
@@ -520,5 +526,84 @@ impl Manager {
         if let Err(e) = done {
             tracing::warn!(error = %e, "rule group not evaluated");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base::{Labels, ManualClock, SeriesSamples};
+
+    use super::*;
+    use crate::silence::{Matcher, Silence};
+
+    /// An evaluation runs at the last multiple of its interval, up to an
+    /// interval after it: a silence made in between, before the sample
+    /// that fires came, still holds the notification back.
+    #[tokio::test]
+    async fn a_silence_made_after_the_evaluation_time_holds_back_what_is_sent_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("r.yml");
+        std::fs::write(
+            &rules,
+            "groups:\n  - name: g\n    rules:\n      - alert: Warm\n        expr: env_temp > 0\n",
+        )
+        .unwrap();
+        let config: AlertsConfig = toml::from_str(&format!(
+            "builtin = false\nrule_files = [{rules:?}]\nevaluation_interval = \"1s\"\n\
+             [[notify]]\nname = \"home\"\nkind = \"mqtt\"\n"
+        ))
+        .unwrap();
+        let evaluation_ts = 1_700_000_000_000;
+        let clock = ManualClock::new(evaluation_ts + 300);
+        let (storage, _) = Storage::open(
+            &config::StorageConfig::default(),
+            &dir.path().join("data"),
+            clock.clone(),
+        )
+        .unwrap();
+        let manager = Manager::open(
+            &config,
+            &QueryConfig::default(),
+            storage.clone(),
+            clock.clone(),
+            "http://perch".into(),
+            None,
+        )
+        .unwrap();
+        let fridge = Silence {
+            id: String::new(),
+            matchers: vec![Matcher {
+                name: "device".into(),
+                value: "fridge".into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at: clock.now_ms(),
+            ends_at: clock.now_ms() + 600_000,
+            created_by: "test".into(),
+            comment: String::new(),
+        };
+        manager.silences().add(fridge, clock.now_ms()).unwrap();
+        let sample = |device: &str| {
+            SeriesSamples::new(
+                Labels::from_pairs([("__name__", "env_temp"), ("device", device)]),
+                vec![(evaluation_ts, 5.0)],
+            )
+        };
+        storage.append(&[sample("fridge"), sample("oven")]).unwrap();
+        clock.set(evaluation_ts + 700);
+        let group = manager.groups().remove(0);
+        manager.eval_group(group.clone(), evaluation_ts).await;
+
+        let mut firing: Vec<String> = lock(&group).rules[0]
+            .alerts()
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| a.labels.get("device").unwrap().to_string())
+            .collect();
+        firing.sort();
+        assert_eq!(firing, ["fridge", "oven"]);
+        // The oven's alert only (the mqtt target queues a message per alert).
+        assert_eq!(manager.notifier().unwrap().queued("home"), 1);
     }
 }
