@@ -230,7 +230,7 @@ pub struct BlockFiles {
     /// ([`BlockFiles::take_rebuilt`]).
     rebuilt: Mutex<Vec<String>>,
     /// Windows whose index a read found damaged, for
-    /// [`BlockFiles::rebuild_damaged`].
+    /// [`BlockFiles::rebuild_damaged`] (until it succeeds).
     damaged: Mutex<std::collections::BTreeSet<(Tier, i64)>>,
     /// Held shared by readers and exclusively by whatever deletes or replaces
     /// files, so a reader never loses a file it is reading.
@@ -981,18 +981,29 @@ impl BlockFiles {
         }
     }
 
-    /// Rebuilds the indexes that reads found damaged (maintenance calls
-    /// this; a read cannot, holding the files shared).
-    pub fn rebuild_damaged(&self) -> Result<(), StorageError> {
-        let damaged = std::mem::take(&mut *self.damaged.lock());
-        for (tier, window) in damaged {
-            let _writing = self.writing.lock();
-            let Some(meta) = self.window_meta(tier, window) else {
-                continue;
-            };
-            self.read_or_rebuild_index(tier, window, meta)?;
-        }
-        Ok(())
+    /// The windows whose index a read found damaged, with the bytes a
+    /// rebuild writes (a new generation of both files), for maintenance to
+    /// reserve before [`BlockFiles::rebuild_damaged`].
+    pub fn damaged_windows(&self) -> Vec<(Tier, i64, u64)> {
+        let damaged = self.damaged.lock().clone();
+        damaged
+            .into_iter()
+            .filter_map(|(tier, window)| {
+                let meta = self.window_meta(tier, window)?;
+                Some((tier, window, meta.file_len + meta.index_len))
+            })
+            .collect()
+    }
+
+    /// Rebuilds a window's index that a read found damaged (maintenance
+    /// calls this; a read cannot, holding the files shared).
+    pub fn rebuild_damaged(&self, tier: Tier, window: i64) -> Result<(), StorageError> {
+        let _writing = self.writing.lock();
+        self.damaged.lock().remove(&(tier, window));
+        let Some(meta) = self.window_meta(tier, window) else {
+            return Ok(());
+        };
+        self.read_or_rebuild_index(tier, window, meta).map(|_| ())
     }
 
     /// What rebuilding indexes found since the last call.
