@@ -217,19 +217,35 @@ fn load_perch(client: &Client, bodies: &[String], dir: &Path) -> anyhow::Result<
     }
     drop(s);
     let s = start_perch(client, &std::env::current_exe()?, dir, RETAIN_ALL)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let (_, body) = client.get(&format!("{}/api/v1/status/tsdb", s.url))?;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        // 1 h rollup windows span 30 days: one appears with the first
-        // compacted raw window; give compaction a moment for the rest.
-        if v["data"]["windows"]["rollup_1h"].as_u64().unwrap_or(0) >= 1 {
-            std::thread::sleep(Duration::from_secs(5));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_compaction(&dir.join("data"));
     Ok(s)
+}
+
+/// Waits until perch's compaction of the loaded windows (merges, 1 h
+/// rollups, rewrites) is over — the data directory no longer changes — so
+/// that neither the timings nor the disk use catch it halfway: measured
+/// halfway, the directory held both generations of the rewritten windows
+/// (25 MB instead of 11). Bounded: a note says when it did not settle.
+fn wait_for_compaction(data_dir: &Path) {
+    // perch's own metrics keep the WAL growing a little.
+    const STILL: u64 = 64 << 10;
+    // Longer than maintenance's 10 s period, so it has surely begun.
+    let quiet = Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = base::disk::dir_size(data_dir);
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        if Instant::now() > deadline {
+            eprintln!("perch: compaction had not settled after 10 minutes; measuring anyway");
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let now = base::disk::dir_size(data_dir);
+        if now.abs_diff(last) > STILL {
+            last = now;
+            since = Instant::now();
+        }
+    }
 }
 
 fn load_prometheus(client: &Client, input: &Path, dir: &Path) -> anyhow::Result<Server> {
@@ -444,8 +460,8 @@ pub fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
             (sum / QUERIES.len() as f64).exp()
         );
     }
-    // Disk use of the same samples, measured after the queries so that
-    // background merges and compaction had minutes to run.
+    // Disk use of the same samples, after compaction (perch's settled
+    // before the queries).
     println!();
     let sizes: Vec<(&str, u64)> = data_dirs
         .iter()
