@@ -230,7 +230,8 @@ pub struct BlockFiles {
     /// ([`BlockFiles::take_rebuilt`]).
     rebuilt: Mutex<Vec<String>>,
     /// Windows whose index a read found damaged, for
-    /// [`BlockFiles::rebuild_damaged`] (until it succeeds).
+    /// [`BlockFiles::rebuild_damaged`] (a failed rebuild is dropped; the
+    /// next read that fails queues it again).
     damaged: Mutex<std::collections::BTreeSet<(Tier, i64)>>,
     /// Held shared by readers and exclusively by whatever deletes or replaces
     /// files, so a reader never loses a file it is reading.
@@ -985,10 +986,12 @@ impl BlockFiles {
     /// rebuild writes (a new generation of both files), for maintenance to
     /// reserve before [`BlockFiles::rebuild_damaged`].
     pub fn damaged_windows(&self) -> Vec<(Tier, i64, u64)> {
-        let damaged = self.damaged.lock().clone();
+        let mut damaged = self.damaged.lock();
+        // Windows dropped since (retention) need no rebuild.
+        damaged.retain(|&(tier, window)| self.window_meta(tier, window).is_some());
         damaged
-            .into_iter()
-            .filter_map(|(tier, window)| {
+            .iter()
+            .filter_map(|&(tier, window)| {
                 let meta = self.window_meta(tier, window)?;
                 Some((tier, window, meta.file_len + meta.index_len))
             })

@@ -373,28 +373,6 @@ impl Storage {
     /// files that are mostly garbage.
     pub fn compact(&self) -> Result<(), StorageError> {
         let _serial = self.maintenance.lock();
-        for (tier, window, bytes) in self.files.damaged_windows() {
-            // A rebuild writes the window anew before deleting the old
-            // files: room for it first, or it waits (reads skip the window
-            // meanwhile) until retention makes room.
-            let rebuilt = self
-                .reserve_maintenance("an index rebuild", bytes)
-                .and_then(|_room| self.files.rebuild_damaged(tier, window));
-            match rebuilt {
-                Err(e) if matches!(e, StorageError::BudgetFull(_)) || is_no_room_yet(&e) => {
-                    tracing::debug!(
-                        window,
-                        tier = tier.dir_name(),
-                        "index rebuild postponed: {e}"
-                    );
-                }
-                Err(e) => self.report_problem(format!(
-                    "rebuilding the damaged block index of window {window} ({}) failed: {e}",
-                    tier.dir_name()
-                )),
-                Ok(()) => self.budget.look_store(&self.data_dir),
-            }
-        }
         // Merging writes before it frees: not while space is short.
         if self.space.free_bytes() < self.space.target_free() {
             return Ok(());
@@ -417,6 +395,18 @@ impl Storage {
                 }
             }
         };
+        for (tier, window, bytes) in self.files.damaged_windows() {
+            // A rebuild writes the window anew before deleting the old
+            // files: room for it first, or it waits (reads skip the window
+            // meanwhile) until retention makes room.
+            let r = self
+                .reserve_maintenance("an index rebuild", bytes)
+                .and_then(|_room| self.files.rebuild_damaged(tier, window));
+            if r.is_ok() {
+                self.budget.look_store(&self.data_dir);
+            }
+            note(r, "index rebuild", tier, window);
+        }
         for (window, meta) in self.files.windows(Tier::Raw) {
             let closed = window.saturating_add(Tier::Raw.window_ms() + LATE_GRACE_MS) <= now;
             if closed && !meta.rolled_up {
