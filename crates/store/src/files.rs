@@ -986,16 +986,18 @@ impl BlockFiles {
     /// rebuild writes (a new generation of both files), for maintenance to
     /// reserve before [`BlockFiles::rebuild_damaged`].
     pub fn damaged_windows(&self) -> Vec<(Tier, i64, u64)> {
-        let mut damaged = self.damaged.lock();
+        let mut found = Vec::new();
         // Windows dropped since (retention) need no rebuild.
-        damaged.retain(|&(tier, window)| self.window_meta(tier, window).is_some());
-        damaged
-            .iter()
-            .filter_map(|&(tier, window)| {
-                let meta = self.window_meta(tier, window)?;
-                Some((tier, window, meta.file_len + meta.index_len))
-            })
-            .collect()
+        self.damaged
+            .lock()
+            .retain(|&(tier, window)| match self.window_meta(tier, window) {
+                Some(meta) => {
+                    found.push((tier, window, meta.file_len + meta.index_len));
+                    true
+                }
+                None => false,
+            });
+        found
     }
 
     /// Rebuilds a window's index that a read found damaged (maintenance
