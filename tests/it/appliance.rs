@@ -453,7 +453,9 @@ fn the_debian_package_holds_binary_units_conffile_and_scripts() {
     .unwrap()
     .trim()
     .to_string();
+    // PERCH_FAST_BUILD: the package uncompressed, as for CI's image.
     let (code, out) = run(Command::new(repo().join("packaging/build-deb.sh"))
+        .env("PERCH_FAST_BUILD", "1")
         .args(["--arch", &arch, "--binary", BIN, "--out"])
         .arg(dir.path()));
     assert_eq!(code, 0, "{out}");
