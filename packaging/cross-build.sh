@@ -5,9 +5,10 @@
 # (mimalloc, ring). Installs them when missing (as root). The binary lands in
 # ${CARGO_TARGET_DIR:-target}/TRIPLE/release/perch.
 #
-# PERCH_FAST_BUILD=1 turns off LTO and debug info, optimizes at opt-level 1
-# and uses 16 codegen units: a faster build for CI-speed images, not for
-# releases.
+# PERCH_FAST_BUILD=1 turns off LTO, debug info and optimization (opt-level
+# 0) and uses 16 codegen units: a build for CI-speed images, whose boot test
+# only needs perch to start and answer, not for releases. It takes half the
+# CPU time of opt-level 1 (docs/appliance.md, Timings).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 triple=${1:-aarch64-unknown-linux-gnu}
@@ -35,7 +36,7 @@ export "CARGO_TARGET_${env_triple^^}_LINKER=$gnu-gcc"
 export "CC_${env_triple}=$gnu-gcc" "CXX_${env_triple}=$gnu-g++" "AR_${env_triple}=$gnu-ar"
 if [ "${PERCH_FAST_BUILD:-0}" = 1 ]; then
     export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=0
 fi
 cd "$repo"
 echo "cross-build: cargo build --release --target $triple ($(/usr/bin/rustc --version))" >&2
