@@ -2,7 +2,7 @@
 # Reproduces the forwarding numbers in docs/forward.md: starts Debian's
 # prometheus (remote-write receiver), victoria-metrics and mosquitto, and the
 # Kafka-protocol broker tansu ($PERCH_TANSU, default `tansu` on PATH; built
-# by scripts/test into build/tools) on loopback in a temporary directory,
+# by scripts/test into ~/.cache/perch/tools) on loopback in a temporary directory,
 # runs `perch bench forward` against them and stops them again.
 #   scripts/bench-forward.sh [path/to/perch] [extra bench args]
 set -eu
