@@ -8,9 +8,10 @@
 # Without --binary, perch is built with `cargo build --release` (arm64 is
 # cross-compiled with Debian's rustc-web and libstd-rust-web-dev:arm64; see
 # docs/appliance.md). Prints the path of the package on its last line.
-# PERCH_FAST_BUILD=1 (CI images, tests) builds as packaging/cross-build.sh
-# says and leaves the package's data uncompressed: xz takes a minute of CPU
-# on a debug binary, for a package that is installed at once and thrown away.
+# PERCH_FAST_BUILD=1 (CI images, tests) cross-compiles as
+# packaging/cross-build.sh says and leaves the package's data uncompressed:
+# xz takes a minute of CPU on a debug binary, for a package that is
+# installed at once and thrown away.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
         --arch) arch=${2:?}; shift 2 ;;
         --binary) binary=${2:?}; shift 2 ;;
         --out) out=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
