@@ -355,6 +355,23 @@ impl Storage {
             })
     }
 
+    /// Writes a new generation of a window's files (a rewrite, an index
+    /// rebuild) with room for its `bytes` taken first, then looks at the
+    /// store again: the old generation is gone. The reservation ends before
+    /// the look, which then sees the new files as written, not in flight.
+    fn replace_window(
+        &self,
+        what: &'static str,
+        bytes: u64,
+        write: impl FnOnce() -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let room = self.reserve_maintenance(what, bytes)?;
+        write()?;
+        drop(room);
+        self.budget.look_store(&self.data_dir);
+        Ok(())
+    }
+
     /// Refuses optional work (merges, rollups, rewrites) of `bytes` that
     /// would leave less than `keep` free on the partition, before anything
     /// is written: it waits until old data is dropped.
@@ -396,15 +413,11 @@ impl Storage {
             }
         };
         for (tier, window, bytes) in self.files.damaged_windows() {
-            // A rebuild writes the window anew before deleting the old
-            // files: room for it first, or it waits (reads skip the window
-            // meanwhile) until retention makes room.
-            let r = self
-                .reserve_maintenance("an index rebuild", bytes)
-                .and_then(|_room| self.files.rebuild_damaged(tier, window));
-            if r.is_ok() {
-                self.budget.look_store(&self.data_dir);
-            }
+            // Without room the rebuild waits (reads skip the window
+            // meanwhile) until retention makes some.
+            let r = self.replace_window("an index rebuild", bytes, || {
+                self.files.rebuild_damaged(tier, window)
+            });
             note(r, "index rebuild", tier, window);
         }
         for (window, meta) in self.files.windows(Tier::Raw) {
@@ -439,13 +452,9 @@ impl Storage {
             for (window, meta) in self.files.windows(tier) {
                 let room = self.space.free_bytes() > meta.live_bytes + self.space.target_free();
                 if meta.file_len > 64 * 1024 && meta.live_bytes * 2 < meta.file_len && room {
-                    let r = self
-                        .reserve_maintenance("a rewrite", meta.live_bytes)
-                        .and_then(|_room| self.files.rewrite_window(tier, window))
-                        .map(|_| ());
-                    if r.is_ok() {
-                        self.budget.look_store(&self.data_dir);
-                    }
+                    let r = self.replace_window("a rewrite", meta.live_bytes, || {
+                        self.files.rewrite_window(tier, window).map(|_| ())
+                    });
                     note(r, "rewrite", tier, window);
                 }
             }
